@@ -1,0 +1,68 @@
+"""The `tunelab` command: a table of thin subcommands, each imported only when run.
+
+Keeping heavy imports (torch, transformers) out of this module is what makes
+`tunelab --help` instant. Each entry names a module in `tunelab.commands` that
+defines `add_arguments(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module under tunelab.commands, one-line help). Only working commands are listed.
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def _build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Fine-tune open LLMs on your own data and serve them locally.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:  # only the chosen command's module is imported
+            _load(module).add_arguments(p)
+    return parser
+
+
+def _load(module: str):
+    return importlib.import_module(f"tunelab.commands.{module}")
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = _chosen_command(argv)
+    args = _build_parser(command).parse_args(argv)
+    if args.command is None:
+        _build_parser(None).print_help()
+        return 0
+    from tunelab.errors import TunelabError
+
+    try:
+        return int(_load(COMMANDS[args.command][0]).run(args) or 0)
+    except TunelabError as err:
+        if args.debug or os.environ.get("TUNELAB_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
