@@ -10,8 +10,12 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (about 4 minutes on 2 cores).
+# The wheel is built once into .cache/wheels and reused by later runs of `make test`.
+LLAMA_CPP_VERSION ?= 0.3.36
+WHEELS := .cache/wheels
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +28,24 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# Test extras: llama.cpp (GGUF verification) and a browser (web UI tests).
+$(VENV)/.test-installed: $(VENV)/.installed
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		$(BIN)/pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(BIN)/pip install -q diskcache $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
+		echo "warning: could not install chromium; browser tests will be skipped"
+	touch $@
+
+install-test: $(VENV)/.test-installed
+
 demo: install
 	$(BIN)/tunelab quickstart
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not real_model and not browser" $(PYTEST_ARGS)
 
 clean:
