@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "resolve_model": ("tunelab.store.resolve", "resolve_model"),
+    "LLM": ("tunelab.engine.llm", "LLM"),
+    "SamplingParams": ("tunelab.engine.config", "SamplingParams"),
 }
 
 

@@ -14,6 +14,17 @@ import sys
 
 # name -> (module under tunelab.commands, one-line help). Only working commands are listed.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "merge": ("merge", "fold a run's adapter into its base: a standalone Hugging Face model dir"),
+    "export": ("export", "export a run or model to GGUF (f16..q4_k_m) or an Ollama Modelfile bundle"),
+    "eval": ("eval", "compare a run with its base: held-out loss, generations side by side, forgetting"),
+    "report": ("report", "write a self-contained HTML report of a run (curves, config, eval table)"),
+    "train": ("train", "fine-tune a model (lora, dora, qlora, full, freeze) into runs/NAME"),
+    "runs": ("runs", "list training runs with their status and final loss"),
+    "quickstart": ("quickstart", "fine-tune the embedded Gemma 3 270M on demo data; show answers before/after"),
+    "data": ("data", "check, preview or convert training data (every common format)"),
+    "chat": ("chat", "chat with a model or a training run in the terminal (streaming, multi-line)"),
+    "serve": ("serve", "serve a model and its adapters over an OpenAI- and Ollama-compatible API"),
+    "bench": ("bench", "benchmark a running server: TTFT, ITL, TPOT, throughput"),
 }
 
 

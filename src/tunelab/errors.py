@@ -20,3 +20,23 @@ class MissingExtra(TunelabError):
         super().__init__(
             f"{purpose} needs the '{package}' package: pip install 'tunelab[{extra}]'"
         )
+
+
+class InvalidRequest(TunelabError):
+    """A request parameter is out of range; `param` names it (the server answers HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class CorruptModelFile(TunelabError):
+    """A GGUF, safetensors or config file is truncated or malformed; the message names it."""
+
+
+class DiskFull(TunelabError):
+    """The disk filled up while writing; nothing half-written was kept."""
+
+
+class HubUnreachable(TunelabError):
+    """A model hub could not be reached (offline, no network, or a timeout)."""

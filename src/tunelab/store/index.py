@@ -23,6 +23,11 @@ def tunelab_home() -> Path:
     return Path(os.environ.get("TUNELAB_HOME") or Path.home() / ".cache" / "tunelab")
 
 
+def safe_dir_name(name: str) -> str:
+    """A model name as one path component: 'org/name' -> 'org--name'."""
+    return name.replace("/", "--").replace(":", "-")
+
+
 @dataclasses.dataclass
 class ModelEntry:
     """One stored model and the facts `tunelab list` shows."""
@@ -74,9 +79,18 @@ class Store:
         with self.locked() as entries:
             return entries.pop(name, None)
 
+    @contextmanager
+    def model_lock(self, name: str) -> Iterator[None]:
+        """Hold a per-model lock while a model is pulled or removed, so two processes
+        pulling the same model do the work once and the second finds it done."""
+        locks = self.home / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(locks / (safe_dir_name(name) + ".lock")), timeout=-1):
+            yield
+
     def model_path(self, name: str) -> Path:
         """Where a model named `name` lives (or will live) in the store."""
-        return self.models_dir / name.replace("/", "--")
+        return self.models_dir / safe_dir_name(name)
 
     def new_tmp_dir(self, prefix: str) -> Path:
         """A fresh temp dir on the same filesystem as the store, so a final rename is atomic."""
@@ -88,7 +102,12 @@ class Store:
     def _read(self) -> dict[str, ModelEntry]:
         if not self.index_path.exists():
             return {}
-        raw = json.loads(self.index_path.read_text(encoding="utf-8"))
+        try:
+            raw = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            from tunelab.errors import CorruptModelFile
+
+            raise CorruptModelFile(f"{self.index_path}: corrupt store index ({err})") from None
         known = {f.name for f in dataclasses.fields(ModelEntry)}
         return {k: ModelEntry(**{a: b for a, b in v.items() if a in known}) for k, v in raw.items()}
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from tunelab.errors import ModelNotFound
+from tunelab.errors import HubUnreachable, ModelNotFound
 from tunelab.store.index import Store
 
 
 def resolve_model(spec: str | Path | None, store: Store | None = None) -> Path:
-    """A store name, a local HF directory, or None (the embedded default) -> model directory."""
+    """A store name, a local HF directory, a .gguf file or hub id (pulled on first use), or
+    None (the embedded default, imported once) -> a Hugging Face model directory."""
     store = store or Store()
     if spec is None or str(spec) == "":
         from tunelab.store.default import ensure_default_model
@@ -19,15 +20,41 @@ def resolve_model(spec: str | Path | None, store: Store | None = None) -> Path:
     text = str(spec)
     entry = store.get(text)
     if entry is not None:
+        if not (Path(entry.path) / "config.json").is_file():
+            raise ModelNotFound(f"store entry '{text}' points to a missing directory {entry.path}; "
+                                f"pull it again or `tunelab rm {text}`")
         return Path(entry.path)
     path = Path(text).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         return path
-    raise ModelNotFound(_not_found_message(text, store))
+    return _pull_on_first_use(text, store)
 
 
-def _not_found_message(text: str, store: Store) -> str:
-    names = list(store.entries())
-    close = difflib.get_close_matches(text, names, n=3, cutoff=0.4)
+def _pull_on_first_use(text: str, store: Store) -> Path:
+    from tunelab.store.pull import HUB_ID, parse_source, pull
+
+    looks_pullable = text.lower().endswith(".gguf") or text.startswith(("modelscope:", "hf:"))
+    if not looks_pullable and not (HUB_ID.match(text) and not Path(text).exists()):
+        raise ModelNotFound(not_found_message(text, store))
+    src = parse_source(text)
+    for entry in store.entries().values():  # pulled before under this source
+        if entry.source == src.label and (Path(entry.path) / "config.json").is_file():
+            return Path(entry.path)
+    try:
+        return Path(pull(text, store=store).path)
+    except (HubUnreachable, ModelNotFound) as err:
+        raise type(err)(f"{err} ({not_found_message(text, store, short=True)})") from None
+
+
+def not_found_message(text: str, store: Store, short: bool = False) -> str:
+    """'no model named X', with close store names and a pointer to `tunelab list`."""
+    close = close_names(text, store)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    if short:
+        return f"not in the store either.{hint} See `tunelab list`"
     return f"no model named '{text}' in the store or on disk.{hint} See `tunelab list`."
+
+
+def close_names(text: str, store: Store) -> list[str]:
+    """Store names that look like `text`."""
+    return difflib.get_close_matches(text, list(store.entries()), n=3, cutoff=0.4)

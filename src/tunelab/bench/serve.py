@@ -1,0 +1,213 @@
+"""`tunelab bench serve`: load-test any OpenAI-compatible server over streaming HTTP.
+
+Sends N requests with at most C in flight, streams each one, and times the first
+token (TTFT), the gaps between tokens (ITL), time per output token (TPOT) and the
+whole request (e2e). Works against tunelab, vLLM, llama-server or Ollama's /v1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import ConfigError
+
+WORDS = ("time person year way day thing man world life hand part child eye woman place work week "
+         "case point number group problem fact water story river light music garden city paper").split()
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """What to send and how hard."""
+
+    url: str
+    model: str | None = None
+    concurrency: int = 1
+    requests: int = 16
+    input_len: int = 128
+    output_len: int = 64
+    dataset: str | None = None
+    endpoint: str = "completions"  # or "chat"
+    api_key: str | None = None
+    ignore_eos: bool = True
+    seed: int = 0
+    timeout_s: float = 300.0
+
+
+@dataclasses.dataclass
+class RequestResult:
+    """Timings of one request."""
+
+    ok: bool
+    ttft: float = 0.0
+    e2e: float = 0.0
+    itls: list[float] = dataclasses.field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str = ""
+
+
+def synthetic_prompts(n: int, input_len: int, seed: int) -> list[str]:
+    """n prompts of about `input_len` tokens (one common English word is about one token)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(max(1, input_len))) for _ in range(n)]
+
+
+def dataset_prompts(path: str, n: int) -> list[Any]:
+    """Prompts from JSONL lines with `prompt` (text) or `messages` (chat); cycled to n."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{i}: invalid JSON: {err.msg}") from None
+        if not isinstance(row, dict) or not ("prompt" in row or "messages" in row):
+            raise ConfigError(f"{path}:{i}: expected an object with 'prompt' or 'messages'")
+        rows.append(row.get("messages") or row["prompt"])
+    if not rows:
+        raise ConfigError(f"{path}: no prompts found")
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def request_body(cfg: BenchConfig, model: str, prompt: Any) -> tuple[str, dict[str, Any]]:
+    """Path and JSON body of one streaming request."""
+    body: dict[str, Any] = {"model": model, "max_tokens": cfg.output_len, "stream": True,
+                            "stream_options": {"include_usage": True}, "temperature": 0.0}
+    if cfg.ignore_eos:
+        body["ignore_eos"] = True  # fixed output lengths; servers without it ignore the field
+    if cfg.endpoint == "chat" or isinstance(prompt, list):
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        return "/v1/chat/completions", {**body, "messages": messages}
+    return "/v1/completions", {**body, "prompt": prompt}
+
+
+def _chunk_text(chunk: dict[str, Any]) -> str:
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    c = choices[0]
+    delta = c.get("delta") or {}
+    return c.get("text") or delta.get("content") or delta.get("reasoning_content") or ""
+
+
+async def one_request(client, cfg: BenchConfig, model: str, prompt: Any) -> RequestResult:
+    """Stream one request and time it."""
+    path, body = request_body(cfg, model, prompt)
+    start = time.perf_counter()
+    res, last, chunks = RequestResult(ok=False), None, 0
+    try:
+        async with client.stream("POST", cfg.url.rstrip("/") + path, json=body) as resp:
+            if resp.status_code != 200:
+                res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+                return res
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    res.error = str(chunk["error"].get("message", chunk["error"]))
+                    return res
+                now = time.perf_counter()
+                if _chunk_text(chunk):
+                    chunks += 1
+                    if last is None:
+                        res.ttft = now - start
+                    else:
+                        res.itls.append(now - last)
+                    last = now
+                usage = chunk.get("usage") or {}
+                res.prompt_tokens = usage.get("prompt_tokens", res.prompt_tokens)
+                res.output_tokens = usage.get("completion_tokens", res.output_tokens)
+    except Exception as err:  # noqa: BLE001 - every failure is a counted error, not a crash
+        res.error = f"{type(err).__name__}: {err}"
+        return res
+    res.e2e = time.perf_counter() - start
+    res.output_tokens = res.output_tokens or chunks
+    res.ok = last is not None
+    res.error = "" if res.ok else "no tokens received"
+    return res
+
+
+async def _discover_model(client, cfg: BenchConfig) -> str:
+    resp = await client.get(cfg.url.rstrip("/") + "/v1/models")
+    resp.raise_for_status()
+    return resp.json()["data"][0]["id"]
+
+
+async def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the load and return the summary dict."""
+    import httpx
+
+    if cfg.concurrency < 1 or cfg.requests < 1:
+        raise ConfigError("--concurrency and --requests must be >= 1")
+    prompts = (dataset_prompts(cfg.dataset, cfg.requests) if cfg.dataset
+               else synthetic_prompts(cfg.requests, cfg.input_len, cfg.seed))
+    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    limits = httpx.Limits(max_connections=cfg.concurrency + 2)
+    async with httpx.AsyncClient(timeout=cfg.timeout_s, headers=headers, limits=limits) as client:
+        model = cfg.model or await _discover_model(client, cfg)
+        gate = asyncio.Semaphore(cfg.concurrency)
+
+        async def guarded(prompt: Any) -> RequestResult:
+            async with gate:
+                return await one_request(client, cfg, model, prompt)
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(guarded(p) for p in prompts))
+        duration = time.perf_counter() - start
+    return summarize(results, duration, cfg, model)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return {"mean": statistics.fmean(values), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99)}
+
+
+def summarize(results: list[RequestResult], duration: float, cfg: BenchConfig, model: str) -> dict:
+    """Latency percentiles (ms) and throughput from per-request results."""
+    ok = [r for r in results if r.ok]
+    tpots = [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
+    ms = lambda xs: {k: v * 1000 for k, v in _stats(xs).items()}
+    out_tokens = sum(r.output_tokens for r in ok)
+    in_tokens = sum(r.prompt_tokens for r in ok)
+    return {
+        "url": cfg.url, "model": model, "concurrency": cfg.concurrency, "requests": len(results),
+        "completed": len(ok), "errors": len(results) - len(ok),
+        "error_samples": sorted({r.error for r in results if not r.ok})[:5],
+        "duration_s": duration, "request_throughput": len(ok) / duration,
+        "output_token_throughput": out_tokens / duration,
+        "total_token_throughput": (in_tokens + out_tokens) / duration,
+        "prompt_tokens": in_tokens, "output_tokens": out_tokens,
+        "ttft_ms": ms([r.ttft for r in ok]), "tpot_ms": ms(tpots),
+        "itl_ms": ms([g for r in ok for g in r.itls]), "e2e_ms": ms([r.e2e for r in ok]),
+    }
+
+
+def format_report(s: dict[str, Any]) -> str:
+    """A plain-text table of the summary."""
+    lines = [f"model {s['model']} at {s['url']}  concurrency {s['concurrency']}",
+             f"requests {s['completed']}/{s['requests']} ok, {s['errors']} errors, "
+             f"{s['duration_s']:.2f} s",
+             f"throughput: {s['request_throughput']:.2f} req/s, "
+             f"{s['output_token_throughput']:.1f} output tok/s, {s['total_token_throughput']:.1f} total tok/s",
+             f"tokens: {s['prompt_tokens']} prompt, {s['output_tokens']} output",
+             f"{'ms':<6}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}"]
+    for key in ("ttft", "tpot", "itl", "e2e"):
+        st = s[f"{key}_ms"]
+        lines.append(f"{key.upper():<6}" + "".join(f"{st[q]:>10.1f}" for q in ("mean", "p50", "p90", "p99")))
+    lines += [f"error: {e}" for e in s["error_samples"]]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""`tunelab bench serve`: latency and throughput of an OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `tunelab bench`."""
+    sub = parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    p = sub.add_parser("serve", help="load-test a running server (tunelab, vLLM, llama-server, Ollama)")
+    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--model", default=None, help="model name (default: the first in /v1/models)")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
+    p.add_argument("--requests", type=int, default=16, help="total requests")
+    p.add_argument("--input-len", type=int, default=128, help="synthetic prompt length in tokens (about)")
+    p.add_argument("--output-len", type=int, default=64, help="max_tokens per request")
+    p.add_argument("--dataset", default=None, help="JSONL of {'prompt': ...} or {'messages': [...]}")
+    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the report; exit 1 if any request failed."""
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from tunelab.bench.serve import BenchConfig, format_report, run_benchmark
+
+    if args.dataset and not Path(args.dataset).is_file():
+        from tunelab.errors import ConfigError
+
+        raise ConfigError(f"--dataset: file not found: {args.dataset}")
+    cfg = BenchConfig(url=args.url, model=args.model, concurrency=args.concurrency,
+                      requests=args.requests, input_len=args.input_len, output_len=args.output_len,
+                      dataset=args.dataset, endpoint=args.endpoint, api_key=args.api_key,
+                      ignore_eos=not args.no_ignore_eos)
+    summary = asyncio.run(run_benchmark(cfg))
+    print(format_report(summary))
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(args.json)
+    return 1 if summary["errors"] else 0

@@ -1,0 +1,217 @@
+"""`tunelab chat [MODEL] [--adapter PATH|RUN]`: a streaming terminal chat with a model or a run.
+
+Input: end a line with '\\' to continue it, or wrap several lines in triple quotes (\"\"\").
+Commands: /system TEXT, /reset, /save FILE, /params [key=value ...], /help, /exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HELP = """commands:
+  /system TEXT        set the system prompt (and start over)
+  /reset              forget the conversation
+  /save FILE          write the conversation as JSON
+  /params [k=v ...]   show or change sampling (temperature, top_p, top_k, max_tokens, ...)
+  /exit               quit (or Ctrl-D)
+multi-line input: end a line with \\ or wrap lines in \"\"\""""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default=None,
+                        help="store name, model dir or run (default: the built-in Gemma 3 270M)")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter dir or training run name/dir")
+    parser.add_argument("--system", default=None, help="system prompt")
+    parser.add_argument("--max-tokens", type=int, default=512, help="most tokens per reply")
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible replies")
+    parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunelab.engine.config import EngineConfig, SamplingParams
+    from tunelab.engine.engine import LLMEngine
+
+    model, adapter = resolve_target(args.model, args.adapter)
+    print(f"loading {model or 'the default model'}{' + adapter ' + str(adapter) if adapter else ''} ...",
+          file=sys.stderr)
+    cfg = EngineConfig(dtype=args.dtype, device=args.device, max_num_seqs=1, max_model_len=args.max_model_len)
+    engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed)
+    Chat(engine, params, args.system, "chat" if adapter else None).loop()
+    return 0
+
+
+def resolve_target(model: str | None, adapter: str | None) -> tuple[str | Path | None, Path | None]:
+    """(base model spec, adapter dir): a run given as MODEL or --adapter supplies both."""
+    from tunelab.errors import TunelabError
+    from tunelab.export.runs import find_run_dir
+
+    for spec in (adapter, model):
+        run_dir = find_run_dir(spec) if spec else None
+        if run_dir is None:
+            continue
+        status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+        if (run_dir / "model" / "config.json").is_file():
+            return run_dir / "model", None
+        if not (run_dir / "adapter" / "adapter_config.json").is_file():
+            raise TunelabError(f"{run_dir}: run has no adapter/ yet (state: {status.get('state')})")
+        base = model if spec == adapter and model else status.get("base_model")
+        return base, run_dir / "adapter"
+    return model, Path(adapter) if adapter else None
+
+
+class Chat:
+    """The read-eval-print loop around one engine; the conversation is a list of messages."""
+
+    def __init__(self, engine, params, system: str | None, adapter: str | None):
+        from tunelab.data.templates import ChatTemplate
+
+        self.engine = engine
+        self.params = params
+        self.system = system
+        self.adapter = adapter
+        adapter_dir = engine.lora.adapters.get(adapter) if adapter else None
+        if adapter_dir and (adapter_dir / "tunelab_template.json").is_file():
+            self.template = ChatTemplate.load(adapter_dir)
+        else:
+            self.template = ChatTemplate.for_model(engine.model_dir)
+        self.messages: list[dict] = []
+        self.turn = 0
+
+    def loop(self) -> None:
+        """Read, answer, repeat until /exit or end of input."""
+        print(f"chat template: {self.template.name}. /help for commands.", flush=True)
+        while True:
+            text = read_message()
+            if text is None or text.strip() in ("/exit", "/quit"):
+                print()
+                return
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                self.command(text.strip())
+            else:
+                self.reply(text)
+
+    def command(self, line: str) -> None:
+        """Run one /command."""
+        name, _, rest = line.partition(" ")
+        if name == "/system":
+            self.system, self.messages = rest.strip() or None, []
+            print(f"system prompt {'set' if self.system else 'cleared'}; conversation reset")
+        elif name == "/reset":
+            self.messages = []
+            print("conversation reset")
+        elif name == "/save":
+            print(f"saved to {self.save(rest.strip())}")
+        elif name == "/params":
+            self.set_params(rest.split())
+        elif name == "/help":
+            print(HELP)
+        else:
+            print(f"unknown command {name}; /help lists them")
+
+    def save(self, filename: str) -> Path:
+        """Write system prompt and messages to `filename` as JSON (atomically)."""
+        path = Path(filename or "chat.json").expanduser()
+        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"messages": msgs}, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def set_params(self, items: list[str]) -> None:
+        """`/params` shows the sampling settings; `/params k=v ...` changes them."""
+        from tunelab.config import build
+        from tunelab.engine.config import SamplingParams
+        from tunelab.errors import TunelabError
+
+        if items:
+            values = {**dataclasses.asdict(self.params), **dict(i.split("=", 1) for i in items if "=" in i)}
+            try:
+                self.params = build(SamplingParams, values)
+            except TunelabError as err:
+                print(f"error: {err}")
+                return
+        shown = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty", "seed")
+        print(" ".join(f"{k}={getattr(self.params, k)}" for k in shown))
+
+    def reply(self, text: str) -> None:
+        """Send the user message, stream the answer, report tokens/s."""
+        from tunelab.data.templates import encode_prompt
+        from tunelab.engine.llm import with_template_stops
+        from tunelab.errors import TunelabError
+
+        self.messages.append({"role": "user", "content": text})
+        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
+        try:
+            prompt = encode_prompt(self.template, self.engine.tokenizer, msgs)
+            params = with_template_stops(self.params, self.template, self.engine.tokenizer)
+            answer, n, seconds = self._stream(prompt, params)
+        except TunelabError as err:
+            self.messages.pop()
+            print(f"error: {err}")
+            return
+        except KeyboardInterrupt:
+            self.engine.abort(f"turn-{self.turn}")
+            answer, n, seconds = "", 0, 0.0
+            print("\n[interrupted]")
+        self.messages.append({"role": "assistant", "content": answer})
+        print(f"\n[{n} tokens, {n / seconds if seconds else 0:.1f} tok/s]", flush=True)
+
+    def _stream(self, prompt: list[int], params) -> tuple[str, int, float]:
+        self.turn += 1
+        seq = self.engine.add_request(f"turn-{self.turn}", prompt, params, self.adapter)[0]
+        start = time.perf_counter()
+        while self.engine.has_unfinished():
+            self.engine.step()
+            print(seq.take_delta(), end="", flush=True)
+        print(seq.take_delta(), end="", flush=True)
+        if seq.error:
+            print(f"\n[error: {seq.error}]")
+        return seq.text, len(seq.output_ids), time.perf_counter() - start
+
+
+def read_message() -> str | None:
+    """One user message: '\\' at line end continues it; a \"\"\" line opens/closes a block."""
+    try:
+        first = input(">>> ")
+    except EOFError:
+        return None
+    if first.strip().startswith('"""'):
+        return _read_block(first.strip()[3:])
+    lines = [first]
+    while lines[-1].endswith("\\"):
+        lines[-1] = lines[-1][:-1]
+        try:
+            lines.append(input("... "))
+        except EOFError:
+            break
+    return "\n".join(lines)
+
+
+def _read_block(rest: str) -> str:
+    if rest.endswith('"""'):
+        return rest[:-3]
+    lines = [rest] if rest else []
+    while True:
+        try:
+            line = input("... ")
+        except EOFError:
+            break
+        if line.rstrip().endswith('"""'):
+            lines.append(line.rstrip()[:-3])
+            break
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""`tunelab data check|preview|convert`: look at training data before training on it."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sub-subcommands check, preview and convert."""
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = sub.add_parser("check", help="validate files and report rows, rejects, lengths and loss share")
+    check.add_argument("files", nargs="+", metavar="FILE", help="data files, directories or dataset_info.json")
+    _model_options(check)
+    check.add_argument("--cutoff", type=int, default=1024, help="cutoff length in tokens (default 1024)")
+    check.add_argument("--overflow", choices=("truncate", "drop"), default="truncate", help="rows over the cutoff")
+    preview = sub.add_parser("preview", help="print rendered examples with the trained part highlighted")
+    preview.add_argument("files", nargs=1, metavar="FILE")
+    preview.add_argument("-n", type=int, default=3, help="number of rows to show (default 3)")
+    _model_options(preview)
+    preview.add_argument("--cutoff", type=int, default=1024, help="cutoff length in tokens (default 1024)")
+    convert = sub.add_parser("convert", help="rewrite a dataset as messages, alpaca or sharegpt JSONL/JSON")
+    convert.add_argument("input", metavar="IN")
+    convert.add_argument("output", metavar="OUT", help="output .jsonl (or .json for an array)")
+    convert.add_argument("--to", required=True, choices=("messages", "alpaca", "sharegpt"))
+    _read_options(convert)
+
+
+def _read_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default=None, help="force the input format (default: detect)")
+    parser.add_argument("--skip-invalid", action="store_true", help="count invalid rows instead of failing")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    _read_options(parser)
+    parser.add_argument("--model", default=None, help="model whose tokenizer and template to use (default: built-in)")
+    parser.add_argument("--template", default=None, help="built-in chat template: llama3|chatml|gemma|mistral|default")
+    parser.add_argument("--train-on", choices=("assistant", "all", "last"), default="assistant")
+    parser.add_argument("--system", default=None, help="default system prompt for rows without one")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen action; returns the exit code."""
+    return {"check": _check, "preview": _preview, "convert": _convert}[args.data_command](args)
+
+
+def _config(args: argparse.Namespace):
+    from tunelab.config import build
+    from tunelab.data.config import DataConfig
+
+    return build(DataConfig, {"format": args.format, "cutoff_len": args.cutoff, "train_on": args.train_on,
+                              "overflow": getattr(args, "overflow", "truncate"), "skip_invalid": args.skip_invalid,
+                              "template": args.template, "system": args.system})
+
+
+def _tokenizer_and_template(args: argparse.Namespace):
+    from transformers import AutoTokenizer
+
+    from tunelab.data.templates import ChatTemplate
+    from tunelab.store.resolve import resolve_model
+
+    try:
+        model_dir = resolve_model(args.model)
+    except ImportError:  # the embedded default model ships separately; say so instead of a traceback
+        from tunelab.errors import ModelNotFound
+
+        raise ModelNotFound("the built-in default model is not available here; pass --model") from None
+    template = ChatTemplate.for_model(model_dir, args.template, system=args.system)
+    return AutoTokenizer.from_pretrained(model_dir), template
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tunelab.data.check import check_data, format_report
+
+    cfg = _config(args)
+    tokenizer, template = _tokenizer_and_template(args)
+    report = check_data(args.files, template, tokenizer, cfg)
+    print(format_report(report))
+    if report.invalid and not args.skip_invalid:
+        print(f"error: {report.invalid} invalid rows; fix them or pass --skip-invalid to train without them")
+        return 1
+    if report.stats.loss_tokens == 0:
+        print("error: no trainable tokens (see the counts above)")
+        return 1
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tunelab.data.formats import read_datasets
+    from tunelab.data.preview import preview_row
+
+    cfg = _config(args)
+    loaded = read_datasets(args.files, cfg.format, skip_invalid=args.skip_invalid)
+    tokenizer, template = _tokenizer_and_template(args)
+    console = Console(highlight=False)
+    console.print(f"chat template: {template.name}; trained tokens in bold green")
+    for row in loaded.rows[: max(args.n, 0)]:
+        console.print(preview_row(row, template, tokenizer, cfg))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from tunelab.data.convert import convert_row, write_records
+    from tunelab.data.formats import read_datasets
+
+    loaded = read_datasets([args.input], args.format, skip_invalid=args.skip_invalid)
+    records = [convert_row(row, args.to) for row in loaded.rows]
+    path = write_records(args.output, records)
+    skipped = f"; {loaded.rejected_count} invalid rows skipped" if loaded.rejected_count else ""
+    print(f"wrote {len(records)} rows as {args.to} to {path}{skipped}")
+    return 0

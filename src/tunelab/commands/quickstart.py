@@ -1,0 +1,20 @@
+"""`tunelab quickstart`: LoRA-tune the embedded Gemma 3 270M on the demo data, show before/after."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `tunelab quickstart`: any QuickstartConfig field as key=value."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="e.g. max_steps=20 lr=2e-3 model=NAME output=runs/qs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the quick-start; exit 0 when it finished."""
+    from tunelab.config import load_config
+    from tunelab.train.quickstart import QuickstartConfig, quickstart
+
+    quickstart(load_config(QuickstartConfig, None, args.overrides))
+    return 0

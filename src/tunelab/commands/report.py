@@ -1,0 +1,23 @@
+"""`tunelab report RUN [--out FILE]`: one self-contained HTML report of a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory or run name")
+    parser.add_argument("--out", type=Path, default=None, help="output HTML file (default RUN/report.html)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunelab.eval.report import write_report
+    from tunelab.export.errors import RunError
+    from tunelab.export.runs import find_run_dir
+
+    run_dir = find_run_dir(args.run)
+    if run_dir is None:
+        raise RunError(f"no run at '{args.run}' (looked for status.json there, in ./runs and in $TUNELAB_HOME/runs)")
+    print(write_report(run_dir, args.out))
+    return 0

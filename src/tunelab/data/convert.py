@@ -1,0 +1,66 @@
+"""Write rows back out as messages, alpaca or sharegpt records (`tunelab data convert`).
+
+Output is JSONL, or a JSON array when the file name ends in .json, written to a
+temporary file and renamed so a failed run leaves nothing half-written. Reading the
+output back yields the same conversations, row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tunelab.data.errors import DataError
+from tunelab.data.rows import Row
+
+TARGETS = ("messages", "alpaca", "sharegpt")
+_SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
+
+
+def convert_row(row: Row, to: str) -> dict:
+    """One row as a record of format `to`."""
+    if row.messages is None:
+        if to == "text":
+            return {"text": row.text}
+        raise DataError("cannot convert", f"a plain-text row cannot become {to}", row.source, row.line)
+    if to == "messages":
+        return {"messages": [dict(m) for m in row.messages]}
+    if to == "sharegpt":
+        return {"conversations": [{"from": _SHAREGPT_ROLE[m["role"]], "value": m["content"]} for m in row.messages]}
+    if to == "alpaca":
+        return _alpaca(row.messages)
+    raise DataError("unknown format", f"cannot convert to '{to}'; use one of {', '.join(TARGETS)}")
+
+
+def _alpaca(messages: list[dict]) -> dict:
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    turns = messages[1:] if system is not None else messages
+    history = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns) - 2, 2)]
+    record = {"instruction": turns[-2]["content"], "input": "", "output": turns[-1]["content"]}
+    if system is not None:
+        record["system"] = system
+    if history:
+        record["history"] = history
+    return record
+
+
+def write_records(path: str | Path, records: list[dict]) -> Path:
+    """Write records atomically as JSONL (or a JSON array for *.json)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        raise DataError("unsupported file", "output must end in .jsonl or .json", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if path.suffix.lower() == ".json":
+                json.dump(records, f, ensure_ascii=False, indent=1)
+            else:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

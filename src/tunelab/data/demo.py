@@ -1,0 +1,22 @@
+"""The bundled demo dataset: identity examples ("who are you?" -> the tunelab assistant) in
+English and Chinese plus general Q&A, and a held-out split of paraphrases that never appear
+in training, each with a reference answer, so a quick-start can show that fine-tuning worked.
+
+Both files are OpenAI-messages JSONL shipped as package data under tunelab/assets/demo/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def demo_train_path() -> Path:
+    """Training split: 67 short conversations (identity EN/ZH, general Q&A, two multi-turn)."""
+    return _DEMO / "train.jsonl"
+
+
+def demo_heldout_path() -> Path:
+    """Held-out paraphrases; the last message of each row is the reference answer."""
+    return _DEMO / "heldout.jsonl"

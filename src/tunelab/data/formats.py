@@ -1,0 +1,148 @@
+"""Read training data in every common format into one list of `Row`s.
+
+Public API:
+- `read_datasets(paths, format=None, skip_invalid=False) -> LoadedData`:
+  `.rows: list[Row]` (Row: `.messages` | `.text`, `.source`, `.line`, `.format`),
+  `.rejected` (reason -> [(source, line)]) and `.counts` (format -> rows).
+- Formats: alpaca, sharegpt, messages (OpenAI), prompt_completion, text; detected per
+  file from its first row, or forced with `format`.
+- Paths: .jsonl, .json (array), .csv/.tsv, .parquet, directories of them, and
+  LLaMA-Factory `dataset_info.json` (all its datasets, or `dataset_info.json#a,b`).
+An invalid row raises DataError naming file, line and field, unless skip_invalid,
+which counts it under `rejected` instead. No row is ever dropped uncounted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from tunelab.data.errors import DataError
+from tunelab.data.files import SUFFIXES, iter_records, list_files
+from tunelab.data.rows import FORMATS, LoadedData, Row, Schema, detect_format, normalize_format
+
+__all__ = ["FORMATS", "LoadedData", "Row", "read_datasets"]
+
+_INFO = "dataset_info.json"
+
+
+def read_datasets(paths: list[str | Path], format: str | None = None, skip_invalid: bool = False) -> LoadedData:
+    """Read every path into rows; see the module docstring."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    forced = Schema.of(format) if format else None
+    loaded = LoadedData()
+    for file, schema in _sources(paths):
+        _read_file(file, schema or forced, loaded, skip_invalid)
+    if not loaded.rows and not loaded.rejected:
+        raise DataError("empty file", "no rows found in " + ", ".join(map(str, paths)))
+    return loaded
+
+
+def _sources(paths: list[str | Path]) -> Iterator[tuple[Path, Schema | None]]:
+    """(file, schema or None for auto) for each input path."""
+    for spec in paths:
+        text = str(spec)
+        path, _, names = text.partition("#") if _INFO + "#" in text else (text, "", "")
+        path = Path(path)
+        if path.name == _INFO or (path.is_dir() and (path / _INFO).is_file()):
+            info = path if path.name == _INFO else path / _INFO
+            yield from _dataset_info(info, [n for n in names.split(",") if n])
+        elif path.is_dir():
+            yield from _directory(path, text)
+        elif path.is_file():
+            yield path, None
+        else:
+            raise DataError("missing file", "no such file or directory", text)
+
+
+def _directory(path: Path, text: str) -> Iterator[tuple[Path, Schema | None]]:
+    """Data files under a directory; a subfolder with dataset_info.json is read through it."""
+    infos = sorted(p.parent for p in path.rglob(_INFO))
+    files = [f for f in list_files(path) if not any(d in f.parents for d in infos)]
+    if not files and not infos:
+        raise DataError("empty file", f"no data files ({', '.join(SUFFIXES)}) in the directory", text)
+    yield from ((f, None) for f in files)
+    for info_dir in infos:
+        yield from _dataset_info(info_dir / _INFO, [])
+
+
+def _read_file(path: Path, schema: Schema | None, loaded: LoadedData, skip_invalid: bool) -> None:
+    """Rows of one file; with no schema each row's format is detected from its keys."""
+    rows, seen = 0, None
+    for line, record in iter_records(path):
+        try:
+            if isinstance(record, DataError):
+                raise record
+            row_schema = schema or _detect(record, seen, str(path), line)
+            seen = seen or row_schema
+            loaded.add(row_schema.to_row(record, str(path), line))
+            rows += 1
+        except DataError as err:
+            if not skip_invalid:
+                raise
+            loaded.reject(err)
+            rows += 1
+    if rows == 0:
+        _handle(DataError("empty file", "file has no rows", str(path)), loaded, skip_invalid)
+
+
+def _handle(err: DataError, loaded: LoadedData, skip_invalid: bool) -> None:
+    if not skip_invalid:
+        raise err
+    loaded.reject(err)
+
+
+def _detect(record: dict, seen: Schema | None, source: str, line: int) -> Schema:
+    """The row's format; a row fitting none is read as the file's earlier rows to name what is missing."""
+    fmt = detect_format(record)
+    if fmt is None and seen is not None:
+        return seen
+    if fmt is None:
+        raise DataError("unknown format", f"cannot tell the format from the keys {sorted(record)}; expected "
+                        "instruction/output, conversations, messages, prompt/completion or text "
+                        "(or pass --format)", source, line)
+    if fmt == "sharegpt" and "conversations" not in record:  # sharegpt turns under a 'messages' key
+        return Schema.of(fmt, {"messages": "messages"})
+    return Schema.of(fmt)
+
+
+def _dataset_info(info: Path, names: list[str]) -> Iterator[tuple[Path, Schema]]:
+    """LLaMA-Factory datasets: file_name, formatting, columns and tags of each named entry."""
+    try:
+        table = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError("unreadable file", f"cannot read dataset_info.json: {err}", str(info)) from None
+    if not isinstance(table, dict):
+        raise DataError("wrong type", "expected an object of named datasets", str(info))
+    for name in names or list(table):
+        if name not in table:
+            raise DataError("missing dataset", f"no dataset named '{name}'; it has {', '.join(table)}", str(info))
+        yield from _info_entry(info, name, table[name])
+
+
+def _info_entry(info: Path, name: str, entry: dict) -> Iterator[tuple[Path, Schema]]:
+    where = f"{info}#{name}"
+    if not isinstance(entry, dict) or "file_name" not in entry:
+        hub = isinstance(entry, dict) and any(k in entry for k in ("hf_hub_url", "ms_hub_url", "script_url"))
+        why = "hub datasets are not read offline; download it and set file_name" if hub else "needs 'file_name'"
+        raise DataError("unsupported dataset", why, where)
+    if entry.get("ranking"):
+        raise DataError("unsupported dataset", "ranking (preference) datasets are not supported yet", where)
+    fmt = entry.get("formatting", "alpaca")
+    columns = _info_columns(fmt, entry.get("columns") or {})
+    schema = Schema.of(fmt, columns, entry.get("tags") or {})
+    target = info.parent / entry["file_name"]
+    files = list_files(target) if target.is_dir() else [target]
+    if not target.exists():
+        raise DataError("missing file", f"file_name '{entry['file_name']}' does not exist", where)
+    yield from ((f, schema) for f in files)
+
+
+def _info_columns(fmt: str, columns: dict) -> dict[str, str]:
+    """LLaMA-Factory column names -> ours (they match except sharegpt's 'messages')."""
+    known = {"prompt", "query", "response", "system", "history", "messages"}
+    if normalize_format(fmt) == "sharegpt" and "messages" not in columns:
+        columns = {**columns, "messages": "conversations"}
+    return {k: v for k, v in columns.items() if k in known}

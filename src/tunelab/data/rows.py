@@ -1,0 +1,222 @@
+"""The internal row type and the conversion of each input format into it.
+
+Every format becomes a `Row`: either `messages` ({role, content} dicts: an optional
+system turn, then user/assistant turns alternating and ending with the assistant)
+or `text` for continued pre-training. A `Schema` says which record keys hold what,
+so LLaMA-Factory column mappings and tags plug in without new code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunelab.data.errors import DataError
+
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
+FORMAT_ALIASES = {"openai": "messages", "chat": "messages", "prompt": "prompt_completion",
+                  "completion": "prompt_completion", "plain": "text", "pretrain": "text"}
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Row:
+    """One training row: a conversation or plain text, with where it came from."""
+
+    messages: list[dict] | None
+    text: str | None
+    source: str
+    line: int
+    format: str
+
+
+@dataclass
+class LoadedData:
+    """Rows read from all inputs, plus what was rejected (reason -> [(source, line)])."""
+
+    rows: list[Row] = field(default_factory=list)
+    rejected: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        self.counts[row.format] = self.counts.get(row.format, 0) + 1
+
+    def reject(self, err: DataError) -> None:
+        self.rejected.setdefault(err.reason, []).append((err.source, err.line))
+
+    @property
+    def rejected_count(self) -> int:
+        return sum(len(v) for v in self.rejected.values())
+
+
+_DEFAULT_COLUMNS = {
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"},
+    "sharegpt": {"messages": "conversations", "system": "system"},
+    "messages": {"messages": "messages", "system": "system"},
+    "prompt_completion": {"prompt": "prompt", "response": "completion", "system": "system"},
+    "text": {"text": "text"},
+}
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "system": "system", "chatgpt": "assistant", "model": "assistant"}
+
+
+@dataclass
+class Schema:
+    """A format plus the record keys (columns) and role tags it reads."""
+
+    format: str
+    columns: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, fmt: str, columns: dict | None = None, tags: dict | None = None) -> Schema:
+        """The default schema of a format, with optional overrides (dataset_info.json)."""
+        fmt = normalize_format(fmt)
+        return cls(fmt, {**_DEFAULT_COLUMNS[fmt], **(columns or {})}, dict(tags or {}))
+
+    def to_row(self, record: dict, source: str, line: int) -> Row:
+        """Convert one record, raising DataError naming the field on any problem."""
+        where = (source, line)
+        if self.format == "text":
+            return Row(None, _text_field(record, self.columns["text"], *where), source, line, "text")
+        convert = {"alpaca": _alpaca, "sharegpt": self._turns, "messages": self._turns,
+                   "prompt_completion": _prompt_completion}[self.format]
+        messages = convert(record, self.columns, *where)
+        system = record.get(self.columns.get("system", ""))
+        if system is not None and not (messages and messages[0]["role"] == "system"):
+            messages.insert(0, {"role": "system", "content": _string(system, self.columns["system"], *where)})
+        check_turns(messages, self.columns.get("messages", "messages"), *where)
+        return Row(messages, None, source, line, self.format)
+
+    def _turns(self, record: dict, columns: dict, source: str, line: int) -> list[dict]:
+        key = columns["messages"]
+        turns = _required(record, key, source, line)
+        if not isinstance(turns, list):
+            raise DataError("wrong type", f"expected a list of turns, got {type(turns).__name__}", source, line, key)
+        return [self._turn(t, f"{key}[{i}]", source, line) for i, t in enumerate(turns)]
+
+    def _turn(self, turn: Any, where: str, source: str, line: int) -> dict:
+        if not isinstance(turn, dict):
+            raise DataError("wrong type", f"expected an object, got {type(turn).__name__}", source, line, where)
+        role_key = self.tags.get("role_tag") or ("from" if "from" in turn else "role")
+        content_key = self.tags.get("content_tag") or ("value" if role_key == "from" else "content")
+        role = _required(turn, role_key, source, line, f"{where}.{role_key}")
+        role = self._role(role, f"{where}.{role_key}", source, line)
+        content = _content(_required(turn, content_key, source, line, f"{where}.{content_key}"),
+                           f"{where}.{content_key}", source, line)
+        return {"role": role, "content": content}
+
+    def _role(self, role: Any, where: str, source: str, line: int) -> str:
+        names = dict(_SHAREGPT_ROLES)
+        for ours, tag in (("user", "user_tag"), ("assistant", "assistant_tag"), ("system", "system_tag")):
+            if self.tags.get(tag):
+                names[self.tags[tag]] = ours
+        if not isinstance(role, str) or role not in names:
+            known = ", ".join(sorted(names))
+            raise DataError("unknown role", f"unknown role {role!r}; expected one of {known}", source, line, where)
+        return names[role]
+
+
+def normalize_format(fmt: str) -> str:
+    """A canonical format name, or DataError listing the valid ones."""
+    key = FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+    if key not in FORMATS:
+        raise DataError("unknown format", f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    return key
+
+
+def detect_format(record: dict) -> str | None:
+    """Guess the format from a record's keys; None when nothing fits."""
+    if "messages" in record:
+        turns = record["messages"]
+        first = turns[0] if isinstance(turns, list) and turns else None
+        return "sharegpt" if isinstance(first, dict) and "from" in first else "messages"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    if "prompt" in record and "completion" in record:
+        return "prompt_completion"
+    if "text" in record:
+        return "text"
+    return None
+
+
+def check_turns(messages: list[dict], key: str, source: str, line: int) -> None:
+    """An optional system turn, then user/assistant alternating, ending with the assistant."""
+    if not messages:
+        raise DataError("empty conversation", "conversation has no turns", source, line, key)
+    start = 1 if messages[0]["role"] == "system" else 0
+    for i, msg in enumerate(messages[start:], start):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if msg["role"] != expected:
+            raise DataError("turns do not alternate", f"turn {i} is '{msg['role']}' but '{expected}' was expected "
+                            "(system first, then user and assistant alternating)", source, line, f"{key}[{i}]")
+    if messages[-1]["role"] != "assistant":
+        raise DataError("no reply", "the last turn is not from the assistant, so there is nothing to train on",
+                        source, line, f"{key}[{len(messages) - 1}]")
+
+
+def _alpaca(record: dict, columns: dict, source: str, line: int) -> list[dict]:
+    prompt = _string(_required(record, columns["prompt"], source, line), columns["prompt"], source, line)
+    query = record.get(columns["query"])
+    query = "" if query is None else _string(query, columns["query"], source, line)
+    response = _string(_required(record, columns["response"], source, line), columns["response"], source, line)
+    messages = _history(record.get(columns["history"]), columns["history"], source, line)
+    user = f"{prompt}\n{query}" if prompt and query else prompt or query
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": response}]
+
+
+def _history(value: Any, key: str, source: str, line: int) -> list[dict]:
+    if value is None or value == "":
+        return []
+    if not isinstance(value, list):
+        raise DataError("wrong type", "expected a list of [question, answer] pairs", source, line, key)
+    out = []
+    for i, pair in enumerate(value):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise DataError("wrong type", "expected a [question, answer] pair", source, line, f"{key}[{i}]")
+        out += [{"role": "user", "content": _string(pair[0], f"{key}[{i}][0]", source, line)},
+                {"role": "assistant", "content": _string(pair[1], f"{key}[{i}][1]", source, line)}]
+    return out
+
+
+def _prompt_completion(record: dict, columns: dict, source: str, line: int) -> list[dict]:
+    prompt = _required(record, columns["prompt"], source, line)
+    completion = _required(record, columns["response"], source, line)
+    if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt/completion
+        schema = Schema.of("messages", {"messages": columns["prompt"]})
+        turns = schema._turns({columns["prompt"]: prompt + completion}, schema.columns, source, line)
+        return turns
+    return [{"role": "user", "content": _string(prompt, columns["prompt"], source, line)},
+            {"role": "assistant", "content": _string(completion, columns["response"], source, line)}]
+
+
+def _text_field(record: dict, key: str, source: str, line: int) -> str:
+    text = _string(_required(record, key, source, line), key, source, line)
+    if not text.strip():
+        raise DataError("empty text", "text is empty", source, line, key)
+    return text
+
+
+def _content(value: Any, key: str, source: str, line: int) -> str:
+    """A message content: a string, or OpenAI-style text parts joined."""
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        if any(p.get("type", "text") != "text" for p in value):
+            raise DataError("wrong type", "only text content parts are supported", source, line, key)
+        return "".join(_string(p.get("text"), f"{key}[].text", source, line) for p in value)
+    return _string(value, key, source, line)
+
+
+def _string(value: Any, key: str, source: str, line: int) -> str:
+    if isinstance(value, str):
+        return value
+    got = "null" if value is None else type(value).__name__
+    raise DataError("wrong type", f"expected a string, got {got}", source, line, key)
+
+
+def _required(record: dict, key: str, source: str, line: int, where: str | None = None) -> Any:
+    if key not in record:
+        raise DataError("missing field", f"missing; the row has {sorted(record)}", source, line, where or key)
+    return record[key]

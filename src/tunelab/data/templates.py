@@ -1,0 +1,256 @@
+"""One chat template for training, serving and export.
+
+Public API (others build against these names):
+- `ChatTemplate.for_model(model_dir, name=None, system=None)`: a saved `tunelab_template.json`
+  wins; then `name` (a built-in); then the tokenizer's own template; then a built-in chosen
+  by architecture (llama3, chatml, gemma, mistral); base models get `default`.
+- `ChatTemplate.load(dir)` / `.save(dir)`: the file `tunelab_template.json`.
+- `.name`, `.source` (jinja), `.stop_strings` (end-of-turn + EOS strings), `.system`
+  (default system prompt applied when a conversation has none),
+  `.render(messages, add_generation_prompt=False, **template_kwargs) -> str`,
+  `.stop_token_ids(tokenizer) -> list[int]`.
+- `encode_prompt(template, tokenizer, messages, **template_kwargs) -> list[int]`: the ONLY
+  way training and serving turn a conversation prefix into prompt ids.
+
+Rendering uses a sandboxed jinja environment set up like transformers' own
+(trim_blocks, lstrip_blocks, raise_exception, strftime_now, tojson), so a
+tokenizer's template renders here exactly as `apply_chat_template` renders it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.builtin_templates import ALIASES, BUILTINS, BY_ARCHITECTURE
+from tunelab.data.errors import TemplateError
+
+TEMPLATE_FILE = "tunelab_template.json"
+_PROBE = "\x00tunelab-probe\x00"  # a reply no template rewrites, to find what follows a reply
+
+
+@dataclass
+class ChatTemplate:
+    """A jinja chat template plus the facts needed to use it without the tokenizer files."""
+
+    name: str
+    source: str
+    stop_strings: list[str] = field(default_factory=list)
+    bos_token: str = ""
+    eos_token: str = ""
+    system: str | None = None
+
+    @classmethod
+    def builtin(cls, name: str, bos_token: str = "", eos_token: str = "", system: str | None = None) -> ChatTemplate:
+        """A built-in template by name (llama3, chatml, gemma, mistral, default, or an alias)."""
+        key = ALIASES.get(name.lower(), name.lower())
+        if key not in BUILTINS:
+            choices = ", ".join(BUILTINS)
+            raise TemplateError(f"unknown chat template '{name}'; built-ins are: {choices}")
+        source, end_of_turn = BUILTINS[key]
+        stops = _unique(end_of_turn + [eos_token])
+        return cls(key, source, stops, bos_token, eos_token, system)
+
+    @classmethod
+    def for_model(cls, model_dir: str | Path, name: str | None = None, system: str | None = None) -> ChatTemplate:
+        """The template for a model directory; see the module docstring for the order of choice."""
+        model_dir = Path(model_dir)
+        if (model_dir / TEMPLATE_FILE).is_file():
+            saved = cls.load(model_dir)
+            return replace(saved, system=system) if system is not None else saved
+        info = _TokenizerInfo.read(model_dir)
+        if name:
+            return cls.builtin(name, info.bos, info.eos, system)
+        if info.chat_template:
+            return cls.from_source("tokenizer", info.chat_template, info, system)
+        return cls.builtin(_builtin_for(info), info.bos, info.eos, system)
+
+    @classmethod
+    def from_source(cls, name: str, source: str, info: _TokenizerInfo, system: str | None = None) -> ChatTemplate:
+        """A template from jinja text; its end-of-turn marker is found by rendering a probe reply."""
+        template = cls(name, source, [info.eos], info.bos, info.eos, system)
+        template.stop_strings = _unique(_end_of_turn(template, info.added_tokens) + [info.eos])
+        return template
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ChatTemplate:
+        """Read `tunelab_template.json` from a directory (or the file itself)."""
+        path = Path(directory)
+        path = path / TEMPLATE_FILE if path.is_dir() else path
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: data[k] for k in ("name", "source", "stop_strings", "bos_token", "eos_token")},
+                       system=data.get("system"))
+        except FileNotFoundError:
+            raise TemplateError(f"{path}: no saved chat template") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise TemplateError(f"{path}: unreadable chat template file: {err}") from None
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `tunelab_template.json` into `directory` atomically; return its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"version": 1, **asdict(self)}, ensure_ascii=False, indent=2)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".template-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, directory / TEMPLATE_FILE)
+        return directory / TEMPLATE_FILE
+
+    def with_system(self, system: str | None) -> ChatTemplate:
+        """A copy whose default system prompt is `system`."""
+        return replace(self, system=system)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, **template_kwargs: Any) -> str:
+        """Render `messages` ({role, content} dicts) to text; kwargs reach the jinja template."""
+        messages = [dict(m) for m in messages]
+        if self.system and not (messages and messages[0].get("role") == "system"):
+            messages.insert(0, {"role": "system", "content": self.system})
+        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, **template_kwargs}
+        try:
+            return _compile(self.source).render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **variables
+            )
+        except TemplateError:
+            raise
+        except Exception as err:  # jinja raises many types; the user needs the template's name
+            raise TemplateError(f"chat template '{self.name}' failed to render: {err}") from None
+
+    def stop_token_ids(self, tokenizer: Any) -> list[int]:
+        """Ids of stop strings that are single tokens, plus the tokenizer's EOS id."""
+        ids = []
+        for text in self.stop_strings:
+            encoded = tokenizer.encode(text, add_special_tokens=False) if text else []
+            if len(encoded) == 1:
+                ids.append(encoded[0])
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        return _unique(ids)
+
+
+def encode_prompt(template: ChatTemplate, tokenizer: Any, messages: list[dict], **template_kwargs: Any) -> list[int]:
+    """Prompt ids for `messages` with the generation prompt: what the model continues from."""
+    return encode_text(tokenizer, template.render(messages, add_generation_prompt=True, **template_kwargs))
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of rendered text; the template writes BOS itself, so none is added here."""
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+@dataclass
+class _TokenizerInfo:
+    """What a template needs from a model directory, read from files without loading a tokenizer."""
+
+    chat_template: str | None
+    bos: str
+    eos: str
+    added_tokens: list[str]
+    model_type: str
+
+    @classmethod
+    def read(cls, model_dir: Path) -> _TokenizerInfo:
+        config = _read_json(model_dir / "tokenizer_config.json")
+        specials = _read_json(model_dir / "special_tokens_map.json")
+        tok_json = _read_json(model_dir / "tokenizer.json")
+        added = [t.get("content", "") for t in tok_json.get("added_tokens", []) if isinstance(t, dict)]
+        model_type = str(_read_json(model_dir / "config.json").get("model_type", ""))
+        return cls(
+            chat_template=_own_template(model_dir, config),
+            bos=_token_text(config.get("bos_token", specials.get("bos_token"))),
+            eos=_token_text(config.get("eos_token", specials.get("eos_token"))),
+            added_tokens=added,
+            model_type=model_type,
+        )
+
+
+def _own_template(model_dir: Path, config: dict) -> str | None:
+    jinja_file = model_dir / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    value = config.get("chat_template")
+    if isinstance(value, list):  # named templates: [{"name": "default", "template": ...}, ...]
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        value = named.get("default") or next(iter(named.values()), None)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _builtin_for(info: _TokenizerInfo) -> str:
+    """The architecture's built-in if the tokenizer has its end-of-turn token, else `default`."""
+    name = BY_ARCHITECTURE.get(info.model_type, "default")
+    markers = BUILTINS[name][1]
+    if all(m in info.added_tokens for m in markers):
+        return name
+    return "default"
+
+
+def _end_of_turn(template: ChatTemplate, added_tokens: list[str]) -> list[str]:
+    """The added token that directly follows a rendered reply, e.g. '<|im_end|>'."""
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
+    try:
+        text = template.render(probe)
+    except TemplateError:
+        return []
+    after = text[text.rfind(_PROBE) + len(_PROBE):].lstrip() if _PROBE in text else ""
+    hits = [t for t in added_tokens if t and after.startswith(t)]
+    return [max(hits, key=len)] if hits else []
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("content", ""))
+    return value if isinstance(value, str) else ""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _unique(items: list) -> list:
+    return [x for i, x in enumerate(items) if x not in items[:i] and x != ""]
+
+
+@lru_cache(maxsize=32)
+def _compile(source: str):
+    """Compile jinja the way transformers does; cached because every row renders several times."""
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(Extension):
+        """Accept `{% generation %}` blocks (used for HF assistant masks) and render their body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    def raise_exception(message: str):
+        raise TemplateError(f"chat template refused the conversation: {message}")
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(f"chat template has a syntax error on line {err.lineno}: {err.message}") from None

@@ -1,0 +1,197 @@
+"""Rows -> token ids with loss masks, using the same rendering the server uses.
+
+Public API:
+- `Example(input_ids, labels)`: labels equal input_ids where a token carries loss and
+  -100 elsewhere (not shifted; the model shifts).
+- `tokenize_row(row, template, tokenizer, cfg) -> Example | None`: None when the row
+  is dropped (over the cutoff, no loss, or a template whose rendering is not
+  prefix-stable); `build_examples` counts each reason.
+- `build_examples(rows, template, tokenizer, cfg) -> (examples, TokenStats)`; raises
+  DataError when nothing is trainable, so this fails before any model loads.
+
+How masks are made: for each assistant turn i, the prompt is
+`encode_prompt(template, tokenizer, messages[:i])` (exactly what serving sends) and the
+turn's end is the token count of `render(messages[:i+1])`. Both must be prefixes of the
+full conversation's tokens; the tokens between them (the reply and its end-of-turn
+marker) carry loss. No marker strings are searched for. `cfg.system` is added to rows
+without a system turn; build the template with `ChatTemplate.for_model(..., system=cfg.system)`
+so the saved template serves with the same default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunelab.data.config import DataConfig
+from tunelab.data.errors import DataError
+from tunelab.data.rows import Row
+from tunelab.data.templates import ChatTemplate, encode_prompt, encode_text
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    """One training sequence; labels are -100 where no loss is taken."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class TokenStats:
+    """What happened to each row on the way to examples; every row lands in one count."""
+
+    kept: int = 0
+    truncated: int = 0  # kept, but cut at a turn boundary (or, for text, at the cutoff)
+    dropped_over_cutoff: int = 0
+    zero_loss: int = 0
+    unstable: int = 0  # dropped: the template renders the final reply differently as a prefix
+    untrained_turns: int = 0  # earlier replies left without loss for the same reason
+    total_tokens: int = 0
+    loss_tokens: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_over_cutoff + self.zero_loss + self.unstable
+
+    @property
+    def loss_share(self) -> float:
+        return self.loss_tokens / self.total_tokens if self.total_tokens else 0.0
+
+
+@dataclass
+class Rendered:
+    """A row's full token ids and labels before the cutoff, with the token index after each reply."""
+
+    input_ids: list[int]
+    labels: list[int]
+    turn_ends: list[int] = field(default_factory=list)
+    untrained_turns: int = 0
+    stable: bool = True
+    is_text: bool = False
+
+
+def tokenize_row(row: Row, template: ChatTemplate, tokenizer: Any, cfg: DataConfig) -> Example | None:
+    """The training example for one row, or None when it is dropped (see `build_examples`)."""
+    return fit_cutoff(render_row(row, template, tokenizer, cfg), cfg)[0]
+
+
+def build_examples(
+    rows: list[Row], template: ChatTemplate, tokenizer: Any, cfg: DataConfig
+) -> tuple[list[Example], TokenStats]:
+    """Tokenize every row, counting each kept, truncated or dropped; error if nothing is trainable."""
+    examples, stats, _ = tokenize_rows(rows, template, tokenizer, cfg)
+    if stats.loss_tokens == 0:
+        raise DataError("no trainable tokens", _nothing_trainable(len(rows), stats, cfg))
+    return examples, stats
+
+
+def tokenize_rows(
+    rows: list[Row], template: ChatTemplate, tokenizer: Any, cfg: DataConfig
+) -> tuple[list[Example], TokenStats, list[int]]:
+    """Like `build_examples` without the error, plus each row's token count before the cutoff."""
+    examples, stats, lengths = [], TokenStats(), []
+    for row in rows:
+        rendered = render_row(row, template, tokenizer, cfg)
+        example, status = fit_cutoff(rendered, cfg)
+        stats.untrained_turns += rendered.untrained_turns
+        lengths.append(len(rendered.input_ids))
+        _count(stats, example, status)
+        if example is not None:
+            examples.append(example)
+    return examples, stats, lengths
+
+
+def _count(stats: TokenStats, example: Example | None, status: str) -> None:
+    setattr(stats, status, getattr(stats, status) + 1)
+    if example is not None:
+        stats.kept += status == "truncated"  # 'truncated' rows are kept too
+        stats.total_tokens += len(example.input_ids)
+        stats.loss_tokens += sum(1 for x in example.labels if x != IGNORE)
+
+
+def _nothing_trainable(n: int, stats: TokenStats, cfg: DataConfig) -> str:
+    return (f"no trainable tokens in {n} rows: {stats.dropped_over_cutoff} over cutoff_len={cfg.cutoff_len} "
+            f"(overflow={cfg.overflow}), {stats.zero_loss} with no loss tokens (train_on={cfg.train_on}), "
+            f"{stats.unstable} the chat template cannot split into prompt and reply")
+
+
+def render_row(row: Row, template: ChatTemplate, tokenizer: Any, cfg: DataConfig) -> Rendered:
+    """Full ids and labels of a row (text or conversation), before the cutoff."""
+    if row.text is not None:
+        return _render_text(row.text, tokenizer)
+    messages = list(row.messages or [])
+    if cfg.system and not (messages and messages[0]["role"] == "system"):
+        messages.insert(0, {"role": "system", "content": cfg.system})
+    return _render_conversation(messages, template, tokenizer, cfg.train_on)
+
+
+def _render_text(text: str, tokenizer: Any) -> Rendered:
+    """Continued pre-training: every token trained, EOS appended so documents end."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = bos + encode_text(tokenizer, text) + eos
+    return Rendered(ids, [IGNORE] * len(bos) + ids[len(bos):], [len(ids)], is_text=True)
+
+
+def _render_conversation(messages: list[dict], template: ChatTemplate, tokenizer: Any, train_on: str) -> Rendered:
+    full = encode_text(tokenizer, template.render(messages))
+    out = Rendered(full, [IGNORE] * len(full))
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        span = _reply_span(messages, i, full, template, tokenizer)
+        if span is None:
+            out.stable = i != last and out.stable
+            out.untrained_turns += i != last
+            continue
+        start, end = span
+        out.turn_ends.append(end)
+        if train_on == "assistant" or (train_on == "last" and i == last):
+            out.labels[start:end] = full[start:end]
+    if train_on == "all":
+        out.labels = list(full)
+    return out
+
+
+def _reply_span(messages: list[dict], i: int, full: list[int], template: ChatTemplate, tokenizer: Any):
+    """(start, end) token indices of reply i in `full`, or None if the prefixes do not line up."""
+    prompt = encode_prompt(template, tokenizer, messages[:i])
+    done = full if i == len(messages) - 1 else encode_text(tokenizer, template.render(messages[: i + 1]))
+    if full[: len(done)] != done or done[: len(prompt)] != prompt or len(done) <= len(prompt):
+        return None
+    return len(prompt), len(done)
+
+
+def fit_cutoff(rendered: Rendered, cfg: DataConfig) -> tuple[Example | None, str]:
+    """Apply cutoff_len and overflow; returns the example (or None) and a TokenStats field name."""
+    if not rendered.stable:
+        return None, "unstable"
+    ids, labels = rendered.input_ids, rendered.labels
+    status = "kept"
+    if len(ids) > cfg.cutoff_len:
+        if cfg.overflow == "drop":
+            return None, "dropped_over_cutoff"
+        end = _truncation_point(rendered, cfg.cutoff_len)
+        if end is None:
+            return None, "dropped_over_cutoff"
+        ids, labels, status = ids[:end], labels[:end], "truncated"
+    if all(x == IGNORE for x in labels):
+        return None, "zero_loss"
+    return Example(list(ids), list(labels)), status
+
+
+def _truncation_point(rendered: Rendered, cutoff: int) -> int | None:
+    """The last turn end within the cutoff that keeps some loss; text rows cut at the cutoff."""
+    if rendered.is_text:  # no turns in plain text, so cut at the cutoff itself
+        return cutoff
+    for end in reversed(rendered.turn_ends):
+        if end <= cutoff and any(x != IGNORE for x in rendered.labels[:end]):
+            return end
+    return None

@@ -1,0 +1,165 @@
+"""`AsyncEngine`: the engine behind the HTTP server, streaming deltas to asyncio callers.
+
+One background thread owns the model and loops `step()` while there is work; asyncio code
+only enqueues requests and reads per-request queues. Each step's news for a request is
+handed to the caller's event loop with `call_soon_threadsafe`:
+
+    handler --generate()--> engine.add_request --(thread: step, step, ...)--> Delta queue --> handler
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from tunelab.engine.config import EngineConfig, SamplingParams
+from tunelab.engine.engine import LLMEngine
+from tunelab.engine.sequence import Sequence, TokenLogprob
+
+
+@dataclass
+class Delta:
+    """What one completion of a request produced since the last delta."""
+
+    request_id: Any
+    index: int  # which of the n completions
+    text: str  # new text (UTF-8 safe, stop strings never included)
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # set on the last delta: "stop" | "length" | "abort"
+    error: str | None = None  # set when the engine aborted the request (e.g. no KV memory)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # so far, for this completion
+
+
+@dataclass
+class _Request:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    sent: dict[int, int] = field(default_factory=dict)  # completion index -> tokens delivered
+
+
+class AsyncEngine:
+    """A model served to asyncio code; see `generate`, `abort`, `add_adapter`, `stats`."""
+
+    def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
+                 dtype: str = "auto", device: str = "auto", engine: LLMEngine | None = None,
+                 **engine_cfg: Any):
+        from tunelab.config import build
+
+        if engine is None:
+            cfg = build(EngineConfig, {**engine_cfg, "dtype": dtype, "device": device})
+            engine = LLMEngine(model, adapters, cfg)
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.model_dir = engine.model_dir
+        self._requests: dict[Any, _Request] = {}
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="tunelab-engine", daemon=True)
+        self._thread.start()
+
+    # ---- public API -------------------------------------------------------------------------
+
+    async def generate(self, request_id: Any, prompt_ids: list[int], params: SamplingParams,
+                       adapter: str | None = None) -> AsyncIterator[Delta]:
+        """Stream deltas for one request until all its completions finish.
+
+        Bad input (prompt too long, unknown adapter) raises InvalidRequest before anything
+        runs. Leaving the iteration early (client gone) aborts the request.
+        """
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already running")
+        req = _Request(asyncio.get_running_loop(), asyncio.Queue())
+        self._requests[request_id] = req
+        try:
+            self.engine.add_request(request_id, prompt_ids, params, adapter)
+        except Exception:
+            self._requests.pop(request_id, None)
+            raise
+        with self._wake:
+            self._wake.notify()
+        async for delta in self._drain(request_id, req, params.n):
+            yield delta
+
+    def abort(self, request_id: Any) -> bool:
+        """Stop a request now and free its KV blocks; its stream ends with finish_reason 'abort'."""
+        seqs = self.engine.abort(request_id)
+        for seq in seqs:
+            self._publish(seq)
+        return bool(seqs)
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load a PEFT adapter (or run dir) under `name`."""
+        self.engine.add_adapter(name, path)
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload adapter `name`, aborting requests that use it."""
+        self.engine.remove_adapter(name)
+
+    def adapters(self) -> list[str]:
+        return self.engine.lora.names()
+
+    def stats(self) -> dict[str, Any]:
+        """running, waiting, kv_usage, preemptions, token totals, adapters."""
+        return self.engine.stats()
+
+    def shutdown(self) -> None:
+        """Stop the engine thread (pending requests are left unfinished)."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+
+    # ---- the engine thread -------------------------------------------------------------------
+
+    async def _drain(self, request_id, req: _Request, n: int) -> AsyncIterator[Delta]:
+        finished = 0
+        try:
+            while finished < n:
+                delta = await req.queue.get()
+                finished += delta.finish_reason is not None
+                yield delta
+        finally:
+            self._requests.pop(request_id, None)
+            if finished < n:
+                self.engine.abort(request_id)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopped and not self.engine.has_unfinished():
+                    self._wake.wait()
+                if self._stopped:
+                    return
+            try:
+                touched = self.engine.step()
+            except Exception as err:  # a failing step must not kill the server: fail what ran
+                touched = self._fail_all(f"engine step failed: {err}")
+            for seq in touched:
+                self._publish(seq)
+
+    def _fail_all(self, error: str) -> list[Sequence]:
+        with self.engine.lock:
+            seqs = [*self.engine.scheduler.running, *self.engine.scheduler.waiting]
+            for seq in seqs:
+                self.engine.scheduler.abort(seq.seq_id)
+                seq.error = error
+        return seqs
+
+    def _publish(self, seq: Sequence) -> None:
+        request_id, index = seq.seq_id
+        req = self._requests.get(request_id)
+        if req is None:
+            return
+        sent = req.sent.get(index, 0)
+        req.sent[index] = len(seq.output_ids)
+        logprobs = seq.logprobs[sent:] if seq.params.logprobs is not None else None
+        delta = Delta(request_id, index, seq.take_delta(), seq.output_ids[sent:], logprobs,
+                      seq.finish_reason if seq.is_finished else None, seq.error,
+                      seq.num_prompt_tokens, len(seq.output_ids))
+        req.loop.call_soon_threadsafe(req.queue.put_nowait, delta)

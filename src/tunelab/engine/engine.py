@@ -1,0 +1,189 @@
+"""`LLMEngine`: the synchronous core shared by `LLM` and `AsyncEngine`.
+
+It wires the parts together -- weights and KV cache (runner), batching (scheduler),
+sampling, detokenization, LoRA adapters -- and exposes `add_request`, `step` and `abort`.
+One step is: schedule -> run the model -> sample -> postprocess. A lock guards the
+scheduler so another thread may add or abort requests while the model runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.engine.config import EngineConfig, SamplingParams
+from tunelab.engine.detokenizer import IncrementalDetokenizer
+from tunelab.engine.kv_cache import KVCache, blocks_for_budget, cuda_budget
+from tunelab.engine.runner import ModelRunner
+from tunelab.engine.sampling import sample
+from tunelab.engine.scheduler import Scheduler
+from tunelab.engine.sequence import Sequence
+from tunelab.errors import ConfigError, InvalidRequest
+
+
+class LLMEngine:
+    """Owns one model on one device and steps its requests with continuous batching."""
+
+    def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
+                 config: EngineConfig | None = None):
+        from tunelab.engine.lora import LoRAManager
+        from tunelab.models.loader import load_model, parse_dtype
+        from tunelab.store import resolve
+
+        cfg = config or EngineConfig()
+        self.model_dir = resolve.resolve_model(model)
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cpu" and cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.dtype = parse_dtype(cfg.dtype, self.device)
+        self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.config = self._finish_config(cfg)
+        self.kv = KVCache.allocate(self.model.spec, self.config.num_blocks, self.config.block_size,
+                                   self.dtype, self.device)
+        self.lora = LoRAManager(self.model, self.config.max_loras, self.config.max_lora_rank)
+        self.runner = ModelRunner(self.model, self.kv, self.device, self.lora)
+        self.scheduler = Scheduler(self.config)
+        self.lock = threading.RLock()
+        self.total_prompt_tokens = 0
+        self.total_generated_tokens = 0
+        for name, path in (adapters or {}).items():
+            self.add_adapter(name, path)
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Reject a prompt that can never run (empty, too long, bad ids) before any work."""
+        n, limit = len(prompt_ids), self.config.max_model_len
+        if n == 0:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if n > limit:
+            raise InvalidRequest(f"the prompt has {n} tokens, more than the maximum model length of {limit}",
+                                 param="prompt")
+        vocab = self.model.spec.vocab_size
+        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+            raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
+
+    def add_request(self, request_id: Any, prompt_ids: list[int], params: SamplingParams,
+                    adapter: str | None = None) -> list[Sequence]:
+        """Queue `params.n` sequences for one prompt; seq ids are (request_id, index)."""
+        self.check_prompt(prompt_ids, params)
+        if adapter is not None and adapter not in self.lora.names():
+            known = ", ".join(self.lora.names()) or "none loaded"
+            raise InvalidRequest(f"unknown adapter '{adapter}' (loaded: {known})", param="adapter")
+        seqs = [self._new_seq(request_id, i, prompt_ids, params, adapter) for i in range(params.n)]
+        with self.lock:
+            for seq in seqs:
+                self.scheduler.add(seq)
+        self.total_prompt_tokens += len(prompt_ids)
+        return seqs
+
+    def abort(self, request_id: Any) -> list[Sequence]:
+        """Finish every sequence of a request now, freeing its KV blocks; returns them."""
+        with self.lock:
+            seqs = [s for s in (*self.scheduler.running, *self.scheduler.waiting) if s.seq_id[0] == request_id]
+            for seq in seqs:
+                self.scheduler.abort(seq.seq_id)
+        return seqs
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # ---- one step ---------------------------------------------------------------------
+
+    def step(self) -> list[Sequence]:
+        """Run one batch; returns the sequences that got a token or finished in this step."""
+        with self.lock:
+            batch = self.scheduler.schedule()
+        tokens, logprobs = self.runner.step(batch, sample) if batch else ([], None)
+        with self.lock:
+            finished = self.scheduler.postprocess(batch, tokens, logprobs)
+        self.total_generated_tokens += len(tokens)
+        touched = {id(s): s for s in batch.sample_seqs}
+        touched.update((id(s), s) for s in finished)
+        return list(touched.values())
+
+    # ---- adapters and stats -----------------------------------------------------------------
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load (or reload) a PEFT adapter under `name` for requests to use."""
+        with self.lock:
+            self.lora.add(name, path)
+            self.scheduler.block_manager.reset_prefix_cache()  # cached KV may be from the old weights
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload adapter `name`; requests running with it are aborted first."""
+        with self.lock:
+            for seq in [*self.scheduler.running, *self.scheduler.waiting]:
+                if seq.adapter == name:
+                    self.scheduler.abort(seq.seq_id)
+            self.lora.remove(name)
+
+    def stats(self) -> dict[str, Any]:
+        """running, waiting, kv_usage, preemptions, token totals, adapters."""
+        with self.lock:
+            out: dict[str, Any] = dict(self.scheduler.stats())
+        out.update(prompt_tokens_total=self.total_prompt_tokens,
+                   generation_tokens_total=self.total_generated_tokens,
+                   num_blocks=self.config.num_blocks, adapters=self.lora.names())
+        return out
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def _new_seq(self, request_id, index: int, prompt_ids, params: SamplingParams, adapter) -> Sequence:
+        detok = IncrementalDetokenizer(self.tokenizer, prompt_ids, params.stop)
+        return Sequence(prompt_ids, params, seq_id=(request_id, index), adapter=adapter,
+                        sample_index=index, detokenizer=detok)
+
+    def _finish_config(self, cfg: EngineConfig) -> EngineConfig:
+        limit = self.model.spec.max_positions
+        if cfg.max_model_len and cfg.max_model_len > limit:
+            raise ConfigError(f"max_model_len {cfg.max_model_len} exceeds the model's limit of {limit}")
+        max_len = cfg.max_model_len or limit
+        # No point in more blocks than max_num_seqs full-length sequences can use.
+        ceiling = cfg.max_num_seqs * -(-max_len // cfg.block_size)
+        num_blocks = cfg.num_blocks or min(self._auto_blocks(cfg), ceiling)
+        eos = sorted(set(cfg.eos_token_ids) | set(eos_token_ids(self.hf_config, self.tokenizer, self.model_dir)))
+        return cfg.replace(max_model_len=max_len, num_blocks=num_blocks, eos_token_ids=eos)
+
+    def _auto_blocks(self, cfg: EngineConfig) -> int:
+        if self.device.type == "cuda":
+            budget = cuda_budget(self.device, cfg.gpu_memory_utilization)
+        else:
+            budget = int(cfg.cpu_kv_cache_gb * 2**30)
+        return blocks_for_budget(self.model.spec, cfg.block_size, self.dtype, budget)
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but no CUDA GPU is available")
+    return dev
+
+
+def load_tokenizer(model_dir: Path):
+    """The model directory's Hugging Face tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def eos_token_ids(hf_config, tokenizer, model_dir: Path) -> list[int]:
+    """EOS ids from generation_config.json, config.json and the tokenizer, merged."""
+    import json
+
+    ids: list[int] = []
+    gen = model_dir / "generation_config.json"
+    sources = [getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id]
+    if gen.is_file():
+        sources.append(json.loads(gen.read_text()).get("eos_token_id"))
+    for value in sources:
+        ids.extend(value if isinstance(value, list) else [value] if value is not None else [])
+    return sorted(set(int(i) for i in ids))
+

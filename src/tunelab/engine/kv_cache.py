@@ -1,0 +1,51 @@
+"""The paged KV cache: per layer, keys and values as (num_blocks, block_size, kv_heads, head_dim).
+
+Block ids are handed out by the (torch-free) block manager; this module only owns the memory
+and decides how many blocks fit in a budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tunelab.models.spec import ModelSpec
+
+
+@dataclass
+class KVCache:
+    """Key and value block pools for every layer."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    num_blocks: int
+    block_size: int
+
+    @classmethod
+    def allocate(cls, spec: ModelSpec, num_blocks: int, block_size: int,
+                 dtype: torch.dtype, device: torch.device) -> "KVCache":
+        """Zeroed pools for `num_blocks` blocks of `block_size` tokens in each layer."""
+        shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
+        layers = [
+            (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(spec.num_layers)
+        ]
+        return cls(layers, num_blocks, block_size)
+
+
+def bytes_per_block(spec: ModelSpec, block_size: int, dtype: torch.dtype) -> int:
+    """Memory of one block across all layers, keys and values."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return 2 * spec.num_layers * block_size * spec.num_kv_heads * spec.head_dim * item
+
+
+def blocks_for_budget(spec: ModelSpec, block_size: int, dtype: torch.dtype, budget_bytes: int) -> int:
+    """How many blocks fit in `budget_bytes` (at least one)."""
+    return max(1, int(budget_bytes // bytes_per_block(spec, block_size, dtype)))
+
+
+def cuda_budget(device: torch.device, utilization: float) -> int:
+    """Bytes left for the cache on a GPU when weights are loaded, keeping `1 - utilization` free."""
+    free, total = torch.cuda.mem_get_info(device)
+    used = total - free
+    return max(0, int(total * utilization) - used)

@@ -1,0 +1,122 @@
+"""The model runner: owns the device, the weights and the KV cache; runs one scheduled batch.
+
+A step lays the scheduled tokens out flat (no padding), one chunk per sequence:
+
+    input_ids  [s0 t5 t6 t7 | s1 t42 | s2 t9]     positions  [5 6 7 | 42 | 9]
+    slot_mapping: where each token's k/v goes      sample rows: last row of s0, s1, s2
+
+Tokens whose KV came from the prefix cache are never in the batch (the scheduler starts a
+sequence's chunk at `num_computed_tokens`). Logits are computed only for the rows that
+sample, which matters when the lm_head is 262k x 640 (Gemma 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tunelab.engine.kv_cache import KVCache
+from tunelab.models.attention import AttnBatch, PrefillSegment
+
+
+@dataclass
+class StepInputs:
+    """Tensors for one forward pass, built from a scheduler Batch."""
+
+    input_ids: torch.Tensor  # (T,)
+    attn: AttnBatch
+    sample_rows: torch.Tensor  # (N,) rows whose hidden state becomes logits
+    adapter_rows: list[tuple[str | None, int, int]]  # (adapter, start, length) per item
+
+
+class ModelRunner:
+    """Runs batches through `model` over `kv`, returning logits of the sampling rows."""
+
+    def __init__(self, model, kv: KVCache, device: torch.device, lora=None):
+        self.model = model
+        self.kv = kv
+        self.device = device
+        self.lora = lora  # engine.lora.LoRAManager or None
+
+    @torch.inference_mode()
+    def execute(self, items) -> torch.Tensor:
+        """Forward the scheduled `items` (ScheduledItem-like); fp32 logits (N, vocab) for samplers."""
+        step = prepare_inputs(items, self.kv.block_size, self.device)
+        if self.lora is not None:
+            self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0])
+        hidden = self.model(step.input_ids, step.attn, self.kv.layers)  # (T, hidden)
+        return self.model.compute_logits(hidden[step.sample_rows])
+
+    @torch.inference_mode()
+    def step(self, batch, sample_fn) -> tuple[list[int], list | None]:
+        """Run a scheduler Batch and sample one token per sampling item with `sample_fn`."""
+        if not batch.sample_items:
+            self.execute(batch.items)
+            return [], None
+        logits = self.execute(batch.items)
+        out = sample_fn(logits, batch.sample_seqs)
+        return out.token_ids.tolist(), out.logprobs
+
+
+def prepare_inputs(items, block_size: int, device: torch.device) -> StepInputs:
+    """Flatten the scheduled chunks into ids, positions, slots and per-sequence attention plans."""
+    ids: list[int] = []
+    positions: list[int] = []
+    slots: list[int] = []
+    sample_rows: list[int] = []
+    adapters: list[tuple[str | None, int, int]] = []
+    decodes: list[tuple[int, object, int]] = []  # (row, seq, context length)
+    prefills: list[tuple[int, object, int, int]] = []  # (row, seq, q_len, context length)
+    for item in items:
+        seq, start, n = item.seq, item.start_pos, item.num_tokens
+        row = len(ids)
+        ids.extend(seq.token_ids[start:start + n])
+        positions.extend(range(start, start + n))
+        table = seq.block_table
+        slots.extend(table[p // block_size] * block_size + p % block_size for p in range(start, start + n))
+        (decodes.append((row, seq, start + 1)) if n == 1 else prefills.append((row, seq, n, start + n)))
+        if item.needs_logits:
+            sample_rows.append(row + n - 1)
+        adapters.append((getattr(seq, "adapter", None), row, n))
+    attn = AttnBatch(
+        positions=torch.tensor(positions, dtype=torch.long, device=device),
+        slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
+    )
+    _plan_prefills(attn, prefills, block_size, device)
+    _plan_decodes(attn, decodes, block_size, device)
+    return StepInputs(
+        input_ids=torch.tensor(ids, dtype=torch.long, device=device),
+        attn=attn,
+        sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device),
+        adapter_rows=adapters,
+    )
+
+
+def _context_slots(block_table: list[int], ctx: int, block_size: int) -> torch.Tensor:
+    """Cache slots of positions [0, ctx) of a sequence, from its block table."""
+    nb = -(-ctx // block_size)
+    table = torch.tensor(block_table[:nb], dtype=torch.long)
+    return (table[:, None] * block_size + torch.arange(block_size)).flatten()[:ctx]
+
+
+def _plan_prefills(attn: AttnBatch, prefills, block_size: int, device) -> None:
+    for row, seq, q_len, ctx in prefills:
+        slots = _context_slots(seq.block_table, ctx, block_size).to(device)
+        attn.prefills.append(PrefillSegment(row, q_len, slots))
+
+
+def _plan_decodes(attn: AttnBatch, decodes, block_size: int, device) -> None:
+    """One padded (B, Cmax) slot matrix so all decode queries attend in a single call."""
+    if not decodes:
+        return
+    max_blocks = max(-(-ctx // block_size) for _, _, ctx in decodes)
+    table = torch.zeros(len(decodes), max_blocks, dtype=torch.long)
+    for i, (_, seq, ctx) in enumerate(decodes):
+        nb = -(-ctx // block_size)
+        table[i, :nb] = torch.tensor(seq.block_table[:nb], dtype=torch.long)
+    slots = (table[:, :, None] * block_size + torch.arange(block_size)).view(len(decodes), -1)
+    cmax = max(ctx for _, _, ctx in decodes)
+    attn.decode_rows = torch.tensor([r for r, _, _ in decodes], dtype=torch.long, device=device)
+    attn.decode_slots = slots[:, :cmax].to(device)
+    attn.decode_lens = torch.tensor([ctx for _, _, ctx in decodes], dtype=torch.long, device=device)

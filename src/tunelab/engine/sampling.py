@@ -1,0 +1,200 @@
+"""From a batch of next-token logits to sampled token ids, one row per sequence.
+
+The order follows vLLM and the OpenAI API:
+
+    logits (B, V) --penalties--> --/temperature--> --top-k, top-p--> softmax --min-p--> draw
+
+- repetition_penalty (HF semantics) over prompt+output: a seen token's logit is
+  divided by the penalty when positive, multiplied when negative;
+- presence/frequency penalties (OpenAI semantics) over output tokens only:
+  logit -= frequency_penalty * count + presence_penalty * (count > 0);
+- temperature 0 (or top_k 1) is greedy: argmax of the penalized logits;
+- the draw is inverse-CDF sampling with one uniform number per row; a seeded
+  sequence draws it from its own generator, so its output does not depend on what
+  else is in the batch.
+
+Logprobs are those of the raw model distribution (before penalties and temperature).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from tunelab.engine.config import SamplingParams
+from tunelab.engine.sequence import Sequence, TokenLogprob
+
+CANDIDATES = 1024  # logits examined before falling back to a full sort for top-p
+
+__all__ = ["SamplingParams", "SamplerOutput", "sample", "apply_penalties", "apply_top_k_top_p", "apply_min_p"]
+
+
+class SamplerOutput(NamedTuple):
+    """Sampled ids (B,) int64 on the logits' device, and per-row logprobs when asked."""
+
+    token_ids: torch.Tensor
+    logprobs: list[TokenLogprob | None] | None
+
+
+def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
+    """Sample one token per row of `logits` (B, V) for the B sequences `seqs`."""
+    logits = logits.float()
+    want_logprobs = any(s.params.logprobs is not None for s in seqs)
+    raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+    logits = apply_penalties(logits, seqs)
+    greedy = [s.params.greedy for s in seqs]
+    if all(greedy):
+        token_ids = logits.argmax(dim=-1)
+    else:
+        token_ids = _draw(_probs(logits, seqs), seqs)
+        if any(greedy):
+            mask = torch.tensor(greedy, device=logits.device)
+            token_ids = torch.where(mask, logits.argmax(dim=-1), token_ids)
+    logprobs = _collect_logprobs(raw_logprobs, token_ids, seqs) if want_logprobs else None
+    return SamplerOutput(token_ids, logprobs)
+
+
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Repetition, presence and frequency penalties; returns new logits (B, V)."""
+    params = [s.params for s in seqs]
+    if any(p.repetition_penalty != 1.0 for p in params):
+        seen = _token_counts([s.token_ids for s in seqs], logits) > 0  # (B, V)
+        rep = _column([p.repetition_penalty for p in params], logits)  # (B, 1)
+        penalized = torch.where(logits > 0, logits / rep, logits * rep)
+        logits = torch.where(seen, penalized, logits)
+    if any(p.presence_penalty or p.frequency_penalty for p in params):
+        counts = _token_counts([s.output_ids for s in seqs], logits)  # (B, V)
+        freq = _column([p.frequency_penalty for p in params], logits)
+        pres = _column([p.presence_penalty for p in params], logits)
+        logits = logits - freq * counts - pres * (counts > 0).float()
+    return logits
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask to -inf all but each row's top_k (B,) tokens, then its top_p (B,) nucleus.
+
+    top_k >= V means off. As in HF and vLLM, top_p applies to the distribution
+    renormalized over the top-k survivors. Tokens tied with the last survivor survive.
+    Sorting a 262k vocabulary is slow on CPU, so rows are first solved on the top
+    CANDIDATES logits; only rows whose nucleus is wider than that get a full sort.
+    """
+    vocab = logits.shape[-1]
+    largest_k = int(torch.where(top_k < vocab, top_k, 0).max())  # rows with top_k off count 0
+    width = min(vocab, max(CANDIDATES, largest_k))
+    vals = logits.topk(width, dim=-1).values  # (B, width), sorted descending
+    threshold, complete = _thresholds(vals, logits, top_k, top_p)
+    if not bool(complete.all()):  # flat distributions: their nucleus needs the whole row
+        rows = (~complete).nonzero().squeeze(1)
+        full = logits[rows].sort(dim=-1, descending=True).values
+        threshold[rows] = _thresholds(full, logits[rows], top_k[rows], top_p[rows])[0]
+    return logits.masked_fill(logits < threshold[:, None], float("-inf"))
+
+
+def _thresholds(
+    vals: torch.Tensor, logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest surviving logit per row from its sorted best `vals` (B, W), and whether W sufficed."""
+    width, vocab = vals.shape[-1], logits.shape[-1]
+    ranks = torch.arange(width, device=vals.device)
+    in_k = ranks[None, :] < top_k[:, None]  # (B, W)
+    k_vals = vals.masked_fill(~in_k, float("-inf"))
+    # mass is relative to the top-k survivors when top_k cuts, else to the whole row
+    norm = torch.where(top_k <= width, k_vals.logsumexp(-1), logits.logsumexp(-1))
+    probs = (k_vals - norm[:, None]).exp()
+    mass_before = probs.cumsum(dim=-1) - probs  # mass of strictly better tokens
+    # rows with top_p == 1 keep everything: cumsum rounding must not cut their tail
+    keep = in_k & ((mass_before < top_p[:, None]) | (top_p >= 1.0)[:, None])
+    keep[:, 0] = True  # the best token always survives
+    n_keep = keep.sum(dim=-1)  # keep is a prefix of each row
+    threshold = vals.gather(1, (n_keep - 1)[:, None]).squeeze(1)
+    open_ended = (n_keep == width) & (top_k > width) & (width < vocab)  # more might survive
+    threshold = torch.where(open_ended & (top_p >= 1.0), float("-inf"), threshold)
+    return threshold, ~(open_ended & (top_p < 1.0))
+
+
+def apply_min_p(probs: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Zero tokens less likely than min_p (B,) times the row's best token; renormalize."""
+    threshold = min_p[:, None] * probs.max(dim=-1, keepdim=True).values
+    probs = probs.masked_fill(probs < threshold, 0.0)
+    return probs / probs.sum(dim=-1, keepdim=True)
+
+
+def _probs(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    params = [s.params for s in seqs]
+    # greedy rows are replaced by argmax later; any positive temperature keeps them finite
+    logits = logits / _column([p.temperature if p.temperature > 0 else 1.0 for p in params], logits)
+    vocab = logits.shape[-1]
+    if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
+        top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=logits.device)
+        top_p = torch.tensor([p.top_p for p in params], device=logits.device)
+        logits = apply_top_k_top_p(logits, top_k, top_p)
+    probs = logits.softmax(dim=-1)
+    if any(p.min_p > 0 for p in params):
+        probs = apply_min_p(probs, torch.tensor([p.min_p for p in params], device=logits.device))
+    return probs
+
+
+def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Inverse-CDF sampling over probs (B, V) -> token ids (B,), one uniform per row.
+
+    One number per row per step keeps a seeded sequence's stream independent of the
+    batch, the vocabulary size and the device; its generator lives on the CPU.
+    """
+    u = torch.rand(len(seqs))  # global RNG for unseeded rows
+    for i, seq in enumerate(seqs):
+        if seq.seed is not None:
+            u[i] = torch.rand(1, generator=_generator(seq))
+    # float32 is enough: rounding drift shifts neighbouring cdf bounds together, so each
+    # token's interval width (its probability) stays accurate to ~1e-7
+    cdf = probs.cumsum(dim=-1)
+    target = u.to(device=probs.device, dtype=cdf.dtype)[:, None] * cdf[:, -1:]
+    # right side: the first token whose cdf exceeds the target, so zero-prob tokens never win
+    token_ids = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return token_ids.clamp_(max=probs.shape[-1] - 1)
+
+
+def _generator(seq: Sequence) -> torch.Generator:
+    """The sequence's own CPU RNG, seeded once from params.seed + sample_index."""
+    if seq.generator is None:
+        seq.generator = torch.Generator()
+        seq.generator.manual_seed(seq.seed)
+    return seq.generator
+
+
+def _token_counts(token_lists: list[list[int]], like: torch.Tensor) -> torch.Tensor:
+    """Occurrences of each vocab id per row: (B, V) float on like's device."""
+    batch, vocab = like.shape
+    width = max((len(t) for t in token_lists), default=0)
+    counts = torch.zeros(batch, vocab + 1, device=like.device)
+    if width == 0:
+        return counts[:, :vocab]
+    # pad with `vocab`, an extra column that is dropped; out-of-range ids land there too
+    padded = [t + [vocab] * (width - len(t)) for t in token_lists]
+    index = torch.tensor(padded, device=like.device).clamp_(0, vocab)
+    counts.scatter_add_(1, index, torch.ones(index.shape, device=like.device))
+    return counts[:, :vocab]
+
+
+def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)[:, None]
+
+
+def _collect_logprobs(
+    raw: torch.Tensor, token_ids: torch.Tensor, seqs: list[Sequence]
+) -> list[TokenLogprob | None]:
+    chosen = raw.gather(1, token_ids[:, None]).squeeze(1).tolist()
+    ids = token_ids.tolist()
+    k = max(s.params.logprobs or 0 for s in seqs)
+    top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
+    top_vals = top_vals.tolist() if k else None
+    top_ids = top_ids.tolist() if k else None
+    out: list[TokenLogprob | None] = []
+    for i, seq in enumerate(seqs):
+        n = seq.params.logprobs
+        if n is None:
+            out.append(None)
+            continue
+        top = list(zip(top_ids[i][:n], top_vals[i][:n])) if n else []
+        out.append(TokenLogprob(ids[i], chosen[i], top))
+    return out

@@ -1,0 +1,240 @@
+"""Continuous batching: which sequences run this step, and how many tokens each. No torch.
+
+Every step (`schedule`) spends a token budget, first on running sequences in the order
+they were admitted (one token per decode, a chunk per unfinished prefill), then on
+admitting waiting sequences (FIFO) while there is room. Long prompts are prefilled in
+chunks across steps (chunked prefill), so decodes never stall behind them. When the KV
+cache runs out, the most recently admitted running sequence is preempted: its blocks
+are freed and it goes back to the front of the queue, to be recomputed later.
+
+The runner runs the batch, samples one token for each item in `batch.sample_items`
+(those that reach the end of their known tokens) and hands them to `postprocess`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple
+
+from tunelab.engine.block_manager import BlockManager
+from tunelab.engine.sequence import Sequence, SequenceStatus, TokenLogprob
+from tunelab.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class ScheduledItem:
+    """Run `num_tokens` tokens of `seq` starting at position `start_pos`.
+
+    Unpacks as `seq, start_pos, num_tokens = item`. `needs_logits` is fixed when the
+    item is scheduled: True when the chunk reaches the last known token, so the runner
+    computes logits for its last position and a new token is sampled.
+    """
+
+    seq: Sequence
+    start_pos: int
+    num_tokens: int
+    needs_logits: bool
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.seq, self.start_pos, self.num_tokens))
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.seq.token_ids[self.start_pos:self.start_pos + self.num_tokens]
+
+    @property
+    def is_decode(self) -> bool:
+        return self.num_tokens == 1 and self.seq.num_prompt_tokens <= self.start_pos
+
+
+class Batch(NamedTuple):
+    """One step's work; `items` are in the order the runner should lay out its tokens."""
+
+    items: list[ScheduledItem]
+
+    @property
+    def sample_items(self) -> list[ScheduledItem]:
+        """Items that produce logits, in order; `postprocess` expects one token per item."""
+        return [it for it in self.items if it.needs_logits]
+
+    @property
+    def sample_seqs(self) -> list[Sequence]:
+        return [it.seq for it in self.items if it.needs_logits]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(it.num_tokens for it in self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class Scheduler:
+    """Admits, batches, preempts and finishes sequences over one paged KV cache.
+
+    `cfg` is an EngineConfig (or anything with its fields) with max_model_len and
+    num_blocks filled in.
+    """
+
+    def __init__(self, cfg: Any):
+        if not cfg.max_model_len or not cfg.num_blocks:
+            raise ValueError("Scheduler needs cfg.max_model_len and cfg.num_blocks set")
+        self.cfg = cfg
+        self.block_manager = BlockManager(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # admission order: the last is preempted first
+        self.num_preemptions = 0
+        self._eos = frozenset(cfg.eos_token_ids)
+        self._finished_outside_step: list[Sequence] = []
+
+    # ---- requests in and out -------------------------------------------------------
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a sequence; a prompt that can never run is rejected before any work."""
+        n, limit = seq.num_prompt_tokens, self.cfg.max_model_len
+        if n == 0:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if n > limit:
+            raise InvalidRequest(
+                f"the prompt has {n} tokens, more than the maximum model length of {limit}", param="prompt")
+        capacity = self.block_manager.num_blocks * self.block_manager.block_size
+        if n > capacity:
+            raise InvalidRequest(
+                f"the prompt has {n} tokens, more than the KV cache holds ({capacity})", param="prompt")
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def abort(self, seq_id: Any, reason: str = "abort") -> Sequence | None:
+        """Finish a sequence now and free its blocks; returns it, or None if unknown."""
+        for queue in (self.running, self.waiting):
+            for seq in queue:
+                if seq.seq_id == seq_id:
+                    queue.remove(seq)
+                    self._finish(seq, reason)
+                    return seq
+        return None
+
+    def has_unfinished(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def stats(self) -> dict[str, float]:
+        """running, waiting, preemptions so far, KV cache usage (0..1)."""
+        return {"running": len(self.running), "waiting": len(self.waiting),
+                "preemptions": self.num_preemptions, "kv_usage": self.block_manager.usage()}
+
+    # ---- one step --------------------------------------------------------------------
+
+    def schedule(self) -> Batch:
+        """Pick this step's work under the token budget (may preempt; may be empty)."""
+        items: list[ScheduledItem] = []
+        budget = self.cfg.max_num_batched_tokens
+        preempted_before = self.num_preemptions
+        budget = self._schedule_running(items, budget)
+        if self.num_preemptions == preempted_before:  # no room was short: admit newcomers
+            self._schedule_waiting(items, budget)
+        return Batch(items)
+
+    def postprocess(
+        self, batch: Batch, sampled_token_ids: list[int], logprobs: list[TokenLogprob | None] | None = None
+    ) -> list[Sequence]:
+        """Advance computed counts, append one sampled token per sample item, finish seqs.
+
+        Returns the sequences finished since the last call (including ones the
+        scheduler failed for lack of memory).
+        """
+        samples = batch.sample_items
+        if len(sampled_token_ids) != len(samples):
+            raise ValueError(f"expected {len(samples)} sampled tokens, got {len(sampled_token_ids)}")
+        for item in batch.items:
+            if not item.seq.is_finished:  # skip seqs aborted while the step ran
+                item.seq.num_computed_tokens += item.num_tokens
+                self.block_manager.commit(item.seq)
+        finished, self._finished_outside_step = self._finished_outside_step, []
+        for i, (item, token) in enumerate(zip(samples, sampled_token_ids)):
+            if item.seq.is_finished:
+                continue
+            self._append(item.seq, int(token), logprobs[i] if logprobs else None)
+            if item.seq.is_finished:
+                self.running.remove(item.seq)
+                self.block_manager.free(item.seq)
+                finished.append(item.seq)
+        return finished
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _schedule_running(self, items: list[ScheduledItem], budget: int) -> int:
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_uncomputed_tokens, budget)
+            n = self._make_room(seq, n)
+            if n == 0:  # seq itself was preempted or failed; running[i] is now the next one
+                continue
+            self.block_manager.allocate(seq, n)
+            items.append(_item(seq, n))
+            budget -= n
+            i += 1
+        return budget
+
+    def _make_room(self, seq: Sequence, n: int) -> int:
+        """Tokens of `seq` that get slots, preempting later-admitted seqs if none fit."""
+        while (fit := self.block_manager.fit(seq)) <= 0:
+            victim = self.running[-1]
+            if victim is seq and len(self.running) == 1:
+                self._fail(seq, "the KV cache is too small for this sequence")
+                return 0
+            self._preempt(victim)
+            if victim is seq:
+                return 0
+        return min(n, fit)
+
+    def _schedule_waiting(self, items: list[ScheduledItem], budget: int) -> None:
+        bm = self.block_manager
+        while self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
+            seq = self.waiting[0]
+            hits = bm.match_prefix(seq)
+            n = min(seq.num_tokens - len(hits) * bm.block_size, budget, bm.fit(seq, hits))
+            if n <= 0:
+                break  # head of the queue waits for memory; no overtaking, so no starvation
+            self.waiting.popleft()
+            bm.allocate(seq, n, hits)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            items.append(_item(seq, n))
+            budget -= n
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.reset_for_recompute()
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def _fail(self, seq: Sequence, error: str) -> None:
+        self.running.remove(seq)
+        seq.error = error
+        self._finish(seq, "abort")
+        self._finished_outside_step.append(seq)
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        self.block_manager.free(seq)
+        seq.finish(reason)
+
+    def _append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
+        seq.append_token(token, logprob)
+        p = seq.params
+        if token in p.stop_token_ids or (token in self._eos and not p.ignore_eos):
+            seq.stop_reason = token
+            seq.finish("stop")  # the stop token is kept in output_ids but never in the text
+            return
+        seq.add_text(token)
+        if seq.is_finished:
+            return
+        if len(seq.output_ids) >= p.max_tokens or seq.num_tokens >= self.cfg.max_model_len:
+            seq.finish("length")
+
+
+def _item(seq: Sequence, num_tokens: int) -> ScheduledItem:
+    start = seq.num_computed_tokens
+    return ScheduledItem(seq, start, num_tokens, start + num_tokens == seq.num_tokens)

@@ -1,0 +1,154 @@
+"""One generation stream: its tokens, KV block table, status and collected output. No torch.
+
+Token bookkeeping, with L = len(token_ids):
+
+    token_ids  = prompt_ids + output_ids
+    [0, num_computed_tokens)  KV written to the cache (the first num_cached_tokens came
+                              from the prefix cache and were never computed for this seq)
+    [num_computed_tokens, L)  still to run through the model; the last one yields logits
+
+After a step samples a token it is appended, so a decoding sequence always has exactly
+one uncomputed token. Preemption resets num_computed_tokens to 0 and keeps the tokens,
+so the sequence is recomputed later and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunelab.engine.config import SamplingParams
+
+_ids = itertools.count()
+
+
+class SequenceStatus(enum.Enum):
+    """Where a sequence is in its life: queued, in the running batch, or done."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class TokenLogprob:
+    """Log-probability of one sampled token, plus the `top` most likely alternatives."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)  # (token id, logprob), best first
+
+
+class Sequence:
+    """A prompt plus its growing output, with the KV bookkeeping the scheduler needs.
+
+    `sample_index` separates the n completions of one request: the seeded generator
+    uses `params.seed + sample_index`, so each completion differs and all repeat.
+    `detokenizer` (optional, duck-typed: `add(token_id) -> str`, `flush() -> str`,
+    `stopped`) turns tokens into text as they arrive; a completed stop string ends
+    the sequence with finish_reason "stop".
+    """
+
+    def __init__(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams | None = None,
+        *,
+        seq_id: Any = None,
+        adapter: str | None = None,
+        sample_index: int = 0,
+        detokenizer: Any = None,
+    ):
+        self.seq_id = next(_ids) if seq_id is None else seq_id
+        self.prompt_ids = list(prompt_ids)
+        self.params = params or SamplingParams()
+        self.adapter = adapter
+        self.sample_index = sample_index
+        self.detokenizer = detokenizer
+        self.token_ids: list[int] = list(prompt_ids)
+        self.output_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = 0
+        self.block_table: list[int] = []
+        self.block_hashes: list[int] = []  # hash chain of the full, computed blocks
+        self.status = SequenceStatus.WAITING
+        self.finish_reason: str | None = None  # "stop" | "length" | "abort"
+        self.error: str | None = None  # why it was aborted by the engine, if it was
+        self.stop_reason: int | str | None = None  # the stop token id or stop string that ended it
+        self.text = ""
+        self._text_sent = 0
+        self.generator: Any = None  # torch.Generator, created by the sampler on first use
+        self.arrival_time = time.monotonic()
+        self.first_token_time: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"Sequence(id={self.seq_id!r}, prompt={self.num_prompt_tokens}, out={len(self.output_ids)}, "
+                f"computed={self.num_computed_tokens}, {self.status.value})")
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus output tokens."""
+        return len(self.token_ids)
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        """Tokens whose KV is not yet in the cache (1 for a decoding sequence)."""
+        return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of this sequence's generator, or None for the global RNG."""
+        return None if self.params.seed is None else self.params.seed + self.sample_index
+
+    def append_token(self, token_id: int, logprob: TokenLogprob | None = None) -> None:
+        """Record one sampled token (its KV is written by the next step)."""
+        self.token_ids.append(token_id)
+        self.output_ids.append(token_id)
+        if logprob is not None:
+            self.logprobs.append(logprob)
+        if self.first_token_time is None:
+            self.first_token_time = time.monotonic()
+
+    def add_text(self, token_id: int) -> None:
+        """Feed the detokenizer; a completed stop string finishes the sequence."""
+        if self.detokenizer is None:
+            return
+        self.text += self.detokenizer.add(token_id)
+        if getattr(self.detokenizer, "stopped", False):
+            self.stop_reason = getattr(self.detokenizer, "stop_string", None)
+            self.finish("stop")
+
+    def finish(self, reason: str) -> None:
+        """Mark finished with `reason` and flush text the detokenizer held back."""
+        if self.is_finished:
+            return
+        self.status = SequenceStatus.FINISHED
+        self.finish_reason = reason
+        if self.detokenizer is not None:
+            self.text += self.detokenizer.flush()
+
+    def take_delta(self) -> str:
+        """Text produced since the last call, for streaming."""
+        delta = self.text[self._text_sent:]
+        self._text_sent = len(self.text)
+        return delta
+
+    def reset_for_recompute(self) -> None:
+        """Forget all KV state after preemption; tokens and generator state are kept."""
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = 0
+        self.block_table = []
+        self.block_hashes = []
+        self.status = SequenceStatus.WAITING

@@ -1,0 +1,1 @@
+"""Before/after evaluation of a run and its self-contained HTML report."""

@@ -1,0 +1,89 @@
+"""`tunelab export`: a run (merged on the fly) or a stored model -> GGUF or Ollama bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from tunelab.export.atomic import atomic_dir
+from tunelab.export.chat import TemplateInfo, template_for
+from tunelab.export.errors import ExportError
+from tunelab.export.gguf import families, write_gguf
+from tunelab.export.modelfile import ollama_template, render_modelfile
+from tunelab.export.quantize import parse_quant
+from tunelab.export.runs import Run, find_run_dir, load_run
+
+FORMATS = ("gguf", "ollama")
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What an export wrote, and for Ollama the command that imports it."""
+
+    path: Path
+    gguf: Path
+    ollama_command: str | None = None
+
+
+def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None = None,
+           system: str | None = None, log: Callable[[str], None] = print) -> ExportResult:
+    """Export run or model `spec`; every input check runs before anything is written."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    q = parse_quant(quant)
+    run = load_run(spec) if find_run_dir(spec) is not None else None
+    model_dir = (run.model_dir or run.base_model) if run else _resolve(spec)
+    _check_supported(model_dir)
+    name = _slug(run.name if run else model_dir.name)
+    own = template_for(run.adapter_dir or run.model_dir) if run else None
+    template = own or template_for(model_dir)
+    if fmt == "ollama" and template is not None:
+        ollama_template(template)  # fail on custom jinja before the slow part
+    with tempfile.TemporaryDirectory(prefix="tunelab-export-") as work:
+        source = _merged(run, Path(work), log) if run and run.adapter_dir else model_dir
+        if fmt == "gguf":
+            path = Path(out) if out else _default_out(run, name, f"{name}-{q.name}.gguf")
+            return ExportResult(path, write_gguf(source, path, q.name, template, log))
+        return _ollama(source, name, q.name, template, system, out or _default_out(run, name, f"{name}-ollama"), log)
+
+
+def _resolve(spec: str) -> Path:
+    from tunelab.store.resolve import resolve_model
+
+    return resolve_model(spec)
+
+
+def _check_supported(model_dir: Path) -> None:
+    config_path = model_dir / "config.json"
+    config = families.text_config(json.loads(config_path.read_text(encoding="utf-8")))
+    families.family_for(config, str(config_path))
+
+
+def _merged(run: Run, work: Path, log: Callable[[str], None]) -> Path:
+    from tunelab.export.merge import merge_run
+
+    return merge_run(run, work / "merged", log=lambda msg: log(msg) if "QLoRA" in msg else None)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9._-]+", "-", text).strip("-").lower() or "model"
+
+
+def _default_out(run: Run | None, name: str, filename: str) -> Path:
+    return (run.dir / "export" / filename) if run else Path.cwd() / filename
+
+
+def _ollama(source: Path, name: str, quant: str, template: TemplateInfo | None, system: str | None,
+            out: Path, log: Callable[[str], None]) -> ExportResult:
+    out = Path(out)
+    gguf_name = f"{name}-{quant}.gguf"
+    with atomic_dir(out) as tmp:
+        write_gguf(source, tmp / gguf_name, quant, template, log=lambda _m: None)
+        (tmp / "Modelfile").write_text(render_modelfile(gguf_name, template, system), encoding="utf-8")
+    command = f"ollama create {name} -f {out / 'Modelfile'}"
+    log(f"wrote {out}/ (Modelfile + {gguf_name})\nimport it into Ollama with:\n  {command}")
+    return ExportResult(out, out / gguf_name, command)

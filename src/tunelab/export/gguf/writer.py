@@ -1,0 +1,166 @@
+"""Write an HF model directory as GGUF with the `gguf` package's GGUFWriter.
+
+Everything that can fail (architecture, quant, tokenizer, tensor names) is checked
+while building the plan, before the first byte is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from tunelab.export.atomic import atomic_file
+from tunelab.export.chat import TemplateInfo, stop_token_ids, template_for
+from tunelab.export.errors import ExportError
+from tunelab.export.gguf import families as fam
+from tunelab.export.gguf.vocab import Vocab, build_vocab, write_vocab
+from tunelab.export.quantize import Quant, encode, llama_cpp_quantize, parse_quant, tensor_type
+
+# Prefixes of multimodal checkpoints whose language model we export.
+_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
+             ("language_model.lm_head.", "lm_head."))
+_SKIP = ("rotary_emb.inv_freq", "vision_tower.", "multi_modal_projector.", "vision_model.")
+
+
+@dataclasses.dataclass
+class Plan:
+    """What will be written: family, hparams, tensor names, vocab and template."""
+
+    model_dir: Path
+    family: fam.Family
+    hparams: dict
+    tensors: list[tuple[str, str, Path]]  # (hf name, gguf name, safetensors file)
+    vocab: Vocab
+    template: TemplateInfo | None
+
+
+def write_gguf(model_dir: Path, out: Path, quant: str = "f16",
+               template: TemplateInfo | None = None, log: Callable[[str], None] = print) -> Path:
+    """Export `model_dir` to GGUF file `out` with `quant`; returns `out`."""
+    q = parse_quant(quant)
+    plan = make_plan(Path(model_dir), template)
+    with atomic_file(Path(out)) as tmp:
+        if q.llama_cpp:
+            _write_via_llama_cpp(plan, tmp, q)
+        else:
+            _write(plan, tmp, q)
+    log(f"wrote {out} ({q.name}, {Path(out).stat().st_size / 2**20:.1f} MiB)")
+    return Path(out)
+
+
+def make_plan(model_dir: Path, template: TemplateInfo | None = None) -> Plan:
+    """Validate the model and map every tensor; raises before anything is written."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ExportError(f"{config_path}: missing; not a Hugging Face model directory")
+    hparams = fam.text_config(json.loads(config_path.read_text(encoding="utf-8")))
+    family = fam.family_for(hparams, str(config_path))
+    tensors = _map_tensors(model_dir, family, hparams)
+    n_rows = _embedding_rows(model_dir, tensors)
+    return Plan(model_dir, family, hparams, tensors, build_vocab(model_dir, n_rows),
+                template or template_for(model_dir))
+
+
+def _map_tensors(model_dir: Path, family: fam.Family, hp: dict) -> list[tuple[str, str, Path]]:
+    import gguf
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ExportError(f"{model_dir}: no *.safetensors weights")
+    arch = gguf.MODEL_ARCH[family.arch]
+    names = gguf.get_tensor_name_map(arch, int(hp["num_hidden_layers"]))
+    tied = hp.get("tie_word_embeddings", family.arch == "GEMMA3")
+    plan = []
+    for file in files:
+        for name in _header_names(file):
+            hf = _strip_prefix(name)
+            if any(s in hf for s in _SKIP) or (tied and hf == "lm_head.weight"):
+                continue
+            mapped = names.get_name(hf, try_suffixes=(".weight", ".bias"))
+            if mapped is None:
+                raise ExportError(f"{file}: tensor '{name}' has no llama.cpp name for {family.arch}")
+            plan.append((name, mapped, file))
+    return plan
+
+
+def _header_names(file: Path) -> list[str]:
+    with file.open("rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    return [k for k in header if k != "__metadata__"]
+
+
+def _strip_prefix(name: str) -> str:
+    for old, new in _PREFIXES:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def _embedding_rows(model_dir: Path, tensors: list[tuple[str, str, Path]]) -> int:
+    from tunelab.export.runs import safetensors_shapes
+
+    for hf, mapped, file in tensors:
+        if mapped == "token_embd.weight":
+            return int(safetensors_shapes(file)[hf][0])
+    raise ExportError(f"{model_dir}: no token embedding tensor found")
+
+
+def _write(plan: Plan, path: Path, q: Quant) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[plan.family.arch]])
+    writer.add_name(plan.model_dir.name)
+    writer.add_file_type(q.file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    fam.write_hparams(writer, plan.family, plan.hparams)
+    _write_tokenizer(writer, plan)
+    for name, data in _tensors(plan):
+        qtype = tensor_type(q, data.shape)
+        writer.add_tensor(name, encode(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _write_tokenizer(writer, plan: Plan) -> None:
+    vocab_ids = {t: i for i, t in enumerate(plan.vocab.tokens)}
+    stops = stop_token_ids(plan.template.stop_strings, vocab_ids) if plan.template else []
+    write_vocab(writer, plan.vocab, stops[0] if stops else None)
+    if plan.template and plan.template.source:
+        writer.add_chat_template(plan.template.source)
+
+
+def _tensors(plan: Plan) -> Iterator[tuple[str, np.ndarray]]:
+    """(gguf name, float32 array) with the family's weight fixes applied."""
+    from safetensors import safe_open
+
+    hp, n_head = plan.hparams, int(plan.hparams["num_attention_heads"])
+    n_kv = int(hp.get("num_key_value_heads") or n_head)
+    factors = fam.llama3_rope_factors(hp) if plan.family.arch == "LLAMA" else None
+    if factors is not None:
+        yield "rope_freqs.weight", factors
+    for hf, mapped, file in plan.tensors:
+        with safe_open(str(file), framework="pt") as st:
+            data = st.get_tensor(hf).float().numpy()
+        if plan.family.permute_qk and mapped.endswith("attn_q.weight"):
+            data = fam.permute_rope(data, n_head)
+        elif plan.family.permute_qk and mapped.endswith("attn_k.weight"):
+            data = fam.permute_rope(data, n_kv)
+        if plan.family.norm_shift and mapped.endswith("norm.weight"):
+            data = data + plan.family.norm_shift
+        yield mapped, data
+
+
+def _write_via_llama_cpp(plan: Plan, path: Path, q: Quant) -> None:
+    from tunelab.export.quantize import QUANTS
+
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".gguf-f16-") as tmp:
+        f16 = Path(tmp) / "model-f16.gguf"
+        _write(plan, f16, QUANTS["f16"])
+        llama_cpp_quantize(f16, path, q)

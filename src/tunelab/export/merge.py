@@ -1,0 +1,115 @@
+"""Fold a run's adapter into its base model: a standalone Hugging Face directory.
+
+The result carries the training chat template (tunelab_template.json and the
+tokenizer's chat_template) and a generation_config whose EOS list holds the
+end-of-turn ids, so any HF-compatible runtime stops where training stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from tunelab.export.atomic import atomic_dir
+from tunelab.export.chat import template_for, stop_token_ids
+from tunelab.export.runs import Run
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def merge_run(run: Run, out: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write base + adapter (or a full fine-tune) to `out` (default RUN/merged); return it."""
+    out = Path(out) if out else run.dir / "merged"
+    with atomic_dir(out) as tmp:
+        if run.model_dir is not None:
+            _copy_model(run.model_dir, tmp)
+        else:
+            _merge_adapter(run, tmp, log)
+        source = _tokenizer_source(run)
+        write_tokenizer_and_template(source, tmp)
+        write_generation_config(run.model_dir or run.base_model, tmp)
+    log(f"merged model written to {out}")
+    return out
+
+
+def _copy_model(model_dir: Path, dest: Path) -> None:
+    for item in model_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)
+
+
+def _merge_adapter(run: Run, dest: Path, log: Callable[[str], None]) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    target = merge_dtype(run)
+    if run.is_qlora:
+        log(f"QLoRA run: merging into a dequantized 16-bit ({str(target).split('.')[-1]}) base, "
+            "not into 4-bit weights")
+    # Merge in float32 so the low-rank update is not rounded twice, then cast once.
+    base = AutoModelForCausalLM.from_pretrained(run.base_model, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(run.adapter_dir)).merge_and_unload()
+    merged.to(target).save_pretrained(dest, safe_serialization=True)
+
+
+def merge_dtype(run: Run):
+    """The base model's dtype; for QLoRA always a 16-bit float."""
+    import torch
+
+    config = json.loads((run.base_model / "config.json").read_text(encoding="utf-8"))
+    name = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    dtype = getattr(torch, name, torch.float32)
+    if run.is_qlora and dtype not in (torch.float16, torch.bfloat16):
+        return torch.bfloat16
+    return dtype
+
+
+def _tokenizer_source(run: Run) -> Path:
+    # Training saves the tokenizer (with any added tokens) beside the adapter; prefer it.
+    for cand in (run.adapter_dir, run.model_dir):
+        if cand is not None and any((cand / f).is_file() for f in TOKENIZER_FILES):
+            return cand
+    return run.base_model
+
+
+def write_tokenizer_and_template(source: Path, dest: Path) -> None:
+    """Save the tokenizer of `source` into `dest` with the training chat template set."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    template = template_for(source)
+    if template is not None and template.source:
+        tokenizer.chat_template = template.source
+    tokenizer.save_pretrained(dest)
+    if (source / "tunelab_template.json").is_file():
+        shutil.copy2(source / "tunelab_template.json", dest / "tunelab_template.json")
+    if template is not None and template.source:
+        _set_config_template(dest / "tokenizer_config.json", template.source)
+
+
+def _set_config_template(config_path: Path, source: str) -> None:
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config["chat_template"] = source
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def write_generation_config(model_src: Path, dest: Path) -> None:
+    """generation_config.json whose eos_token_id lists EOS plus every end-of-turn id."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    try:
+        gen = GenerationConfig.from_pretrained(model_src)
+    except OSError:
+        gen = GenerationConfig()
+    template = template_for(dest)
+    stops = stop_token_ids(template.stop_strings if template else [], tokenizer.get_vocab())
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    gen.eos_token_id = list(dict.fromkeys(eos + stops)) or None
+    gen.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.bos_token_id is not None:
+        gen.bos_token_id = tokenizer.bos_token_id
+    gen.save_pretrained(dest)

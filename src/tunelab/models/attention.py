@@ -1,0 +1,130 @@
+"""Attention over a paged KV cache for a flat, unpadded batch of sequences.
+
+The cache of one layer is two tensors (num_blocks, block_size, kv_heads, head_dim). A token's
+slot is `block * block_size + offset`. New keys/values are written at `slot_mapping`; each
+sequence then reads its whole context back through its slots (a gather) and runs SDPA.
+
+Decode tokens (one query per sequence) are attended together in one padded SDPA call, since a
+Python loop over 64 sequences x layers would dominate step time; prefill chunks run one by one.
+The batch description (`AttnBatch`) is built once per step by the runner and passed down
+explicitly -- no global context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillSegment:
+    """One sequence with several new tokens: rows [start, start+q_len) of the flat batch."""
+
+    start: int
+    q_len: int
+    slots: torch.Tensor  # (ctx,) cache slots of the whole context, new tokens included
+
+
+@dataclass
+class AttnBatch:
+    """Where each token of a flat batch lives in the paged cache; built once per step."""
+
+    positions: torch.Tensor  # (T,) position of each token in its sequence
+    slot_mapping: torch.Tensor  # (T,) cache slot each new token's k/v is written to
+    prefills: list[PrefillSegment] = field(default_factory=list)
+    decode_rows: torch.Tensor | None = None  # (B,) flat rows holding decode tokens
+    decode_slots: torch.Tensor | None = None  # (B, Cmax) context slots, padded with 0
+    decode_lens: torch.Tensor | None = None  # (B,) context length of each decode sequence
+    _masks: dict = field(default_factory=dict)
+
+    def decode_mask(self, window: int | None) -> torch.Tensor:
+        """(B, 1, 1, Cmax) bool: which padded context slots each decode query may see."""
+        key = ("decode", window)
+        if key not in self._masks:
+            j = torch.arange(self.decode_slots.shape[1], device=self.decode_slots.device)
+            lens = self.decode_lens[:, None]
+            ok = j[None, :] < lens
+            if window is not None:  # query sits at position len-1; keep the last `window` keys
+                ok &= (lens - 1 - j[None, :]) < window
+            self._masks[key] = ok[:, None, None, :]
+        return self._masks[key]
+
+    def prefill_mask(self, i: int, window: int | None) -> torch.Tensor | None:
+        """(q_len, ctx) bool mask for prefill segment i, or None when plain causal is exact."""
+        seg = self.prefills[i]
+        ctx = seg.slots.shape[0]
+        if window is None and ctx == seg.q_len:
+            return None
+        key = (i, window)
+        if key not in self._masks:
+            q_pos = torch.arange(ctx - seg.q_len, ctx, device=seg.slots.device)[:, None]
+            k_pos = torch.arange(ctx, device=seg.slots.device)[None, :]
+            ok = k_pos <= q_pos
+            if window is not None:
+                ok &= (q_pos - k_pos) < window
+            self._masks[key] = ok
+        return self._masks[key]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: tuple[torch.Tensor, torch.Tensor],
+    batch: AttnBatch,
+    scale: float,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """q: (T, H, D), k/v: (T, KVH, D) for the new tokens -> attention output (T, H, D)."""
+    k_cache, v_cache = cache
+    kvh, d = k_cache.shape[-2], k_cache.shape[-1]
+    k_flat = k_cache.view(-1, kvh, d)  # (NB*BS, KVH, D)
+    v_flat = v_cache.view(-1, kvh, d)
+    k_flat[batch.slot_mapping] = k.to(k_flat.dtype)
+    v_flat[batch.slot_mapping] = v.to(v_flat.dtype)
+    out = torch.empty_like(q)
+    if batch.decode_rows is not None:
+        out[batch.decode_rows] = _decode(q[batch.decode_rows], k_flat, v_flat, batch, scale, window, softcap)
+    for i, seg in enumerate(batch.prefills):
+        rows = slice(seg.start, seg.start + seg.q_len)
+        keys = k_flat[seg.slots].transpose(0, 1)  # (KVH, ctx, D)
+        vals = v_flat[seg.slots].transpose(0, 1)
+        mask = batch.prefill_mask(i, window)
+        o = _sdpa(q[rows].transpose(0, 1), keys, vals, mask, scale, softcap)  # (H, q_len, D)
+        out[rows] = o.transpose(0, 1)
+    return out
+
+
+def _decode(q, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torch.Tensor:
+    """q: (B, H, D) one query per sequence -> (B, H, D), attending over padded contexts."""
+    keys = k_flat[batch.decode_slots].transpose(1, 2)  # (B, KVH, Cmax, D)
+    vals = v_flat[batch.decode_slots].transpose(1, 2)
+    mask = batch.decode_mask(window)  # (B, 1, 1, Cmax)
+    o = _sdpa(q.unsqueeze(2), keys, vals, mask, scale, softcap)  # (B, H, 1, D)
+    return o.squeeze(2)
+
+
+def _sdpa(q, k, v, mask, scale, softcap) -> torch.Tensor:
+    """Scaled dot-product attention with grouped KV heads; mask True = attend, None = causal."""
+    if softcap is not None:
+        return _softcapped(q, k, v, mask, scale, softcap)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+
+
+def _softcapped(q, k, v, mask, scale, softcap) -> torch.Tensor:
+    """Explicit attention for models that squash logits with tanh (SDPA cannot)."""
+    rep = q.shape[-3] // k.shape[-3]
+    k = k.repeat_interleave(rep, dim=-3)
+    v = v.repeat_interleave(rep, dim=-3)
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    scores = torch.tanh(scores / softcap) * softcap
+    if mask is None:
+        lq, lk = scores.shape[-2], scores.shape[-1]
+        mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v.float()).to(q.dtype)

@@ -1,0 +1,139 @@
+"""Load a Hugging Face safetensors checkpoint (single file or sharded) into our model classes.
+
+The model is first built on the meta device (no memory, no init cost), materialised empty on
+the target device and then filled tensor by tensor, so peak memory is about one copy of the
+weights. Checkpoint names map 1:1 to ours except the fused projections in `FUSED`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tunelab.errors import TunelabError
+from tunelab.models.registry import family_for
+
+# checkpoint projection -> fused module that holds it as an output slice
+FUSED = {
+    "q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
+    "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj",
+}
+DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}
+
+
+class CheckpointError(TunelabError):
+    """A checkpoint is missing files or tensors, or has tensors of the wrong shape."""
+
+
+def parse_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' | 'bf16' | 'fp16' | 'fp32' -> torch dtype; auto is fp32 on CPU, bf16 on GPU."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise TunelabError(f"dtype: '{name}' is not one of auto, bf16, fp16, fp32")
+    return DTYPES[name]
+
+
+def load_config(model_dir: Path):
+    """The transformers config of `model_dir` (normalises old/new rope fields for us)."""
+    from transformers import AutoConfig
+
+    if not (model_dir / "config.json").is_file():
+        raise CheckpointError(f"{model_dir}: no config.json (not a Hugging Face model directory)")
+    return AutoConfig.from_pretrained(model_dir)
+
+
+def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device):
+    """Build and fill the model for `model_dir`; returns (model, transformers config)."""
+    model_dir = Path(model_dir)
+    config = load_config(model_dir)
+    family = family_for(config, str(model_dir / "config.json"))
+    text_config = config.text_config if family.text_config else config
+    spec = family.spec_fn(text_config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = family.model_cls(spec, text_config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.to_empty(device=device)
+    if spec.tie_embeddings:  # to_empty materialises shared parameters separately
+        model.lm_head.weight = model.model.embed_tokens.weight
+    _fill(model, model_dir, family.prefix)
+    model.to_device(device)
+    return model.eval(), text_config
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """Safetensors files of a checkpoint, following model.safetensors.index.json when sharded."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{model_dir}: no *.safetensors weights found")
+    return files
+
+
+def _fill(model: torch.nn.Module, model_dir: Path, prefix: str) -> None:
+    from safetensors import safe_open
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    modules = dict(model.named_modules())
+    loaded: set[str] = set()
+    for path in checkpoint_files(model_dir):
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                name = _our_name(key, prefix)
+                if name is not None:
+                    loaded |= _load_one(name, f.get_tensor(key), params, modules, path)
+    _check_complete(model, params, loaded, model_dir)
+
+
+def _our_name(key: str, prefix: str) -> str | None:
+    """Checkpoint key -> our parameter name, or None for tensors we do not use."""
+    if prefix and key.startswith(prefix):
+        key = "model." + key[len(prefix):]
+    elif prefix and key.startswith("lm_head."):
+        pass
+    elif prefix:
+        return None  # vision tower, projector
+    if "rotary_emb" in key or not (key.startswith("model.") or key.startswith("lm_head.")):
+        return None
+    return key
+
+
+def _load_one(name: str, tensor: torch.Tensor, params: dict, modules: dict, path: Path) -> set[str]:
+    module_name, _, leaf = name.rpartition(".")
+    parent, _, proj = module_name.rpartition(".")
+    if proj in FUSED:
+        fused = modules[f"{parent}.{FUSED[proj]}"]
+        fused.load_part(proj, tensor, is_bias=leaf == "bias")
+        return {f"{parent}.{FUSED[proj]}.{leaf}"}
+    if name not in params:
+        raise CheckpointError(f"{path.name}: unexpected tensor '{name}' for this architecture")
+    param = params[name]
+    if param.shape != tensor.shape:
+        raise CheckpointError(f"{path.name}: tensor '{name}' has shape {tuple(tensor.shape)}, "
+                              f"expected {tuple(param.shape)}")
+    param.data.copy_(tensor)
+    return {name}
+
+
+def _check_complete(model, params: dict, loaded: set[str], model_dir: Path) -> None:
+    if model.spec.tie_embeddings:
+        loaded.add("lm_head.weight")
+    missing = sorted(set(params) - loaded)
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise CheckpointError(f"{model_dir}: checkpoint lacks {', '.join(missing[:3])}{more}")

@@ -1,0 +1,59 @@
+"""Which of our model classes runs a Hugging Face architecture, and how its config is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from tunelab.errors import TunelabError
+
+
+class UnsupportedModel(TunelabError):
+    """The checkpoint's architecture has no implementation in tunelab's engine."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to build one architecture: spec reader, model class, checkpoint name prefix."""
+
+    spec_fn: Callable
+    model_cls: type
+    prefix: str = ""  # checkpoint prefix replaced by "model." (multimodal wrappers)
+    text_config: bool = False  # the LM config is nested under config.text_config
+
+
+def _families() -> dict[str, Family]:
+    from tunelab.models.gemma3 import Gemma3ForCausalLM, gemma3_spec
+    from tunelab.models.llama import CausalLM, llama_spec
+    from tunelab.models.qwen import qwen2_spec, qwen3_spec
+
+    return {
+        "LlamaForCausalLM": Family(llama_spec, CausalLM),
+        "MistralForCausalLM": Family(llama_spec, CausalLM),
+        "Qwen2ForCausalLM": Family(qwen2_spec, CausalLM),
+        "Qwen3ForCausalLM": Family(qwen3_spec, CausalLM),
+        "Gemma3ForCausalLM": Family(gemma3_spec, Gemma3ForCausalLM),
+        "Gemma3ForConditionalGeneration": Family(
+            gemma3_spec, Gemma3ForCausalLM, prefix="model.language_model.", text_config=True
+        ),
+    }
+
+
+SUPPORTED = (
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration",
+)
+
+
+def family_for(config, where: str = "config.json") -> Family:
+    """The `Family` for a transformers config, or UnsupportedModel naming the supported ones."""
+    archs = list(getattr(config, "architectures", None) or [])
+    families = _families()
+    for arch in archs:
+        if arch in families:
+            return families[arch]
+    got = ", ".join(archs) or f"model_type '{getattr(config, 'model_type', '?')}'"
+    raise UnsupportedModel(
+        f"{where}: architecture {got} is not supported by the tunelab engine; "
+        f"supported: {', '.join(SUPPORTED)}"
+    )

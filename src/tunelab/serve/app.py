@@ -1,0 +1,195 @@
+"""`create_app(backend, config)`: the FastAPI app wiring routes, auth, limits, logs and lifecycle.
+
+The app starts answering at once: /health says 503 while the backend loads in a
+thread, then 200. Shutdown aborts whatever uvicorn's graceful period did not finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from tunelab.serve import ollama_routes, openai_routes
+from tunelab.serve.auth import bearer_token, key_matches
+from tunelab.serve.backends.base import Backend
+from tunelab.serve.config import ServeConfig
+from tunelab.serve.errors import APIError, error_response, install_handlers, unauthorized
+from tunelab.serve.metrics import backend_gauges
+from tunelab.serve.service import Service
+
+log = logging.getLogger("tunelab.serve")
+access_log = logging.getLogger("tunelab.serve.access")
+
+
+def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
+    """The ASGI app serving `backend` under `config`."""
+    service = Service(backend, config)
+    app = FastAPI(title="tunelab", lifespan=_lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    install_handlers(app)
+    secured = [Depends(_require_key)]
+    app.include_router(openai_routes.router, dependencies=secured)
+    app.include_router(ollama_routes.router, dependencies=secured)
+    if config.ui:  # the web UI: pages at /ui, JSON API at /ui/api (tunelab.serve.ui_api)
+        from tunelab.serve.ui_api import mount_ui
+
+        mount_ui(app, config.api_key, config.runs_dir)
+    app.add_api_route("/health", _health, methods=["GET"])
+    app.add_api_route("/metrics", _metrics, methods=["GET"])
+    app.add_middleware(BodyLimitAndLog, service=service)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])
+    return app
+
+
+async def _require_key(request: Request) -> None:
+    expected = request.app.state.service.config.api_key
+    given = bearer_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if not key_matches(expected, given):
+        raise unauthorized()
+
+
+async def _health(request: Request) -> JSONResponse:
+    svc: Service = request.app.state.service
+    if svc.load_error:
+        return JSONResponse({"status": "error", "error": svc.load_error}, status_code=503)
+    if not svc.ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return JSONResponse({"status": "ok", "model": svc.backend.model_id})
+
+
+async def _metrics(request: Request) -> PlainTextResponse:
+    svc: Service = request.app.state.service
+    stats = svc.backend.stats() if svc.ready else {}
+    gauges = backend_gauges(stats)
+    gauges["tunelab_num_requests_pending"] = ("Requests admitted by the HTTP layer.", svc.pending)
+    return PlainTextResponse(svc.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    svc: Service = app.state.service
+    loader = asyncio.create_task(_load(app, svc))
+    try:
+        yield
+    finally:
+        loader.cancel()
+        svc.abort_all()  # whatever the graceful period did not finish is cancelled
+        await asyncio.gather(loader, return_exceptions=True)
+        await asyncio.to_thread(svc.backend.close)
+
+
+async def _load(app: FastAPI, svc: Service) -> None:
+    """Load the backend off the event loop, then the configured adapters, then the watcher."""
+    try:
+        await asyncio.to_thread(svc.backend.load)
+        for name, path in svc.config.adapters.items():
+            await asyncio.to_thread(svc.backend.add_adapter, name, str(path))
+    except Exception as err:  # noqa: BLE001 - reported by /health, the server stays up
+        svc.load_error = f"{type(err).__name__}: {err}"
+        log.error("model failed to load: %s", svc.load_error)
+        return
+    svc.ready = True
+    log.info("ready: %s (%s backend)", svc.backend.model_id, svc.backend.name)
+    if svc.config.watch:
+        from tunelab.serve.watch import watch_runs
+
+        await watch_runs(svc, svc.config.watch, svc.config.watch_interval_s)
+
+
+class BodyLimitAndLog:
+    """Pure ASGI middleware: reject oversized bodies (413) and write one JSON access-log line."""
+
+    def __init__(self, app: Any, service: Service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+        limit = self.service.config.max_body_bytes
+        declared = _content_length(scope)
+        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            receive, declared = await _buffered(receive, limit)  # chunked: no length to check
+        if declared is not None and declared > limit:
+            status[0] = 413
+            await _too_large(limit)(scope, receive, send)
+        else:
+            await self.app(scope, receive, _recording(send, status))
+        self._log(scope, status[0], time.perf_counter() - start)
+
+    def _log(self, scope, status: int, seconds: float) -> None:
+        self.service.metrics.observe_http(status)
+        if not self.service.config.access_log:
+            return
+        client = scope.get("client") or ("", 0)
+        access_log.info(json.dumps({
+            "ts": round(time.time(), 3), "id": uuid.uuid4().hex[:12], "client": client[0],
+            "method": scope["method"], "path": scope["path"], "status": status,
+            "ms": round(seconds * 1000, 1)}))
+
+
+def _content_length(scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int):
+    return error_response(APIError(413, f"request body is larger than this server's limit of "
+                                        f"{limit} bytes", code="body_too_large"))
+
+
+async def _buffered(receive, limit: int):
+    """Read a body of unknown length up to `limit`+1 bytes; replay it to the app."""
+    body, more = b"", True
+    while more and len(body) <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    replayed = [False]
+
+    async def replay():
+        if not replayed[0]:
+            replayed[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the disconnect, as usual
+
+    return replay, len(body)
+
+
+def _recording(send, status: list[int]):
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            status[0] = message["status"]
+        await send(message)
+
+    return wrapped
+
+
+def configure_logging(access: bool) -> None:
+    """Plain messages for tunelab logs on stderr; the access log is already JSON."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("tunelab")
+    if not root.handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    access_log.disabled = not access

@@ -1,0 +1,125 @@
+"""The one interface every serving backend implements, and the types that cross it.
+
+The HTTP layer validates a request, turns it into prompt ids and `GenParams`, and
+iterates `Backend.generate`; the backend owns the model on its own thread. Each
+backend states what it supports in `Capabilities`, so a request asking for more
+(logprobs, adapters) gets a clear 400 instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, AsyncIterator
+
+
+@dataclasses.dataclass
+class Capabilities:
+    """What a backend can do; the routes check requests against it."""
+
+    adapters: bool = False
+    logprobs: bool = False
+    penalties: bool = True
+    seed: bool = True
+    min_p: bool = True
+    note: str = ""
+
+
+@dataclasses.dataclass
+class GenParams:
+    """Backend-neutral sampling parameters for one sequence."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = dataclasses.field(default_factory=list)
+    logprobs: int | None = None  # None: off; k >= 0: chosen token plus k alternatives
+    ignore_eos: bool = False
+
+
+@dataclasses.dataclass
+class TokenLogprob:
+    """One generated token's log-probability and its top alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Delta:
+    """New output of one sequence since the last delta."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # stop | length | abort, on the last delta only
+
+
+@dataclasses.dataclass
+class Prompt:
+    """Prompt ids plus the rendered text (used to see whether the template opened <think>)."""
+
+    ids: list[int]
+    text: str = ""
+
+
+class Backend(abc.ABC):
+    """A loaded model that generates text for many concurrent requests."""
+
+    name: str = "base"
+    capabilities = Capabilities()
+    model_id: str = ""  # the name clients put in `model`
+    model_path: str = ""
+    context_length: int = 0
+    created: int = 0
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights and tokenizer (blocking; called off the event loop)."""
+
+    @abc.abstractmethod
+    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
+        """Messages -> prompt ids through the model's chat template."""
+
+    @abc.abstractmethod
+    def encode_text(self, text: str) -> Prompt:
+        """Raw text -> prompt ids (BOS added the way the model expects)."""
+
+    @abc.abstractmethod
+    def generate(self, request_id: str, prompt: list[int], params: GenParams,
+                 adapter: str | None = None) -> AsyncIterator[Delta]:
+        """Stream deltas of one sequence; the last one carries finish_reason."""
+
+    @abc.abstractmethod
+    def abort(self, request_id: str) -> None:
+        """Stop a request and free what it holds (client gone, shutdown)."""
+
+    def add_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter under `name` without restarting."""
+        raise NotImplementedError(f"the {self.name} backend cannot load adapters")
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload adapter `name`."""
+        raise NotImplementedError(f"the {self.name} backend cannot load adapters")
+
+    def adapters(self) -> dict[str, str]:
+        """Loaded adapters: name -> path."""
+        return {}
+
+    def stats(self) -> dict[str, float]:
+        """running, waiting, kv_usage (0..1), kv_blocks_used, preemptions."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for /api/show and /v1/models: family, parameter_size, quantization, template."""
+        return {}
+
+    def close(self) -> None:
+        """Release the model; in-flight requests are aborted."""

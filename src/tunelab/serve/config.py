@@ -1,0 +1,46 @@
+"""ServeConfig: everything `tunelab serve` needs, one typed object (CLI > YAML > defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tunelab.config import opt
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """How the API server runs: model, network, limits and operations."""
+
+    model: str | None = opt(None, "model to serve: store name, HF dir, GGUF file (llamacpp); None = default")
+    served_name: str | None = opt(None, "name clients use in `model`; default: the model's folder name")
+    adapters: dict = opt({}, "adapter name -> PEFT adapter dir, loaded at start")
+    backend: Literal["engine", "llamacpp", "vllm"] = opt("engine", "inference backend")
+    host: str = opt("127.0.0.1", "bind address; loopback by default so nothing is exposed by accident")
+    port: int = opt(8000, "TCP port; 0 picks a free one")
+    api_key: str | None = opt(None, "required as 'Authorization: Bearer KEY' on /v1 and /api when set")
+    watch: str | None = opt(None, "runs/ folder: serve each run's adapter/ once status.json says finished")
+    watch_interval_s: float = opt(2.0, "how often the runs/ folder is scanned")
+    cors_origins: list = opt([], "origins allowed by CORS; empty = CORS off")
+    chat_template: str | None = opt(None, "chat template name overriding the model's own")
+    max_body_bytes: int = opt(1_000_000, "largest accepted request body (413 above)")
+    max_tokens_limit: int = opt(4096, "largest max_tokens a request may ask for")
+    default_max_tokens: int = opt(256, "max_tokens when a request gives none (capped by the context)")
+    max_n: int = opt(8, "largest n (choices per request)")
+    max_pending: int = opt(64, "requests admitted at once (running + queued); more get 429")
+    context_length: int | None = opt(None, "context window override; default: the model's")
+    shutdown_timeout_s: float = opt(10.0, "graceful shutdown: wait this long for in-flight requests")
+    access_log: bool = opt(True, "one JSON line per request on stderr")
+    reasoning: Literal["auto", "off"] = opt("auto", "split <think>...</think> into reasoning_content")
+    dtype: str = opt("auto", "engine weights dtype")
+    device: str = opt("auto", "engine device")
+    n_threads: int | None = opt(None, "llamacpp CPU threads; default: all cores")
+    ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")
+    runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")

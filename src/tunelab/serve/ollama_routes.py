@@ -1,0 +1,193 @@
+"""Ollama API subset: /api/chat, /api/generate (NDJSON streams), /api/tags, /api/show, /api/version.
+
+Enough for Ollama clients and UIs to work unchanged against tunelab.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+
+from tunelab.serve import protocol as P
+from tunelab.serve.backends.base import GenParams
+from tunelab.serve.errors import bad_request
+from tunelab.serve.openai_routes import chat_messages, service_of
+from tunelab.serve.reasoning import ReasoningParser
+from tunelab.serve.service import Service, Target
+from tunelab.serve.streaming import ReleasingStream, error_payload, ndjson_line, until_disconnected
+
+router = APIRouter()
+OLLAMA_VERSION = "0.6.0"  # the API level we mirror; some clients check it
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def ollama_params(svc: Service, opts: P.OllamaOptions | None, prompt_len: int) -> GenParams:
+    """Ollama `options` -> GenParams; num_predict -1 (or none) means up to the default."""
+    o = opts or P.OllamaOptions()
+    wanted = o.num_predict if o.num_predict and o.num_predict > 0 else None
+    return GenParams(
+        max_tokens=svc.max_tokens_for(prompt_len, wanted, "options.num_predict"),
+        temperature=o.temperature if o.temperature is not None else 0.8,
+        top_p=o.top_p if o.top_p is not None else 1.0, top_k=o.top_k or -1, min_p=o.min_p or 0.0,
+        repetition_penalty=o.repeat_penalty or 1.0, presence_penalty=o.presence_penalty or 0.0,
+        frequency_penalty=o.frequency_penalty or 0.0, seed=o.seed, stop=list(o.stop or []),
+    )
+
+
+@router.post("/api/chat")
+async def chat(req: P.OllamaChatRequest, request: Request):
+    """Ollama chat; streams NDJSON unless stream is false."""
+    svc = service_of(request)
+    target = svc.resolve(req.model)
+    messages = [P.ChatMessage(role=m.role, content=m.content) for m in req.messages]
+    if any(m.images for m in req.messages):
+        raise bad_request("images are not supported", param="messages")
+    kwargs = {} if req.think is None else {"enable_thinking": req.think}
+    prompt = svc.backend.encode_chat(chat_messages(messages), kwargs)
+    return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "chat",
+                          prompt.text.rstrip().endswith("<think>"))
+
+
+@router.post("/api/generate")
+async def generate(req: P.OllamaGenerateRequest, request: Request):
+    """Ollama generate: raw text, or the prompt wrapped in the chat template."""
+    svc = service_of(request)
+    target = svc.resolve(req.model)
+    if not req.prompt and not req.system:  # Ollama's "load the model" probe
+        return {"model": target.name, "created_at": _now(), "response": "", "done": True,
+                "done_reason": "load"}
+    if req.raw:
+        prompt = svc.backend.encode_text(req.prompt)
+    else:
+        turns = ([{"role": "system", "content": req.system}] if req.system else [])
+        kwargs = {} if req.think is None else {"enable_thinking": req.think}
+        prompt = svc.backend.encode_chat(turns + [{"role": "user", "content": req.prompt}], kwargs)
+    return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "generate",
+                          prompt.text.rstrip().endswith("<think>"))
+
+
+async def _respond(request: Request, svc: Service, target: Target, ids: list[int],
+                   options: P.OllamaOptions | None, stream: bool, kind: str, opened: bool):
+    params = ollama_params(svc, options, len(ids))
+    ticket = svc.admit(1)
+    lines = _lines(svc, target, ids, params, kind, opened)
+    if stream:
+        return ReleasingStream(_ndjson(lines), ticket, "application/x-ndjson")
+    return await until_disconnected(request, _merged(lines, kind), ticket)
+
+
+async def _lines(svc: Service, target: Target, ids: list[int], params: GenParams, kind: str,
+                 opened: bool) -> AsyncIterator[dict[str, Any]]:
+    start, tokens, reason = time.perf_counter_ns(), 0, "stop"
+    parser = ReasoningParser(opened) if svc.config.reasoning == "auto" else None
+    try:
+        async for _, d in svc.stream(P.new_id("ollama"), ids, params, target):
+            tokens += len(d.token_ids)
+            thinking, content = parser.feed(d.text) if parser else ("", d.text)
+            if d.finish_reason:
+                reason = d.finish_reason
+                if parser:
+                    t2, c2 = parser.finish()
+                    thinking, content = thinking + t2, content + c2
+            if thinking or content:
+                yield _piece(target, kind, content, thinking, done=False)
+    except Exception as err:  # headers already sent: report in-band, as Ollama does
+        yield {"error": error_payload(err)["error"]["message"]}
+        return
+    final = _piece(target, kind, "", "", done=True)
+    elapsed = time.perf_counter_ns() - start
+    final.update(done_reason=reason, total_duration=elapsed, load_duration=0,
+                 prompt_eval_count=len(ids), eval_count=tokens, eval_duration=elapsed)
+    yield final
+
+
+def _piece(target: Target, kind: str, content: str, thinking: str, done: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": target.name, "created_at": _now()}
+    if kind == "chat":
+        out["message"] = {"role": "assistant", "content": content}
+        if thinking:
+            out["message"]["thinking"] = thinking
+    else:
+        out["response"] = content
+        if thinking:
+            out["thinking"] = thinking
+    out["done"] = done
+    return out
+
+
+async def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """Dict lines as NDJSON text; closing this closes (and so aborts) the generation."""
+    try:
+        async for line in lines:
+            yield ndjson_line(line)
+    finally:
+        await lines.aclose()
+
+
+async def _merged(lines: AsyncIterator[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """Non-streaming: one object with all text joined and the final counters."""
+    text, thinking, last = "", "", {}
+    async for line in lines:
+        if "error" in line:
+            raise bad_request(line["error"])
+        part = line.get("message", line)
+        text += part.get("content", line.get("response", "")) or ""
+        thinking += part.get("thinking", "") or ""
+        last = line
+    key = "message" if kind == "chat" else "response"
+    if kind == "chat":
+        last[key] = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}
+    else:
+        last[key] = text
+        if thinking:
+            last["thinking"] = thinking
+    return last
+
+
+@router.get("/api/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    """Served models in Ollama's list format."""
+    svc = service_of(request)
+    svc.require_ready()
+    names = [svc.backend.model_id, *svc.backend.adapters()]
+    return {"models": [_tag(svc, name) for name in names]}
+
+
+def _tag(svc: Service, name: str) -> dict[str, Any]:
+    info = svc.backend.describe()
+    stamp = datetime.fromtimestamp(svc.backend.created, timezone.utc).isoformat()
+    return {"name": name, "model": name, "modified_at": stamp, "size": int(info.get("size", 0)),
+            "digest": f"{abs(hash(name)):016x}", "details": _details(svc, name, info)}
+
+
+def _details(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
+    parent = "" if name == svc.backend.model_id else svc.backend.model_id
+    family = str(info.get("family", ""))
+    return {"parent_model": parent, "format": info.get("format", "safetensors"), "family": family,
+            "families": [family] if family else None, "parameter_size": info.get("parameter_size", ""),
+            "quantization_level": info.get("quantization", "")}
+
+
+@router.post("/api/show")
+async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
+    """Model details: template, parameters, context length."""
+    svc = service_of(request)
+    target = svc.resolve(req.model or req.name or "")
+    info = svc.backend.describe()
+    return {"modelfile": f"FROM {svc.backend.model_path}\n", "parameters": "",
+            "template": info.get("template", ""), "details": _details(svc, target.name, info),
+            "model_info": {"general.architecture": info.get("family", ""),
+                           "general.context_length": svc.context_length()},
+            "capabilities": ["completion"]}
+
+
+@router.get("/api/version")
+async def version() -> dict[str, str]:
+    """The Ollama API version mirrored."""
+    return {"version": OLLAMA_VERSION}

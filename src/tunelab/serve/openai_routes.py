@@ -1,0 +1,292 @@
+"""OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /v1/adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+
+from tunelab.serve import protocol as P
+from tunelab.serve.backends.base import Delta, GenParams, TokenLogprob
+from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.reasoning import ReasoningParser, split_reasoning
+from tunelab.serve.service import Service, Target
+from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, until_disconnected
+
+router = APIRouter()
+
+
+def service_of(request: Request) -> Service:
+    """The Service attached to the app."""
+    return request.app.state.service
+
+
+def gen_params(req: P.SamplingFields, max_tokens: int, logprobs: int | None) -> GenParams:
+    """Request fields -> backend-neutral sampling parameters."""
+    return GenParams(
+        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+        top_k=req.top_k if req.top_k is not None else -1, min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty, presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty, seed=req.seed, stop=req.stop_list(),
+        logprobs=logprobs, ignore_eos=req.ignore_eos,
+    )
+
+
+# ---- models and adapters ----------------------------------------------------------------------
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """The base model and every adapter (adapters carry `parent`)."""
+    svc = service_of(request)
+    svc.require_ready()
+    b = svc.backend
+    base = {"id": b.model_id, "object": "model", "created": b.created, "owned_by": "tunelab",
+            "root": b.model_path, "parent": None, "max_model_len": svc.context_length()}
+    adapters = [{"id": name, "object": "model", "created": b.created, "owned_by": "tunelab",
+                 "root": path, "parent": b.model_id} for name, path in b.adapters().items()]
+    return {"object": "list", "data": [base, *adapters]}
+
+
+@router.post("/v1/adapters")
+async def load_adapter(body: P.AdapterLoadRequest, request: Request) -> dict[str, Any]:
+    """Hot-load a PEFT adapter directory under a name."""
+    svc = service_of(request)
+    svc.require_ready()
+    if not svc.backend.capabilities.adapters:
+        raise bad_request(f"the {svc.backend.name} backend does not serve adapters", param="name")
+    if body.name == svc.backend.model_id or body.name in svc.backend.adapters():
+        raise APIError(409, f"a model named '{body.name}' is already served", param="name",
+                       code="already_exists")
+    if not (Path(body.path) / "adapter_config.json").is_file():
+        raise bad_request(f"{body.path}: not a PEFT adapter (no adapter_config.json)", param="path")
+    try:
+        await asyncio.to_thread(svc.backend.add_adapter, body.name, body.path)
+    except (ValueError, OSError) as err:
+        raise bad_request(f"{body.path}: cannot load adapter: {err}", param="path") from None
+    return {"id": body.name, "object": "model", "parent": svc.backend.model_id, "root": body.path}
+
+
+@router.delete("/v1/adapters/{name:path}")
+async def unload_adapter(name: str, request: Request) -> dict[str, Any]:
+    """Unload an adapter; requests already running on it finish first (backend's duty)."""
+    svc = service_of(request)
+    svc.require_ready()
+    if name not in svc.backend.adapters():
+        raise APIError(404, f"no adapter named '{name}' is loaded", param="name",
+                       code="model_not_found")
+    await asyncio.to_thread(svc.backend.remove_adapter, name)
+    return {"id": name, "object": "model", "deleted": True}
+
+
+# ---- chat ---------------------------------------------------------------------------------------
+
+
+def chat_messages(messages: list[P.ChatMessage]) -> list[dict[str, str]]:
+    """OpenAI messages -> the plain {role, content} dicts the chat template takes."""
+    out = []
+    for i, m in enumerate(messages):
+        if m.role == "tool":
+            raise bad_request("tool messages are not supported", param=f"messages.{i}.role")
+        content = m.content if isinstance(m.content, str) or m.content is None else _text(m.content, i)
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": content or ""})
+    return out
+
+
+def _text(parts: list[P.ContentPart], i: int) -> str:
+    if any(p.type != "text" for p in parts):
+        raise bad_request("only text content parts are supported", param=f"messages.{i}.content")
+    return "".join(p.text or "" for p in parts)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: P.ChatCompletionRequest, request: Request):
+    """Chat completion, streamed as SSE or returned whole."""
+    svc = service_of(request)
+    target = svc.resolve(req.model)
+    svc.check_n(req.n)
+    svc.check_logprobs(req.logprobs)
+    try:
+        prompt = svc.backend.encode_chat(chat_messages(req.messages), req.chat_template_kwargs or {})
+    except (ValueError, TypeError, KeyError) as err:
+        raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
+    max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,
+                                    "messages")
+    params = gen_params(req, max_tokens, (req.top_logprobs or 0) if req.logprobs else None)
+    thinking = svc.config.reasoning == "auto"
+    opened = thinking and prompt.text.rstrip().endswith("<think>")
+    ticket = svc.admit(req.n)
+    rid = P.new_id("chatcmpl")
+    events = svc.stream(rid, prompt.ids, params, target, req.n)
+    if req.stream:
+        chunks = _chat_sse(events, rid, target, req, len(prompt.ids), thinking, opened)
+        return ReleasingStream(chunks, ticket, "text/event-stream")
+    work = _chat_collect(events, rid, target, len(prompt.ids), thinking, opened)
+    return await until_disconnected(request, work, ticket)
+
+
+class _Acc:
+    """Everything one choice produced."""
+
+    def __init__(self) -> None:
+        self.text, self.tokens, self.reason = "", 0, None
+        self.logprobs: list[TokenLogprob] = []
+
+    def add(self, d: Delta) -> None:
+        self.text += d.text
+        self.tokens += len(d.token_ids)
+        self.logprobs += d.logprobs or []
+        self.reason = d.finish_reason or self.reason
+
+
+async def _collect(events: AsyncIterator[tuple[int, Delta]]) -> dict[int, _Acc]:
+    accs: dict[int, _Acc] = {}
+    async for i, delta in events:
+        accs.setdefault(i, _Acc()).add(delta)
+    return accs
+
+
+async def _chat_collect(events, rid: str, target: Target, n_prompt: int, thinking: bool,
+                        opened: bool) -> dict[str, Any]:
+    accs = await _collect(events)
+    choices = []
+    for i, acc in sorted(accs.items()):
+        reasoning, content = split_reasoning(acc.text, opened) if thinking else (None, acc.text)
+        message = {"role": "assistant", "content": content}
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
+        choices.append({"index": i, "message": message, "finish_reason": acc.reason,
+                        "logprobs": chat_logprobs(acc.logprobs) if acc.logprobs else None})
+    use = P.usage(n_prompt, sum(a.tokens for a in accs.values()))
+    return P.chat_response(rid, target.name, choices, use)
+
+
+async def _chat_sse(events, rid: str, target: Target, req: P.ChatCompletionRequest, n_prompt: int,
+                    thinking: bool, opened: bool) -> AsyncIterator[str]:
+    created, with_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
+    parsers = {i: ReasoningParser(opened) for i in range(req.n)}
+    chunk = lambda choices: sse_event(P.chat_chunk(rid, target.name, created, choices, with_usage))
+    completion_tokens = 0
+    for i in range(req.n):
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    try:
+        async for i, d in events:
+            completion_tokens += len(d.token_ids)
+            r, c = parsers[i].feed(d.text) if thinking else ("", d.text)
+            if d.finish_reason and thinking:
+                r2, c2 = parsers[i].finish()
+                r, c = r + r2, c + c2
+            body = _chat_delta(i, r, c, d)
+            if body is not None:
+                yield chunk([body])
+            if d.finish_reason:
+                yield chunk([{"index": i, "delta": {}, "finish_reason": d.finish_reason}])
+        if with_usage:
+            yield sse_event({**P.chat_chunk(rid, target.name, created, [], False),
+                             "usage": P.usage(n_prompt, completion_tokens)})
+    except Exception as err:  # the 200 header is already sent: report in-band
+        yield sse_event(error_payload(err))
+    yield sse_event("[DONE]")
+
+
+def _chat_delta(i: int, reasoning: str, content: str, d: Delta) -> dict | None:
+    delta: dict[str, Any] = {}
+    if reasoning:
+        delta["reasoning_content"] = reasoning
+    if content:
+        delta["content"] = content
+    if not delta and not d.logprobs:
+        return None
+    body: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None}
+    if d.logprobs:
+        body["logprobs"] = chat_logprobs(d.logprobs)
+    return body
+
+
+def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
+    """Chat-style logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}."""
+    entry = lambda tok, lp: {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8"))}
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, b) for a, b in t.top]}
+                        for t in items]}
+
+
+# ---- completions --------------------------------------------------------------------------------
+
+
+def completion_prompt(svc: Service, req: P.CompletionRequest) -> list[int]:
+    """`prompt` as text or token ids -> ids."""
+    prompt = req.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        if len(prompt) != 1:
+            raise bad_request("a list of several prompts is not supported; send one prompt",
+                              param="prompt")
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return svc.backend.encode_text(prompt).ids
+    if not prompt:
+        raise bad_request("prompt is empty", param="prompt")
+    return list(prompt)
+
+
+@router.post("/v1/completions")
+async def completions(req: P.CompletionRequest, request: Request):
+    """Text completion, streamed as SSE or returned whole."""
+    svc = service_of(request)
+    target = svc.resolve(req.model)
+    if req.echo or req.suffix:
+        raise bad_request("echo and suffix are not supported", param="echo" if req.echo else "suffix")
+    svc.check_n(req.n)
+    svc.check_logprobs(req.logprobs is not None)
+    ids = completion_prompt(svc, req)
+    max_tokens = svc.max_tokens_for(len(ids), req.max_tokens, "prompt")
+    params = gen_params(req, max_tokens, req.logprobs)
+    ticket = svc.admit(req.n)
+    rid = P.new_id("cmpl")
+    events = svc.stream(rid, ids, params, target, req.n)
+    if req.stream:
+        return ReleasingStream(_completion_sse(events, rid, target, req, len(ids)), ticket,
+                               "text/event-stream")
+    return await until_disconnected(request, _completion_collect(events, rid, target, len(ids)), ticket)
+
+
+async def _completion_collect(events, rid: str, target: Target, n_prompt: int) -> dict[str, Any]:
+    accs = await _collect(events)
+    choices = [{"index": i, "text": a.text, "finish_reason": a.reason,
+                "logprobs": completion_logprobs(a.logprobs, 0) if a.logprobs else None}
+               for i, a in sorted(accs.items())]
+    return P.completion_response(rid, target.name, choices,
+                                 P.usage(n_prompt, sum(a.tokens for a in accs.values())))
+
+
+async def _completion_sse(events, rid: str, target: Target, req: P.CompletionRequest,
+                          n_prompt: int) -> AsyncIterator[str]:
+    created, with_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
+    offsets = [0] * req.n
+    completion_tokens = 0
+    try:
+        async for i, d in events:
+            completion_tokens += len(d.token_ids)
+            lp = completion_logprobs(d.logprobs, offsets[i]) if d.logprobs else None
+            offsets[i] += len(d.text)
+            choice = {"index": i, "text": d.text, "finish_reason": d.finish_reason, "logprobs": lp}
+            yield sse_event(P.completion_response(rid, target.name, [choice], None, created)
+                            | ({"usage": None} if with_usage else {}))
+        if with_usage:
+            yield sse_event(P.completion_response(rid, target.name, [],
+                                                  P.usage(n_prompt, completion_tokens), created))
+    except Exception as err:  # the 200 header is already sent: report in-band
+        yield sse_event(error_payload(err))
+    yield sse_event("[DONE]")
+
+
+def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    """Legacy completions logprobs: parallel lists plus text offsets."""
+    offsets, pos = [], offset
+    for t in items:
+        offsets.append(pos)
+        pos += len(t.token)
+    return {"tokens": [t.token for t in items], "token_logprobs": [t.logprob for t in items],
+            "top_logprobs": [dict(t.top) for t in items], "text_offset": offsets}

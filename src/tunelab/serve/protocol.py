@@ -1,0 +1,196 @@
+"""Request and response schemas of the OpenAI and Ollama APIs (the subset tunelab serves).
+
+Requests are validated here, so a wrong type or range becomes a 400 naming the field
+before anything reaches the backend. Unknown fields are ignored, as OpenAI clients
+send new ones over time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(_Lenient):
+    """One part of a multi-part message; only text is served."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Lenient):
+    """One chat turn."""
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    reasoning_content: str | None = None
+
+
+class StreamOptions(_Lenient):
+    """`stream_options`: include_usage adds a final chunk carrying usage."""
+
+    include_usage: bool = False
+
+
+class SamplingFields(_Lenient):
+    """Parameters shared by /v1/chat/completions and /v1/completions."""
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1)
+    seed: int | None = None
+    user: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False
+
+    def stop_list(self) -> list[str]:
+        """`stop` as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class ChatCompletionRequest(SamplingFields):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class CompletionRequest(SamplingFields):
+    """POST /v1/completions."""
+
+    prompt: str | list[int] | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+    suffix: str | None = None
+
+
+class AdapterLoadRequest(_Lenient):
+    """POST /v1/adapters."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-/]+$")
+    path: str = Field(min_length=1)
+
+
+class OllamaMessage(_Lenient):
+    """An Ollama chat turn."""
+
+    role: Role
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+
+
+class OllamaOptions(_Lenient):
+    """Ollama `options` we honour (others are ignored, as Ollama itself does)."""
+
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = None
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    num_predict: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    repeat_penalty: float | None = Field(None, gt=0.0)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+class OllamaChatRequest(_Lenient):
+    """POST /api/chat."""
+
+    model: str
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    stream: bool = True
+    options: OllamaOptions | None = None
+    think: bool | None = None
+    format: Any = None
+
+
+class OllamaGenerateRequest(_Lenient):
+    """POST /api/generate."""
+
+    model: str
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    stream: bool = True
+    options: OllamaOptions | None = None
+    think: bool | None = None
+
+
+class OllamaShowRequest(_Lenient):
+    """POST /api/show (older clients send `name`)."""
+
+    model: str | None = None
+    name: str | None = None
+
+
+# ---- responses ------------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    """Token counts of one request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """A usage dict with the total filled in."""
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens).model_dump()
+
+
+def new_id(prefix: str) -> str:
+    """A fresh response id such as 'chatcmpl-…'."""
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def chat_response(rid: str, model: str, choices: list[dict], use: dict) -> dict:
+    """A non-streaming chat.completion object."""
+    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": use}
+
+
+def chat_chunk(rid: str, model: str, created: int, choices: list[dict], with_usage: bool) -> dict:
+    """One chat.completion.chunk; `usage: null` on every chunk when include_usage is on."""
+    chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+             "choices": choices}
+    if with_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def completion_response(rid: str, model: str, choices: list[dict], use: dict | None,
+                        created: int | None = None) -> dict:
+    """A text_completion object (streamed chunks use the same shape)."""
+    out = {"id": rid, "object": "text_completion", "created": created or int(time.time()),
+           "model": model, "choices": choices}
+    if use is not None:
+        out["usage"] = use
+    return out

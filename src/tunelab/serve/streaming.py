@@ -1,0 +1,72 @@
+"""Response plumbing: SSE and NDJSON streams that always release their queue slot,
+and non-streaming generation that stops when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator, Awaitable
+
+from fastapi import Request
+from starlette.responses import StreamingResponse
+
+from tunelab.serve.errors import APIError
+from tunelab.serve.service import Ticket
+
+
+class ReleasingStream(StreamingResponse):
+    """A StreamingResponse that closes its iterator and releases its ticket however it ends.
+
+    Starlette cancels the body task on disconnect, possibly before the iterator has
+    started; closing it here is what guarantees the backend sequence is aborted.
+    """
+
+    def __init__(self, content: AsyncIterator[str], ticket: Ticket, media_type: str):
+        super().__init__(content, media_type=media_type,
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._ticket, self._content = ticket, content
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._content.aclose()
+            self._ticket.release()
+
+
+def sse_event(payload: dict[str, Any] | str) -> str:
+    """One `data:` event."""
+    body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {body}\n\n"
+
+
+def ndjson_line(payload: dict[str, Any]) -> str:
+    """One NDJSON line."""
+    return json.dumps(payload, separators=(",", ":")) + "\n"
+
+
+def error_payload(err: Exception) -> dict[str, Any]:
+    """An error body for a failure after the stream started (status is already 200)."""
+    if isinstance(err, APIError):
+        return err.body()
+    return APIError(500, f"{type(err).__name__}: {err}", type="server_error").body()
+
+
+async def until_disconnected(request: Request, work: Awaitable[Any], ticket: Ticket,
+                             poll_s: float = 0.2) -> Any:
+    """Await `work`, cancelling it (and so aborting generation) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise APIError(499, "client disconnected", type="client_closed")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        ticket.release()

@@ -1,0 +1,75 @@
+"""TrainConfig: everything `tunelab train` accepts, one typed field with one line of doc each.
+
+Precedence is command line over YAML over these defaults (tunelab.config.load_config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tunelab.config import opt
+from tunelab.data.config import DataConfig
+
+Method = Literal["lora", "dora", "qlora", "full", "freeze"]
+
+
+@dataclasses.dataclass
+class LoraConfig:
+    """The low-rank branch added to each target linear layer: y = Wx + (alpha/r)·B(A(dropout(x)))."""
+
+    rank: int = opt(16, "rank r of the A (r x in) and B (out x r) matrices")
+    alpha: float = opt(32.0, "scale numerator: the update is multiplied by alpha / rank")
+    dropout: float = opt(0.0, "dropout on the LoRA branch input")
+    target_modules: list[str] = opt(["all-linear"], "module names to adapt; 'all-linear' = every linear layer but the output")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One fine-tuning run."""
+
+    model: str | None = opt(None, "store name, local HF dir or hub id; empty = the embedded Gemma 3 270M")
+    datasets: list[str] = opt([], "training data files (jsonl/json/csv/parquet/txt)")
+    dataset_weights: list[float] = opt([], "mixing weight per dataset: its rows are repeated/subsampled to weight x size")
+    data: DataConfig = opt(DataConfig, "how rows become training examples (format, template, cutoff_len, ...)")
+    method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, CUDA) | full | freeze")
+    lora: LoraConfig = opt(LoraConfig, "LoRA/DoRA/QLoRA settings")
+    freeze_trainable_layers: int = opt(2, "method=freeze: train only the last N decoder layers")
+    lr: float = opt(2e-4, "peak learning rate")
+    schedule: Literal["cosine", "linear", "constant"] = opt("cosine", "learning-rate decay after warm-up")
+    warmup_steps: int = opt(0, "steps of linear warm-up from 0 to lr")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(1.0, "clip the gradient norm to this (0 = no clipping)")
+    epochs: int = opt(1, "passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = opt(0, "stop after this many optimizer steps (0 = use epochs)")
+    micro_batch_size: int = opt(4, "examples per forward pass (packed: a row of micro_batch_size x cutoff_len tokens)")
+    grad_accum: int = opt(1, "micro-batches per optimizer step")
+    packing: bool = opt(True, "pack several examples per row (each attends only to itself); else bucket by length")
+    eval_split: float = opt(0.0, "fraction of examples held out for eval loss (0 = none)")
+    eval_every: int = opt(0, "evaluate every N steps (0 = only at the end)")
+    seed: int = opt(42, "seed for data order, LoRA init and dropout")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = opt("auto", "auto = bf16 where the device supports it, else fp32")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward: less memory, ~30% slower")
+    save_every: int = opt(0, "write a checkpoint every N steps (0 = only when stopping)")
+    keep_last: int = opt(2, "checkpoints to keep")
+    log_every: int = opt(1, "write a metrics line every N steps")
+    output: str = opt("", "run directory; empty = runs/<model>-<method>-<time>")
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch_size", "grad_accum", "epochs", "keep_last", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.eval_split < 1:
+            raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
+        if self.dataset_weights and len(self.dataset_weights) != len(self.datasets):
+            raise ValueError(
+                f"dataset_weights has {len(self.dataset_weights)} entries for {len(self.datasets)} datasets"
+            )

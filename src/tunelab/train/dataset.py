@@ -1,0 +1,71 @@
+"""From dataset files to training and eval examples: read, mix by weight, tokenize, split."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any, Sequence
+
+from tunelab.errors import TunelabError
+from tunelab.train.config import TrainConfig
+
+
+@dataclasses.dataclass
+class Examples:
+    """Tokenized examples ready for packing, plus the counts shown at start."""
+
+    train: list
+    eval: list
+    rows: int
+    info: dict[str, Any]
+
+    def tokens(self) -> int:
+        """Training tokens per epoch."""
+        return sum(len(ex.input_ids) for ex in self.train)
+
+
+def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
+    """Read cfg.datasets with the data layer, mix them, build examples and hold out an eval split."""
+    from tunelab.data.formats import read_datasets
+    from tunelab.data.tokenize import build_examples
+
+    if not cfg.datasets:
+        raise TunelabError("datasets: no training data given; pass datasets=FILE.jsonl (or try `tunelab quickstart`)")
+    weights = cfg.dataset_weights or [1.0] * len(cfg.datasets)
+    rows: list = []
+    for i, (path, weight) in enumerate(zip(cfg.datasets, weights)):
+        loaded = read_datasets([path], format=cfg.data.format, skip_invalid=cfg.data.skip_invalid)
+        rows += mix_rows(loaded.rows, weight, seed=cfg.seed + i)
+    examples, stats = build_examples(rows, template, tokenizer, cfg.data)
+    if not examples:
+        raise TunelabError(f"datasets: no usable examples in {', '.join(cfg.datasets)} (all rows empty or dropped)")
+    train, held = split_eval(examples, cfg.eval_split, cfg.seed)
+    return Examples(train, held, len(rows), {"token_stats": _as_dict(stats)})
+
+
+def mix_rows(rows: Sequence, weight: float, seed: int) -> list:
+    """Rows repeated `int(weight)` times plus a seeded sample for the fraction (weight 0.5 = half)."""
+    if weight < 0:
+        raise TunelabError(f"dataset_weights: weights must be >= 0, got {weight}")
+    whole, frac = int(weight), weight - int(weight)
+    out = list(rows) * whole
+    extra = round(frac * len(rows))
+    out += random.Random(seed).sample(list(rows), extra) if extra else []
+    return out
+
+
+def split_eval(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, eval): a seeded `fraction` of the examples (at least one when > 0) held out."""
+    if fraction <= 0 or len(examples) < 2:
+        return list(examples), []
+    order = list(range(len(examples)))
+    random.Random(seed ^ 0x5EED).shuffle(order)
+    n_eval = max(1, int(len(examples) * fraction))
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+def _as_dict(stats: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(stats):
+        return dataclasses.asdict(stats)
+    return dict(stats) if isinstance(stats, dict) else {"stats": str(stats)}

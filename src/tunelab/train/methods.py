@@ -1,0 +1,127 @@
+"""Fine-tuning methods behind one switch: lora, dora, qlora, full, freeze.
+
+LoRA and DoRA come from peft (DoRA = LoRA with `use_dora`, which splits each weight
+into magnitude and direction). QLoRA is LoRA over a 4-bit NF4 base from bitsandbytes.
+`full` trains every weight; `freeze` trains only the last N decoder layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunelab.errors import MissingExtra, TunelabError
+from tunelab.train.config import TrainConfig
+
+ADAPTER_METHODS = ("lora", "dora", "qlora")
+
+
+class MethodUnavailable(TunelabError):
+    """The chosen method cannot run on this machine."""
+
+
+def check_method(cfg: TrainConfig) -> None:
+    """Fail before any loading when the method cannot run here (QLoRA needs CUDA + bitsandbytes)."""
+    if cfg.method != "qlora":
+        return
+    if not torch.cuda.is_available():
+        raise MethodUnavailable(
+            "method=qlora needs a CUDA GPU (bitsandbytes 4-bit NF4); no CUDA device found. "
+            "Use method=lora on this machine."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise MissingExtra("bitsandbytes", "qlora", "method=qlora") from None
+
+
+def resolve_dtype(precision: str) -> torch.dtype:
+    """auto -> bf16 where the device supports it, else fp32."""
+    if precision == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Module:
+    """The base causal LM from a local HF directory, quantised to NF4 for qlora."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"dtype": dtype, "attn_implementation": "sdpa"}
+    if cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model.config.use_cache = False
+    return model
+
+
+def apply_method(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Module:
+    """Mark what trains: a PEFT adapter, every weight, or the last N layers."""
+    if cfg.gradient_checkpointing:
+        # non-reentrant checkpointing works with frozen inputs, so no input-grad hooks needed
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.method in ADAPTER_METHODS:
+        return _add_adapter(model, cfg, model_dir)
+    if cfg.method == "freeze":
+        _train_last_layers(model, cfg.freeze_trainable_layers)
+    else:
+        model.requires_grad_(True)
+    return model
+
+
+def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    targets = cfg.lora.target_modules
+    peft_cfg = LoraConfig(
+        r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        use_dora=cfg.method == "dora", task_type="CAUSAL_LM", bias="none",
+        base_model_name_or_path=str(model_dir),
+    )
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as err:
+        raise TunelabError(f"lora.target_modules: {err}") from None
+
+
+def _train_last_layers(model: nn.Module, n: int) -> None:
+    from tunelab.train.loss import causal_lm
+
+    layers = causal_lm(model).get_decoder().layers
+    if not 1 <= n <= len(layers):
+        raise TunelabError(f"freeze_trainable_layers must be in 1..{len(layers)}, got {n}")
+    model.requires_grad_(False)
+    for layer in layers[-n:]:
+        layer.requires_grad_(True)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights counted once."""
+    seen: dict[int, nn.Parameter] = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in seen.values())
+    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
+    return trainable, total
+
+
+def save_result(model: nn.Module, cfg: TrainConfig, run_dir: Path, tokenizer, template) -> Path:
+    """Write the adapter (PEFT format) or the full model, with tokenizer and chat template."""
+    from tunelab.train.rundir import atomic_dir
+
+    name = "adapter" if cfg.method in ADAPTER_METHODS else "model"
+    with atomic_dir(run_dir / name) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        template.save(tmp)
+    return run_dir / name

@@ -1,0 +1,117 @@
+"""Micro-batches without padding: pack examples into one row, or bucket them by length.
+
+A packed row concatenates several examples; position ids restart at 0 for each one.
+With no 2D attention mask, transformers reads those restarts as sequence boundaries
+and builds a block-diagonal causal mask (sdpa/eager) or varlen calls (flash), so no
+example attends to another:
+
+    tokens    a0 a1 a2 | b0 b1 | c0 c1 c2 c3
+    positions  0  1  2 |  0  1 |  0  1  2  3
+
+The plan (which examples go in which micro-batch, in which step) is a pure function of
+the examples, the seed and the epoch, which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Sequence
+
+IGNORE = -100
+
+
+@dataclasses.dataclass
+class MicroBatch:
+    """Indices of the examples in one micro-batch and how they are laid out."""
+
+    indices: list[int]
+    packed: bool
+
+    def tokens(self, lengths: Sequence[int]) -> int:
+        """Tokens actually computed for this micro-batch (packed: no padding at all)."""
+        sizes = [lengths[i] for i in self.indices]
+        return sum(sizes) if self.packed else max(sizes) * len(sizes)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """A seeded permutation of range(n), different per epoch and identical on resume."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def pack_greedy(order: Sequence[int], lengths: Sequence[int], budget: int) -> list[MicroBatch]:
+    """Fill rows of at most `budget` tokens with examples in `order` (first fit, in order)."""
+    batches: list[MicroBatch] = []
+    row: list[int] = []
+    used = 0
+    for i in order:
+        if row and used + lengths[i] > budget:
+            batches.append(MicroBatch(row, packed=True))
+            row, used = [], 0
+        row.append(i)
+        used += lengths[i]
+    if row:
+        batches.append(MicroBatch(row, packed=True))
+    return batches
+
+
+def bucket_by_length(
+    order: Sequence[int], lengths: Sequence[int], size: int, seed: int = 0
+) -> list[MicroBatch]:
+    """Batches of `size` examples with similar lengths, so padding stays near zero.
+
+    Sorting happens inside windows of 64 batches: near-equal lengths per batch, while the
+    batch order stays random.
+    """
+    window = size * 64
+    batches: list[MicroBatch] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [MicroBatch(chunk[j:j + size], packed=False) for j in range(0, len(chunk), size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def plan_epoch(
+    lengths: Sequence[int], micro_batch_size: int, cutoff_len: int, packing: bool, seed: int, epoch: int
+) -> list[MicroBatch]:
+    """All micro-batches of one epoch, in training order."""
+    order = epoch_order(len(lengths), seed, epoch)
+    if packing:
+        return pack_greedy(order, lengths, micro_batch_size * cutoff_len)
+    return bucket_by_length(order, lengths, micro_batch_size, seed=seed * 31 + epoch)
+
+
+def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
+    """Tensors for one micro-batch: input_ids, labels, position_ids (and attention_mask if padded)."""
+    import torch
+
+    items = [examples[i] for i in batch.indices]
+    if batch.packed:
+        ids = [t for ex in items for t in ex.input_ids]
+        labels = [t for ex in items for t in _shifted(ex.labels)]
+        pos = [p for ex in items for p in range(len(ex.input_ids))]
+        return {
+            "input_ids": torch.tensor([ids]),  # (1, T)
+            "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([pos]),
+        }
+    width = max(len(ex.input_ids) for ex in items)
+    pad = [width - len(ex.input_ids) for ex in items]
+    return {
+        "input_ids": torch.tensor([ex.input_ids + [pad_id] * p for ex, p in zip(items, pad)]),  # (B, T)
+        "labels": torch.tensor([_shifted(ex.labels) + [IGNORE] * p for ex, p in zip(items, pad)]),
+        "position_ids": torch.tensor([list(range(width))] * len(items)),
+        "attention_mask": torch.tensor([[1] * (width - p) + [0] * p for p in pad]),
+    }
+
+
+def _shifted(labels: Sequence[int]) -> list[int]:
+    """Labels moved one left, so position t carries the target for token t+1.
+
+    Shifting per example (before packing) is what keeps the last token of one example
+    from being trained to predict the first token of the next.
+    """
+    return list(labels[1:]) + [IGNORE]

@@ -1,0 +1,367 @@
+"""The training loop: one plain function from config to a finished run directory.
+
+    train(cfg)  -> check method -> resolve model -> data -> model + method -> fit -> save
+    fit         -> for each optimizer step: grad_accum micro-batches -> clip -> step -> log/eval/save
+
+Everything stochastic (data order, LoRA init, dropout) flows from cfg.seed, and a
+checkpoint stores the loop position plus optimizer/scheduler/RNG state, so resuming
+reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from tunelab.config import build, merge, to_dict
+from tunelab.errors import TunelabError
+from tunelab.train import checkpoint as ckpt
+from tunelab.train.config import TrainConfig
+from tunelab.train.loss import SelectedLogitsLoss
+from tunelab.train.metrics import Throughput, is_finite, peak_mem_mb
+from tunelab.train.packing import IGNORE, MicroBatch, collate, plan_epoch
+from tunelab.train.rundir import RunDir, default_run_name, open_run
+
+StepHook = Callable[[dict[str, Any]], Any]
+
+
+class NonFiniteLoss(TunelabError):
+    """The loss became NaN or infinite."""
+
+
+class OutOfMemory(TunelabError):
+    """The device ran out of memory; the message says which setting to lower."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    state: str
+    step: int
+    final_loss: float | None
+    eval_loss: float | None
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything the loop touches, built once by `train`."""
+
+    cfg: TrainConfig
+    run: RunDir
+    accelerator: Any
+    model: torch.nn.Module  # the PEFT/HF model, for saving
+    wrapped: torch.nn.Module  # SelectedLogitsLoss as prepared by accelerate
+    optimizer: Any
+    scheduler: Any
+    train_ex: list
+    eval_ex: list
+    pad_id: int
+    tokenizer: Any
+    template: Any
+    state: ckpt.LoopState = dataclasses.field(default_factory=ckpt.LoopState)
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    last_row: dict[str, Any] = dataclasses.field(default_factory=dict)
+    step_lr: float = 0.0
+    plans: dict[int, list] = dataclasses.field(default_factory=dict)
+
+    def epoch_steps(self, epoch: int) -> list[list[MicroBatch]]:
+        """This rank's micro-batches of `epoch`, grouped into optimizer steps (cached)."""
+        if epoch not in self.plans:
+            self.plans[epoch] = self._plan(epoch)
+        return self.plans[epoch]
+
+    def _plan(self, epoch: int) -> list[list[MicroBatch]]:
+        cfg, acc = self.cfg, self.accelerator
+        lengths = [len(e.input_ids) for e in self.train_ex]
+        plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, cfg.packing, cfg.seed, epoch)
+        world = acc.num_processes
+        plan = plan[: len(plan) // world * world][acc.process_index :: world] if world > 1 else plan
+        return [plan[i : i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
+
+    def total_steps(self) -> int:
+        """max_steps, or all steps of all epochs."""
+        if self.cfg.max_steps > 0:
+            return self.cfg.max_steps
+        return sum(len(self.epoch_steps(e)) for e in range(self.cfg.epochs))
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    resume: str | Path | None = None,
+    overrides: list[str] | None = None,
+    examples: tuple[list, list] | None = None,
+    console=None,
+    on_step: StepHook | None = None,
+) -> TrainResult:
+    """Run (or resume) one fine-tuning run; `examples` bypasses the data files (tests, quickstart)."""
+    from rich.console import Console
+
+    from tunelab.train.methods import check_method
+
+    console = console or Console(stderr=True)
+    run, cfg = _open_or_create(cfg, resume, overrides)
+    check_method(cfg)  # before anything heavy is loaded
+    session = _build_session(cfg, run, examples, console, resumed=resume is not None)
+    try:
+        with _stop_on_signals(session.stop):
+            outcome = fit(session, console, on_step)
+    except TunelabError as err:
+        run.update_status(state="failed", error=str(err))
+        run.log(f"failed: {err}")
+        raise
+    return _finish(session, outcome, console)
+
+
+def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[RunDir, TrainConfig]:
+    if resume is not None:
+        run = open_run(resume)
+        extra = _parse(overrides)
+        cfg = build(TrainConfig, merge(run.read_config(), extra))
+        return run, cfg
+    assert cfg is not None, "train() needs a config or a run to resume"
+    run = RunDir(cfg.output or Path("runs") / default_run_name(cfg.model, cfg.method))
+    if (run.path / "status.json").exists():
+        raise TunelabError(f"output: {run.path} already holds a run; resume it with --resume {run.path}")
+    cfg = dataclasses.replace(cfg, output=str(run.path))
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(to_dict(cfg))
+    return run, cfg
+
+
+def _parse(overrides: list[str] | None) -> dict:
+    from tunelab.config import parse_overrides
+
+    return parse_overrides(overrides) if overrides else {}
+
+
+def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bool) -> Session:
+    from accelerate import Accelerator
+
+    from tunelab.store.resolve import resolve_model
+    from tunelab.train import methods
+    from tunelab.train.setup import build_optimizer, prepare_data, start_facts
+
+    model_dir = resolve_model(cfg.model)
+    dtype = methods.resolve_dtype(cfg.precision)
+    on_gpu = torch.cuda.is_available()
+    acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
+    tokenizer, template, data = prepare_data(cfg, model_dir, examples)
+    torch.manual_seed(cfg.seed)  # LoRA init and dropout
+    model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
+    optimizer, scheduler = build_optimizer(model, cfg)
+    wrapped, optimizer = acc.prepare(SelectedLogitsLoss(model), optimizer)
+    session = Session(cfg, run, acc, model, wrapped, optimizer, scheduler, data.train, data.eval,
+                      tokenizer.pad_token_id or 0, tokenizer, template)
+    total = session.total_steps()
+    scheduler.set_total(total)
+    if resumed:
+        session.state = _resume_state(session)
+    run.update_status(state="running", pid=os.getpid(), step=session.state.step, total_steps=total,
+                      base_model=str(model_dir), base_model_spec=cfg.model, method=cfg.method,
+                      started=run.status().get("started", time.time()), final_loss=None)
+    if acc.is_main_process:
+        from tunelab.train.display import print_summary
+
+        print_summary(console, start_facts(cfg, model, model_dir, data, total, session.state.step))
+    return session
+
+
+def _resume_state(session: Session) -> ckpt.LoopState:
+    found = ckpt.list_checkpoints(session.run.checkpoints)
+    if not found:
+        raise TunelabError(f"{session.run.path}: no checkpoint to resume from (checkpoints/ is empty)")
+    state = ckpt.load_checkpoint(found[-1], session.model, session.optimizer, session.scheduler)
+    session.run.log(f"resumed from {found[-1].name}")
+    _truncate_metrics(session.run, state.step)
+    return state
+
+
+def _truncate_metrics(run: RunDir, step: int) -> None:
+    """Drop metrics rows past the checkpoint: those steps run again."""
+    import json
+
+    from tunelab.train.rundir import write_atomic
+
+    rows = [r for r in run.metrics() if r["step"] <= step]
+    write_atomic(run.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def fit(session: Session, console, on_step: StepHook | None = None) -> str:
+    """The loop; returns 'finished' or 'stopped' (after saving a checkpoint)."""
+    from tunelab.train.display import ProgressView
+
+    cfg, state, total = session.cfg, session.state, session.total_steps()
+    session.wrapped.train()
+    with ProgressView(console, total, state.step) as view:
+        while state.step < total:
+            started = time.perf_counter()
+            steps = session.epoch_steps(state.epoch)
+            loss, grad_norm, tokens = train_step(session, steps[state.step_in_epoch])
+            _advance(state, len(steps), tokens, time.perf_counter() - started)
+            row = _log_step(session, loss, grad_norm, tokens, time.perf_counter() - started, total)
+            view.update(row, total)
+            if on_step is not None and on_step(row):
+                session.stop.set()
+            if _maybe_save(session, stopping=session.stop.is_set()):
+                return "stopped"
+    return "finished"
+
+
+def _advance(state: ckpt.LoopState, steps_in_epoch: int, tokens: int, seconds: float) -> None:
+    state.step += 1
+    state.step_in_epoch += 1
+    state.tokens += tokens
+    state.elapsed += seconds
+    if state.step_in_epoch >= steps_in_epoch:  # epoch done: the next step starts a new permutation
+        state.epoch, state.step_in_epoch = state.epoch + 1, 0
+
+
+def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float, int]:
+    """One optimizer step over `group`; returns (mean loss per label token, grad norm, tokens)."""
+    acc, ex = session.accelerator, session.train_ex
+    n_labels = sum(_label_count(ex[i]) for mb in group for i in mb.indices)
+    loss_total, tokens = 0.0, 0
+    try:
+        for k, mb in enumerate(group):
+            batch = {key: t.to(acc.device) for key, t in collate(mb, ex, session.pad_id).items()}
+            # only the last micro-batch all-reduces gradients across processes
+            sync = nullcontext() if k == len(group) - 1 else acc.no_sync(session.wrapped)
+            with sync:
+                loss_sum, _ = session.wrapped(**batch)
+                acc.backward(loss_sum / max(n_labels, 1))  # normalise by the whole step's label tokens
+            loss_total += loss_sum.item()
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        raise _as_oom(err, session.cfg, session.state.step + 1) from None
+    loss = loss_total / max(n_labels, 1)
+    if not is_finite(loss):
+        session.optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss(
+            f"loss became {loss} at step {session.state.step + 1}; lower lr (now {session.cfg.lr:g}) "
+            "or max_grad_norm, or use precision=fp32"
+        )
+    grad_norm = _clip(session)
+    session.step_lr = session.scheduler.get_last_lr()[0]  # the lr this update uses
+    session.optimizer.step()
+    session.scheduler.step()
+    session.optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, tokens
+
+
+def _clip(session: Session) -> float:
+    params = [p for p in session.model.parameters() if p.requires_grad]
+    max_norm = session.cfg.max_grad_norm if session.cfg.max_grad_norm > 0 else float("inf")
+    return float(session.accelerator.clip_grad_norm_(params, max_norm))
+
+
+def _label_count(example) -> int:
+    # labels are shifted per example, so the first token's label never counts
+    return sum(1 for t in example.labels[1:] if t != IGNORE)
+
+
+def _as_oom(err: Exception, cfg: TrainConfig, step: int) -> Exception:
+    if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err).lower():
+        return err
+    hints = [f"micro_batch_size (now {cfg.micro_batch_size}; raise grad_accum to keep the batch)",
+             f"data.cutoff_len (now {cfg.data.cutoff_len})"]
+    if not cfg.gradient_checkpointing:
+        hints.append("or set gradient_checkpointing=true")
+    if cfg.method in ("full", "freeze", "lora"):
+        hints.append("or use method=qlora" if cfg.method == "lora" else "or use method=lora")
+    return OutOfMemory(f"out of memory at step {step}: lower " + ", ".join(hints))
+
+
+def _log_step(session: Session, loss: float, grad_norm: float, tokens: int, seconds: float, total: int) -> dict:
+    state, cfg = session.state, session.cfg
+    row: dict[str, Any] = {
+        "step": state.step, "loss": loss, "lr": session.step_lr, "tokens": tokens, "grad_norm": grad_norm,
+        "tokens_per_s": tokens / max(seconds, 1e-9), "peak_mem_mb": peak_mem_mb(session.accelerator.device),
+        "time": time.time(),
+    }
+    if session.eval_ex and ((cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == total):
+        row["eval_loss"] = evaluate(session)
+    if session.accelerator.is_main_process and (state.step % cfg.log_every == 0 or "eval_loss" in row
+                                                or state.step == total):
+        session.run.append_metrics(row)
+        session.run.update_status(step=state.step, last_loss=loss)
+        session.run.log(f"step {state.step}/{total} loss {loss:.4f} lr {row['lr']:.2e} {row['tokens_per_s']:.0f} tok/s")
+    session.last_row = row
+    return row
+
+
+@torch.no_grad()
+def evaluate(session: Session) -> float:
+    """Mean loss per label token over the eval examples (packed, no dropout)."""
+    cfg, acc = session.cfg, session.accelerator
+    lengths = [len(e.input_ids) for e in session.eval_ex]
+    plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, True, cfg.seed, 0)
+    session.wrapped.eval()
+    total, count = 0.0, 0
+    for mb in plan:
+        batch = {k: t.to(acc.device) for k, t in collate(mb, session.eval_ex, session.pad_id).items()}
+        loss_sum, n = session.wrapped(**batch)
+        total, count = total + loss_sum.item(), count + int(n)
+    session.wrapped.train()
+    return total / max(count, 1)
+
+
+def _maybe_save(session: Session, stopping: bool) -> bool:
+    """Checkpoint every save_every steps and when stopping; True when the loop must stop."""
+    cfg, state = session.cfg, session.state
+    due = cfg.save_every > 0 and state.step % cfg.save_every == 0
+    if (due or stopping) and session.accelerator.is_main_process:
+        path = ckpt.save_checkpoint(session.run.checkpoints, session.model, session.optimizer,
+                                    session.scheduler, state, cfg.keep_last)
+        session.run.log(f"saved {path.name}")
+    session.accelerator.wait_for_everyone()
+    return stopping
+
+
+def _finish(session: Session, outcome: str, console) -> TrainResult:
+    from tunelab.train.methods import save_result
+
+    run, state = session.run, session.state
+    row = session.last_row or (run.metrics()[-1] if run.metrics() else {})
+    final_loss, eval_loss = row.get("loss"), row.get("eval_loss")
+    if session.accelerator.is_main_process:
+        if outcome == "finished":
+            model = session.accelerator.unwrap_model(session.wrapped).model
+            save_result(model, session.cfg, run.path, session.tokenizer, session.template)
+        run.write_summary({"state": outcome, "steps": state.step, "final_loss": final_loss,
+                           "eval_loss": eval_loss, "tokens": state.tokens, "seconds": round(state.elapsed, 2),
+                           "tokens_per_s": state.tokens / max(state.elapsed, 1e-9),
+                           "peak_mem_mb": row.get("peak_mem_mb")})
+        run.update_status(state=outcome, step=state.step, final_loss=final_loss)
+        run.log(f"{outcome} at step {state.step}")
+        console.print(f"{outcome}: step {state.step}, loss {final_loss}, run dir {run.path}")
+    return TrainResult(run.path, outcome, state.step, final_loss, eval_loss)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: finish the step, save a checkpoint, exit. Second: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

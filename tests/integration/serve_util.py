@@ -1,0 +1,81 @@
+"""Helpers for the serve tests: a real server on a free loopback port, and a tiny LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from tunelab.serve.app import create_app
+from tunelab.serve.backends import make_backend
+from tunelab.serve.config import ServeConfig
+from tunelab.serve.server import ThreadedServer
+
+API_KEY = "test-key-123"
+
+
+def start_server(model: Path | str | None, **overrides) -> ThreadedServer:
+    """Serve `model` on 127.0.0.1:0 and wait until /health says ready."""
+    cfg = ServeConfig(model=str(model) if model else None, port=0, access_log=False, **overrides)
+    server = ThreadedServer(create_app(make_backend(cfg), cfg), cfg).start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r = httpx.get(server.url + "/health")
+        if r.status_code == 200:
+            return server
+        assert r.status_code == 503, r.text
+        assert r.json()["status"] == "loading", r.text
+        time.sleep(0.05)
+    raise AssertionError("server never became ready")
+
+
+def metrics(url: str) -> dict[str, float]:
+    """Unlabelled samples of /metrics as name -> value."""
+    text = httpx.get(url + "/metrics").text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line}
+
+
+def wait_idle(url: str, timeout: float = 10.0) -> dict[str, float]:
+    """Wait until nothing runs, waits or holds KV blocks; return the metrics."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = metrics(url)
+        idle = (m["tunelab_num_requests_running"] == 0 and m["tunelab_num_requests_waiting"] == 0
+                and m["tunelab_kv_cache_usage_perc"] == 0 and m["tunelab_num_requests_pending"] == 0)
+        if idle or time.monotonic() > deadline:
+            return m
+        time.sleep(0.05)
+
+
+def make_lora_adapter(model_dir: Path, out: Path, seed: int = 1) -> Path:
+    """A random (non-zero) PEFT LoRA adapter for a tiny model, saved to `out`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"],
+                     init_lora_weights=False)
+    model = get_peft_model(base, cfg)
+    with torch.no_grad():  # big enough that greedy output surely changes
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.mul_(8.0)
+    model.save_pretrained(out)
+    return out
+
+
+def finish_run(run_dir: Path, adapter_src: Path, base: Path, state: str) -> None:
+    """Lay out runs/NAME as `tunelab train` does, with status.json in `state`."""
+    import shutil
+
+    if not (run_dir / "adapter").exists():
+        shutil.copytree(adapter_src, run_dir / "adapter")
+    status = {"state": state, "base_model": str(base), "step": 1, "total_steps": 1}
+    tmp = run_dir / "status.json.tmp"
+    tmp.write_text(json.dumps(status))
+    tmp.replace(run_dir / "status.json")

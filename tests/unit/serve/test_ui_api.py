@@ -1,0 +1,167 @@
+"""The web UI's JSON API on a bare FastAPI app: runs, form validation, uploads, auth, jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tunelab.serve.jobs import JobManager
+from tunelab.serve.ui_api import mount_ui
+
+
+def _write_run(root: Path, name: str, steps: int, state: str = "running") -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    now = time.time()
+    status = {"state": state, "pid": 0, "step": steps, "total_steps": 4 * steps, "method": "lora",
+              "base_model_spec": "tiny", "started": now - 10.0, "updated": now}
+    (run / "status.json").write_text(json.dumps(status))
+    rows = [json.dumps({"step": s, "loss": 3.0 / s, "lr": 1e-4, "tokens_per_s": 50.0}) for s in range(1, steps + 1)]
+    (run / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    (run / "train.log").write_text("".join(f"line {i}\n" for i in range(500)))
+    return run
+
+
+@pytest.fixture()
+def ui(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    app = FastAPI()
+    ctx = mount_ui(app, api_key="k3y", runs_dir=runs)
+    client = TestClient(app, headers={"Authorization": "Bearer k3y"})
+    yield client, runs
+    ctx.jobs.shutdown(timeout_s=5)
+
+
+def test_api_needs_the_key_but_pages_do_not(ui):
+    client, _ = ui
+    bare = TestClient(client.app)
+    assert bare.get("/ui/api/runs").status_code == 401
+    assert bare.get("/ui/api/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    page = bare.get("/ui/")
+    assert page.status_code == 200 and "<title>tunelab</title>" in page.text
+    assert bare.get("/ui/js/app.js").status_code == 200
+
+
+def test_runs_list_detail_metrics_since_and_log_tail(ui):
+    client, runs = ui
+    _write_run(runs, "alpha", steps=5)
+    listed = client.get("/ui/api/runs").json()["runs"]
+    assert [r["name"] for r in listed] == ["alpha"] and listed[0]["state"] == "running"
+    detail = client.get("/ui/api/runs/alpha").json()
+    assert detail["step"] == 5 and detail["total_steps"] == 20
+    assert 25.0 < detail["eta_s"] < 35.0  # 10 s for 5 steps -> 30 s for the 15 left
+    first = client.get("/ui/api/runs/alpha/metrics").json()
+    assert [r["step"] for r in first["rows"]] == [1, 2, 3, 4, 5] and first["next"] == 5
+    with open(runs / "alpha" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 6, "loss": 0.4}) + "\n" + '{"step": 7, "lo')  # 7 is half-written
+    more = client.get("/ui/api/runs/alpha/metrics", params={"since": first["next"]}).json()
+    assert [r["step"] for r in more["rows"]] == [6] and more["next"] == 6
+    log = client.get("/ui/api/runs/alpha/log", params={"lines": 3}).json()["lines"]
+    assert log == ["line 497", "line 498", "line 499"]
+
+
+def test_unknown_or_unsafe_run_names_are_rejected(ui):
+    client, _ = ui
+    assert client.get("/ui/api/runs/nope").status_code == 404
+    assert client.get("/ui/api/runs/.hidden").status_code == 400
+    bad = client.post("/ui/api/runs/plan", json={"name": "../evil", "datasets": ["x"]})
+    assert bad.status_code == 400
+
+
+def test_plan_turns_the_form_into_cli_and_yaml(ui, tmp_path):
+    client, runs = ui
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    form = {"name": "r1", "model": "tiny", "datasets": [str(data)], "method": "dora", "lr": "1e-3",
+            "lora.rank": "8", "data.cutoff_len": "128", "epochs": ""}
+    plan = client.post("/ui/api/runs/plan", json=form).json()
+    assert plan["cli"] == (f"tunelab train model=tiny datasets={data} method=dora lr=1e-3 lora.rank=8 "
+                           f"data.cutoff_len=128 output={runs / 'r1'}")
+    import yaml
+
+    assert yaml.safe_load(plan["yaml"]) == {"model": "tiny", "datasets": [str(data)], "method": "dora", "lr": 0.001,
+                                            "lora": {"rank": 8}, "data": {"cutoff_len": 128},
+                                            "output": str(runs / "r1")}
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"datasets": []}, "datasets", "upload a file or give a path"),
+    ({"datasets": ["/no/such/file.jsonl"]}, "datasets", "not found"),
+    ({"lr": "fast"}, "lr", "expected float"),
+    ({"lora.rank": "2.5"}, "lora.rank", "lora.rank"),
+    ({"method": "magic"}, "method", "not one of"),
+    ({"epochs": "0"}, "epochs", "epochs must be >= 1"),
+    ({"name": "a b"}, "name", "run name"),
+])
+def test_bad_form_values_name_the_field_and_start_nothing(ui, tmp_path, change, field, words):
+    client, runs = ui
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    form = {"name": "bad", "datasets": [str(data)], **change}
+    res = client.post("/ui/api/runs", json=form)
+    assert res.status_code == 400
+    err = res.json()["error"]
+    assert err["field"] == field and words in err["message"]
+    assert client.get("/ui/api/jobs").json()["jobs"] == []
+    assert not (runs / "bad").exists()
+
+
+def test_chunked_upload_lands_whole_and_atomically(ui, tunelab_home):
+    client, _ = ui
+    first = client.post("/ui/api/uploads", params={"filename": "my data.jsonl", "last": "false"}, content=b"abc")
+    upload_id = first.json()["upload"]
+    assert "path" not in first.json()
+    done = client.post("/ui/api/uploads", params={"filename": "my data.jsonl", "upload": upload_id, "last": "true"},
+                       content=b"def\n").json()
+    path = Path(done["path"])
+    assert path.read_bytes() == b"abcdef\n" and path.name.endswith("my_data.jsonl")
+    assert path.parent == Path(tunelab_home) / "uploads" and not list(path.parent.glob("*.part"))
+    empty = client.post("/ui/api/uploads", params={"filename": "e.jsonl"}, content=b"")
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
+    forged = client.post("/ui/api/uploads", params={"filename": "x", "upload": "../../etc"}, content=b"x")
+    assert forged.status_code == 400
+
+
+def test_export_and_pull_forms_reject_bad_input(ui):
+    client, _ = ui
+    assert client.post("/ui/api/models/pull", json={"source": " "}).json()["error"]["field"] == "source"
+    res = client.post("/ui/api/exports", json={"source": "m", "format": "zip"})
+    assert res.status_code == 400 and "gguf, ollama" in res.json()["error"]["message"]
+
+
+def test_job_manager_runs_the_cli_in_its_own_process(tmp_path):
+    jobs = JobManager(tmp_path / "jobs")
+    ok = jobs.start("probe", ["--help"], {"x": 1})
+    bad = jobs.start("probe", ["no-such-command"])
+    for job in (ok, bad):
+        job.process.wait(30)
+    deadline = time.time() + 10
+    while (ok.ended is None or bad.ended is None) and time.time() < deadline:
+        time.sleep(0.05)  # the reader thread records the end after the pipe closes
+    assert ok.state == "finished" and ok.progress == 100.0
+    assert "usage: tunelab" in ok.log_path.read_text()
+    assert bad.state == "failed" and bad.returncode == 2 and "invalid choice" in bad.error_line()
+    assert jobs.find("probe", x=1) is ok
+
+
+def test_progress_is_read_from_redrawn_bars_and_stop_marks_stopped(tmp_path):
+    script = ("import sys, time\n"
+              "for p in (10, 45): sys.stdout.write(f'\\rpull: {p}%|###'); sys.stdout.flush()\n"
+              "time.sleep(60)\n")
+    jobs = JobManager(tmp_path / "jobs", program=[sys.executable, "-c", script])
+    job = jobs.start("pull", [])
+    deadline = time.time() + 20
+    while job.progress != 45.0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.progress == 45.0 and job.state == "running"
+    jobs.stop(job, timeout_s=10)
+    while job.ended is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.state == "stopped" and job.to_dict()["error"] is None
