@@ -14,6 +14,10 @@ import sys
 
 # name -> (module under tunelab.commands, one-line help). Only working commands are listed.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "pull": ("pull", "add a model to the local store: hub id, modelscope:ORG/NAME, local dir or .gguf"),
+    "list": ("store_list", "list the models in the local store"),
+    "show": ("show", "show a stored model's config, size, chat template and the runs trained on it"),
+    "rm": ("rm", "remove a model from the local store"),
     "merge": ("merge", "fold a run's adapter into its base: a standalone Hugging Face model dir"),
     "export": ("export", "export a run or model to GGUF (f16..q4_k_m) or an Ollama Modelfile bundle"),
     "eval": ("eval", "compare a run with its base: held-out loss, generations side by side, forgetting"),

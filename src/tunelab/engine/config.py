@@ -102,7 +102,8 @@ def _is_int(value: object) -> bool:
 
 
 def _check_lengths(p: SamplingParams) -> None:
-    _require(_is_int(p.max_tokens) and p.max_tokens > 0, "max_tokens", f"must be a positive integer, got {p.max_tokens!r}")
+    ok = _is_int(p.max_tokens) and p.max_tokens > 0
+    _require(ok, "max_tokens", f"must be a positive integer, got {p.max_tokens!r}")
     _require(_is_int(p.n) and p.n >= 1, "n", f"must be an integer >= 1, got {p.n!r}")
     _require(p.seed is None or _is_int(p.seed), "seed", f"must be an integer, got {p.seed!r}")
     ok = p.logprobs is None or (_is_int(p.logprobs) and 0 <= p.logprobs <= MAX_TOP_LOGPROBS)
@@ -112,7 +113,8 @@ def _check_lengths(p: SamplingParams) -> None:
 def _check_distribution(p: SamplingParams) -> None:
     _require(p.temperature >= 0, "temperature", f"must be >= 0, got {p.temperature}")
     _require(0 < p.top_p <= 1, "top_p", f"must be in (0, 1], got {p.top_p}")
-    _require(_is_int(p.top_k) and (p.top_k == -1 or p.top_k >= 1), "top_k", f"must be -1 (off) or >= 1, got {p.top_k!r}")
+    ok = _is_int(p.top_k) and (p.top_k == -1 or p.top_k >= 1)
+    _require(ok, "top_k", f"must be -1 (off) or >= 1, got {p.top_k!r}")
     _require(0 <= p.min_p <= 1, "min_p", f"must be in [0, 1], got {p.min_p}")
 
 

@@ -58,3 +58,34 @@ def describe(model_dir: Path) -> dict[str, Any]:
         size_bytes=dir_size(model_dir),
         has_chat_template=chat_template_of(model_dir) is not None,
     )
+
+
+def runs_on(model_path: Path, runs_dir: Path) -> list[dict[str, Any]]:
+    """status.json of each run under `runs_dir` whose base model is `model_path`."""
+    target = str(Path(model_path).resolve())
+    found = []
+    for status in sorted(Path(runs_dir).glob("*/status.json")):
+        try:
+            data = json.loads(status.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # a run being written right now; skip it rather than fail `show`
+        base = data.get("base_model")
+        if base and str(Path(base).resolve()) == target:
+            found.append({"name": status.parent.name, **data})
+    return found
+
+
+def human_count(n: int) -> str:
+    """268098176 -> '268.1M'."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int) -> str:
+    """1072419256 -> '1.07 GB'."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"

@@ -6,7 +6,7 @@ import difflib
 from pathlib import Path
 
 from tunelab.errors import HubUnreachable, ModelNotFound
-from tunelab.store.index import Store
+from tunelab.store.index import ModelEntry, Store
 
 
 def resolve_model(spec: str | Path | None, store: Store | None = None) -> Path:
@@ -58,3 +58,22 @@ def not_found_message(text: str, store: Store, short: bool = False) -> str:
 def close_names(text: str, store: Store) -> list[str]:
     """Store names that look like `text`."""
     return difflib.get_close_matches(text, list(store.entries()), n=3, cutoff=0.4)
+
+
+def require_entry(name: str, store: Store) -> ModelEntry:
+    """The index entry for `name`, or ModelNotFound listing close names."""
+    entry = store.get(name)
+    if entry is None:
+        close = close_names(name, store)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ModelNotFound(f"no model named '{name}' in the store.{hint} See `tunelab list`.")
+    return entry
+
+
+def find_local(spec: str, store: Store) -> tuple[ModelEntry | None, Path]:
+    """A store entry and its dir, or a local model dir (no entry); never pulls."""
+    path = Path(spec).expanduser()
+    if store.get(spec) is None and path.is_dir() and (path / "config.json").is_file():
+        return None, path
+    entry = require_entry(spec, store)
+    return entry, Path(entry.path)

@@ -177,3 +177,9 @@ def test_draws_follow_the_distribution():
     counts = torch.bincount(torch.tensor(rows).flatten(), minlength=5).float() / 2000
     assert counts[4] == 0
     assert torch.allclose(counts, probs, atol=0.03)
+
+
+@pytest.mark.parametrize("seed", [-1, 0, 2**70])
+def test_any_integer_seed_is_reproducible(seed):
+    logits = torch.zeros(1, 1000)
+    assert _draw_many(logits, _seqs(seed=seed), 5) == _draw_many(logits, _seqs(seed=seed), 5)

@@ -33,6 +33,10 @@ def gguf_hf_models(tmp_path_factory, tiny_tokenizer_dir) -> dict[str, Path]:
     for arch in ("llama", "qwen2", "gemma3"):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(gguf_test_config(arch, ids), dtype=torch.float32)
+        with torch.no_grad():  # init leaves norms all 0 or 1, which would hide a swapped norm
+            for p in model.parameters():
+                if p.ndim == 1:
+                    p.add_(torch.randn_like(p) * 0.1)
         out[arch] = root / arch
         model.save_pretrained(out[arch])
         tok.save_pretrained(out[arch])

@@ -102,7 +102,8 @@ class EngineBackend(Backend):
             max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
             min_p=p.min_p, repetition_penalty=p.repetition_penalty,
             presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, seed=p.seed,
-            stop=p.stop, stop_token_ids=self.stop_ids, ignore_eos=p.ignore_eos, logprobs=p.logprobs)
+            stop=p.stop, stop_token_ids=[] if p.ignore_eos else self.stop_ids,  # ignore_eos: fixed length
+            ignore_eos=p.ignore_eos, logprobs=p.logprobs)
 
     def abort(self, request_id: str) -> None:
         """Finish the request's sequence now, freeing its KV blocks."""

@@ -1,0 +1,57 @@
+"""`tunelab show NAME`: a stored model's config, size, chat template and the runs trained on it."""
+
+from __future__ import annotations
+
+import argparse
+
+CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings", "tie_word_embeddings")
+TEMPLATE_LINES = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a model name from `tunelab list`, or a local model directory")
+    parser.add_argument("--runs-dir", default="runs", help="where to look for runs trained on it")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tunelab.store import Store
+    from tunelab.store.describe import chat_template_of, human_bytes, human_count, read_config, runs_on
+    from tunelab.store.resolve import find_local
+
+    entry, path = find_local(args.name, Store())
+    config = read_config(path)
+    print(f"name:    {entry.name if entry else args.name}\npath:    {path}")
+    if entry:
+        print(f"source:  {entry.source}\nparams:  {human_count(entry.params)} ({entry.params:,})\n"
+              f"dtype:   {entry.dtype}\nsize:    {human_bytes(entry.size_bytes)}")
+    print("config:")
+    for key in CONFIG_KEYS:
+        if key in config:
+            print(f"  {key}: {config[key]}")
+    _print_template(chat_template_of(path))
+    _print_runs(runs_on(path, Path(args.runs_dir)))
+    return 0
+
+
+def _print_template(template: str | None) -> None:
+    if template is None:
+        print("chat template: none (tunelab picks a built-in one by architecture)")
+        return
+    lines = template.splitlines()
+    print(f"chat template ({len(lines)} lines):")
+    for line in lines[:TEMPLATE_LINES]:
+        print("  " + line[:160])
+    if len(lines) > TEMPLATE_LINES:
+        print("  ...")
+
+
+def _print_runs(runs: list[dict]) -> None:
+    if not runs:
+        print("runs: none")
+        return
+    print("runs:")
+    for r in runs:
+        print(f"  {r['name']}  {r.get('state', '?')}  {r.get('method', '')}  final_loss={r.get('final_loss')}")
