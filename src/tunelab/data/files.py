@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from tunelab.data.errors import DataError
 
 MAX_LINE_BYTES = 16 * 2**20  # one row larger than this is surely a broken export, not a sample
-SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 # JSON-encoded cells in CSV/TSV files that hold lists (conversations, history)
 _STRUCTURED = ("[", "{")
 
@@ -34,23 +34,45 @@ def iter_records(path: Path) -> Iterator[Record]:
         return iter_csv(path, "\t" if suffix == ".tsv" else ",")
     if suffix == ".parquet":
         return iter_parquet(path)
+    if suffix == ".txt":
+        return iter_text(path)
     raise DataError("unsupported file", f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}", str(path))
 
 
 def iter_jsonl(path: Path) -> Iterator[Record]:
     """One JSON object per line, streamed."""
-    src = str(path)
+    for lineno, raw in _lines(path):
+        parsed = raw if isinstance(raw, DataError) else _parse_line(raw, str(path), lineno)
+        if parsed is not None:
+            yield lineno, parsed
+
+
+def iter_text(path: Path) -> Iterator[Record]:
+    """Plain text for continued pre-training: each non-blank line is a row, like LLaMA-Factory."""
+    for lineno, raw in _lines(path):
+        if isinstance(raw, DataError):
+            yield lineno, raw
+            continue
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield lineno, DataError("not UTF-8", f"bytes that are not UTF-8 at column {err.start + 1}", str(path), lineno)
+            continue
+        if text.strip():
+            yield lineno, {"text": text}
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | DataError]]:
+    """Raw lines with 1-based numbers; a line over MAX_LINE_BYTES becomes an error, skipped in chunks."""
     with open(path, "rb") as f:
         lineno = 0
         while raw := f.readline(MAX_LINE_BYTES + 1):
             lineno += 1
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 _skip_rest_of_line(f)
-                yield lineno, DataError("line too long", f"line is longer than {MAX_LINE_BYTES >> 20} MiB", src, lineno)
+                yield lineno, DataError("line too long", f"line is longer than {MAX_LINE_BYTES >> 20} MiB", str(path), lineno)
                 continue
-            parsed = _parse_line(raw[3:] if lineno == 1 and raw.startswith(b"\xef\xbb\xbf") else raw, src, lineno)
-            if parsed is not None:
-                yield lineno, parsed
+            yield lineno, raw[3:] if lineno == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
 
 
 def _skip_rest_of_line(f) -> None:

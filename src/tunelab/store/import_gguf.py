@@ -112,7 +112,7 @@ def _tensor_bytes(path: Path, tensor, arch: str, heads: int, kv: int, st_dtype: 
         return memoryview(np.ascontiguousarray(w, dtype=np.float32)).cast("B")
     import torch
 
-    return memoryview(torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16).view(torch.int16).numpy()).cast("B")
+    return memoryview(torch.from_numpy(np.require(w, requirements=["C", "W"])).to(torch.bfloat16).view(torch.int16).numpy()).cast("B")
 
 
 def _check_complete(path: Path, config, names: set[str]) -> None:

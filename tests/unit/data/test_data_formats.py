@@ -52,6 +52,14 @@ def test_turn_keys_follow_each_turn_not_the_column_name(tmp_path):
     assert [r.messages[1]["content"] for r in rows] == ["b", "d"]
 
 
+def test_plain_text_file_is_one_row_per_line(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"First line.\n\nSecond line.\r\nbad \xff\n")
+    loaded = read_datasets([path], skip_invalid=True)
+    assert [(r.line, r.text) for r in loaded.rows] == [(1, "First line."), (3, "Second line.")]
+    assert loaded.rejected == {"not UTF-8": [(str(path), 4)]}
+
+
 def test_csv_multiline_cells_keep_their_line_numbers():
     rows = read_datasets([ASSETS / "alpaca.csv"]).rows
     assert [r.line for r in rows] == [2, 3, 4]

@@ -122,3 +122,8 @@ def test_errors_are_clear():
         ChatTemplate("broken", "{% for %}").render([])
     with pytest.raises(TemplateError, match="no saved chat template"):
         ChatTemplate.load("/nonexistent-dir")
+
+
+def test_generation_blocks_from_hub_templates_render_their_body():
+    source = "{% for m in messages %}{% generation %}{{ m['content'] }}{% endgeneration %}{% endfor %}"
+    assert ChatTemplate("hub", source).render([{"role": "assistant", "content": "ok"}]) == "ok"
