@@ -93,7 +93,7 @@ def test_sigterm_drains_in_flight_stream_then_exits(served):
     assert started.wait(30)
     proc.send_signal(signal.SIGTERM)
     t.join(60)
-    assert proc.wait(60) == 0
+    assert proc.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM once drained
     assert events[-1] == "data: [DONE]"
     done = [json.loads(e[6:]) for e in events[:-1]]
     assert done[-1]["choices"][0]["finish_reason"] == "length"  # finished, not cut

@@ -94,7 +94,8 @@ class ServerMetrics:
         """The Prometheus text body; `gauges` maps name -> (doc, value)."""
         lines: list[str] = []
         for name, (doc, value) in gauges.items():
-            lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+            kind = "counter" if name.endswith("_total") else "gauge"  # backend-owned counters
+            lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
         with self._lock:
             for metric in (self.ttft, self.itl, self.e2e, self.prompt_tokens, self.gen_tokens,
                            self.finished, self.http):

@@ -110,6 +110,8 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
         if path is None and job is None:
             raise HTTPException(404, f"no run named '{name}'")
         detail = ui_runs.run_detail(path) if path else _job_run(job)
+        if detail["state"] == "unknown" and _running(job):
+            detail["state"] = "starting"  # the trainer made its folder but no status.json yet
         detail["job"] = job.to_dict() if job else None
         return detail
 

@@ -27,11 +27,13 @@ class MicroBatch:
 
     indices: list[int]
     packed: bool
+    rows: list[list[int]] | None = None  # packed: example indices per row
 
     def tokens(self, lengths: Sequence[int]) -> int:
-        """Tokens actually computed for this micro-batch (packed: no padding at all)."""
-        sizes = [lengths[i] for i in self.indices]
-        return sum(sizes) if self.packed else max(sizes) * len(sizes)
+        """Tokens computed for this micro-batch, padding included."""
+        groups = self.rows if self.packed and self.rows else [[i] for i in self.indices]
+        sizes = [sum(lengths[i] for i in g) for g in groups]
+        return max(sizes) * len(sizes)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -41,20 +43,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
-def pack_greedy(order: Sequence[int], lengths: Sequence[int], budget: int) -> list[MicroBatch]:
-    """Fill rows of at most `budget` tokens with examples in `order` (first fit, in order)."""
-    batches: list[MicroBatch] = []
+def pack_greedy(order: Sequence[int], lengths: Sequence[int], budget: int, rows_per_batch: int = 1
+                ) -> list[MicroBatch]:
+    """Rows of at most `budget` tokens filled with examples in `order`, `rows_per_batch` rows a batch.
+
+    Rows stay at most one cutoff long because attention cost grows with the square of the
+    row length (a block-diagonal mask still computes the masked blocks on sdpa).
+    """
+    rows: list[list[int]] = []
     row: list[int] = []
     used = 0
     for i in order:
         if row and used + lengths[i] > budget:
-            batches.append(MicroBatch(row, packed=True))
+            rows.append(row)
             row, used = [], 0
         row.append(i)
         used += lengths[i]
     if row:
-        batches.append(MicroBatch(row, packed=True))
-    return batches
+        rows.append(row)
+    groups = [rows[j:j + rows_per_batch] for j in range(0, len(rows), rows_per_batch)]
+    return [MicroBatch([i for r in g for i in r], packed=True, rows=g) for g in groups]
 
 
 def bucket_by_length(
@@ -80,7 +88,7 @@ def plan_epoch(
     """All micro-batches of one epoch, in training order."""
     order = epoch_order(len(lengths), seed, epoch)
     if packing:
-        return pack_greedy(order, lengths, micro_batch_size * cutoff_len)
+        return pack_greedy(order, lengths, cutoff_len, rows_per_batch=micro_batch_size)
     return bucket_by_length(order, lengths, micro_batch_size, seed=seed * 31 + epoch)
 
 
@@ -88,16 +96,17 @@ def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
     """Tensors for one micro-batch: input_ids, labels, position_ids (and attention_mask if padded)."""
     import torch
 
-    items = [examples[i] for i in batch.indices]
     if batch.packed:
-        ids = [t for ex in items for t in ex.input_ids]
-        labels = [t for ex in items for t in _shifted(ex.labels)]
-        pos = [p for ex in items for p in range(len(ex.input_ids))]
+        rows = [_packed_row([examples[i] for i in r]) for r in (batch.rows or [batch.indices])]
+        width = max(len(ids) for ids, _, _ in rows)
+        # padding becomes its own segment (positions restart at 0) with no labels: it touches nothing
+        pad = [width - len(ids) for ids, _, _ in rows]
         return {
-            "input_ids": torch.tensor([ids]),  # (1, T)
-            "labels": torch.tensor([labels]),
-            "position_ids": torch.tensor([pos]),
+            "input_ids": torch.tensor([ids + [pad_id] * p for (ids, _, _), p in zip(rows, pad)]),  # (R, T)
+            "labels": torch.tensor([lab + [IGNORE] * p for (_, lab, _), p in zip(rows, pad)]),
+            "position_ids": torch.tensor([pos + list(range(p)) for (_, _, pos), p in zip(rows, pad)]),
         }
+    items = [examples[i] for i in batch.indices]
     width = max(len(ex.input_ids) for ex in items)
     pad = [width - len(ex.input_ids) for ex in items]
     return {
@@ -106,6 +115,14 @@ def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
         "position_ids": torch.tensor([list(range(width))] * len(items)),
         "attention_mask": torch.tensor([[1] * (width - p) + [0] * p for p in pad]),
     }
+
+
+def _packed_row(items: Sequence) -> tuple[list[int], list[int], list[int]]:
+    """(input_ids, shifted labels, position ids restarting per example) of one packed row."""
+    ids = [t for ex in items for t in ex.input_ids]
+    labels = [t for ex in items for t in _shifted(ex.labels)]
+    pos = [p for ex in items for p in range(len(ex.input_ids))]
+    return ids, labels, pos
 
 
 def _shifted(labels: Sequence[int]) -> list[int]:

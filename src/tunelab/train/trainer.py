@@ -240,7 +240,7 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
                 loss_sum, _ = session.wrapped(**batch)
                 acc.backward(loss_sum / max(n_labels, 1))  # normalise by the whole step's label tokens
             loss_total += loss_sum.item()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            tokens += sum(len(ex[i].input_ids) for i in mb.indices)  # real tokens, padding excluded
     except (torch.OutOfMemoryError, RuntimeError) as err:
         raise _as_oom(err, session.cfg, session.state.step + 1) from None
     loss = loss_total / max(n_labels, 1)

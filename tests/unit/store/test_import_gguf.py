@@ -10,10 +10,10 @@ import torch
 from tunelab.errors import CorruptModelFile, TunelabError
 from tunelab.store.import_gguf import import_gguf
 
-PARITY_CASES = [(arch, q) for arch in ("llama", "qwen2", "gemma3") for q in ("F32", "Q8_0")] + [
-    ("llama", "F16"), ("llama", "BF16"), ("llama", "Q4_0"), ("llama", "Q4_K"), ("llama", "Q6_K"),
-    ("qwen2", "Q4_K"), ("gemma3", "Q6_K"), ("gemma3", "Q4_0"),
-]
+# Every tensor type once (dequantization does not depend on the architecture), every
+# architecture's names and fix-ups at least twice; F32 is covered by the round-trip test.
+PARITY_CASES = [("llama", "F16"), ("llama", "BF16"), ("llama", "Q4_0"), ("llama", "Q4_K"),
+                ("llama", "Q6_K"), ("qwen2", "Q8_0"), ("qwen2", "Q4_K"), ("gemma3", "Q8_0"), ("gemma3", "Q6_K")]
 PROMPTS = torch.tensor([[1, 20, 30, 40, 50, 60], [7, 300, 2, 90, 91, 92]])
 
 

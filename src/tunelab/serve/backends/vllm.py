@@ -1,0 +1,119 @@
+"""vLLM (optional extra `tunelab[vllm]`): multi-GPU and tensor-parallel serving.
+
+For users who outgrow one GPU. tunelab keeps its HTTP layer, chat template and
+reasoning parser; vLLM's AsyncLLMEngine does the generation. Supports adapters
+(LoRARequest) and logprobs. Needs CUDA; it cannot be exercised on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from tunelab.errors import MissingExtra
+from tunelab.serve.backends.base import Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob
+from tunelab.serve.config import ServeConfig
+
+
+class VllmBackend(Backend):
+    """A Hugging Face model served by vLLM's AsyncLLMEngine."""
+
+    name = "vllm"
+    capabilities = Capabilities(adapters=True, logprobs=True,
+                                note="CUDA; tensor parallel via TUNELAB_VLLM_TP; LoRA adapters")
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self._loras: dict[str, tuple[int, str]] = {}
+        self._ids = itertools.count(1)
+
+    def load(self) -> None:
+        """Start vLLM's engine on the resolved model directory."""
+        try:
+            import vllm
+        except ImportError:
+            raise MissingExtra("vllm", "vllm", "the vllm backend") from None
+        from tunelab.data.templates import ChatTemplate
+        from tunelab.store.resolve import resolve_model
+
+        model_dir = resolve_model(self.config.model)
+        args = vllm.AsyncEngineArgs(model=str(model_dir), enable_lora=True,
+                                    max_model_len=self.config.context_length,
+                                    tensor_parallel_size=int(os.environ.get("TUNELAB_VLLM_TP", "1")))
+        self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
+        self.tokenizer = _tokenizer(model_dir)
+        self.template = ChatTemplate.for_model(model_dir, self.config.chat_template)
+        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        self.context_length = self.config.context_length or self.tokenizer.model_max_length
+        self.model_path, self.created = str(model_dir), int(Path(model_dir).stat().st_mtime)
+        self.model_id = self.config.served_name or Path(model_dir).name
+
+    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
+        """The shared tunelab chat template, as in training."""
+        text = self.template.render(messages, add_generation_prompt=True, **template_kwargs)
+        return Prompt(list(self.tokenizer.encode(text, add_special_tokens=False)), text)
+
+    def encode_text(self, text: str) -> Prompt:
+        """Raw text with the tokenizer's special tokens."""
+        return Prompt(list(self.tokenizer.encode(text)), text)
+
+    async def generate(self, request_id: str, prompt: list[int], params: GenParams,
+                       adapter: str | None = None) -> AsyncIterator[Delta]:
+        """Relay vLLM's cumulative outputs as deltas."""
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature,
+                            top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
+                            repetition_penalty=params.repetition_penalty,
+                            presence_penalty=params.presence_penalty,
+                            frequency_penalty=params.frequency_penalty, seed=params.seed,
+                            stop=params.stop, stop_token_ids=[] if params.ignore_eos else self.stop_ids,
+                            ignore_eos=params.ignore_eos, logprobs=params.logprobs)
+        lora = None
+        if adapter:
+            lora_id, path = self._loras[adapter]
+            lora = LoRARequest(adapter, lora_id, path)
+        sent_text, sent_ids = 0, 0
+        async for out in self.engine.generate({"prompt_token_ids": prompt}, sp, request_id,
+                                              lora_request=lora):
+            c = out.outputs[0]
+            ids = list(c.token_ids[sent_ids:])
+            lps = self._logprobs(c.logprobs[sent_ids:]) if c.logprobs else None
+            yield Delta(c.text[sent_text:], ids, lps, c.finish_reason if out.finished else None)
+            sent_text, sent_ids = len(c.text), len(c.token_ids)
+
+    def _logprobs(self, steps: list[dict]) -> list[TokenLogprob]:
+        out = []
+        for step in steps:
+            ranked = sorted(step.values(), key=lambda lp: lp.rank or 0)
+            chosen = next(iter(step.values()))
+            out.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob,
+                                    [(lp.decoded_token or "", lp.logprob) for lp in ranked[1:]]))
+        return out
+
+    def abort(self, request_id: str) -> None:
+        """Ask vLLM to drop the request (it frees the blocks)."""
+        import asyncio
+
+        asyncio.ensure_future(self.engine.abort(request_id))
+
+    def add_adapter(self, name: str, path: str) -> None:
+        """Register a LoRA; vLLM loads it on first use."""
+        self._loras[name] = (next(self._ids), str(path))
+
+    def remove_adapter(self, name: str) -> None:
+        """Forget a LoRA."""
+        self._loras.pop(name, None)
+
+    def adapters(self) -> dict[str, str]:
+        """name -> path."""
+        return {name: path for name, (_, path) in self._loras.items()}
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
