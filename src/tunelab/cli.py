@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "check, preview or convert training data (every common format)"),
     "chat": ("chat", "chat with a model or a training run in the terminal (streaming, multi-line)"),
     "serve": ("serve", "serve a model and its adapters over an OpenAI- and Ollama-compatible API"),
+    "ui": ("ui", "the web UI: chat, training dashboard, models and serving status in a browser"),
     "bench": ("bench", "benchmark a running server: TTFT, ITL, TPOT, throughput"),
 }
 

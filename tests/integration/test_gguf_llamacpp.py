@@ -17,7 +17,7 @@ llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python not installed: pip install 'tunelab[llamacpp]'")
 
 from tunelab.export.exporter import export  # noqa: E402
-from unit.export.run_factory import make_run  # noqa: E402
+from helpers.run_factory import make_run  # noqa: E402
 
 pytestmark = pytest.mark.llamacpp
 TEXT = "Hello world! 你好，世界。Fine-tuning 🙂🚀 is fun: 42 tokens\n  ok"

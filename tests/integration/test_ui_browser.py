@@ -202,21 +202,21 @@ def test_training_run_from_the_form_charts_live(page, server, runs_dir, tiny_mod
     page.fill("input[name=name]", "ui-run")
     page.fill("input[name=model]", str(tiny_models["llama"]))
     page.set_input_files("#dataset-file", str(data))  # goes through the chunked upload
-    for name, value in {"max_steps": "60", "lora.rank": "4", "micro_batch_size": "2",
+    for name, value in {"max_steps": "80", "lora.rank": "4", "micro_batch_size": "2",
                         "data.cutoff_len": "64", "lr": "1e-3"}.items():
         page.fill(f"[name='{name}']", value)
     page.click("#check-button")
     page.wait_for_function("document.querySelector('#data-report').textContent.includes('rows: 24 valid')",
                            timeout=90_000)
     assert "tunelab train" in page.locator("#train-cli").inner_text()
-    assert "max_steps: 60" in page.locator("#train-yaml").inner_text()
+    assert "max_steps: 80" in page.locator("#train-yaml").inner_text()
     page.screenshot(path=str(output_dir / "ui-train-check.png"), full_page=True)
     page.click("#start-button")
     page.wait_for_url("**/#/runs/ui-run")
     seen = _watch_chart(page, timeout_s=150)
     assert len([n for n in seen if n > 0]) >= 2 and seen[-1] > min(n for n in seen if n > 0), seen
     page.wait_for_selector("#page-run .badge.state-finished", timeout=60_000)
-    assert page.locator("#chart-loss svg").get_attribute("data-points") == "60"
+    assert page.locator("#chart-loss svg").get_attribute("data-points") == "80"
     assert page.locator("#run-log").inner_text().strip()
     page.screenshot(path=str(output_dir / "ui-run.png"), full_page=True)
     assert (runs_dir / "ui-run" / "adapter" / "adapter_config.json").exists()
@@ -235,3 +235,26 @@ def _watch_chart(page, timeout_s: float) -> list[int]:
             break
         time.sleep(0.2)
     return seen
+
+
+def test_report_and_export_of_the_ui_run(page, server, runs_dir, output_dir):
+    if not (runs_dir / "ui-run" / "adapter").is_dir():
+        pytest.skip("needs the run trained by test_training_run_from_the_form_charts_live")
+    page.goto(server.url + "/ui/#/runs/ui-run")
+    page.click("#write-report", timeout=30_000)
+    link = page.locator("a", has_text="Open final report")
+    link.wait_for(timeout=60_000)
+    report = httpx.get(server.url + link.get_attribute("href"), timeout=10)
+    assert report.status_code == 200 and "<html" in report.text.lower()
+
+    page.goto(server.url + "/ui/#/models")
+    page.fill("#export-form input[name=source]", "ui-run")
+    page.select_option("#export-form select[name=quant]", "f16")
+    page.click("#export-form button[type=submit]")
+    download = page.locator("#jobs a.button", has_text=".gguf")
+    download.wait_for(timeout=150_000)
+    page.screenshot(path=str(output_dir / "ui-models-export.png"), full_page=True)
+    res = httpx.get(server.url + download.get_attribute("href"), timeout=30)
+    assert res.status_code == 200 and res.content[:4] == b"GGUF"
+    no_key = httpx.get(server.url + download.get_attribute("href").split("?")[0], timeout=10)
+    assert no_key.status_code == 401

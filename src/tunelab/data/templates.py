@@ -8,7 +8,8 @@ Public API (others build against these names):
 - `.name`, `.source` (jinja), `.stop_strings` (end-of-turn + EOS strings), `.system`
   (default system prompt applied when a conversation has none),
   `.render(messages, add_generation_prompt=False, **template_kwargs) -> str`,
-  `.stop_token_ids(tokenizer) -> list[int]`.
+  `.stop_token_ids(tokenizer) -> list[int]`, `.builtin_family() -> str | None` (the built-in
+  a template is or renders like; export uses it to pick per-format equivalents).
 - `encode_prompt(template, tokenizer, messages, **template_kwargs) -> list[int]`: the ONLY
   way training and serving turn a conversation prefix into prompt ids.
 
@@ -33,6 +34,9 @@ from tunelab.data.errors import TemplateError
 
 TEMPLATE_FILE = "tunelab_template.json"
 _PROBE = "\x00tunelab-probe\x00"  # a reply no template rewrites, to find what follows a reply
+# A marker in a tokenizer's jinja that shows which built-in format it renders.
+_TURN_MARKERS = {"llama3": "<|start_header_id|>", "chatml": "<|im_start|>", "gemma": "<start_of_turn>",
+                 "mistral": "[INST]"}
 
 
 @dataclass
@@ -132,6 +136,12 @@ class ChatTemplate:
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
         return _unique(ids)
+
+    def builtin_family(self) -> str | None:
+        """The built-in this template is (by name) or renders like (by turn markers); None if custom."""
+        if self.name in BUILTINS:
+            return self.name
+        return next((name for name, marker in _TURN_MARKERS.items() if marker in self.source), None)
 
 
 def encode_prompt(template: ChatTemplate, tokenizer: Any, messages: list[dict], **template_kwargs: Any) -> list[int]:

@@ -14,10 +14,10 @@ from tunelab.export.runs import load_run
 
 def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate run `spec` (base vs tuned); returns the eval.json content, also written to the run."""
-    from tunelab.data.templates import ChatTemplate, encode_prompt
+    from tunelab.data.templates import encode_prompt
 
     run = load_run(spec)
-    template = ChatTemplate.for_model(run.adapter_dir or run.model_dir or run.base_model)
+    template = run.chat_template()
     pair = Pair(run)
     rows = _read_rows(options.data) if options.data else []
     result: dict[str, Any] = {"run": run.name, "base_model": str(run.base_model), "time": time.time(),

@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from tunelab.data.templates import ChatTemplate
 from tunelab.export.atomic import atomic_dir
-from tunelab.export.chat import TemplateInfo, template_for
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
 from tunelab.export.modelfile import ollama_template, render_modelfile
@@ -39,9 +39,8 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     model_dir = (run.model_dir or run.base_model) if run else _resolve(spec)
     _check_supported(model_dir)
     name = _slug(run.name if run else model_dir.name)
-    own = template_for(run.adapter_dir or run.model_dir) if run else None
-    template = own or template_for(model_dir)
-    if fmt == "ollama" and template is not None:
+    template = run.chat_template() if run else ChatTemplate.for_model(model_dir)
+    if fmt == "ollama":
         ollama_template(template)  # fail on custom jinja before the slow part
     with tempfile.TemporaryDirectory(prefix="tunelab-export-") as work:
         source = _merged(run, Path(work), log) if run and run.adapter_dir else model_dir
@@ -77,7 +76,7 @@ def _default_out(run: Run | None, name: str, filename: str) -> Path:
     return (run.dir / "export" / filename) if run else Path.cwd() / filename
 
 
-def _ollama(source: Path, name: str, quant: str, template: TemplateInfo | None, system: str | None,
+def _ollama(source: Path, name: str, quant: str, template: ChatTemplate, system: str | None,
             out: Path, log: Callable[[str], None]) -> ExportResult:
     out = Path(out)
     gguf_name = f"{name}-{quant}.gguf"

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from tunelab.data.templates import ChatTemplate
 from tunelab.export.atomic import atomic_dir
-from tunelab.export.chat import template_for, stop_token_ids
 from tunelab.export.runs import Run
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -27,9 +27,9 @@ def merge_run(run: Run, out: Path | None = None, log: Callable[[str], None] = pr
             _copy_model(run.model_dir, tmp)
         else:
             _merge_adapter(run, tmp, log)
-        source = _tokenizer_source(run)
-        write_tokenizer_and_template(source, tmp)
-        write_generation_config(run.model_dir or run.base_model, tmp)
+        template = run.chat_template()
+        write_tokenizer_and_template(_tokenizer_source(run), tmp, template)
+        write_generation_config(run.model_dir or run.base_model, tmp, template)
     log(f"merged model written to {out}")
     return out
 
@@ -75,19 +75,15 @@ def _tokenizer_source(run: Run) -> Path:
     return run.base_model
 
 
-def write_tokenizer_and_template(source: Path, dest: Path) -> None:
-    """Save the tokenizer of `source` into `dest` with the training chat template set."""
+def write_tokenizer_and_template(source: Path, dest: Path, template: ChatTemplate) -> None:
+    """Save the tokenizer of `source` into `dest` with `template` as its chat template."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    template = template_for(source)
-    if template is not None and template.source:
-        tokenizer.chat_template = template.source
+    tokenizer.chat_template = template.source
     tokenizer.save_pretrained(dest)
-    if (source / "tunelab_template.json").is_file():
-        shutil.copy2(source / "tunelab_template.json", dest / "tunelab_template.json")
-    if template is not None and template.source:
-        _set_config_template(dest / "tokenizer_config.json", template.source)
+    template.save(dest)
+    _set_config_template(dest / "tokenizer_config.json", template.source)
 
 
 def _set_config_template(config_path: Path, source: str) -> None:
@@ -96,7 +92,7 @@ def _set_config_template(config_path: Path, source: str) -> None:
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def write_generation_config(model_src: Path, dest: Path) -> None:
+def write_generation_config(model_src: Path, dest: Path, template: ChatTemplate) -> None:
     """generation_config.json whose eos_token_id lists EOS plus every end-of-turn id."""
     from transformers import AutoTokenizer, GenerationConfig
 
@@ -105,10 +101,8 @@ def write_generation_config(model_src: Path, dest: Path) -> None:
         gen = GenerationConfig.from_pretrained(model_src)
     except OSError:
         gen = GenerationConfig()
-    template = template_for(dest)
-    stops = stop_token_ids(template.stop_strings if template else [], tokenizer.get_vocab())
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    gen.eos_token_id = list(dict.fromkeys(eos + stops)) or None
+    gen.eos_token_id = list(dict.fromkeys(eos + template.stop_token_ids(tokenizer))) or None
     gen.pad_token_id = tokenizer.pad_token_id
     if tokenizer.bos_token_id is not None:
         gen.bos_token_id = tokenizer.bos_token_id

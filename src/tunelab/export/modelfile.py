@@ -1,14 +1,17 @@
 """Ollama Modelfile: FROM the GGUF, a Go TEMPLATE equivalent to the chat template, stops.
 
 Ollama renders prompts with Go's text/template over `.Messages`, so each built-in
-family gets a hand-written equivalent of its jinja template. BOS is left to the
-GGUF's add_bos flag, exactly as llama.cpp does for the jinja template.
+family (`ChatTemplate.builtin_family()`) gets a hand-written equivalent of its jinja
+template. BOS is left to the GGUF's add_bos flag, exactly as llama.cpp does for the
+jinja template.
 """
 
 from __future__ import annotations
 
-from tunelab.export.chat import TemplateInfo
+from tunelab.data.templates import ChatTemplate
 from tunelab.export.errors import ExportError
+
+_EOS = "\x00eos\x00"  # replaced by the template's EOS text: `default` ends replies with it
 
 OLLAMA_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -27,26 +30,28 @@ OLLAMA_TEMPLATES: dict[str, str] = {
         "{{- range .Messages }}{{ if eq .Role \"user\" }}[INST] {{ .Content }}[/INST]"
         "{{ else if eq .Role \"assistant\" }}{{ .Content }}</s>{{ end }}{{ end }}"
     ),
+    "default": (
+        "{{- range .Messages }}{{ if eq .Role \"system\" }}{{ .Content }}\n\n"
+        "{{ else if eq .Role \"user\" }}### User:\n{{ .Content }}\n\n"
+        "{{ else }}### Assistant:\n{{ .Content }}" + _EOS + "{{ end }}{{ end }}### Assistant:\n"
+    ),
 }
 
 
-def ollama_template(template: TemplateInfo) -> str:
-    """The Go template for a chat template's family; custom jinja cannot be translated."""
-    family = template.family
+def ollama_template(template: ChatTemplate) -> str:
+    """The Go template for a chat template's built-in family; custom jinja cannot be translated."""
+    family = template.builtin_family()
     if family is None:
         raise ExportError(f"chat template '{template.name}' is custom jinja with no Ollama "
                           f"equivalent; train with one of: {', '.join(OLLAMA_TEMPLATES)}")
-    return OLLAMA_TEMPLATES[family]
+    return OLLAMA_TEMPLATES[family].replace(_EOS, template.eos_token)
 
 
-def render_modelfile(gguf_name: str, template: TemplateInfo | None, system: str | None = None) -> str:
-    """Modelfile text: FROM, TEMPLATE, one PARAMETER stop per end-of-turn string, SYSTEM."""
-    lines = [f"FROM ./{gguf_name}"]
-    if template is not None:
-        lines.append(f'TEMPLATE """{ollama_template(template)}"""')
-        for stop in template.stop_strings:
-            lines.append(f"PARAMETER stop {_quote(stop)}")
-    system = system if system is not None else (template.system if template else None)
+def render_modelfile(gguf_name: str, template: ChatTemplate, system: str | None = None) -> str:
+    """Modelfile text: FROM, TEMPLATE, one PARAMETER stop per stop string, SYSTEM."""
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{ollama_template(template)}"""']
+    lines += [f"PARAMETER stop {_quote(stop)}" for stop in template.stop_strings]
+    system = system if system is not None else template.system
     if system:
         lines.append(f'SYSTEM """{system}"""')
     return "\n".join(lines) + "\n"

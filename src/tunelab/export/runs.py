@@ -12,8 +12,12 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab.export.errors import RunError
+
+if TYPE_CHECKING:
+    from tunelab.data.templates import ChatTemplate
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
@@ -37,6 +41,15 @@ class Run:
     def is_qlora(self) -> bool:
         """QLoRA trains against a 4-bit base; merging must use a dequantized 16-bit one."""
         return self.method.lower() == "qlora"
+
+    def chat_template(self) -> ChatTemplate:
+        """The ChatTemplate training used: saved beside the adapter/model, else the base model's."""
+        from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate
+
+        for saved in (self.adapter_dir, self.model_dir):
+            if saved is not None and (saved / TEMPLATE_FILE).is_file():
+                return ChatTemplate.load(saved)
+        return ChatTemplate.for_model(self.model_dir or self.base_model)
 
 
 def find_run_dir(spec: str | Path) -> Path | None:

@@ -119,6 +119,8 @@ class BodyLimitAndLog:
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), [500]
         limit = self.service.config.max_body_bytes
+        if scope["method"] in ("POST", "PUT", "PATCH") and scope["path"].startswith(("/v1/", "/api/")):
+            scope = _as_json(scope)
         declared = _content_length(scope)
         if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
             receive, declared = await _buffered(receive, limit)  # chunked: no length to check
@@ -138,6 +140,15 @@ class BodyLimitAndLog:
             "ts": round(time.time(), 3), "id": uuid.uuid4().hex[:12], "client": client[0],
             "method": scope["method"], "path": scope["path"], "status": status,
             "ms": round(seconds * 1000, 1)}))
+
+
+def _as_json(scope):
+    """API bodies are JSON; Ollama's own docs use `curl -d`, which says form-encoded."""
+    kind = dict(scope.get("headers", [])).get(b"content-type", b"")
+    if kind and not kind.startswith(b"application/x-www-form-urlencoded"):
+        return scope
+    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+    return {**scope, "headers": headers + [(b"content-type", b"application/json")]}
 
 
 def _content_length(scope) -> int | None:

@@ -2,9 +2,10 @@
 
 A training run, a pull or an export started from the browser runs in a child
 process, so a crash or an out-of-memory kill there never takes the server down,
-and the server's event loop stays free. One reader thread per job collects the
-output into a log file and a short tail, and picks the latest percentage out of
-progress bars (tqdm redraws with '\\r', so both '\\r' and '\\n' end a line).
+and the server's event loop stays free. The child writes straight to a log file
+(so it keeps running if the server stops); one thread per job follows that file
+into a short tail and picks the latest percentage out of progress bars (tqdm
+redraws with '\\r', so both '\\r' and '\\n' end a line).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
 _TAIL_LINES = 200
@@ -85,11 +86,12 @@ class JobManager:
                   meta=dict(meta or {}))
         env = dict(self.env if self.env is not None else os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # lines reach the UI as they are printed
-        job.process = subprocess.Popen(
-            [*self.program, *argv], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
-            start_new_session=True,  # Ctrl-C on the server does not hit the children first
-        )
+        with open(job.log_path, "wb") as log:  # a file, not a pipe: the child outlives the server
+            job.process = subprocess.Popen(
+                [*self.program, *argv], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=cwd, env=env,
+                start_new_session=True,  # Ctrl-C on the server does not hit the children first
+            )
         self._jobs[job_id] = job
         threading.Thread(target=self._follow, args=(job,), daemon=True, name=f"job-{job_id}").start()
         return job
@@ -128,12 +130,10 @@ class JobManager:
             self.stop(job, timeout_s)
 
     def _follow(self, job: Job) -> None:
-        assert job.process is not None and job.process.stdout is not None
-        with open(job.log_path, "wb") as log:
-            for line, complete in _lines(job.process.stdout):
+        assert job.process is not None
+        with open(job.log_path, "rb") as log:
+            for line, complete in _lines(log, lambda: job.process.poll() is None):
                 if complete:
-                    log.write(line.encode("utf-8") + b"\n")
-                    log.flush()
                     _record(job, line)
                 else:
                     _record_progress(job, line)  # a bar being redrawn: no line end yet
@@ -144,20 +144,27 @@ class JobManager:
             job.progress = 100.0
 
 
-def _lines(stream) -> Iterator[tuple[str, bool]]:
-    """(line, complete) pieces of a byte stream; '\r' ends a line too, as bars redraw with it.
+def _lines(log, alive: Callable[[], bool], poll_s: float = 0.2) -> Iterator[tuple[str, bool]]:
+    """(line, complete) pieces of a growing log file until the writer exits.
 
-    After each read the unfinished remainder is yielded with complete=False, so a
-    progress bar's latest state is seen before its next redraw.
+    '\\r' ends a line too, as progress bars redraw with it; the unfinished remainder
+    is yielded with complete=False, so a bar's latest state is seen before its redraw.
     """
     buf = b""
-    while chunk := stream.read1(65536):  # read1: whatever is there now, not a full block
-        buf += chunk
-        *done, buf = re.split(rb"\r\n|\r|\n", buf)
-        for raw in done:
-            yield raw.decode("utf-8", errors="replace"), True
-        if buf:
-            yield buf.decode("utf-8", errors="replace"), False
+    while True:
+        running = alive()  # read after checking, so the last output is never missed
+        chunk = log.read()
+        if chunk:
+            buf += chunk
+            *done, buf = re.split(rb"\r\n|\r|\n", buf)
+            for raw in done:
+                yield raw.decode("utf-8", errors="replace"), True
+            if buf:
+                yield buf.decode("utf-8", errors="replace"), False
+        elif not running:
+            break
+        else:
+            time.sleep(poll_s)
     if buf:
         yield buf.decode("utf-8", errors="replace"), True
 

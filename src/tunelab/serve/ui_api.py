@@ -135,6 +135,13 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
             raise HTTPException(404, f"run '{name}' has no report yet: run `tunelab report {name}`")
         return FileResponse(found, media_type="text/html")
 
+    @router.post("/runs/{name}/report")
+    async def write_report(name: str) -> Any:
+        code, text = await _run_cli(["report", str(_run_path(ctx, name))], CHECK_TIMEOUT_S)
+        if code != 0:
+            return _fail(400, _last_error(text) or f"could not write the report of '{name}'")
+        return {"written": name}
+
     @router.post("/runs/plan")
     def plan(form: dict) -> Any:
         return _plan(ctx, form)

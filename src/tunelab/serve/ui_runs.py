@@ -68,6 +68,7 @@ def run_summary(path: Path, status: dict | None = None) -> dict:
 def run_detail(path: Path) -> dict:
     """Everything the run page shows except metrics and log: status, ETA, summary, config."""
     detail = run_summary(path)
+    detail["path"] = str(path.resolve())
     detail["status"] = read_json(path / "status.json")
     detail["summary"] = read_json(path / "summary.json")
     config = path / "config.yaml"

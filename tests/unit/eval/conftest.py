@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unit.export.run_factory import make_run
+from helpers.run_factory import make_run
 
 ROWS = [
     {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]},

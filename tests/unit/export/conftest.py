@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unit.export.run_factory import make_run
+from helpers.run_factory import make_run
 
 
 @pytest.fixture(scope="session")

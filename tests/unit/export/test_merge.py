@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunelab.data.templates import ChatTemplate
 from tunelab.export.errors import RunError
 from tunelab.export.merge import merge_run
 from tunelab.export.runs import load_run
-from unit.export.run_factory import copy_run, write_status
+from helpers.run_factory import copy_run, write_status
 
 PROMPT = [[5, 17, 42, 99, 123, 7]]
 
@@ -39,9 +40,10 @@ def test_merged_model_computes_what_base_plus_adapter_computes(tiny_runs, tiny_m
 def test_merged_dir_carries_template_and_end_of_turn_ids(tiny_runs, tmp_path):
     from transformers import AutoTokenizer
 
-    out = merge_run(load_run(tiny_runs["qwen2"]), tmp_path / "m", log=lambda _m: None)
+    run = load_run(tiny_runs["qwen2"])
+    out = merge_run(run, tmp_path / "m", log=lambda _m: None)
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
-    assert json.loads((out / "tunelab_template.json").read_text())["name"] == "chatml"
+    assert ChatTemplate.for_model(out) == run.chat_template() and run.chat_template().name == "chatml"
     assert "<|im_start|>" in json.loads((out / "tokenizer_config.json").read_text())["chat_template"]
     tok = AutoTokenizer.from_pretrained(out)
     eos = json.loads((out / "generation_config.json").read_text())["eos_token_id"]

@@ -28,7 +28,7 @@ def test_lora_loss_goes_down_pinned(tiny_models, tiny_examples, tmp_path):
     assert len(losses) == 8
     assert losses[-1] < losses[0] - 0.2
     # pinned: catches changes to the loss, packing, data order or LoRA init
-    assert (losses[0], losses[-1]) == pytest.approx((6.2508, 5.9960), abs=2e-3)
+    assert (losses[0], losses[-1]) == pytest.approx((6.2508, 5.9812), abs=2e-3)
     status = json.loads((result.run_dir / "status.json").read_text())
     assert status["state"] == "finished" and status["final_loss"] == pytest.approx(losses[-1])
     summary = json.loads((result.run_dir / "summary.json").read_text())

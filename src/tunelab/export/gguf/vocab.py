@@ -37,8 +37,11 @@ class Vocab:
     add_space_prefix: bool | None = None
 
 
-def build_vocab(model_dir: Path, n_rows: int) -> Vocab:
-    """Read `model_dir`'s tokenizer.json (and tokenizer object) into a Vocab of `n_rows` tokens."""
+def build_vocab(model_dir: Path, n_rows: int, template: Any) -> Vocab:
+    """Read `model_dir`'s tokenizer.json (and tokenizer object) into a Vocab of `n_rows` tokens.
+
+    `template` (a ChatTemplate) names the end-of-turn token written as tokenizer.ggml.eot_token_id.
+    """
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         raise ExportError(f"{path}: missing; GGUF export needs a fast tokenizer (tokenizer.json)")
@@ -58,7 +61,7 @@ def build_vocab(model_dir: Path, n_rows: int) -> Vocab:
         vocab.add_space_prefix = _prepends_space(data)
     else:
         vocab.merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])]
-    _special_ids(vocab, model_dir)
+    _special_ids(vocab, model_dir, template)
     return vocab
 
 
@@ -123,17 +126,18 @@ def _prepends_space(data: dict) -> bool:
     return '"Prepend"' in text or '"prepend_scheme": "always"' in text
 
 
-def _special_ids(vocab: Vocab, model_dir: Path) -> None:
+def _special_ids(vocab: Vocab, model_dir: Path, template: Any) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
+    stops = template.stop_token_ids(tok)  # end-of-turn ids first, EOS last
     vocab.special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id,
-                     "unk": tok.unk_token_id, "pad": tok.pad_token_id}
+                     "unk": tok.unk_token_id, "pad": tok.pad_token_id, "eot": stops[0] if stops else None}
     ids = tok("a")["input_ids"]
     vocab.add_bos = bool(ids) and tok.bos_token_id is not None and ids[0] == tok.bos_token_id
 
 
-def write_vocab(writer: Any, vocab: Vocab, eot_id: int | None) -> None:
+def write_vocab(writer: Any, vocab: Vocab) -> None:
     """Add the tokenizer.ggml.* keys to a GGUFWriter."""
     writer.add_tokenizer_model(vocab.model)
     writer.add_tokenizer_pre(vocab.pre)
@@ -144,12 +148,10 @@ def write_vocab(writer: Any, vocab: Vocab, eot_id: int | None) -> None:
     if vocab.merges is not None:
         writer.add_token_merges(vocab.merges)
     setters = {"bos": writer.add_bos_token_id, "eos": writer.add_eos_token_id,
-               "unk": writer.add_unk_token_id, "pad": writer.add_pad_token_id}
+               "unk": writer.add_unk_token_id, "pad": writer.add_pad_token_id, "eot": writer.add_eot_token_id}
     for key, tid in vocab.special.items():
         if tid is not None:
             setters[key](int(tid))
-    if eot_id is not None:
-        writer.add_eot_token_id(int(eot_id))
     writer.add_add_bos_token(vocab.add_bos)
     writer.add_add_eos_token(False)
     if vocab.add_space_prefix is not None:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tunelab.export.atomic import atomic_file
-from tunelab.export.chat import TemplateInfo, stop_token_ids, template_for
+from tunelab.data.templates import ChatTemplate
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families as fam
 from tunelab.export.gguf.vocab import Vocab, build_vocab, write_vocab
@@ -36,12 +36,15 @@ class Plan:
     hparams: dict
     tensors: list[tuple[str, str, Path]]  # (hf name, gguf name, safetensors file)
     vocab: Vocab
-    template: TemplateInfo | None
+    template: ChatTemplate
 
 
 def write_gguf(model_dir: Path, out: Path, quant: str = "f16",
-               template: TemplateInfo | None = None, log: Callable[[str], None] = print) -> Path:
-    """Export `model_dir` to GGUF file `out` with `quant`; returns `out`."""
+               template: ChatTemplate | None = None, log: Callable[[str], None] = print) -> Path:
+    """Export `model_dir` to GGUF file `out` with `quant`; returns `out`.
+
+    `template` defaults to `ChatTemplate.for_model(model_dir)`, the one serving would use.
+    """
     q = parse_quant(quant)
     plan = make_plan(Path(model_dir), template)
     with atomic_file(Path(out)) as tmp:
@@ -53,7 +56,7 @@ def write_gguf(model_dir: Path, out: Path, quant: str = "f16",
     return Path(out)
 
 
-def make_plan(model_dir: Path, template: TemplateInfo | None = None) -> Plan:
+def make_plan(model_dir: Path, template: ChatTemplate | None = None) -> Plan:
     """Validate the model and map every tensor; raises before anything is written."""
     config_path = model_dir / "config.json"
     if not config_path.is_file():
@@ -62,8 +65,8 @@ def make_plan(model_dir: Path, template: TemplateInfo | None = None) -> Plan:
     family = fam.family_for(hparams, str(config_path))
     tensors = _map_tensors(model_dir, family, hparams)
     n_rows = _embedding_rows(model_dir, tensors)
-    return Plan(model_dir, family, hparams, tensors, build_vocab(model_dir, n_rows),
-                template or template_for(model_dir))
+    template = template or ChatTemplate.for_model(model_dir)
+    return Plan(model_dir, family, hparams, tensors, build_vocab(model_dir, n_rows, template), template)
 
 
 def _map_tensors(model_dir: Path, family: fam.Family, hp: dict) -> list[tuple[str, str, Path]]:
@@ -129,11 +132,8 @@ def _write(plan: Plan, path: Path, q: Quant) -> None:
 
 
 def _write_tokenizer(writer, plan: Plan) -> None:
-    vocab_ids = {t: i for i, t in enumerate(plan.vocab.tokens)}
-    stops = stop_token_ids(plan.template.stop_strings, vocab_ids) if plan.template else []
-    write_vocab(writer, plan.vocab, stops[0] if stops else None)
-    if plan.template and plan.template.source:
-        writer.add_chat_template(plan.template.source)
+    write_vocab(writer, plan.vocab)
+    writer.add_chat_template(plan.template.source)
 
 
 def _tensors(plan: Plan) -> Iterator[tuple[str, np.ndarray]]:

@@ -64,8 +64,9 @@ function header(d) {
 function finalReport(d) {
   const parts = [];
   if (d.has_report) parts.push(h("a.button", { href: downloadUrl(`/ui/api/runs/${encodeURIComponent(d.name)}/report/download`), target: "_blank" }, "Open final report"));
+  else if (d.state === "finished") parts.push(h("button#write-report", { onclick: writeReport }, "Write final report"));
   if (d.summary && Object.keys(d.summary).length) parts.push(h("pre.code#run-summary", {}, JSON.stringify(d.summary, null, 2)));
-  if (d.state === "finished" && d.has_adapter) parts.push(h("p.muted", {}, "Serve it: ", h("code", {}, `tunelab serve ${d.status?.base_model_spec || ""} --adapter ${d.name}=${d.status?.output || "runs/" + d.name}/adapter`)));
+  if (d.state === "finished" && d.has_adapter) parts.push(h("p.muted", {}, "Serve it: ", h("code", {}, `tunelab serve ${d.status?.base_model_spec || ""} --adapter ${d.name}=${d.path}/adapter`)));
   ui.summary.replaceChildren(...(parts.length ? parts : [h("p.muted", {}, d.state === "running" ? "The summary appears when training ends." : "No summary.")]));
   ui.config.textContent = d.config_yaml || "";
 }
@@ -84,6 +85,14 @@ async function refreshRun() {
   ui.log.textContent = log.lines.join("\n");
   ui.log.scrollTop = ui.log.scrollHeight;
   if (["finished", "failed", "stopped"].includes(d.state)) run.settled = (run.settled || 0) + 1;
+}
+
+async function writeReport(event) {
+  event.target.disabled = true;
+  try {
+    await api(`/ui/api/runs/${encodeURIComponent(run.name)}/report`, { method: "POST" });
+    finalReport(await api(`/ui/api/runs/${encodeURIComponent(run.name)}`));
+  } catch (err) { toast(err.message, "error"); event.target.disabled = false; }
 }
 
 async function stopRun() {
