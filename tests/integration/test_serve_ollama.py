@@ -62,3 +62,10 @@ def test_raw_ndjson_stream(server):
         lines = [json.loads(line) for line in r.iter_lines() if line]
     assert lines[-1]["done"] is True and all(not x["done"] for x in lines[:-1])
     assert lines[-1]["eval_count"] == 6 or lines[-1]["done_reason"] == "stop"
+
+
+def test_curl_style_form_content_type_is_read_as_json(server):
+    """Ollama's docs use `curl -d '{...}'`, which labels the JSON body as a form."""
+    r = httpx.post(server.url + "/api/show", content=b'{"model": "tiny"}',
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json()["details"]["family"] == "gemma3_text"

@@ -8,12 +8,9 @@ under /ui are public, because the page itself asks for the key.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import os
 import re
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,9 +20,10 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from tunelab.errors import TunelabError
-from tunelab.serve import ui_forms, ui_runs
+from tunelab.serve import ui_forms, ui_models, ui_runs
 from tunelab.serve.auth import bearer_token, key_matches
 from tunelab.serve.jobs import JobManager
+from tunelab.serve.ui_context import UIContext, fail, last_error, run_cli
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -33,27 +31,8 @@ CHECK_TIMEOUT_S = 300
 _FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@dataclasses.dataclass
-class UIContext:
-    """Where the UI reads runs and the store, writes uploads and exports, and its key."""
-
-    runs_dir: Path
-    home: Path
-    api_key: str | None
-    jobs: JobManager
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.home / "uploads"
-
-    @property
-    def exports_dir(self) -> Path:
-        return self.home / "exports"
-
-
 def mount_ui(app: FastAPI, api_key: str | None = None, runs_dir: str | Path = "runs") -> UIContext:
     """Add /ui/api and the static pages at /ui to `app`; returns the context (jobs, paths)."""
-    from fastapi.responses import RedirectResponse
     from fastapi.staticfiles import StaticFiles
 
     from tunelab.store import tunelab_home
@@ -61,8 +40,7 @@ def mount_ui(app: FastAPI, api_key: str | None = None, runs_dir: str | Path = "r
     home = tunelab_home()
     ctx = UIContext(Path(runs_dir).resolve(), home, api_key, JobManager(home / "jobs"))
     app.include_router(build_router(ctx))
-    app.add_api_route("/ui", lambda: RedirectResponse("/ui/"), include_in_schema=False)
-    app.mount("/ui/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")  # after the API routes
     app.state.ui = ctx
     return ctx
 
@@ -72,8 +50,8 @@ def build_router(ctx: UIContext) -> APIRouter:
     router = APIRouter(prefix="/ui/api", dependencies=[Depends(_auth(ctx))])
     _run_routes(router, ctx)
     _data_routes(router, ctx)
-    _model_routes(router, ctx)
-    _job_routes(router, ctx)
+    ui_models.model_routes(router, ctx)
+    ui_models.job_routes(router, ctx)
     return router
 
 
@@ -86,10 +64,6 @@ def _auth(ctx: UIContext):
             raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer KEY'")
 
     return check
-
-
-def _fail(status: int, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "field": field}}, status_code=status)
 
 
 # ---- runs -------------------------------------------------------------------------------------
@@ -137,9 +111,9 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
 
     @router.post("/runs/{name}/report")
     async def write_report(name: str) -> Any:
-        code, text = await _run_cli(["report", str(_run_path(ctx, name))], CHECK_TIMEOUT_S)
+        code, text = await run_cli(["report", str(_run_path(ctx, name))], CHECK_TIMEOUT_S)
         if code != 0:
-            return _fail(400, _last_error(text) or f"could not write the report of '{name}'")
+            return fail(400, last_error(text) or f"could not write the report of '{name}'")
         return {"written": name}
 
     @router.post("/runs/plan")
@@ -201,7 +175,7 @@ def _plan(ctx: UIContext, form: dict) -> Any:
         name, flat = _form_flat(ctx, form)
         ui_forms.validate_train(flat)
     except ui_forms.FormError as err:
-        return _fail(400, str(err), err.field)
+        return fail(400, str(err), err.field)
     return {"name": name, "cli": ui_forms.cli_line(flat), "yaml": ui_forms.yaml_text(flat),
             "args": ui_forms.train_args(flat)}
 
@@ -212,7 +186,7 @@ def _start_run(ctx: UIContext, form: dict) -> Any:
         return planned
     name = planned["name"]
     if (ctx.runs_dir / name).exists() or _running(ctx.jobs.find("train", run=name)):
-        return _fail(409, f"a run named '{name}' already exists; pick another name", "name")
+        return fail(409, f"a run named '{name}' already exists; pick another name", "name")
     ctx.runs_dir.mkdir(parents=True, exist_ok=True)
     meta = {"run": name, "method": form.get("method", ""), "model": form.get("model", "")}
     job = ctx.jobs.start("train", ["train", *planned["args"]], meta)
@@ -262,7 +236,7 @@ async def _save_chunk(ctx: UIContext, request: Request, filename: str, upload_id
     safe = _FILENAME.sub("_", Path(filename).name).strip("._") or "data.jsonl"
     upload_id = upload_id or uuid.uuid4().hex[:10]
     if not re.fullmatch(r"[0-9a-f]{10}", upload_id):
-        return _fail(400, f"upload: bad upload id '{upload_id}'", "upload")
+        return fail(400, f"upload: bad upload id '{upload_id}'", "upload")
     ctx.uploads_dir.mkdir(parents=True, exist_ok=True)
     final = ctx.uploads_dir / f"{upload_id}-{safe}"
     part = final.with_name(final.name + ".part")
@@ -272,12 +246,12 @@ async def _save_chunk(ctx: UIContext, request: Request, filename: str, upload_id
     size = part.stat().st_size
     if size > MAX_UPLOAD_BYTES:
         part.unlink()
-        return _fail(413, f"upload over {MAX_UPLOAD_BYTES >> 20} MB; give a path instead", "upload")
+        return fail(413, f"upload over {MAX_UPLOAD_BYTES >> 20} MB; give a path instead", "upload")
     if not last:
         return {"upload": upload_id, "bytes": size}
     if size == 0:
         part.unlink()
-        return _fail(400, f"{filename}: the file is empty", "upload")
+        return fail(400, f"{filename}: the file is empty", "upload")
     os.replace(part, final)
     return {"upload": upload_id, "path": str(final), "bytes": size}
 
@@ -287,144 +261,21 @@ async def _data_check(body: dict) -> Any:
     paths = body.get("datasets") or []
     paths = [p.strip() for p in (paths.split(",") if isinstance(paths, str) else paths) if p.strip()]
     if not paths:
-        return _fail(400, "dataset: upload a file or give a path", "datasets")
+        return fail(400, "dataset: upload a file or give a path", "datasets")
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        return _fail(400, f"dataset not found: {missing[0]}", "datasets")
+        return fail(400, f"dataset not found: {missing[0]}", "datasets")
     from tunelab.cli import COMMANDS
 
     if "data" not in COMMANDS:
-        return _fail(501, "`tunelab data check` is not part of this build yet", "datasets")
+        return fail(501, "`tunelab data check` is not part of this build yet", "datasets")
     argv = ["data", "check", *paths]
     if str(body.get("model") or "").strip():
         argv += ["--model", str(body["model"]).strip()]
     if str(body.get("cutoff") or "").strip():
         argv += ["--cutoff", str(body["cutoff"]).strip()]
-    code, text = await _run_cli(argv, CHECK_TIMEOUT_S)
+    code, text = await run_cli(argv, CHECK_TIMEOUT_S)
     return {"ok": code == 0, "returncode": code, "report": text,
             "command": "tunelab " + " ".join(argv)}
 
 
-async def _run_cli(argv: list[str], timeout_s: float) -> tuple[int, str]:
-    """`python -m tunelab ARGV`, awaited without blocking the event loop."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tunelab", *argv, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
-        proc.kill()
-        return 124, f"error: `tunelab {' '.join(argv)}` took over {timeout_s:.0f} s"
-    return proc.returncode or 0, out.decode("utf-8", errors="replace")
-
-
-# ---- models and export ------------------------------------------------------------------------
-
-
-def _model_routes(router: APIRouter, ctx: UIContext) -> None:
-    @router.get("/models")
-    def models() -> dict:
-        from tunelab.store import Store
-
-        return {"models": [_model_row(e) for e in Store(ctx.home).entries().values()]}
-
-    @router.post("/models/pull")
-    def pull(body: dict) -> Any:
-        source = str(body.get("source") or "").strip()
-        if not source:
-            return _fail(400, "source: give a hub id, a model directory or a .gguf file", "source")
-        argv = ["pull", source] + (["--name", body["name"].strip()] if str(body.get("name") or "").strip() else [])
-        return {"job": ctx.jobs.start("pull", argv, {"source": source}).to_dict()}
-
-    @router.delete("/models/{name:path}")
-    async def remove(name: str) -> Any:
-        code, text = await _run_cli(["rm", name, "--yes"], 120)
-        if code != 0:
-            return _fail(400, _last_error(text) or f"could not remove '{name}'")
-        return {"removed": name}
-
-    @router.post("/exports")
-    def export(body: dict) -> Any:
-        return _start_export(ctx, body)
-
-
-def _model_row(entry) -> dict:
-    row = dataclasses.asdict(entry)
-    template = ui_runs.read_json(Path(entry.path) / "tunelab_template.json")
-    row["template"] = template.get("name") or ("tokenizer" if entry.has_chat_template else "")
-    return row
-
-
-def _last_error(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    return (errors or lines or [""])[-1]
-
-
-EXPORT_FORMATS = ("gguf", "ollama")
-
-
-def _start_export(ctx: UIContext, body: dict) -> Any:
-    """`tunelab export SOURCE --format F --quant Q --out exports/ID/...` as a job."""
-    source = str(body.get("source") or "").strip()
-    fmt, quant = str(body.get("format") or "gguf"), str(body.get("quant") or "q8_0")
-    if not source:
-        return _fail(400, "source: name a run or a model", "source")
-    if fmt not in EXPORT_FORMATS:
-        return _fail(400, f"format: '{fmt}' is not one of {', '.join(EXPORT_FORMATS)}", "format")
-    run = ctx.runs_dir / source
-    target = str(run) if re.match(r"^[\w.-]+$", source) and run.is_dir() else source
-    out_dir = ctx.exports_dir / f"{_FILENAME.sub('_', Path(source).name)}-{uuid.uuid4().hex[:6]}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir if fmt == "ollama" else out_dir / f"{_FILENAME.sub('_', Path(source).name)}-{quant}.gguf"
-    argv = ["export", target, "--format", fmt, "--quant", quant, "--out", str(out)]
-    job = ctx.jobs.start("export", argv, {"source": source, "format": fmt, "quant": quant,
-                                          "out_dir": str(out_dir)})
-    return {"job": job.to_dict()}
-
-
-# ---- jobs -------------------------------------------------------------------------------------
-
-
-def _job_routes(router: APIRouter, ctx: UIContext) -> None:
-    @router.get("/jobs")
-    def jobs(kind: str | None = None) -> dict:
-        return {"jobs": [_job_view(j) for j in ctx.jobs.list(kind)]}
-
-    @router.get("/jobs/{job_id}")
-    def job(job_id: str) -> dict:
-        return _job_view(_job(ctx, job_id))
-
-    @router.post("/jobs/{job_id}/stop")
-    def stop(job_id: str) -> dict:
-        ctx.jobs.stop(_job(ctx, job_id))
-        return {"stopping": job_id}
-
-    @router.get("/jobs/{job_id}/files/{filename}/download")
-    def download(job_id: str, filename: str) -> Any:
-        files = {p.name: p for p in _job_files(_job(ctx, job_id))}
-        if filename not in files:
-            raise HTTPException(404, f"job {job_id} has no file '{filename}'")
-        return FileResponse(files[filename], filename=filename)
-
-
-def _job(ctx: UIContext, job_id: str):
-    job = ctx.jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, f"no job '{job_id}'")
-    return job
-
-
-def _job_files(job) -> list[Path]:
-    """Finished files an export job left in its folder (temp files excluded)."""
-    out_dir = Path(job.meta.get("out_dir") or "")
-    if job.state != "finished" or not job.meta.get("out_dir") or not out_dir.is_dir():
-        return []
-    return sorted(p for p in out_dir.rglob("*") if p.is_file() and not p.name.endswith((".tmp", ".part")))
-
-
-def _job_view(job) -> dict:
-    view = job.to_dict()
-    view["files"] = [{"name": p.name, "bytes": p.stat().st_size} for p in _job_files(job)]
-    return view

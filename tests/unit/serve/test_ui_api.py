@@ -47,6 +47,7 @@ def test_api_needs_the_key_but_pages_do_not(ui):
     page = bare.get("/ui/")
     assert page.status_code == 200 and "<title>tunelab</title>" in page.text
     assert bare.get("/ui/js/app.js").status_code == 200
+    assert bare.get("/ui", follow_redirects=False).headers["location"].endswith("/ui/")
 
 
 def test_runs_list_detail_metrics_since_and_log_tail(ui):
@@ -165,3 +166,20 @@ def test_progress_is_read_from_redrawn_bars_and_stop_marks_stopped(tmp_path):
     while job.ended is None and time.time() < deadline:
         time.sleep(0.05)
     assert job.state == "stopped" and job.to_dict()["error"] is None
+
+
+def test_models_list_shows_template_and_remove_goes_through_tunelab_rm(ui):
+    from tunelab.store import ModelEntry, Store
+
+    client, _ = ui
+    store = Store()
+    path = store.model_path("ui-test-model")
+    path.mkdir(parents=True)
+    (path / "tunelab_template.json").write_text(json.dumps({"name": "chatml"}))
+    store.add(ModelEntry(name="ui-test-model", path=str(path), architecture="LlamaForCausalLM", size_bytes=1234))
+    rows = {m["name"]: m for m in client.get("/ui/api/models").json()["models"]}
+    assert rows["ui-test-model"]["template"] == "chatml" and rows["ui-test-model"]["size_bytes"] == 1234
+    assert client.delete("/ui/api/models/ui-test-model").json() == {"removed": "ui-test-model"}
+    assert store.get("ui-test-model") is None
+    missing = client.delete("/ui/api/models/ui-test-model")
+    assert missing.status_code == 400 and missing.json()["error"]["message"]
