@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tunelab.models.attention import AttnBatch, paged_attention
-from tunelab.models.layers import FusedLinear, GatedMLP, RMSNorm, Rotary, rope_inv_freq
+from tunelab.models.layers import FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, rope_inv_freq
 from tunelab.models.spec import ModelSpec, base_spec
 
 KVCaches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -27,7 +27,7 @@ class Attention(nn.Module):
         self.shape = (h, kv, d)
         parts = {"q_proj": h * d, "k_proj": kv * d, "v_proj": kv * d}
         self.qkv_proj = FusedLinear(spec.hidden_size, parts, bias=spec.qkv_bias)
-        self.o_proj = nn.Linear(h * d, spec.hidden_size, bias=spec.o_bias)
+        self.o_proj = Linear(h * d, spec.hidden_size, bias=spec.o_bias)
         if spec.qk_norm:
             self.q_norm = RMSNorm(d, spec.rms_norm_eps, spec.norm_offset)
             self.k_norm = RMSNorm(d, spec.rms_norm_eps, spec.norm_offset)
@@ -83,7 +83,7 @@ class CausalLM(nn.Module):
         super().__init__()
         self.spec = spec
         self.model = Backbone(spec, self.layer_cls)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.lm_head = Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         # Rotary tables stay fp32 plain tensors (not buffers) so casting the model keeps them exact.
