@@ -12,8 +12,11 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (about 4 minutes on 2 cores).
 # The wheel is built once into .cache/wheels and reused by later runs of `make test`.
+# GGML_NATIVE=OFF with AVX2: a -march=native build enables AMX kernels that segfault in
+# llama_decode on these VMs (seen with Gemma 3 Q4_K_M), and a portable wheel can be cached.
 LLAMA_CPP_VERSION ?= 0.3.36
-WHEELS := .cache/wheels
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+WHEELS := .cache/wheels/avx2
 
 .PHONY: demo test test-fast install install-test clean
 
@@ -31,8 +34,10 @@ install: $(VENV)/.installed
 # Test extras: llama.cpp (GGUF verification) and a browser (web UI tests).
 $(VENV)/.test-installed: $(VENV)/.installed
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		$(BIN)/pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
-	$(BIN)/pip install -q diskcache $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+		CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps --no-cache-dir \
+		-w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(BIN)/pip install -q --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(BIN)/pip install -q diskcache
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
 		echo "warning: could not install chromium; browser tests will be skipped"
 	touch $@

@@ -40,13 +40,16 @@ def main() -> None:
     device = llm.engine.device
     prompt = _prompt_ids(llm, 32)
     single = {"tunelab": _ours_single(llm, prompt, args.new_tokens)}
+    print(f"tunelab (a): {single['tunelab']:.1f} tok/s", flush=True)
     reqs = _mixed_requests(llm, args.requests, args.seed, args.max_prompt, args.max_output)
     batch = {"tunelab": _ours_batch(llm, reqs)}
+    print(f"tunelab (b): {batch['tunelab']:.1f} tok/s", flush=True)
     engine_weights = _weight_bytes(llm.engine.model)
     del llm
     if not args.skip_hf:
         hf = _load_hf(model_dir, args.dtype, device)
         single["transformers"] = _hf_single(hf, prompt, args.new_tokens, device)
+        print(f"transformers (a): {single['transformers']:.1f} tok/s", flush=True)
         batch["transformers"], baseline = _hf_batch(hf, reqs, device, args.hf_batch)
     else:
         baseline = "skipped"
@@ -138,10 +141,12 @@ def _hf_generate_batch(model, reqs) -> float:
     longest = max(n for _, n in reqs)  # one max_new_tokens for all: count what it really generated
     cfg = GenerationConfig(max_new_tokens=longest, do_sample=False, eos_token_id=-1, pad_token_id=0)
     start = time.perf_counter()
-    with torch.inference_mode():
-        outs = model.generate_batch([p for p, _ in reqs], generation_config=cfg, progress_bar=False)
+    outs = model.generate_batch([p for p, _ in reqs], generation_config=cfg, progress_bar=False)
     _sync()
-    return sum(len(o.generated_tokens) for o in outs.values()) / (time.perf_counter() - start)
+    done = sum(len(o.generated_tokens) for o in outs.values())
+    if len(outs) < len(reqs) or done == 0:  # it logs failures instead of raising
+        raise RuntimeError(f"generate_batch returned {len(outs)} of {len(reqs)} requests")
+    return done / (time.perf_counter() - start)
 
 
 def _hf_padded(model, reqs, device, batch_size: int) -> float:

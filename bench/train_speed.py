@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=512, help="cutoff length (2048 for llama3-8b)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--packing", action="store_true", help="tunelab side: packed rows instead of length buckets")
     p.add_argument("--precision", default="auto", help="auto = bf16 on GPUs that support it, else fp32")
     p.add_argument("--only", choices=["tunelab", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -138,7 +139,7 @@ def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> 
     cfg = load_config(TrainConfig, None, {
         "model": str(model_dir), "max_steps": args.steps, "micro_batch_size": args.micro_batch,
         "lora": {"rank": args.rank, "alpha": 2 * args.rank}, "data": {"cutoff_len": args.seq},
-        "gradient_checkpointing": args.gradient_checkpointing, "precision": args.precision,
+        "gradient_checkpointing": args.gradient_checkpointing, "precision": args.precision, "packing": args.packing,
         "output": str(Path(args.work) / "tunelab-run"), "lr": 1e-4,
     })
     result = train(cfg, examples=(examples, []))
@@ -163,6 +164,7 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa")
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
+    loaded_mb = _rss_mb()  # weights + runtime before any training step: the floor both sides share
     data = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
     pad_id = (tokenizer.pad_token_id if tokenizer else None) or 0
     counted: list[int] = []  # real tokens of each batch, in the order the Trainer draws them
@@ -183,7 +185,19 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     trainer.train()
     tokens = sum(counted[1:len(times)])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return {"tokens_per_s": tokens / sum(times[1:]), "peak_mem_mb": peak_mem_mb(device), "steps": len(times)}
+    return {"tokens_per_s": tokens / sum(times[1:]), "peak_mem_mb": peak_mem_mb(device), "steps": len(times),
+            "loaded_mb": loaded_mb}
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process now (Linux), 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _pad_to_longest(features: list[dict], pad_id: int) -> dict:
@@ -218,6 +232,10 @@ def report(results: dict) -> None:
         print(f"{name:10} {r['tokens_per_s']:>10.1f} {r['peak_mem_mb']:>10.0f}")
     print(f"speed-up  {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x   "
           f"memory {ours['peak_mem_mb'] / base['peak_mem_mb']:.2f}x of baseline")
+    floor = base.get("loaded_mb") or 0.0
+    if floor and base["peak_mem_mb"] > floor:  # CPU: peak RSS includes the loaded model; show what training adds
+        print(f"above the loaded model ({floor:.0f} MB): baseline {base['peak_mem_mb'] - floor:.0f} MB, "
+              f"tunelab {ours['peak_mem_mb'] - floor:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,21 @@ import pytest
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(900)]
 
 
+def _is_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
 def test_quickstart_teaches_identity(tmp_path):
     from tunelab.train.quickstart import QuickstartConfig, quickstart
 
-    answers = quickstart(QuickstartConfig(output=str(tmp_path / "qs"), questions=3, max_new_tokens=24))
-    assert len(answers) == 3
-    assert not any("tunelab" in a.before.lower() for a in answers)  # the base model does not know it
-    hits = [a for a in answers if "tunelab" in a.after.lower()]
-    assert len(hits) >= 2, [a.after for a in answers]
+    result = quickstart(QuickstartConfig(output=str(tmp_path / "qs")))
+    identity = [a for a in result.answers if "tunelab" in a.reference]
+    assert len(identity) >= 8 and any(_is_chinese(a.question) for a in identity)
+    assert not any("tunelab" in a.before.lower() for a in result.answers)  # the base model does not know it
+    learned = [a for a in identity if "tunelab" in a.after.lower()]
+    assert len(learned) >= 0.7 * len(identity), [a.after for a in identity]
+    assert any(_is_chinese(a.question) for a in learned)  # Chinese questions too
     status = json.loads((tmp_path / "qs/status.json").read_text())
     assert status["state"] == "finished"
     assert (tmp_path / "qs/adapter/adapter_model.safetensors").exists()
+    assert result.report == tmp_path / "qs/report.html" and "<html" in result.report.read_text()

@@ -8,13 +8,14 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `tunelab quickstart`: any QuickstartConfig field as key=value."""
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. max_steps=20 lr=2e-3 model=NAME output=runs/qs")
+                        help="e.g. epochs=2 lr=2e-3 model=NAME output=runs/qs")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the quick-start; exit 0 when it finished."""
+    """Run the quick-start; exit 0 when it finished, with the report path on stdout."""
     from tunelab.config import load_config
     from tunelab.train.quickstart import QuickstartConfig, quickstart
 
-    quickstart(load_config(QuickstartConfig, None, args.overrides))
+    result = quickstart(load_config(QuickstartConfig, None, args.overrides))
+    print(result.report)
     return 0

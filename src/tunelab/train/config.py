@@ -50,7 +50,8 @@ class TrainConfig:
     max_steps: int = opt(0, "stop after this many optimizer steps (0 = use epochs)")
     micro_batch_size: int = opt(4, "examples per forward pass (packed: a row of micro_batch_size x cutoff_len tokens)")
     grad_accum: int = opt(1, "micro-batches per optimizer step")
-    packing: bool = opt(True, "pack several examples per row (each attends only to itself); else bucket by length")
+    packing: bool = opt(False, "pack examples into rows (block-diagonal mask; best with flash-attn on GPU); "
+                               "off = length buckets, right-padded, no mask (fastest on CPU)")
     eval_split: float = opt(0.0, "fraction of examples held out for eval loss (0 = none)")
     eval_every: int = opt(0, "evaluate every N steps (0 = only at the end)")
     seed: int = opt(42, "seed for data order, LoRA init and dropout")

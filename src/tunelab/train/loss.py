@@ -12,10 +12,10 @@ those rows only:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 IGNORE = -100
+CHUNK = 256  # rows of logits alive at once: 256 x 262k vocab x 4 bytes = 268 MB
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -49,9 +49,68 @@ class SelectedLogitsLoss(nn.Module):
         )
         keep = labels != IGNORE  # (B, T)
         hidden = out.last_hidden_state[keep]  # (N, H)
-        logits = head_logits(lm, hidden)  # (N, V)
-        loss_sum = F.cross_entropy(logits, labels[keep], reduction="sum")
+        loss_sum = head_loss(lm, hidden, labels[keep])
         return loss_sum, keep.sum()
+
+
+def head_loss(lm: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Summed cross-entropy of lm_head(hidden) against targets, `chunk` rows of logits at a time."""
+    head = lm.get_output_embeddings()
+    cap = getattr(lm.config, "final_logit_softcapping", None) or 0.0
+    if not isinstance(head, nn.Linear) or head.bias is not None:  # e.g. an adapted lm_head: plain path
+        logits = head_logits(lm, hidden)
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0
+    grad_on = torch.is_grad_enabled()  # (inside Function.forward it is always off)
+    need = (grad_on and hidden.requires_grad, grad_on and head.weight.requires_grad)
+    return _ChunkedHeadCE.apply(hidden, head.weight, targets, chunk, float(cap), need)
+
+
+class _ChunkedHeadCE(torch.autograd.Function):
+    """Cross-entropy through the output layer without holding (N, vocab) logits.
+
+    With a 262k vocabulary the logits of 1,000 positions take 1 GB in fp32, and autograd
+    would keep them plus the log-softmax for backward. Instead the forward walks `chunk`
+    rows at a time and already computes the gradient w.r.t. the hidden states (and the
+    head weight, when it trains): d loss / d logits = softmax - onehot, times the cap's
+    tanh derivative. Backward only scales those stored gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk, cap, need):
+        need_h, need_w = need
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start:start + chunk], targets[start:start + chunk]
+            logits = (h @ weight.t()).float()  # (c, V)
+            if cap:
+                capped = torch.tanh(logits / cap)
+                logits = capped * cap
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if need_h or need_w:
+                grad = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place over the logits
+                grad[torch.arange(len(t)), t] -= 1.0
+                if cap:
+                    grad.mul_(1.0 - capped * capped)
+                grad = grad.to(weight.dtype)
+                if need_h:
+                    grad_h[start:start + chunk] = grad @ weight
+                if need_w:
+                    grad_w += grad.t().float() @ h.float()
+        ctx.save_for_backward(grad_h if need_h else None, grad_w if need_w else None)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        dh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        dw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return dh, dw, None, None, None, None
 
 
 def head_logits(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:

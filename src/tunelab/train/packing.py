@@ -93,7 +93,7 @@ def plan_epoch(
 
 
 def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
-    """Tensors for one micro-batch: input_ids, labels, position_ids (and attention_mask if padded)."""
+    """Tensors for one micro-batch: input_ids, labels, position_ids (padding is on the right)."""
     import torch
 
     if batch.packed:
@@ -112,8 +112,9 @@ def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
     return {
         "input_ids": torch.tensor([ex.input_ids + [pad_id] * p for ex, p in zip(items, pad)]),  # (B, T)
         "labels": torch.tensor([_shifted(ex.labels) + [IGNORE] * p for ex, p in zip(items, pad)]),
+        # right padding only, and no attention mask: under causal attention a real token never
+        # sees the pads after it, and without a mask sdpa takes its fused is_causal kernel
         "position_ids": torch.tensor([list(range(width))] * len(items)),
-        "attention_mask": torch.tensor([[1] * (width - p) + [0] * p for p in pad]),
     }
 
 

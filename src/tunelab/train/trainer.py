@@ -242,7 +242,7 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
             loss_total += loss_sum.item()
             tokens += sum(len(ex[i].input_ids) for i in mb.indices)  # real tokens, padding excluded
     except (torch.OutOfMemoryError, RuntimeError) as err:
-        raise _as_oom(err, session.cfg, session.state.step + 1) from None
+        raise as_out_of_memory(err, session.cfg, session.state.step + 1) from None
     loss = loss_total / max(n_labels, 1)
     if not is_finite(loss):
         session.optimizer.zero_grad(set_to_none=True)
@@ -269,7 +269,8 @@ def _label_count(example) -> int:
     return sum(1 for t in example.labels[1:] if t != IGNORE)
 
 
-def _as_oom(err: Exception, cfg: TrainConfig, step: int) -> Exception:
+def as_out_of_memory(err: Exception, cfg: TrainConfig, step: int) -> Exception:
+    """An OutOfMemory naming the settings to lower for a device OOM; any other error unchanged."""
     if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err).lower():
         return err
     hints = [f"micro_batch_size (now {cfg.micro_batch_size}; raise grad_accum to keep the batch)",

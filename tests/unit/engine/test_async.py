@@ -12,7 +12,7 @@ from tunelab.errors import InvalidRequest
 
 @pytest.fixture(scope="module")
 def engine(tiny_models):
-    eng = AsyncEngine(tiny_models["llama"], max_model_len=256, block_size=4, num_blocks=512)
+    eng = AsyncEngine(tiny_models["llama"], dtype="fp32", max_model_len=256, block_size=4, num_blocks=512)
     yield eng
     eng.shutdown()
 
@@ -29,7 +29,7 @@ def test_stream_matches_offline_generation(engine, tiny_models):
         return await asyncio.gather(*(_collect(engine, f"r{i}", p, params) for i, p in enumerate(prompts)))
 
     streams = asyncio.run(main())
-    offline = LLM(tiny_models["llama"], max_model_len=256).generate(prompts, params)
+    offline = LLM(tiny_models["llama"], dtype="fp32", max_model_len=256).generate(prompts, params)
     for deltas, ref in zip(streams, offline):
         assert [t for d in deltas for t in d.token_ids] == ref.token_ids
         assert "".join(d.text for d in deltas) == ref.text

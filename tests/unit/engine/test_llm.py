@@ -12,7 +12,7 @@ PROMPTS = [[5 + i, 40 + 3 * i, 77, 200 + i] * (1 + i % 3) for i in range(6)]
 
 @pytest.fixture(scope="module")
 def llm(tiny_models) -> LLM:
-    return LLM(tiny_models["qwen2"], max_model_len=128, block_size=4, num_blocks=256)
+    return LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=128, block_size=4, num_blocks=256)
 
 
 def test_greedy_continuous_batching_equals_one_at_a_time(llm):
@@ -26,14 +26,14 @@ def test_greedy_continuous_batching_equals_one_at_a_time(llm):
 
 
 def test_chunked_prefill_and_prefix_cache_do_not_change_output(tiny_models):
-    small = LLM(tiny_models["qwen2"], max_model_len=128, block_size=4, num_blocks=256,
+    small = LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=128, block_size=4, num_blocks=256,
                 max_num_batched_tokens=8)  # prompts prefill in chunks of <= 8 tokens
     prompt = PROMPTS[5] * 2
     params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
     first = small.generate([prompt], params)[0].token_ids
     again = small.generate([prompt], params)[0].token_ids  # served from cached prefix blocks
     assert small.engine.scheduler.block_manager._cached  # the prefix cache was populated
-    big = LLM(tiny_models["qwen2"], max_model_len=128, enable_prefix_caching=False)
+    big = LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=128, enable_prefix_caching=False)
     assert first == again == big.generate([prompt], params)[0].token_ids
 
 
@@ -61,7 +61,7 @@ def test_prompt_longer_than_max_model_len_fails_before_any_work(llm):
 
 
 def test_request_that_cannot_get_memory_fails_alone(tiny_models):
-    small = LLM(tiny_models["llama"], max_model_len=64, block_size=4, num_blocks=6)  # 24 token slots
+    small = LLM(tiny_models["llama"], dtype="fp32", max_model_len=64, block_size=4, num_blocks=6)  # 24 token slots
     params = [SamplingParams(max_tokens=4, temperature=0, ignore_eos=True),
               SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)]
     ok, starved = small.generate([[5, 6, 7], [8, 9, 10, 11, 12]], params)

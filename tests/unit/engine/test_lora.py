@@ -65,7 +65,7 @@ def test_adapter_logits_equal_peft(name, adapters, tiny_models):
 
 
 def test_mixed_adapter_batch_equals_each_alone(adapters, tiny_models):
-    llm = LLM(tiny_models["qwen2"], adapters={n: p for n, (p, _) in adapters.items()}, max_model_len=128)
+    llm = LLM(tiny_models["qwen2"], dtype="fp32", adapters={n: p for n, (p, _) in adapters.items()}, max_model_len=128)
     params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
     prompts = [PROMPT, PROMPT, PROMPT[:5], PROMPT, PROMPT[2:]]
     names = ["a", None, "b", "dora", "a"]
@@ -76,7 +76,7 @@ def test_mixed_adapter_batch_equals_each_alone(adapters, tiny_models):
 
 
 def test_adapter_add_remove_and_bad_dirs(adapters, tiny_models, tmp_path):
-    llm = LLM(tiny_models["qwen2"], max_model_len=128)
+    llm = LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=128)
     llm.engine.add_adapter("a", adapters["a"][0])
     assert llm.engine.lora.names() == ["a"]
     llm.engine.remove_adapter("a")

@@ -13,8 +13,8 @@ from tunelab.engine.sequence import Sequence
 def test_preemption_recompute_keeps_greedy_output(tiny_models):
     prompts = [[5 + i, 60, 61, 62 + i, 300] for i in range(4)]
     params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
-    tight = LLM(tiny_models["gemma3"], max_model_len=64, block_size=4, num_blocks=14)  # 56 slots for 100 tokens
-    roomy = LLM(tiny_models["gemma3"], max_model_len=64)
+    tight = LLM(tiny_models["gemma3"], dtype="fp32", max_model_len=64, block_size=4, num_blocks=14)  # 56 slots for 100 tokens
+    roomy = LLM(tiny_models["gemma3"], dtype="fp32", max_model_len=64)
     got = tight.generate(prompts, params)
     assert tight.engine.stats()["preemptions"] > 0
     assert [o.token_ids for o in got] == [o.token_ids for o in roomy.generate(prompts, params)]

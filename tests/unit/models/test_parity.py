@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny_models import _COMMON, TOKENIZER_DIR, tiny_config
+from tiny_models import _COMMON, TOKENIZER_DIR
 
 from tunelab.engine.kv_cache import KVCache
 from tunelab.engine.runner import prepare_inputs
