@@ -7,7 +7,6 @@ Chinese and emoji text must give the same ids in llama.cpp as in our tokenizer.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,27 +24,8 @@ PROMPTS = [[10, 200, 31, 77], [300, 5, 6, 400, 12], [1, 250, 251, 252]]
 N_NEW = 8
 
 
-@contextmanager
-def _no_repack():
-    # llama.cpp's CPU weight repacking (AMX/extra buffers) crashes on 64-wide tiny tensors;
-    # llama-cpp-python does not expose use_extra_bufts, so default params are wrapped.
-    original = llama_cpp.llama_model_default_params
-
-    def params():
-        p = original()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama.llama_cpp.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        llama_cpp.llama.llama_cpp.llama_model_default_params = original
-
-
 def _load(path: Path, **kw):
-    with _no_repack():
-        return llama_cpp.Llama(str(path), n_ctx=64, n_threads=2, verbose=False, **kw)
+    return llama_cpp.Llama(str(path), n_ctx=64, n_threads=2, verbose=False, **kw)
 
 
 def _greedy_llama_cpp(llm, prompt: list[int]) -> list[int]:
@@ -122,8 +102,7 @@ def test_tokenizer_round_trip(exported, arch):
 
     merged, files = exported[arch]
     tok = AutoTokenizer.from_pretrained(merged)
-    with _no_repack():
-        llm = llama_cpp.Llama(str(files["q8_0"]), vocab_only=True, verbose=False)
+    llm = llama_cpp.Llama(str(files["q8_0"]), vocab_only=True, verbose=False)
     ours = tok(TEXT)["input_ids"]
     assert llm.tokenize(TEXT.encode(), add_bos=True, special=True) == ours
     assert llm.detokenize(ours).decode() == TEXT

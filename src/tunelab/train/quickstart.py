@@ -22,7 +22,7 @@ class QuickstartConfig:
     """Knobs of `tunelab quickstart` (defaults finish in about 5 minutes on a 2-core CPU)."""
 
     model: str | None = opt(None, "model to fine-tune; empty = the embedded Gemma 3 270M")
-    epochs: int = opt(3, "passes over the 67 demo conversations")
+    epochs: int = opt(5, "passes over the 67 demo conversations")
     max_steps: int = opt(0, "stop after this many optimizer steps (0 = use epochs)")
     lr: float = opt(1e-3, "peak learning rate (cosine decay, short warm-up)")
     rank: int = opt(16, "LoRA rank (alpha = 2 x rank)")

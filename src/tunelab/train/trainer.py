@@ -302,10 +302,10 @@ def _log_step(session: Session, loss: float, grad_norm: float, tokens: int, seco
 
 @torch.no_grad()
 def evaluate(session: Session) -> float:
-    """Mean loss per label token over the eval examples (packed, no dropout)."""
+    """Mean loss per label token over the eval examples (batched like training, no dropout)."""
     cfg, acc = session.cfg, session.accelerator
     lengths = [len(e.input_ids) for e in session.eval_ex]
-    plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, True, cfg.seed, 0)
+    plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, cfg.packing, cfg.seed, 0)
     session.wrapped.eval()
     total, count = 0.0, 0
     for mb in plan:

@@ -3,7 +3,13 @@
 Serves a quantized export on CPU. One worker thread owns the `Llama` object and runs
 requests one at a time (llama-cpp-python is not thread-safe and has no batching);
 others wait in its queue. Supports: chat + completions, stop strings, seed,
-temperature/top_p/top_k/min_p, penalties. Not supported: logprobs, adapters.
+temperature/top_p/top_k/min_p, penalties. Not supported: logprobs, adapters (400s).
+
+Chat template, in order: the `chat_template` setting; the template of the training run
+the GGUF was exported into (RUN/export/*.gguf, when its source matches the file's), so
+prompts encode exactly as training and the engine encode them; the file's own
+`tokenizer.chat_template`; the architecture's built-in. Generation stops at EOS, the
+file's end-of-turn token and every single-token stop string of the template.
 """
 
 from __future__ import annotations
@@ -58,33 +64,59 @@ class LlamaCppBackend(Backend):
         except ImportError:
             raise MissingExtra("llama-cpp-python", "llamacpp", "the llamacpp backend") from None
         path = gguf_path(self.config.model)
-        n_ctx = self.config.context_length or DEFAULT_MAX_CONTEXT
-        self.llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=self.config.n_threads,
+        trained = _trained_context(path)
+        n_ctx = self.config.context_length or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        # Physical cores (~half the logical ones), as llama.cpp advises: its threads spin at
+        # barriers, so using every core stalls badly when anything else runs (2x slower here).
+        threads = self.config.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        self.llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                    verbose=False)
-        meta = self.llm.metadata
-        arch = meta.get("general.architecture", "")
-        self.context_length = min(n_ctx, int(meta.get(f"{arch}.context_length", n_ctx)))
+        self.context_length = n_ctx
         self.model_path, self.created = str(path), int(path.stat().st_mtime)
         self.model_id = self.config.served_name or path.stem
-        self.template = self._template(arch)
+        self.template = self._template(path)
         self.stop_ids = set(self._stop_ids())
         self._thread = threading.Thread(target=self._work, name="llamacpp-worker", daemon=True)
         self._thread.start()
 
-    def _template(self, arch: str):
-        from tunelab.data.builtin_templates import BY_ARCHITECTURE
+    def _template(self, path: Path):
+        """The chat template: --chat-template; else the one the GGUF carries (as the run that
+        exported it saved it, when it did); else the architecture's built-in."""
+        from tunelab.data.builtin_templates import BUILTINS, BY_ARCHITECTURE
         from tunelab.data.templates import ChatTemplate
 
-        bos = self._piece(self.llm.token_bos())
-        eos = self._piece(self.llm.token_eos())
-        return ChatTemplate.builtin(self.config.chat_template or BY_ARCHITECTURE.get(arch, "default"),
-                                    bos, eos)
+        meta = self.llm.metadata
+        bos, eos = self._piece(self.llm.token_bos()), self._piece(self.llm.token_eos())
+        if self.config.chat_template:
+            return ChatTemplate.builtin(self.config.chat_template, bos, eos)
+        source = meta.get("tokenizer.chat_template")
+        if not source:
+            name = BY_ARCHITECTURE.get(meta.get("general.architecture", ""), "default")
+            markers = BUILTINS[name][1]  # a base model without the turn tokens gets `default`
+            return ChatTemplate.builtin(name if all(self._is_token(m) for m in markers) else "default",
+                                        bos, eos)
+        saved = _run_template(path)
+        if saved is not None and saved.source == source:
+            return saved  # same object training and the engine use, default system prompt included
+        builtin = next((name for name, (src, _) in BUILTINS.items() if src == source), None)
+        if builtin:
+            return ChatTemplate.builtin(builtin, bos, eos)
+        eot = meta.get("tokenizer.ggml.eot_token_id")  # tunelab export writes the end-of-turn here
+        stops = [self._piece(int(eot))] if eot is not None else []
+        return ChatTemplate("gguf", source, list(dict.fromkeys(stops + [eos])), bos, eos)
+
+    def _is_token(self, text: str) -> bool:
+        return len(self.llm.tokenize(text.encode(), add_bos=False, special=True)) == 1
 
     def _piece(self, token: int) -> str:
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def _stop_ids(self) -> list[int]:
+        """EOS, end-of-turn, and every template stop string that is a single token."""
         ids = [self.llm.token_eos()]
+        eot = self.llm.metadata.get("tokenizer.ggml.eot_token_id")
+        if eot is not None:
+            ids.append(int(eot))
         for text in self.template.stop_strings:
             toks = self.llm.tokenize(text.encode(), add_bos=False, special=True) if text else []
             if len(toks) == 1:
@@ -204,6 +236,29 @@ def gguf_path(spec: str | None) -> Path:
     if path.suffix == ".gguf" and path.is_file():
         return path
     raise ModelNotFound(f"{spec}: the llamacpp backend needs a .gguf file (see `tunelab export`)")
+
+
+def _trained_context(path: Path) -> int | None:
+    """`<arch>.context_length` from the GGUF header, read before llama.cpp sizes its KV cache."""
+    import gguf
+
+    fields = gguf.GGUFReader(str(path)).fields
+    arch = fields.get("general.architecture")
+    length = fields.get(f"{arch.contents()}.context_length") if arch is not None else None
+    return int(length.contents()) if length is not None else None
+
+
+def _run_template(path: Path):
+    """The ChatTemplate of the training run a GGUF was exported into (RUN/export/NAME.gguf)."""
+    from tunelab.errors import TunelabError
+    from tunelab.export.runs import find_run_dir, load_run
+
+    if path.parent.name != "export" or find_run_dir(path.parent.parent) is None:
+        return None
+    try:
+        return load_run(path.parent.parent).chat_template()
+    except TunelabError:
+        return None
 
 
 _FILE_TYPES = {"0": "F32", "1": "F16", "7": "Q8_0", "8": "Q5_0", "15": "Q4_K_M", "17": "Q5_K_M",
