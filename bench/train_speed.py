@@ -5,7 +5,9 @@
 
 The baseline is what most tutorials run: Trainer with a collator that pads each batch to its
 longest example, full-vocabulary logits at every position. Each side runs in its own
-subprocess so peak memory (process max RSS on CPU, max allocated on GPU) is its own.
+subprocess so peak memory (process max RSS on CPU, max allocated on GPU) is its own, and the
+sides alternate over --rounds (baseline, tunelab, tunelab, baseline, ...) so that load from other
+processes on a shared machine lands on both.
 Trained tokens/s counts real (non-padding) tokens per second of training steps.
 """
 
@@ -35,7 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--packing", action="store_true", help="tunelab side: packed rows instead of length buckets")
     p.add_argument("--precision", default="auto", help="auto = bf16 on GPUs that support it, else fp32")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternate the sides this many times (ABBA...) so load from other processes hits both")
     p.add_argument("--only", choices=["tunelab", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -47,9 +52,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as work:
         prepare(args, Path(work))
-        results = {side: _subprocess(side, argv or sys.argv[1:], work) for side in ("baseline", "tunelab")}
-    report(results)
+        rounds = []
+        for r in range(args.rounds):
+            order = ("baseline", "tunelab") if r % 2 == 0 else ("tunelab", "baseline")
+            rounds.append({side: _subprocess(side, [*(argv or sys.argv[1:]), "--round", str(r)], work)
+                           for side in order})
+    for r, results in enumerate(rounds):
+        print(f"round {r + 1}")
+        report(results)
+    if len(rounds) > 1:
+        print("all rounds (tokens over seconds, max peak)")
+        report({side: _pool([res[side] for res in rounds]) for side in ("baseline", "tunelab")})
     return 0
+
+
+def _pool(results: list[dict]) -> dict:
+    """One side's rounds together: total tokens / total seconds, the largest peak."""
+    tokens = sum(r["tokens"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    return {"tokens_per_s": tokens / seconds, "peak_mem_mb": max(r["peak_mem_mb"] for r in results),
+            "loaded_mb": min(r.get("loaded_mb") or 0.0 for r in results), "tokens": tokens, "seconds": seconds}
 
 
 def _subprocess(side: str, argv: list[str], work: str) -> dict:
@@ -140,7 +162,7 @@ def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> 
         "model": str(model_dir), "max_steps": args.steps, "micro_batch_size": args.micro_batch,
         "lora": {"rank": args.rank, "alpha": 2 * args.rank}, "data": {"cutoff_len": args.seq},
         "gradient_checkpointing": args.gradient_checkpointing, "precision": args.precision, "packing": args.packing,
-        "output": str(Path(args.work) / "tunelab-run"), "lr": 1e-4,
+        "output": str(Path(args.work) / f"tunelab-run-{args.round}"), "lr": 1e-4,
     })
     result = train(cfg, examples=(examples, []))
     metrics = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -148,7 +170,7 @@ def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> 
     tokens = sum(m["tokens"] for m in timed)
     seconds = sum(m["tokens"] / m["tokens_per_s"] for m in timed)
     return {"tokens_per_s": tokens / seconds, "peak_mem_mb": max(m["peak_mem_mb"] for m in metrics),
-            "steps": len(metrics)}
+            "steps": len(metrics), "tokens": tokens, "seconds": seconds}
 
 
 def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> dict:
@@ -175,7 +197,7 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
 
     times: list[float] = []
     targs = TrainingArguments(
-        output_dir=str(Path(args.work) / "baseline"), per_device_train_batch_size=args.micro_batch,
+        output_dir=str(Path(args.work) / f"baseline-{args.round}"), per_device_train_batch_size=args.micro_batch,
         max_steps=args.steps, learning_rate=1e-4, logging_steps=1000, save_strategy="no", report_to=[],
         bf16=dtype == torch.bfloat16, gradient_checkpointing=args.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0,
@@ -186,7 +208,7 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     tokens = sum(counted[1:len(times)])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {"tokens_per_s": tokens / sum(times[1:]), "peak_mem_mb": peak_mem_mb(device), "steps": len(times),
-            "loaded_mb": loaded_mb}
+            "loaded_mb": loaded_mb, "tokens": tokens, "seconds": sum(times[1:])}
 
 
 def _rss_mb() -> float:

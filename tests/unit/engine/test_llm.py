@@ -79,7 +79,10 @@ def test_chat_uses_template_and_stops_at_end_of_turn(llm):
     stops = template.stop_token_ids(llm.tokenizer)
     forced = llm.chat([conv], SamplingParams(max_tokens=4, temperature=0, stop_token_ids=[out.token_ids[0]]))[0]
     assert forced.token_ids == out.token_ids[:1] and forced.finish_reason == "stop"
-    assert stops  # the template contributes end-of-turn ids
+    from tunelab.engine.llm import with_template_stops
+
+    merged = with_template_stops(SamplingParams(stop_token_ids=[42]), template, llm.tokenizer)
+    assert stops and merged.stop_token_ids == [42, *stops]  # the template's end-of-turn ids are added
 
 
 def test_bad_params_name_the_field(llm):
