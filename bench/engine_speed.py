@@ -2,6 +2,7 @@
 
     python bench/engine_speed.py                     # CPU: the default Gemma 3 270M
     python bench/engine_speed.py --model NAME --dtype bf16
+    python bench/engine_speed.py --quantize int4     # adds rows for the int4 lm_head
     python bench/engine_speed.py --gpu-llama3-8b     # GPU: Llama-3-8B shape, random weights
 
 (a) one stream, 256 new tokens (greedy, EOS ignored): tokens/s of the whole request.
@@ -36,16 +37,24 @@ def main() -> None:
 
     model_dir = resolve_model(args.model)
     print(f"model: {model_dir}  dtype: {args.dtype}  threads: {torch.get_num_threads()}")
-    llm = LLM(model_dir, dtype=args.dtype, max_model_len=args.max_model_len)
-    device = llm.engine.device
-    prompt = _prompt_ids(llm, 32)
-    single = {"tunelab": _ours_single(llm, prompt, args.new_tokens)}
-    print(f"tunelab (a): {single['tunelab']:.1f} tok/s", flush=True)
-    reqs = _mixed_requests(llm, args.requests, args.seed, args.max_prompt, args.max_output)
-    batch = {"tunelab": _ours_batch(llm, reqs)}
-    print(f"tunelab (b): {batch['tunelab']:.1f} tok/s", flush=True)
-    engine_weights = _weight_bytes(llm.engine.model)
-    del llm
+    single: dict[str, float] = {}
+    batch: dict[str, float] = {}
+    greedy: dict[str, list[int]] = {}
+    for quantize in (None, *([args.quantize] if args.quantize else [])):
+        name = f"tunelab {quantize}" if quantize else "tunelab"
+        llm = LLM(model_dir, dtype=args.dtype, max_model_len=args.max_model_len, quantize=quantize)
+        device = llm.engine.device
+        prompt = _prompt_ids(llm, 32)
+        single[name], greedy[name] = _ours_single(llm, prompt, args.new_tokens)
+        print(f"{name} (a): {single[name]:.1f} tok/s", flush=True)
+        reqs = _mixed_requests(llm, args.requests, args.seed, args.max_prompt, args.max_output)
+        batch[name] = _ours_batch(llm, reqs)
+        print(f"{name} (b): {batch[name]:.1f} tok/s", flush=True)
+        if quantize is None:
+            engine_weights = _weight_bytes(llm.engine.model)
+        del llm
+    if args.quantize:
+        print(f"greedy agreement with exact: {_agreement(greedy['tunelab'], greedy[f'tunelab {args.quantize}'])}")
     if not args.skip_hf:
         hf = _load_hf(model_dir, args.dtype, device)
         single["transformers"] = _hf_single(hf, prompt, args.new_tokens, device)
@@ -68,6 +77,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--hf-batch", type=int, default=16, help="batch size of the padded-generate fallback")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-hf", action="store_true", help="only time the tunelab engine")
+    p.add_argument("--quantize", default=None,
+                   help="also time the engine with this weight-only quantization (int8, int4, int4-all, ...)")
     p.add_argument("--gpu-llama3-8b", action="store_true", help="random Llama-3-8B-shaped model on CUDA")
     p.add_argument("--work-dir", default="/tmp/tunelab-bench", help="where the random GPU model is written")
     return p.parse_args()
@@ -88,12 +99,18 @@ def _mixed_requests(llm: LLM, count: int, seed: int, max_prompt: int, max_output
 
 # ---- tunelab -------------------------------------------------------------------------------------
 
-def _ours_single(llm: LLM, prompt: list[int], new_tokens: int) -> float:
+def _ours_single(llm: LLM, prompt: list[int], new_tokens: int) -> tuple[float, list[int]]:
     llm.generate([prompt], SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))  # warm-up
     start = time.perf_counter()
     out = llm.generate([prompt], SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True))
     _sync()
-    return len(out[0].token_ids) / (time.perf_counter() - start)
+    return len(out[0].token_ids) / (time.perf_counter() - start), out[0].token_ids
+
+
+def _agreement(exact: list[int], other: list[int]) -> str:
+    """How long the greedy outputs stay identical (they diverge for good after the first change)."""
+    same = next((i for i, (a, b) in enumerate(zip(exact, other)) if a != b), min(len(exact), len(other)))
+    return f"first {same} of {len(exact)} greedy tokens identical"
 
 
 def _ours_batch(llm: LLM, reqs) -> float:
@@ -213,18 +230,25 @@ def _sync() -> None:
 def _report(single: dict, batch: dict, baseline: str, args, weight_bytes: int, device) -> None:
     print(f"\n(a) one stream, {args.new_tokens} new tokens")
     for name, v in single.items():
-        print(f"    {name:13s} {v:8.1f} tok/s")
-    if "transformers" in single:
-        print(f"    ratio         {single['tunelab'] / single['transformers']:8.2f}x")
+        print(f"    {name:18s} {v:8.1f} tok/s")
+    _ratios(single)
     if device.type == "cuda":
         limit = _copy_bandwidth(device) / weight_bytes
         print(f"    bandwidth limit {limit:.1f} tok/s -> tunelab at {100 * single['tunelab'] / limit:.0f}%")
     print(f"\n(b) {args.requests} mixed requests (prompts 16-{args.max_prompt}, outputs 16-{args.max_output})")
     for name, v in batch.items():
-        print(f"    {name:13s} {v:8.1f} tok/s")
-    if "transformers" in batch:
-        print(f"    ratio         {batch['tunelab'] / batch['transformers']:8.2f}x   baseline: {baseline}")
+        print(f"    {name:18s} {v:8.1f} tok/s")
+    _ratios(batch, f"   baseline: {baseline}")
     print(f"\nweights {weight_bytes / 1e9:.2f} GB, device {device}, OMP threads {os.environ.get('OMP_NUM_THREADS')}")
+
+
+
+def _ratios(rates: dict[str, float], note: str = "") -> None:
+    if "transformers" not in rates:
+        return
+    for name, v in rates.items():
+        if name != "transformers":
+            print(f"    ratio {name[8:] or 'exact':12s} {v / rates['transformers']:8.2f}x{note}")
 
 
 if __name__ == "__main__":

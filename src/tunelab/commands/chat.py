@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    parser.add_argument("--quantize", default=None,
+                        help="weight-only quantization: int8, int4, int4-g64/-g128, +'-all' for every linear")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     model, adapter = resolve_target(args.model, args.adapter)
     print(f"loading {model or 'the default model'}{' + adapter ' + str(adapter) if adapter else ''} ...",
           file=sys.stderr)
-    cfg = EngineConfig(dtype=args.dtype, device=args.device, max_num_seqs=1, max_model_len=args.max_model_len)
+    cfg = EngineConfig(dtype=args.dtype, device=args.device, max_num_seqs=1, max_model_len=args.max_model_len,
+                       quantize=args.quantize)
     engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=args.seed)

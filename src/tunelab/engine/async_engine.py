@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -40,28 +41,37 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
     sent: dict[int, int] = field(default_factory=dict)  # completion index -> tokens delivered
+    done: set[int] = field(default_factory=set)  # completion indexes whose final delta went out
 
 
 class AsyncEngine:
-    """A model served to asyncio code; see `generate`, `abort`, `add_adapter`, `stats`."""
+    """A model served to asyncio code; see `generate`, `abort`, `add_adapter`, `stats`.
+
+    Build it from a model (plus `dtype`, `device` and EngineConfig fields), from a
+    ready `config`, or around an existing `engine`.
+    """
 
     def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
                  dtype: str = "auto", device: str = "auto", engine: LLMEngine | None = None,
-                 **engine_cfg: Any):
+                 config: EngineConfig | None = None, **engine_cfg: Any):
         from tunelab.config import build
 
         if engine is None:
-            cfg = build(EngineConfig, {**engine_cfg, "dtype": dtype, "device": device})
-            engine = LLMEngine(model, adapters, cfg)
+            cfg = config or build(EngineConfig, {**engine_cfg, "dtype": dtype, "device": device})
+            engine = LLMEngine(model, None, cfg)
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_dir = engine.model_dir
         self._requests: dict[Any, _Request] = {}
+        self._paths: dict[str, str] = {name: str(path) for name, path in engine.lora.adapters.items()}
+        self._publishing = threading.Lock()  # the engine thread and abort() both publish
         self._wake = threading.Condition()
         self._stopped = False
         self._error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="tunelab-engine", daemon=True)
         self._thread.start()
+        for name, path in (adapters or {}).items():
+            self.add_adapter(name, path)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -94,22 +104,37 @@ class AsyncEngine:
         return bool(seqs)
 
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Load a PEFT adapter (or run dir) under `name`."""
+        """Load a PEFT adapter (or run dir) under `name`; requests may use it right after."""
         self.engine.add_adapter(name, path)
+        self._paths[name] = str(path)
 
     def remove_adapter(self, name: str) -> None:
-        """Unload adapter `name`, aborting requests that use it."""
-        self.engine.remove_adapter(name)
+        """Unload adapter `name`; requests using it end with finish_reason 'abort'."""
+        with self.engine.lock:  # no request may start with it between the check and the removal
+            users = [s for s in self._unfinished() if s.adapter == name]
+            self.engine.remove_adapter(name)
+        self._paths.pop(name, None)
+        for seq in users:
+            self._publish(seq)
 
-    def adapters(self) -> list[str]:
-        return self.engine.lora.names()
+    def adapters(self) -> dict[str, str]:
+        """Loaded adapters: name -> the path they were added from."""
+        return dict(self._paths)
 
     def stats(self) -> dict[str, Any]:
         """running, waiting, kv_usage, preemptions, token totals, adapters."""
         return self.engine.stats()
 
-    def shutdown(self) -> None:
-        """Stop the engine thread (pending requests are left unfinished)."""
+    def shutdown(self, drain_s: float = 0.0) -> None:
+        """Let running requests finish for up to `drain_s` seconds, abort the rest, stop the thread.
+
+        Aborted streams end with finish_reason 'abort', so no caller waits forever.
+        """
+        deadline = time.monotonic() + drain_s
+        while self.engine.has_unfinished() and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.02)
+        for request_id in {s.seq_id[0] for s in self._unfinished()}:
+            self.abort(request_id)
         with self._wake:
             self._stopped = True
             self._wake.notify()
@@ -143,19 +168,29 @@ class AsyncEngine:
             for seq in touched:
                 self._publish(seq)
 
+    def _unfinished(self) -> list[Sequence]:
+        with self.engine.lock:
+            return [*self.engine.scheduler.running, *self.engine.scheduler.waiting]
+
     def _fail_all(self, error: str) -> list[Sequence]:
         with self.engine.lock:
-            seqs = [*self.engine.scheduler.running, *self.engine.scheduler.waiting]
+            seqs = self._unfinished()
             for seq in seqs:
                 self.engine.scheduler.abort(seq.seq_id)
                 seq.error = error
         return seqs
 
     def _publish(self, seq: Sequence) -> None:
+        with self._publishing:
+            self._publish_locked(seq)
+
+    def _publish_locked(self, seq: Sequence) -> None:
         request_id, index = seq.seq_id
         req = self._requests.get(request_id)
-        if req is None:
+        if req is None or index in req.done:  # e.g. abort() already sent the final delta
             return
+        if seq.is_finished:
+            req.done.add(index)
         sent = req.sent.get(index, 0)
         req.sent[index] = len(seq.output_ids)
         logprobs = seq.logprobs[sent:] if seq.params.logprobs is not None else None

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from tunelab.config import opt
 from tunelab.errors import ConfigError, InvalidRequest
 
 MAX_TOP_LOGPROBS = 20
+_QUANTIZE = re.compile(r"^(int8|int4(-g(32|64|128|256))?)(-all)?$")  # parsed by models.layers.QuantSpec
 
 
 @dataclass
@@ -35,6 +37,8 @@ class EngineConfig:
     enforce_eager: bool = opt(False, "disable CUDA graphs for decode batches")
     max_loras: int = opt(8, "most LoRA adapters loaded at once")
     max_lora_rank: int = opt(64, "largest LoRA rank an adapter may have")
+    quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
+                                     "the decoder linears too (default: lm_head only); None = exact")
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_loras", "max_lora_rank"):
@@ -44,6 +48,9 @@ class EngineConfig:
                 _positive(name, getattr(self, name))
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.quantize is not None and not _QUANTIZE.match(str(self.quantize)):
+            raise ConfigError(f"quantize: '{self.quantize}' is not one of int8, int4, int4-gN (N = 32, 64, "
+                              "128, 256), optionally followed by -all, or None")
         if self.cpu_kv_cache_gb <= 0:
             raise ConfigError(f"cpu_kv_cache_gb must be > 0, got {self.cpu_kv_cache_gb}")
 

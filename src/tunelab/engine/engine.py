@@ -39,7 +39,7 @@ class LLMEngine:
         if self.device.type == "cpu" and cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.dtype = parse_dtype(cfg.dtype, self.device)
-        self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device)
+        self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device, cfg.quantize)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.config = self._finish_config(cfg)
         self.kv = KVCache.allocate(self.model.spec, self.config.num_blocks, self.config.block_size,

@@ -63,8 +63,13 @@ def load_config(model_dir: Path):
     return AutoConfig.from_pretrained(model_dir)
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device):
-    """Build and fill the model for `model_dir`; returns (model, transformers config)."""
+def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, quantize: str | None = None):
+    """Build and fill the model for `model_dir`; returns (model, transformers config).
+
+    `quantize` (see `layers.QuantSpec`) is checked before any weight is read."""
+    from tunelab.models.layers import QuantSpec, quantize_model
+
+    QuantSpec.parse(quantize)
     model_dir = Path(model_dir)
     config = load_config(model_dir)
     family = family_for(config, str(model_dir / "config.json"))
@@ -82,6 +87,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device):
         model.lm_head.weight = model.model.embed_tokens.weight
     _fill(model, model_dir, family.prefix)
     model.to_device(device)
+    quantize_model(model, quantize)
     return model.eval(), text_config
 
 

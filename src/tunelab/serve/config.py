@@ -34,6 +34,7 @@ class ServeConfig:
     reasoning: Literal["auto", "off"] = opt("auto", "split <think>...</think> into reasoning_content")
     dtype: str = opt("auto", "engine weights dtype")
     device: str = opt("auto", "engine device")
+    quantize: str | None = opt(None, "engine weight-only quantization: int8, int4[-gN][-all]; None = exact")
     n_threads: int | None = opt(None, "llamacpp CPU threads; default: half the logical cores")
     ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
