@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -129,10 +128,9 @@ class Chat:
         """Write system prompt and messages to `filename` as JSON (atomically)."""
         path = Path(filename or "chat.json").expanduser()
         msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"messages": msgs}, ensure_ascii=False, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        from tunelab.atomic import write_text_atomic
+
+        return write_text_atomic(path, json.dumps({"messages": msgs}, ensure_ascii=False, indent=2))
 
     def set_params(self, items: list[str]) -> None:
         """`/params` shows the sampling settings; `/params k=v ...` changes them."""

@@ -8,10 +8,9 @@ output back yields the same conversations, row for row.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from tunelab.atomic import atomic_file
 from tunelab.data.errors import DataError
 from tunelab.data.rows import Row
 
@@ -51,16 +50,9 @@ def write_records(path: str | Path, records: list[dict]) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError("unsupported file", "output must end in .jsonl or .json", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if path.suffix.lower() == ".json":
-                json.dump(records, f, ensure_ascii=False, indent=1)
-            else:
-                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        if path.suffix.lower() == ".json":
+            json.dump(records, f, ensure_ascii=False, indent=1)
+        else:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     return path

@@ -21,14 +21,13 @@ tokenizer's template renders here exactly as `apply_chat_template` renders it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tunelab.atomic import write_text_atomic
 from tunelab.data.builtin_templates import ALIASES, BUILTINS, BY_ARCHITECTURE
 from tunelab.data.errors import TemplateError
 
@@ -101,11 +100,7 @@ class ChatTemplate:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"version": 1, **asdict(self)}, ensure_ascii=False, indent=2)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".template-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, directory / TEMPLATE_FILE)
-        return directory / TEMPLATE_FILE
+        return write_text_atomic(directory / TEMPLATE_FILE, text + "\n")
 
     def with_system(self, system: str | None) -> ChatTemplate:
         """A copy whose default system prompt is `system`."""

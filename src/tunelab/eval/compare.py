@@ -141,8 +141,7 @@ def forgetting_check(pair: Pair, threshold: float) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temp file, then rename)."""
-    from tunelab.export.atomic import atomic_file
+    from tunelab.atomic import write_text_atomic
 
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
 

@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 
 from tunelab.eval.charts import line_chart
-from tunelab.export.atomic import atomic_file
+from tunelab.atomic import atomic_file
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#111;padding:0 16px}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab.data.templates import ChatTemplate
-from tunelab.export.atomic import atomic_dir
+from tunelab.atomic import atomic_dir
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
 from tunelab.export.modelfile import ollama_template, render_modelfile

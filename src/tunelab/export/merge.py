@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelab.data.templates import ChatTemplate
-from tunelab.export.atomic import atomic_dir
+from tunelab.atomic import atomic_dir
 from tunelab.export.runs import Run
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")

@@ -51,7 +51,8 @@ def test_abort_ends_stream_and_frees_blocks(engine):
         return got
 
     got = asyncio.run(main())
-    assert got[-1].finish_reason == "abort" and len(got) < 10
+    # Deltas already queued before the abort may still arrive; the stream must end well short.
+    assert got[-1].finish_reason == "abort" and len(got) < params.max_tokens // 2
 
 
 def test_leaving_the_stream_early_aborts(engine):

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tunelab.export.atomic import atomic_file
+from tunelab.atomic import atomic_file
 from tunelab.data.templates import ChatTemplate
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families as fam

@@ -1,4 +1,7 @@
-"""Write to a temporary sibling, then rename: readers never see a half-written export."""
+"""Write to a temporary sibling, then rename: readers never see a half-written file or folder.
+
+Every writer in tunelab (store, runs, templates, data, exports, reports) goes through here.
+"""
 
 from __future__ import annotations
 
@@ -47,3 +50,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through a temp file and a rename; return the path."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
