@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `tunelab serve`."""
     parser.add_argument("model", nargs="?", default=None,
                         help="store name, HF model dir, or .gguf (llamacpp); default: Gemma 3 270M")
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                        help="serve a LoRA adapter under NAME (repeatable)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                        help="serve a LoRA adapter or training run under NAME (default: the folder name; repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (0 = any free port)")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
@@ -34,9 +35,9 @@ def build_config(args: argparse.Namespace):
 
     adapters = {}
     for item in args.adapter:
-        name, sep, path = item.partition("=")
+        name, sep, path = item.partition("=") if "=" in item else (Path(item).name, "=", item)
         if not sep or not name or not path:
-            raise ConfigError(f"--adapter: expected NAME=PATH, got '{item}'")
+            raise ConfigError(f"--adapter: expected [NAME=]PATH, got '{item}'")
         adapters[name] = path
     flags = {"host": args.host, "port": args.port, "backend": args.backend}
     optional = {"model": args.model, "api_key": args.api_key, "watch": args.watch,

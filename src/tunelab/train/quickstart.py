@@ -2,9 +2,9 @@
 
     held-out questions -> base model answers -> LoRA on the demo data -> answers again -> report
 
-Answers are generated greedily with transformers, prompts built by the same
-`encode_prompt` and stop tokens that training and serving use, so what you see is
-what the server will say. The base model is a pretrained (not chat-tuned) model, so
+Answers come from tunelab's own engine (the one `tunelab serve` runs), greedily, base and
+adapter in one batch, with the template and stop tokens saved with the run, so what you see
+is what the server will say. The base model is a pretrained (not chat-tuned) model, so
 its "before" answers are mostly continuations or repeats: that is the point of the demo.
 """
 
@@ -65,11 +65,9 @@ def quickstart(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     model_dir = resolve_model(cfg.model)
     questions = heldout_questions(cfg.questions)
     prompts = [messages for messages, _ in questions]
-    console.print(f"answering {len(questions)} held-out questions with the base model ...")
-    before = answer_all(model_dir, None, prompts, cfg.max_new_tokens)
     result = train(train_config(cfg, model_dir, demo_train_path()), console=console)
-    console.print("answering them again with the fine-tuned adapter ...")
-    after = answer_all(model_dir, result.run_dir / "adapter", prompts, cfg.max_new_tokens)
+    console.print(f"answering {len(questions)} held-out questions with the base model and the adapter ...")
+    before, after = answer_both(model_dir, result.run_dir / "adapter", prompts, cfg.max_new_tokens)
     answers = [Answer(m[-1]["content"], ref, b, a) for (m, ref), b, a in zip(questions, before, after)]
     report = write_report(result.run_dir)
     print_answers(console, answers, result.run_dir, report)
@@ -106,52 +104,16 @@ def heldout_questions(n: int = 0) -> list[tuple[list[dict], str]]:
     return out
 
 
-def answer_all(model_dir: Path, adapter: Path | None, prompts: list[list[dict]], max_new_tokens: int,
-               batch_size: int = 6) -> list[str]:
-    """Greedy answers from the base model (or base + adapter) for each conversation prefix."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def answer_both(model_dir: Path, adapter: Path, prompts: list[list[dict]], max_new_tokens: int
+                ) -> tuple[list[str], list[str]]:
+    """Greedy answers of the base model and of base + adapter, from one engine (no weight merge)."""
+    from tunelab.engine import LLM, SamplingParams
 
-    from tunelab.data.templates import ChatTemplate, encode_prompt
-
-    source = adapter or model_dir
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    template = ChatTemplate.for_model(source)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
-    stops = template.stop_token_ids(tokenizer)
-    encoded = [encode_prompt(template, tokenizer, p) for p in prompts]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[str] = []
-    for i in range(0, len(encoded), batch_size):
-        ids = generate_batch(model, encoded[i:i + batch_size], stops, max_new_tokens, pad_id)
-        out += [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
-    return out
-
-
-def generate_batch(model, prompts: list[list[int]], stops: list[int], max_new_tokens: int, pad_id: int
-                   ) -> list[list[int]]:
-    """Greedy continuations of left-padded prompts, each cut at its first stop token."""
-    import torch
-
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=stops or None, pad_token_id=pad_id)
-    return [_until_stop(row[width:].tolist(), stops) for row in out]
-
-
-def _until_stop(tokens: list[int], stops: list[int]) -> list[int]:
-    for k, t in enumerate(tokens):
-        if t in stops:
-            return tokens[:k]
-    return tokens
+    llm = LLM(str(model_dir), adapters={"tuned": str(adapter)})
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
+    before = [o.text.strip() for o in llm.chat(prompts, params)]
+    after = [o.text.strip() for o in llm.chat(prompts, params, adapter="tuned")]
+    return before, after
 
 
 def print_answers(console: Any, answers: list[Answer], run_dir: Path, report: Path) -> None:
