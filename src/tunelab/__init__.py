@@ -1,7 +1,8 @@
 """tunelab: fine-tune open LLMs on your own data and serve them locally.
 
 The public API is small and imported lazily, so `import tunelab` stays cheap:
-`resolve_model`, `LLM`, `SamplingParams`, `train`, `serve`.
+`resolve_model`, `LLM` + `SamplingParams`, `TrainConfig` (run it with `tunelab.train.train`)
+and `ServeConfig` (run it with `tunelab.serve.serve`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ _LAZY = {
     "resolve_model": ("tunelab.store.resolve", "resolve_model"),
     "LLM": ("tunelab.engine.llm", "LLM"),
     "SamplingParams": ("tunelab.engine.config", "SamplingParams"),
+    "TrainConfig": ("tunelab.train.config", "TrainConfig"),
+    "ServeConfig": ("tunelab.serve.config", "ServeConfig"),
 }
 
 

@@ -14,21 +14,21 @@ import sys
 
 # name -> (module under tunelab.commands, one-line help). Only working commands are listed.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("quickstart", "fine-tune the embedded Gemma 3 270M on demo data; show answers before/after"),
     "pull": ("pull", "add a model to the local store: hub id, modelscope:ORG/NAME, local dir or .gguf"),
     "list": ("store_list", "list the models in the local store"),
     "show": ("show", "show a stored model's config, size, chat template and the runs trained on it"),
     "rm": ("rm", "remove a model from the local store"),
-    "merge": ("merge", "fold a run's adapter into its base: a standalone Hugging Face model dir"),
-    "export": ("export", "export a run or model to GGUF (f16..q4_k_m) or an Ollama Modelfile bundle"),
-    "eval": ("eval", "compare a run with its base: held-out loss, generations side by side, forgetting"),
-    "report": ("report", "write a self-contained HTML report of a run (curves, config, eval table)"),
+    "data": ("data", "check, preview or convert training data (every common format)"),
     "train": ("train", "fine-tune a model (lora, dora, qlora, full, freeze) into runs/NAME"),
     "runs": ("runs", "list training runs with their status and final loss"),
-    "quickstart": ("quickstart", "fine-tune the embedded Gemma 3 270M on demo data; show answers before/after"),
-    "data": ("data", "check, preview or convert training data (every common format)"),
+    "eval": ("eval", "compare a run with its base: held-out loss, generations side by side, forgetting"),
+    "report": ("report", "write a self-contained HTML report of a run (curves, config, eval table)"),
     "chat": ("chat", "chat with a model or a training run in the terminal (streaming, multi-line)"),
     "serve": ("serve", "serve a model and its adapters over an OpenAI- and Ollama-compatible API"),
     "ui": ("ui", "the web UI: chat, training dashboard, models and serving status in a browser"),
+    "merge": ("merge", "fold a run's adapter into its base: a standalone Hugging Face model dir"),
+    "export": ("export", "export a run or model to GGUF (f16..q4_k_m) or an Ollama Modelfile bundle"),
     "bench": ("bench", "benchmark a running server: TTFT, ITL, TPOT, throughput"),
 }
 
