@@ -6,8 +6,7 @@ importable (and testable) without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tunelab.lazy import lazy_getattr
 
 _EXPORTS = {
     "EngineConfig": "tunelab.engine.config",
@@ -27,8 +26,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tunelab.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -5,6 +5,8 @@ Names load lazily so importing the package does not import FastAPI or torch.
 
 from __future__ import annotations
 
+from tunelab.lazy import lazy_getattr
+
 _LAZY = {
     "serve": ("tunelab.serve.server", "serve_forever"),
     "ServeConfig": ("tunelab.serve.config", "ServeConfig"),
@@ -12,10 +14,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'tunelab.serve' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
