@@ -23,13 +23,14 @@ class Terminal:
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
         os.close(slave)
         self.output = ""
+        self.pos = 0  # where the last match ended: text after it may already be buffered
 
     def expect(self, pattern: str, timeout: float = 120) -> re.Match:
         deadline = time.monotonic() + timeout
-        start = len(self.output)
         while time.monotonic() < deadline:
-            m = re.search(pattern, self.output[start:])
+            m = re.search(pattern, self.output[self.pos:])
             if m:
+                self.pos += m.end()
                 return m
             ready, _, _ = select.select([self.master], [], [], 0.2)
             if ready:
