@@ -13,11 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunelab.eval.report import write_report
-    from tunelab.export.errors import RunError
-    from tunelab.export.runs import find_run_dir
+    from tunelab.export.runs import require_run_dir
 
-    run_dir = find_run_dir(args.run)
-    if run_dir is None:
-        raise RunError(f"no run at '{args.run}' (looked for status.json there, in ./runs and in $TUNELAB_HOME/runs)")
-    print(write_report(run_dir, args.out))
+    print(write_report(require_run_dir(args.run), args.out))
     return 0

@@ -12,8 +12,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
-    from pathlib import Path
-
     from rich.console import Console
     from rich.table import Table
 
@@ -29,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = Table("name", "arch", "params", "dtype", "size", "template", "source", box=None)
     for e in entries.values():
-        missing = "" if (Path(e.path) / "config.json").is_file() else " (missing!)"
+        missing = "" if e.present else " (missing!)"
         table.add_row(e.name + missing, e.architecture, human_count(e.params), e.dtype,
                       human_bytes(e.size_bytes), "yes" if e.has_chat_template else "no", e.source)
     Console(width=200).print(table)

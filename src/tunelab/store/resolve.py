@@ -20,7 +20,7 @@ def resolve_model(spec: str | Path | None, store: Store | None = None) -> Path:
     text = str(spec)
     entry = store.get(text)
     if entry is not None:
-        if not (Path(entry.path) / "config.json").is_file():
+        if not entry.present:
             raise ModelNotFound(f"store entry '{text}' points to a missing directory {entry.path}; "
                                 f"pull it again or `tunelab rm {text}`")
         return Path(entry.path)
@@ -38,7 +38,7 @@ def _pull_on_first_use(text: str, store: Store) -> Path:
         raise ModelNotFound(not_found_message(text, store))
     src = parse_source(text)
     for entry in store.entries().values():  # pulled before under this source
-        if entry.source == src.label and (Path(entry.path) / "config.json").is_file():
+        if entry.source == src.label and entry.present:
             return Path(entry.path)
     try:
         return Path(pull(text, store=store).path)
@@ -48,32 +48,36 @@ def _pull_on_first_use(text: str, store: Store) -> Path:
 
 def not_found_message(text: str, store: Store, short: bool = False) -> str:
     """'no model named X', with close store names and a pointer to `tunelab list`."""
-    close = close_names(text, store)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = _did_you_mean(text, store)
     if short:
         return f"not in the store either.{hint} See `tunelab list`"
     return f"no model named '{text}' in the store or on disk.{hint} See `tunelab list`."
 
 
-def close_names(text: str, store: Store) -> list[str]:
-    """Store names that look like `text`."""
-    return difflib.get_close_matches(text, list(store.entries()), n=3, cutoff=0.4)
+def _did_you_mean(text: str, store: Store) -> str:
+    """' Did you mean: a, b?' naming store names that look like `text`, or ''."""
+    close = difflib.get_close_matches(text, list(store.entries()), n=3, cutoff=0.4)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def _not_in_store(name: str, store: Store) -> ModelNotFound:
+    return ModelNotFound(f"no model named '{name}' in the store.{_did_you_mean(name, store)} See `tunelab list`.")
 
 
 def require_entry(name: str, store: Store) -> ModelEntry:
     """The index entry for `name`, or ModelNotFound listing close names."""
     entry = store.get(name)
     if entry is None:
-        close = close_names(name, store)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ModelNotFound(f"no model named '{name}' in the store.{hint} See `tunelab list`.")
+        raise _not_in_store(name, store)
     return entry
 
 
 def find_local(spec: str, store: Store) -> tuple[ModelEntry | None, Path]:
     """A store entry and its dir, or a local model dir (no entry); never pulls."""
+    entry = store.get(spec)
+    if entry is not None:
+        return entry, Path(entry.path)
     path = Path(spec).expanduser()
-    if store.get(spec) is None and path.is_dir() and (path / "config.json").is_file():
+    if path.is_dir() and (path / "config.json").is_file():
         return None, path
-    entry = require_entry(spec, store)
-    return entry, Path(entry.path)
+    raise _not_in_store(spec, store)
