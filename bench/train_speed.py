@@ -155,6 +155,7 @@ def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> 
     from tunelab.config import load_config
     from tunelab.data.tokenize import Example
     from tunelab.train.config import TrainConfig
+    from tunelab.train.rundir import RunDir
     from tunelab.train.trainer import train
 
     examples = [Example(r["input_ids"], r["labels"]) for r in rows]
@@ -165,7 +166,7 @@ def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> 
         "output": str(Path(args.work) / f"tunelab-run-{args.round}"), "lr": 1e-4,
     })
     result = train(cfg, examples=(examples, []))
-    metrics = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = RunDir(result.run_dir).metrics()
     timed = metrics[1:] or metrics  # the first step pays one-off warm-up costs; skipped on both sides
     tokens = sum(m["tokens"] for m in timed)
     seconds = sum(m["tokens"] / m["tokens_per_s"] for m in timed)

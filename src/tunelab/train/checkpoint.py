@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tunelab.atomic import atomic_dir
 from tunelab.errors import TunelabError
-from tunelab.train.rundir import atomic_dir
 
 FILES = ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
 
@@ -91,7 +91,7 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer, scheduler) -> LoopS
 
     verify(ckpt)
     weights = load_file(str(ckpt / "trainable.safetensors"))
-    missing = set(trainable_state(model)) - set(weights)
+    missing = {n for n, p in model.named_parameters() if p.requires_grad} - set(weights)
     if missing:
         raise CorruptCheckpoint(f"checkpoint {ckpt} does not match this model: {len(missing)} tensors missing")
     model.load_state_dict(weights, strict=False)

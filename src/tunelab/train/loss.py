@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-IGNORE = -100
+from tunelab.data.tokenize import IGNORE
+
 CHUNK = 256  # rows of logits alive at once: 256 x 262k vocab x 4 bytes = 268 MB
 
 

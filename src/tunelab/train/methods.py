@@ -109,15 +109,15 @@ def _train_last_layers(model: nn.Module, n: int) -> None:
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; tied weights counted once."""
-    seen: dict[int, nn.Parameter] = {id(p): p for p in model.parameters()}
-    total = sum(p.numel() for p in seen.values())
-    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
+    params = list(model.parameters())  # parameters() yields a shared (tied) tensor once
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
     return trainable, total
 
 
 def save_result(model: nn.Module, cfg: TrainConfig, run_dir: Path, tokenizer, template) -> Path:
     """Write the adapter (PEFT format) or the full model, with tokenizer and chat template."""
-    from tunelab.train.rundir import atomic_dir
+    from tunelab.atomic import atomic_dir
 
     name = "adapter" if cfg.method in ADAPTER_METHODS else "model"
     with atomic_dir(run_dir / name) as tmp:

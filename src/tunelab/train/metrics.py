@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import resource
 import sys
-import time
 
 import torch
 
@@ -16,24 +14,6 @@ def peak_mem_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # macOS reports bytes, Linux KiB
-
-
-def is_finite(value: float) -> bool:
-    """False for NaN and +-inf."""
-    return math.isfinite(value)
-
-
-class Throughput:
-    """Tokens per second over the steps since the last `tick`."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-
-    def tick(self, tokens: int) -> tuple[float, float]:
-        """(tokens/s, seconds) since the previous tick."""
-        now = time.perf_counter()
-        seconds, self.last = now - self.last, now
-        return tokens / max(seconds, 1e-9), seconds
 
 
 def estimate_memory_gb(total_params: int, trainable: int, weight_bytes: int, tokens_per_micro: int,

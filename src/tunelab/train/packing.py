@@ -18,7 +18,7 @@ import dataclasses
 import random
 from typing import Sequence
 
-IGNORE = -100
+from tunelab.data.tokenize import IGNORE
 
 
 @dataclasses.dataclass

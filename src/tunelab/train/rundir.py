@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.atomic import atomic_dir, write_text_atomic as write_atomic  # noqa: F401  (re-exported)
+from tunelab.atomic import write_text_atomic as write_atomic
 from tunelab.errors import TunelabError
 
 STATES = ("running", "finished", "failed", "stopped")

@@ -71,7 +71,7 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
                 total_steps: int, start_step: int) -> dict[str, Any]:
     """The rows of the one-screen start summary."""
     from tunelab.train.display import human
-    from tunelab.train.methods import count_params
+    from tunelab.train.methods import ADAPTER_METHODS, count_params
     from tunelab.train.metrics import estimate_memory_gb
 
     trainable, total = count_params(model)
@@ -82,8 +82,8 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
     steps = f"{total_steps}" + (f" (resuming at {start_step})" if start_step else "")
     return {
         "model": f"{cfg.model or 'default (Gemma 3 270M)'}  [{model_dir}]",
-        "method": cfg.method + (f" r={cfg.lora.rank} alpha={cfg.lora.alpha:g}" if "lora" in cfg.method
-                                or cfg.method == "dora" else ""),
+        "method": cfg.method + (f" r={cfg.lora.rank} alpha={cfg.lora.alpha:g}"
+                                if cfg.method in ADAPTER_METHODS else ""),
         "params": f"{human(trainable)} trainable / {human(total)} total ({100 * trainable / max(total, 1):.2f}%)",
         "data": f"{data.rows} rows -> {len(data.train)} train / {len(data.eval)} eval examples, "
                 f"{human(data.tokens())} tokens/epoch",

@@ -11,6 +11,7 @@ reproduces the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import threading
@@ -21,12 +22,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from tunelab.config import build, merge, to_dict
+from tunelab.config import load_config, to_dict
 from tunelab.errors import TunelabError
 from tunelab.train import checkpoint as ckpt
 from tunelab.train.config import TrainConfig
 from tunelab.train.loss import SelectedLogitsLoss
-from tunelab.train.metrics import Throughput, is_finite, peak_mem_mb
+from tunelab.train.metrics import peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, plan_epoch
 from tunelab.train.rundir import RunDir, default_run_name, open_run
 
@@ -125,9 +126,7 @@ def train(
 def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[RunDir, TrainConfig]:
     if resume is not None:
         run = open_run(resume)
-        extra = _parse(overrides)
-        cfg = build(TrainConfig, merge(run.read_config(), extra))
-        return run, cfg
+        return run, load_config(TrainConfig, run.path / "config.yaml", overrides)
     assert cfg is not None, "train() needs a config or a run to resume"
     run = RunDir(cfg.output or Path("runs") / default_run_name(cfg.model, cfg.method))
     if (run.path / "status.json").exists():
@@ -136,12 +135,6 @@ def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[RunDir,
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(to_dict(cfg))
     return run, cfg
-
-
-def _parse(overrides: list[str] | None) -> dict:
-    from tunelab.config import parse_overrides
-
-    return parse_overrides(overrides) if overrides else {}
 
 
 def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bool) -> Session:
@@ -190,10 +183,10 @@ def _truncate_metrics(run: RunDir, step: int) -> None:
     """Drop metrics rows past the checkpoint: those steps run again."""
     import json
 
-    from tunelab.train.rundir import write_atomic
+    from tunelab.atomic import write_text_atomic
 
     rows = [r for r in run.metrics() if r["step"] <= step]
-    write_atomic(run.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_text_atomic(run.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def fit(session: Session, console, on_step: StepHook | None = None) -> str:
@@ -244,7 +237,7 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
     except (torch.OutOfMemoryError, RuntimeError) as err:
         raise as_out_of_memory(err, session.cfg, session.state.step + 1) from None
     loss = loss_total / max(n_labels, 1)
-    if not is_finite(loss):
+    if not math.isfinite(loss):
         session.optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLoss(
             f"loss became {loss} at step {session.state.step + 1}; lower lr (now {session.cfg.lr:g}) "
@@ -332,7 +325,7 @@ def _finish(session: Session, outcome: str, console) -> TrainResult:
     from tunelab.train.methods import save_result
 
     run, state = session.run, session.state
-    row = session.last_row or (run.metrics()[-1] if run.metrics() else {})
+    row = session.last_row or (run.metrics() or [{}])[-1]
     final_loss, eval_loss = row.get("loss"), row.get("eval_loss")
     if session.accelerator.is_main_process:
         if outcome == "finished":
