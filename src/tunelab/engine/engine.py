@@ -57,12 +57,7 @@ class LLMEngine:
 
     def check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """Reject a prompt that can never run (empty, too long, bad ids) before any work."""
-        n, limit = len(prompt_ids), self.config.max_model_len
-        if n == 0:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        if n > limit:
-            raise InvalidRequest(f"the prompt has {n} tokens, more than the maximum model length of {limit}",
-                                 param="prompt")
+        self.scheduler.check_prompt(len(prompt_ids))
         vocab = self.model.spec.vocab_size
         if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
             raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
@@ -98,7 +93,9 @@ class LLMEngine:
         """Run one batch; returns the sequences that got a token or finished in this step."""
         with self.lock:
             batch = self.scheduler.schedule()
-        tokens, logprobs = self.runner.step(batch, sample) if batch else ([], None)
+            # Snapshot the block tables now: an abort from another thread frees them at once.
+            inputs = self.runner.prepare(batch.items) if batch else None
+        tokens, logprobs = self.runner.step(batch, sample, inputs) if batch else ([], None)
         with self.lock:
             finished = self.scheduler.postprocess(batch, tokens, logprobs)
         self.total_generated_tokens += len(tokens)

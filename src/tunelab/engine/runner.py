@@ -39,23 +39,28 @@ class ModelRunner:
         self.device = device
         self.lora = lora  # engine.lora.LoRAManager or None
 
+    def prepare(self, items) -> StepInputs:
+        """Flatten `items` into device tensors. The engine calls this under its lock: once it
+        returns, an abort may free the sequences' block tables without disturbing the step."""
+        return prepare_inputs(items, self.kv.block_size, self.device)
+
     @torch.inference_mode()
-    def execute(self, items) -> torch.Tensor:
+    def execute(self, items, inputs: StepInputs | None = None) -> torch.Tensor:
         """Forward the scheduled `items` (ScheduledItem-like); fp32 logits (N, vocab) for samplers."""
-        step = prepare_inputs(items, self.kv.block_size, self.device)
+        step = inputs or self.prepare(items)
         if self.lora is not None:
-            self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0])
+            self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0], self.device)
         hidden = self.model(step.input_ids, step.attn, self.kv.layers)  # (T, hidden)
         return self.model.compute_logits(hidden[step.sample_rows])
 
     @torch.inference_mode()
-    def step(self, batch, sample_fn) -> tuple[list[int], list | None]:
+    def step(self, batch, sample_fn, inputs: StepInputs | None = None) -> tuple[list[int], list | None]:
         """Run a scheduler Batch and sample one token per sampling item with `sample_fn`."""
-        if not batch.sample_items:
-            self.execute(batch.items)
+        logits = self.execute(batch.items, inputs)
+        seqs = batch.sample_seqs
+        if not seqs:
             return [], None
-        logits = self.execute(batch.items)
-        out = sample_fn(logits, batch.sample_seqs)
+        out = sample_fn(logits, seqs)
         return out.token_ids.tolist(), out.logprobs
 
 
