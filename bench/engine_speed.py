@@ -242,7 +242,6 @@ def _report(single: dict, batch: dict, baseline: str, args, weight_bytes: int, d
     print(f"\nweights {weight_bytes / 1e9:.2f} GB, device {device}, OMP threads {os.environ.get('OMP_NUM_THREADS')}")
 
 
-
 def _ratios(rates: dict[str, float], note: str = "") -> None:
     if "transformers" not in rates:
         return

@@ -77,17 +77,13 @@ class Chat:
     """The read-eval-print loop around one engine; the conversation is a list of messages."""
 
     def __init__(self, engine, params, system: str | None, adapter: str | None):
-        from tunelab.data.templates import ChatTemplate
+        from tunelab.engine.llm import chat_template
 
         self.engine = engine
         self.params = params
         self.system = system
         self.adapter = adapter
-        adapter_dir = engine.lora.adapters.get(adapter) if adapter else None
-        if adapter_dir and (adapter_dir / "tunelab_template.json").is_file():
-            self.template = ChatTemplate.load(adapter_dir)
-        else:
-            self.template = ChatTemplate.for_model(engine.model_dir)
+        self.template = chat_template(engine, adapter)
         self.messages: list[dict] = []
         self.turn = 0
 
@@ -126,11 +122,14 @@ class Chat:
 
     def save(self, filename: str) -> Path:
         """Write system prompt and messages to `filename` as JSON (atomically)."""
-        path = Path(filename or "chat.json").expanduser()
-        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
         from tunelab.atomic import write_text_atomic
 
-        return write_text_atomic(path, json.dumps({"messages": msgs}, ensure_ascii=False, indent=2))
+        path = Path(filename or "chat.json").expanduser()
+        return write_text_atomic(path, json.dumps({"messages": self.conversation()}, ensure_ascii=False, indent=2))
+
+    def conversation(self) -> list[dict]:
+        """The system prompt (if any) followed by the messages so far."""
+        return ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
 
     def set_params(self, items: list[str]) -> None:
         """`/params` shows the sampling settings; `/params k=v ...` changes them."""
@@ -155,9 +154,8 @@ class Chat:
         from tunelab.errors import TunelabError
 
         self.messages.append({"role": "user", "content": text})
-        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
         try:
-            prompt = encode_prompt(self.template, self.engine.tokenizer, msgs)
+            prompt = encode_prompt(self.template, self.engine.tokenizer, self.conversation())
             params = with_template_stops(self.params, self.template, self.engine.tokenizer)
             answer, n, seconds = self._stream(prompt, params)
         except TunelabError as err:

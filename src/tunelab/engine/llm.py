@@ -95,12 +95,7 @@ class LLM:
 
     def template(self, adapter: str | None = None):
         """The chat template saved with the adapter if it has one, else the model's."""
-        from tunelab.data.templates import ChatTemplate
-
-        adapter_dir = self.engine.lora.adapters.get(adapter) if adapter else None
-        if adapter_dir is not None and (adapter_dir / "tunelab_template.json").is_file():
-            return ChatTemplate.load(adapter_dir)
-        return ChatTemplate.for_model(self.engine.model_dir)
+        return chat_template(self.engine, adapter)
 
     def _encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -123,6 +118,16 @@ class LLM:
         while self.engine.has_unfinished():
             self.engine.step()
         return [RequestOutput(rid, ids, [_completion(s) for s in seqs]) for rid, ids, seqs in requests]
+
+
+def chat_template(engine: LLMEngine, adapter: str | None = None):
+    """The ChatTemplate saved with `engine`'s adapter `adapter` if it has one, else the model's."""
+    from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate
+
+    adapter_dir = engine.lora.adapters.get(adapter) if adapter else None
+    if adapter_dir is not None and (adapter_dir / TEMPLATE_FILE).is_file():
+        return ChatTemplate.load(adapter_dir)
+    return ChatTemplate.for_model(engine.model_dir)
 
 
 def with_template_stops(params: SamplingParams, template, tokenizer) -> SamplingParams:

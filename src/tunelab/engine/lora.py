@@ -59,8 +59,11 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # (T, out)
         for name, rows in self.manager.groups:
-            for part in self.parts.get(name, ()):
-                xs = x[rows]
+            parts = self.parts.get(name)
+            if not parts:
+                continue
+            xs = x[rows]  # gathered once for all the parts of a fused projection
+            for part in parts:
                 delta = ((xs @ part.a.T) @ part.b.T) * part.scale  # (t, out_part)
                 if part.dora is None:
                     y[rows, part.out] += delta
@@ -106,13 +109,14 @@ class LoRAManager:
             layer.parts.pop(name, None)
         self.adapters.pop(name, None)
 
-    def set_batch(self, items: list[tuple[str | None, int, int]], num_rows: int) -> None:
+    def set_batch(self, items: list[tuple[str | None, int, int]], num_rows: int,
+                  device: torch.device | None = None) -> None:
         """Group flat batch rows by adapter from (adapter, start, length) per scheduled item."""
         rows: dict[str, list[int]] = {}
         for adapter, start, length in items:
             if adapter is not None:
                 rows.setdefault(adapter, []).extend(range(start, start + length))
-        self.groups = [(name, _rows(r, num_rows)) for name, r in rows.items()]
+        self.groups = [(name, _rows(r, device)) for name, r in rows.items()]
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -168,11 +172,12 @@ class LoRAManager:
         return self.layers[ours].base
 
 
-def _rows(rows: list[int], num_rows: int) -> slice | torch.Tensor:
-    """A slice when the rows are one contiguous run (no gather copy), else an index tensor."""
+def _rows(rows: list[int], device: torch.device | None) -> slice | torch.Tensor:
+    """A slice when the rows are one contiguous run (no gather copy), else an index tensor on
+    the model's device (not copied there again by every layer)."""
     if rows == list(range(rows[0], rows[0] + len(rows))):
         return slice(rows[0], rows[0] + len(rows))
-    return torch.tensor(rows, dtype=torch.long)
+    return torch.tensor(rows, dtype=torch.long, device=device)
 
 
 def _dora_factor(w: torch.Tensor, part: LoRAPart, magnitude: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
     rows = torch.arange(logits.shape[0], device=logits.device)  # rows still unsolved
     for width in (*CANDIDATES, vocab):
         width = min(vocab, max(width, largest_k))
-        sub = logits[rows]
+        sub = logits if len(rows) == len(logits) else logits[rows]  # no (B, V) copy on the first pass
         vals = sub.topk(width, dim=-1).values  # (R, width), sorted descending
         found, complete = _thresholds(vals, sub, top_k[rows], top_p[rows])
         threshold[rows] = found
@@ -127,7 +127,9 @@ def apply_min_p(probs: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 def _probs(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
     params = [s.params for s in seqs]
     # greedy rows are replaced by argmax later; any positive temperature keeps them finite
-    logits = logits / _column([p.temperature if p.temperature > 0 else 1.0 for p in params], logits)
+    temperatures = [p.temperature if p.temperature > 0 else 1.0 for p in params]
+    if any(t != 1.0 for t in temperatures):  # dividing (B, V) by ones costs as much as a softmax
+        logits = logits / _column(temperatures, logits)
     vocab = logits.shape[-1]
     if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
         top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=logits.device)

@@ -92,7 +92,13 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         """Queue a sequence; a prompt that can never run is rejected before any work."""
-        n, limit = seq.num_prompt_tokens, self.cfg.max_model_len
+        self.check_prompt(seq.num_prompt_tokens)
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def check_prompt(self, n: int) -> None:
+        """InvalidRequest unless a prompt of `n` tokens fits the model length and the KV cache."""
+        limit = self.cfg.max_model_len
         if n == 0:
             raise InvalidRequest("the prompt is empty", param="prompt")
         if n > limit:
@@ -102,8 +108,6 @@ class Scheduler:
         if n > capacity:
             raise InvalidRequest(
                 f"the prompt has {n} tokens, more than the KV cache holds ({capacity})", param="prompt")
-        seq.status = SequenceStatus.WAITING
-        self.waiting.append(seq)
 
     def abort(self, seq_id: Any, reason: str = "abort") -> Sequence | None:
         """Finish a sequence now and free its blocks; returns it, or None if unknown."""

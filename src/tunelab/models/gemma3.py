@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from tunelab.models.attention import AttnBatch
-from tunelab.models.layers import GatedMLP, RMSNorm, Rotary
-from tunelab.models.llama import Attention, CausalLM
+from tunelab.models.layers import GatedMLP, RMSNorm
+from tunelab.models.llama import Attention, CausalLM, Rope
 from tunelab.models.spec import ModelSpec, base_spec
 
 
@@ -33,8 +33,8 @@ class Gemma3Layer(nn.Module):
         self.post_feedforward_layernorm = RMSNorm(dim, eps, off)
         self.layer_type = spec.layer_types[layer]
 
-    def forward(self, x, batch: AttnBatch, cache, rotary: Rotary) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), batch, cache, rotary)
+    def forward(self, x, batch: AttnBatch, cache, rope: Rope) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), batch, cache, rope)
         x = x + self.post_attention_layernorm(h)
         h = self.mlp(self.pre_feedforward_layernorm(x))
         return x + self.post_feedforward_layernorm(h)

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from tunelab.models.attention import AttnBatch, paged_attention
-from tunelab.models.layers import FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, rope_inv_freq
+from tunelab.models.layers import FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, apply_rotary, rope_inv_freq
 from tunelab.models.spec import ModelSpec, base_spec
 
 KVCaches = list[tuple[torch.Tensor, torch.Tensor]]
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin (T, 1, D/2) from Rotary.at
 
 
 class Attention(nn.Module):
@@ -36,14 +37,14 @@ class Attention(nn.Module):
         self.scale = spec.scale
         self.softcap = spec.attn_softcap
 
-    def forward(self, x: torch.Tensor, batch: AttnBatch, cache, rotary: Rotary) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: AttnBatch, cache, rope: Rope) -> torch.Tensor:
         """x: (T, hidden) -> (T, hidden)."""
         h, kv, d = self.shape
         q, k, v = self.qkv_proj(x).split([h * d, kv * d, kv * d], dim=-1)
         q, k, v = q.view(-1, h, d), k.view(-1, kv, d), v.view(-1, kv, d)  # (T, heads, D)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary(q, batch.positions), rotary(k, batch.positions)
+        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         o = paged_attention(q, k, v, cache, batch, self.scale, self.window, self.softcap)
         return self.o_proj(o.reshape(-1, h * d))
 
@@ -59,8 +60,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.layer_type = spec.layer_types[layer]
 
-    def forward(self, x, batch: AttnBatch, cache, rotary: Rotary) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), batch, cache, rotary)
+    def forward(self, x, batch: AttnBatch, cache, rope: Rope) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), batch, cache, rope)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -101,8 +102,9 @@ class CausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)  # (T, hidden)
         if self.spec.embed_scale is not None:
             x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)
+        ropes = {t: rot.at(batch.positions) for t, rot in self.rotary.items()}  # not once per layer
         for layer, cache in zip(self.model.layers, caches):
-            x = layer(x, batch, cache, self.rotary[layer.layer_type])
+            x = layer(x, batch, cache, ropes[layer.layer_type])
         return self.model.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def test_n_completions_and_logprobs_stream_per_index(engine):
     deltas = asyncio.run(_collect(engine, "many", [5, 6, 7], params))
     by_index = {i: [d for d in deltas if d.index == i] for i in range(3)}
     for got in by_index.values():
-        assert sum(d.finish_reason is not None for d in got) == 1 and got[-1].finish_reason == "length"
+        assert sum(d.finish_reason is not None for d in got) == 1 and got[-1].finish_reason == "length", got[-1]
         lps = [lp for d in got for lp in d.logprobs]
         assert [lp.token_id for lp in lps] == [t for d in got for t in d.token_ids]
         assert all(len(lp.top) == 2 and lp.logprob <= 0 for lp in lps)
