@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from tunelab.atomic import write_text_atomic
     from tunelab.bench.serve import BenchConfig, format_report, run_benchmark
 
     if args.dataset and not Path(args.dataset).is_file():
@@ -41,7 +42,5 @@ def run(args: argparse.Namespace) -> int:
     summary = asyncio.run(run_benchmark(cfg))
     print(format_report(summary))
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(args.json)
+        write_text_atomic(args.json, json.dumps(summary, indent=2))
     return 1 if summary["errors"] else 0

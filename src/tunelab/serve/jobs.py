@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
 _TAIL_LINES = 200
@@ -60,9 +60,14 @@ class Job:
         """For a failed job, the last `error:` line the CLI printed (or the last line)."""
         if self.state != "failed":
             return None
-        lines = [ln for ln in self.tail if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("error:")]
-        return (errors or lines or [f"exited with code {self.returncode}"])[-1]
+        return last_error(self.tail) or f"exited with code {self.returncode}"
+
+
+def last_error(lines: Iterable[str]) -> str:
+    """The last `error:` line a CLI run printed, else its last non-blank line ("" if none)."""
+    lines = [ln for ln in lines if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or [""])[-1]
 
 
 class JobManager:

@@ -15,7 +15,7 @@ from tunelab.serve import protocol as P
 from tunelab.serve.backends.base import GenParams
 from tunelab.serve.errors import bad_request
 from tunelab.serve.openai_routes import chat_messages, service_of
-from tunelab.serve.reasoning import ReasoningParser
+from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.streaming import ReleasingStream, error_payload, ndjson_line, until_disconnected
 
@@ -51,7 +51,7 @@ async def chat(req: P.OllamaChatRequest, request: Request):
     kwargs = {} if req.think is None else {"enable_thinking": req.think}
     prompt = svc.backend.encode_chat(chat_messages(messages), kwargs)
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "chat",
-                          prompt.text.rstrip().endswith("<think>"))
+                          opens_reasoning(prompt.text))
 
 
 @router.post("/api/generate")
@@ -69,7 +69,7 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
         kwargs = {} if req.think is None else {"enable_thinking": req.think}
         prompt = svc.backend.encode_chat(turns + [{"role": "user", "content": req.prompt}], kwargs)
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "generate",
-                          prompt.text.rstrip().endswith("<think>"))
+                          opens_reasoning(prompt.text))
 
 
 async def _respond(request: Request, svc: Service, target: Target, ids: list[int],
@@ -89,12 +89,8 @@ async def _lines(svc: Service, target: Target, ids: list[int], params: GenParams
     try:
         async for _, d in svc.stream(P.new_id("ollama"), ids, params, target):
             tokens += len(d.token_ids)
-            thinking, content = parser.feed(d.text) if parser else ("", d.text)
-            if d.finish_reason:
-                reason = d.finish_reason
-                if parser:
-                    t2, c2 = parser.finish()
-                    thinking, content = thinking + t2, content + c2
+            thinking, content = parser.step(d.text, bool(d.finish_reason)) if parser else ("", d.text)
+            reason = d.finish_reason or reason
             if thinking or content:
                 yield _piece(target, kind, content, thinking, done=False)
     except Exception as err:  # headers already sent: report in-band, as Ollama does
@@ -156,11 +152,11 @@ async def tags(request: Request) -> dict[str, Any]:
     svc = service_of(request)
     svc.require_ready()
     names = [svc.backend.model_id, *svc.backend.adapters()]
-    return {"models": [_tag(svc, name) for name in names]}
+    info = svc.backend.describe()  # the engine's walks the weights: once, not per adapter
+    return {"models": [_tag(svc, name, info) for name in names]}
 
 
-def _tag(svc: Service, name: str) -> dict[str, Any]:
-    info = svc.backend.describe()
+def _tag(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
     stamp = datetime.fromtimestamp(svc.backend.created, timezone.utc).isoformat()
     return {"name": name, "model": name, "modified_at": stamp, "size": int(info.get("size", 0)),
             "digest": f"{abs(hash(name)):016x}", "details": _details(svc, name, info)}

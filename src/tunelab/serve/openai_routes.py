@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from tunelab.serve import protocol as P
 from tunelab.serve.backends.base import Delta, GenParams, TokenLogprob
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.reasoning import ReasoningParser, split_reasoning
+from tunelab.serve.reasoning import ReasoningParser, opens_reasoning, split_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, until_disconnected
 
@@ -117,7 +117,7 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
                                     "messages")
     params = gen_params(req, max_tokens, (req.top_logprobs or 0) if req.logprobs else None)
     thinking = svc.config.reasoning == "auto"
-    opened = thinking and prompt.text.rstrip().endswith("<think>")
+    opened = thinking and opens_reasoning(prompt.text)
     ticket = svc.admit(req.n)
     rid = P.new_id("chatcmpl")
     events = svc.stream(rid, prompt.ids, params, target, req.n)
@@ -175,10 +175,7 @@ async def _chat_sse(events, rid: str, target: Target, req: P.ChatCompletionReque
     try:
         async for i, d in events:
             completion_tokens += len(d.token_ids)
-            r, c = parsers[i].feed(d.text) if thinking else ("", d.text)
-            if d.finish_reason and thinking:
-                r2, c2 = parsers[i].finish()
-                r, c = r + r2, c + c2
+            r, c = parsers[i].step(d.text, bool(d.finish_reason)) if thinking else ("", d.text)
             body = _chat_delta(i, r, c, d)
             if body is not None:
                 yield chunk([body])

@@ -41,6 +41,14 @@ class ReasoningParser:
                 buf = ""
         return reasoning, content
 
+    def step(self, text: str, last: bool) -> tuple[str, str]:
+        """feed(text), plus finish() when `last` is the final delta of the sequence."""
+        reasoning, content = self.feed(text)
+        if last:
+            r2, c2 = self.finish()
+            reasoning, content = reasoning + r2, content + c2
+        return reasoning, content
+
     def _content(self, text: str) -> str:
         if self._after_close:
             text = text.lstrip("\n")
@@ -81,9 +89,13 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
+def opens_reasoning(prompt_text: str) -> bool:
+    """True when the rendered prompt itself opens `<think>` (Qwen3-style templates)."""
+    return prompt_text.rstrip().endswith(OPEN)
+
+
 def split_reasoning(text: str, in_reasoning: bool = False) -> tuple[str | None, str]:
     """Whole-text version: (reasoning, or None when there was none; content)."""
     parser = ReasoningParser(in_reasoning)
-    r1, c1 = parser.feed(text)
-    r2, c2 = parser.finish()
-    return (r1 + r2 if parser.saw_reasoning else None), c1 + c2
+    reasoning, content = parser.step(text, last=True)
+    return (reasoning if parser.saw_reasoning else None), content

@@ -23,12 +23,11 @@ from tunelab.errors import TunelabError
 from tunelab.serve import ui_forms, ui_models, ui_runs
 from tunelab.serve.auth import bearer_token, key_matches
 from tunelab.serve.jobs import JobManager
-from tunelab.serve.ui_context import UIContext, fail, last_error, run_cli
+from tunelab.serve.ui_context import UIContext, fail, run_cli, run_cli_or_fail, safe_filename
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 CHECK_TIMEOUT_S = 300
-_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def mount_ui(app: FastAPI, api_key: str | None = None, runs_dir: str | Path = "runs") -> UIContext:
@@ -111,10 +110,8 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
 
     @router.post("/runs/{name}/report")
     async def write_report(name: str) -> Any:
-        code, text = await run_cli(["report", str(_run_path(ctx, name))], CHECK_TIMEOUT_S)
-        if code != 0:
-            return fail(400, last_error(text) or f"could not write the report of '{name}'")
-        return {"written": name}
+        return await run_cli_or_fail(["report", str(_run_path(ctx, name))], CHECK_TIMEOUT_S,
+                                     f"could not write the report of '{name}'", {"written": name})
 
     @router.post("/runs/plan")
     def plan(form: dict) -> Any:
@@ -159,7 +156,7 @@ def _job_run(job) -> dict:
 def _form_flat(ctx: UIContext, form: dict) -> tuple[str, dict]:
     flat = ui_forms.clean_form({k: v for k, v in form.items() if k != "name"})
     if isinstance(flat.get("datasets"), str):
-        flat["datasets"] = [p.strip() for p in flat["datasets"].split(",") if p.strip()]
+        flat["datasets"] = _path_list(flat["datasets"])
     name = str(form.get("name") or "").strip() or time.strftime("ui-%Y%m%d-%H%M%S")
     try:
         ui_runs.check_run_name(name)
@@ -167,6 +164,12 @@ def _form_flat(ctx: UIContext, form: dict) -> tuple[str, dict]:
         raise ui_forms.FormError("name", str(err)) from None
     flat["output"] = str(ctx.runs_dir / name)
     return name, flat
+
+
+def _path_list(value: str | list[str]) -> list[str]:
+    """Dataset paths from a comma-separated string or a list, trimmed, blanks dropped."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [p.strip() for p in items if p.strip()]
 
 
 def _plan(ctx: UIContext, form: dict) -> Any:
@@ -233,7 +236,7 @@ async def _save_chunk(ctx: UIContext, request: Request, filename: str, upload_id
     The browser sends files in chunks smaller than the server's body limit, so a dataset
     of any size uploads without raising that limit for the API.
     """
-    safe = _FILENAME.sub("_", Path(filename).name).strip("._") or "data.jsonl"
+    safe = safe_filename(filename).strip("._") or "data.jsonl"
     upload_id = upload_id or uuid.uuid4().hex[:10]
     if not re.fullmatch(r"[0-9a-f]{10}", upload_id):
         return fail(400, f"upload: bad upload id '{upload_id}'", "upload")
@@ -258,17 +261,12 @@ async def _save_chunk(ctx: UIContext, request: Request, filename: str, upload_id
 
 async def _data_check(body: dict) -> Any:
     """Run `tunelab data check` on the given paths; its report text and verdict come back."""
-    paths = body.get("datasets") or []
-    paths = [p.strip() for p in (paths.split(",") if isinstance(paths, str) else paths) if p.strip()]
+    paths = _path_list(body.get("datasets") or [])
     if not paths:
         return fail(400, "dataset: upload a file or give a path", "datasets")
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         return fail(400, f"dataset not found: {missing[0]}", "datasets")
-    from tunelab.cli import COMMANDS
-
-    if "data" not in COMMANDS:
-        return fail(501, "`tunelab data check` is not part of this build yet", "datasets")
     argv = ["data", "check", *paths]
     if str(body.get("model") or "").strip():
         argv += ["--model", str(body["model"]).strip()]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from tunelab.serve.jobs import JobManager
+from tunelab.serve.jobs import JobManager, last_error
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclasses.dataclass
@@ -49,8 +53,14 @@ async def run_cli(argv: list[str], timeout_s: float) -> tuple[int, str]:
     return proc.returncode or 0, out.decode("utf-8", errors="replace")
 
 
-def last_error(text: str) -> str:
-    """The `error:` line a CLI run printed, else its last line."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    return (errors or lines or [""])[-1]
+async def run_cli_or_fail(argv: list[str], timeout_s: float, failure: str, reply: dict) -> Any:
+    """`reply` when `tunelab ARGV` succeeds, else a 400 with its error line (or `failure`)."""
+    code, text = await run_cli(argv, timeout_s)
+    if code != 0:
+        return fail(400, last_error(text.splitlines()) or failure)
+    return reply
+
+
+def safe_filename(name: str) -> str:
+    """The last path component of `name`, anything but letters, digits, '.', '_', '-' as '_'."""
+    return _UNSAFE.sub("_", Path(name).name)

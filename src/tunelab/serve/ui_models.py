@@ -12,9 +12,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from tunelab.serve import ui_runs
-from tunelab.serve.ui_context import UIContext, fail, last_error, run_cli
-
-_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+from tunelab.serve.ui_context import UIContext, fail, run_cli_or_fail, safe_filename
 
 
 def model_routes(router: APIRouter, ctx: UIContext) -> None:
@@ -35,10 +33,8 @@ def model_routes(router: APIRouter, ctx: UIContext) -> None:
 
     @router.delete("/models/{name:path}")
     async def remove(name: str) -> Any:
-        code, text = await run_cli(["rm", name, "--yes"], 120)
-        if code != 0:
-            return fail(400, last_error(text) or f"could not remove '{name}'")
-        return {"removed": name}
+        return await run_cli_or_fail(["rm", name, "--yes"], 120, f"could not remove '{name}'",
+                                     {"removed": name})
 
     @router.post("/exports")
     def export(body: dict) -> Any:
@@ -65,9 +61,10 @@ def _start_export(ctx: UIContext, body: dict) -> Any:
         return fail(400, f"format: '{fmt}' is not one of {', '.join(EXPORT_FORMATS)}", "format")
     run = ctx.runs_dir / source
     target = str(run) if re.match(r"^[\w.-]+$", source) and run.is_dir() else source
-    out_dir = ctx.exports_dir / f"{_FILENAME.sub('_', Path(source).name)}-{uuid.uuid4().hex[:6]}"
+    stem = safe_filename(source)
+    out_dir = ctx.exports_dir / f"{stem}-{uuid.uuid4().hex[:6]}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir if fmt == "ollama" else out_dir / f"{_FILENAME.sub('_', Path(source).name)}-{quant}.gguf"
+    out = out_dir if fmt == "ollama" else out_dir / f"{stem}-{quant}.gguf"
     argv = ["export", target, "--format", fmt, "--quant", quant, "--out", str(out)]
     job = ctx.jobs.start("export", argv, {"source": source, "format": fmt, "quant": quant,
                                           "out_dir": str(out_dir)})

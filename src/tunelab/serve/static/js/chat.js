@@ -3,7 +3,7 @@
 // Compare: the same prompt to two models side by side.
 
 import { api, streamChat } from "./api.js";
-import { h, toast } from "./dom.js";
+import { field, h, toast } from "./dom.js";
 import { render } from "./markdown.js";
 
 const STORE = "tunelab.chats";
@@ -24,11 +24,6 @@ function newChat() {
   const chat = { id: Date.now().toString(36), title: "New chat", panes: [[], []], created: Date.now() };
   state.chats.unshift(chat);
   return chat;
-}
-
-function field(label, input, hint) {
-  return h("label.field", {}, h("span", {}, label), input, hint ? h("small.hint", {}, hint) : null,
-           h("small.error", { "data-error-for": input.name }));
 }
 
 function settingsPanel() {

@@ -20,6 +20,12 @@ export function h(spec, attrs, ...children) {
   return node;
 }
 
+/** A labelled form input with an optional hint and a slot for its inline error. */
+export function field(label, input, hint) {
+  return h("label.field", {}, h("span", {}, label), input, hint ? h("small.hint", {}, hint) : null,
+           h("small.error", { "data-error-for": input.name }));
+}
+
 let toastTimer = null;
 /** A short message at the bottom of the screen. */
 export function toast(text, kind = "info") {

@@ -2,15 +2,10 @@
 // path with progress, remove, and export to a GGUF quant or Ollama with a download link.
 
 import { api, downloadUrl } from "./api.js";
-import { badge, bytes, h, poll, toast } from "./dom.js";
+import { badge, bytes, field, h, poll, toast } from "./dom.js";
 
 let ui = {}, gen = 0;
 const QUANTS = ["f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"];
-
-function field(label, input, hint) {
-  return h("label.field", {}, h("span", {}, label), input, hint ? h("small.hint", {}, hint) : null,
-           h("small.error", { "data-error-for": input.name }));
-}
 
 async function refreshModels() {
   const { models } = await api("/ui/api/models");

@@ -3,7 +3,7 @@
 // Bad input is marked next to its field and nothing starts.
 
 import { api, upload } from "./api.js";
-import { h, toast } from "./dom.js";
+import { field, h, toast } from "./dom.js";
 
 let ui = {};
 // name, label, default, kind (int|float|text), hint
@@ -19,11 +19,6 @@ const NUMBERS = [
   ["eval_split", "Eval split", "", "float", "fraction held out, e.g. 0.1"],
   ["eval_every", "Eval every", "", "int", "steps"],
 ];
-
-function field(label, input, hint) {
-  return h("label.field", {}, h("span", {}, label), input, hint ? h("small.hint", {}, hint) : null,
-           h("small.error", { "data-error-for": input.name }));
-}
 
 function form() {
   const num = ([name, label, value, kind, hint]) =>
