@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+if not torch.cuda.is_available():
+    # Triton kernels then run on CPU tensors through Triton's interpreter. The switch is read when
+    # triton defines its own jit functions, so it must be set before anything imports triton.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tiny_models import ARCHS, TOKENIZER_DIR, build_tiny_model  # noqa: E402
 

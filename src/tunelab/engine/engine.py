@@ -9,6 +9,7 @@ scheduler so another thread may add or abort requests while the model runs.
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class LLMEngine:
                                    self.dtype, self.device)
         self.lora = LoRAManager(self.model, self.config.max_loras, self.config.max_lora_rank)
         self.runner = ModelRunner(self.model, self.kv, self.device, self.lora)
+        self._setup_cuda_decode()
         self.scheduler = Scheduler(self.config)
         self.lock = threading.RLock()
         self.total_prompt_tokens = 0
@@ -145,6 +147,17 @@ class LLMEngine:
         num_blocks = cfg.num_blocks or min(self._auto_blocks(cfg), ceiling)
         eos = sorted(set(cfg.eos_token_ids) | set(eos_token_ids(self.hf_config, self.tokenizer, self.model_dir)))
         return cfg.replace(max_model_len=max_len, num_blocks=num_blocks, eos_token_ids=eos)
+
+    def _setup_cuda_decode(self) -> None:
+        """On CUDA: the paged decode kernel, and CUDA graphs for decode batches unless enforce_eager."""
+        if self.device.type != "cuda":
+            return
+        if not self.runner.decode_kernel:
+            warnings.warn("triton is not installed: CUDA decode attention falls back to gather + SDPA "
+                          "and CUDA graphs are off (pip install triton)", stacklevel=3)
+        elif not self.config.enforce_eager:
+            max_blocks = -(-self.config.max_model_len // self.config.block_size)
+            self.runner.enable_graphs(self.config.max_num_seqs, max_blocks)
 
     def _auto_blocks(self, cfg: EngineConfig) -> int:
         if self.device.type == "cuda":

@@ -15,17 +15,25 @@ from tunelab.models.spec import ModelSpec
 
 @dataclass
 class KVCache:
-    """Key and value block pools for every layer."""
+    """Key and value block pools for every layer.
+
+    The pools hold one block more than `num_blocks`: `spare_block`, which the block manager never
+    hands out, takes the writes of padding rows in CUDA-graph decode batches.
+    """
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     num_blocks: int
     block_size: int
 
+    @property
+    def spare_block(self) -> int:
+        return self.num_blocks
+
     @classmethod
     def allocate(cls, spec: ModelSpec, num_blocks: int, block_size: int,
                  dtype: torch.dtype, device: torch.device) -> "KVCache":
-        """Zeroed pools for `num_blocks` blocks of `block_size` tokens in each layer."""
-        shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
+        """Zeroed pools for `num_blocks` blocks (plus the spare) of `block_size` tokens in each layer."""
+        shape = (num_blocks + 1, block_size, spec.num_kv_heads, spec.head_dim)
         layers = [
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(spec.num_layers)

@@ -38,19 +38,31 @@ class ModelRunner:
         self.kv = kv
         self.device = device
         self.lora = lora  # engine.lora.LoRAManager or None
+        self.decode_kernel = device.type == "cuda" and _triton_available()
+        self.graphs = None  # engine.cuda_graphs.DecodeGraphs, set by the engine on CUDA
+
+    def enable_graphs(self, max_batch: int, max_blocks: int, capture: bool = True) -> None:
+        """Serve decode-only steps from CUDA graphs (or, capture=False, their static buffers)."""
+        from tunelab.engine.cuda_graphs import DecodeGraphs
+
+        self.decode_kernel = True
+        self.graphs = DecodeGraphs(self.model, self.kv, max_batch, max_blocks, self.device, capture)
 
     def prepare(self, items) -> StepInputs:
         """Flatten `items` into device tensors. The engine calls this under its lock: once it
         returns, an abort may free the sequences' block tables without disturbing the step."""
-        return prepare_inputs(items, self.kv.block_size, self.device)
+        return prepare_inputs(items, self.kv.block_size, self.device, self.decode_kernel)
 
     @torch.inference_mode()
     def execute(self, items, inputs: StepInputs | None = None) -> torch.Tensor:
         """Forward the scheduled `items` (ScheduledItem-like); fp32 logits (N, vocab) for samplers."""
         step = inputs or self.prepare(items)
-        if self.lora is not None:
-            self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0], self.device)
-        hidden = self.model(step.input_ids, step.attn, self.kv.layers)  # (T, hidden)
+        if self.graphs is not None and self.graphs.fits(step):
+            hidden = self.graphs.forward(step)  # (B, hidden), rows in step order
+        else:
+            if self.lora is not None:
+                self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0], self.device)
+            hidden = self.model(step.input_ids, step.attn, self.kv.layers)  # (T, hidden)
         return self.model.compute_logits(hidden[step.sample_rows])
 
     @torch.inference_mode()
@@ -64,8 +76,9 @@ class ModelRunner:
         return out.token_ids.tolist(), out.logprobs
 
 
-def prepare_inputs(items, block_size: int, device: torch.device) -> StepInputs:
-    """Flatten the scheduled chunks into ids, positions, slots and per-sequence attention plans."""
+def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: bool = False) -> StepInputs:
+    """Flatten the scheduled chunks into ids, positions, slots and per-sequence attention plans;
+    `decode_kernel` sends decode rows to the Triton kernel (block tables) instead of a gather."""
     ids: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -89,7 +102,7 @@ def prepare_inputs(items, block_size: int, device: torch.device) -> StepInputs:
         slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
     )
     _plan_prefills(attn, prefills, block_size, device)
-    _plan_decodes(attn, decodes, block_size, device)
+    _plan_decodes(attn, decodes, block_size, device, decode_kernel)
     return StepInputs(
         input_ids=torch.tensor(ids, dtype=torch.long, device=device),
         attn=attn,
@@ -111,17 +124,27 @@ def _plan_prefills(attn: AttnBatch, prefills, block_size: int, device) -> None:
         attn.prefills.append(PrefillSegment(row, q_len, slots))
 
 
-def _plan_decodes(attn: AttnBatch, decodes, block_size: int, device) -> None:
-    """One padded (B, Cmax) slot matrix so all decode queries attend in a single call."""
+def _plan_decodes(attn: AttnBatch, decodes, block_size: int, device, kernel: bool) -> None:
+    """Padded (B, max_blocks) block tables so all decode queries attend in a single call; the
+    gather path expands them to a (B, Cmax) slot matrix."""
     if not decodes:
         return
-    max_blocks = max(-(-ctx // block_size) for _, _, ctx in decodes)
-    table = torch.zeros(len(decodes), max_blocks, dtype=torch.long)
-    for i, (_, seq, ctx) in enumerate(decodes):
-        nb = -(-ctx // block_size)
-        table[i, :nb] = torch.tensor(seq.block_table[:nb], dtype=torch.long)
-    slots = (table[:, :, None] * block_size + torch.arange(block_size)).view(len(decodes), -1)
-    cmax = max(ctx for _, _, ctx in decodes)
+    nbs = [-(-ctx // block_size) for _, _, ctx in decodes]
+    width = max(nbs)
+    table = torch.tensor([seq.block_table[:nb] + [0] * (width - nb) for (_, seq, _), nb in zip(decodes, nbs)],
+                         dtype=torch.int32)  # one tensor for the batch, not one per sequence
+    lens = [ctx for _, _, ctx in decodes]
     attn.decode_rows = torch.tensor([r for r, _, _ in decodes], dtype=torch.long, device=device)
-    attn.decode_slots = slots[:, :cmax].to(device)
-    attn.decode_lens = torch.tensor([ctx for _, _, ctx in decodes], dtype=torch.long, device=device)
+    attn.decode_lens = torch.tensor(lens, dtype=torch.int32, device=device)
+    attn.decode_kernel = kernel
+    if kernel:
+        attn.decode_tables = table.to(device)
+        return
+    slots = (table.long()[:, :, None] * block_size + torch.arange(block_size)).view(len(decodes), -1)
+    attn.decode_slots = slots[:, :max(lens)].to(device)
+
+
+def _triton_available() -> bool:
+    from tunelab.models import triton_attention
+
+    return triton_attention.available()

@@ -6,6 +6,9 @@ sequence then reads its whole context back through its slots (a gather) and runs
 
 Decode tokens (one query per sequence) are attended together in one padded SDPA call, since a
 Python loop over 64 sequences x layers would dominate step time; prefill chunks run one by one.
+On CUDA, decode tokens instead go to a Triton kernel that reads the blocks in place
+(`triton_attention.paged_decode`): no gather, and fixed shapes, so decode steps can be replayed
+as CUDA graphs.
 The batch description (`AttnBatch`) is built once per step by the runner and passed down
 explicitly -- no global context.
 """
@@ -35,8 +38,10 @@ class AttnBatch:
     slot_mapping: torch.Tensor  # (T,) cache slot each new token's k/v is written to
     prefills: list[PrefillSegment] = field(default_factory=list)
     decode_rows: torch.Tensor | None = None  # (B,) flat rows holding decode tokens
-    decode_slots: torch.Tensor | None = None  # (B, Cmax) context slots, padded with 0
-    decode_lens: torch.Tensor | None = None  # (B,) context length of each decode sequence
+    decode_slots: torch.Tensor | None = None  # (B, Cmax) context slots, padded with 0 (gather path)
+    decode_lens: torch.Tensor | None = None  # (B,) int32 context length of each decode sequence
+    decode_tables: torch.Tensor | None = None  # (B, max_blocks) int32 block tables (kernel path)
+    decode_kernel: bool = False  # decode rows use the Triton kernel over `decode_tables`
     _masks: dict = field(default_factory=dict)
 
     def decode_mask(self, window: int | None) -> torch.Tensor:
@@ -87,7 +92,14 @@ def paged_attention(
     v_flat[batch.slot_mapping] = v.to(v_flat.dtype)
     out = torch.empty_like(q)
     if batch.decode_rows is not None:
-        out[batch.decode_rows] = _decode(q[batch.decode_rows], k_flat, v_flat, batch, scale, window, softcap)
+        qd = q[batch.decode_rows]  # (B, H, D)
+        if batch.decode_kernel:
+            from tunelab.models.triton_attention import paged_decode
+
+            o = paged_decode(qd, k_cache, v_cache, batch.decode_tables, batch.decode_lens, scale, window, softcap)
+        else:
+            o = _decode(qd, k_flat, v_flat, batch, scale, window, softcap)
+        out[batch.decode_rows] = o
     for i, seg in enumerate(batch.prefills):
         rows = slice(seg.start, seg.start + seg.q_len)
         keys = k_flat[seg.slots].transpose(0, 1)  # (KVH, ctx, D)
