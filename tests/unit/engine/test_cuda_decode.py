@@ -59,6 +59,41 @@ def test_kernel_matches_gather_path(interpreted, dtype, tol, heads, kv_heads, he
     torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
 
+_COMPILE = """
+import sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from tunelab.models.triton_attention import _decode_kernel as k
+
+dtype, group, head_dim, window, softcap, arch = sys.argv[1:]
+types = [f"*{dtype}"] * 4 + ["*i32"] * 2 + ["i64"] * 8 + ["fp32", "fp32", "i32"]
+const = dict(GROUP=int(group), G_PAD=max(16, triton.next_power_of_2(int(group))), HEAD_DIM=int(head_dim),
+             D_PAD=max(16, triton.next_power_of_2(int(head_dim))), BLOCK_SIZE=16, TILE=32,
+             SOFTCAP=softcap == "1", WINDOW=window == "1", PRECISION="ieee" if dtype == "fp32" else "tf32")
+sig = dict(zip(k.arg_names, types)) | {name: "constexpr" for name in const}
+src = ASTSource(fn=k, signature=sig, constexprs={(k.arg_names.index(n),): v for n, v in const.items()})
+kernel = triton.compile(src, target=GPUTarget("cuda", int(arch), 32))
+assert len(kernel.asm["cubin"]) > 1000
+"""
+
+
+@pytest.mark.parametrize("dtype,group,head_dim,window,softcap,arch", [
+    ("bf16", 4, 128, 0, 0, 90),  # Llama 3 8B on an H100
+    ("fp16", 7, 64, 1, 0, 80),  # Qwen2-style group of 7, sliding window, A100
+    ("bf16", 4, 256, 1, 1, 90),  # Gemma: head_dim 256, soft-capping
+    ("fp32", 1, 80, 0, 0, 80),
+])
+def test_kernel_compiles_for_cuda(dtype, group, head_dim, window, softcap, arch):
+    """The interpreter is lenient; compiling to a cubin (no GPU needed) checks what a GPU would."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = [sys.executable, "-c", _COMPILE, dtype, str(group), str(head_dim), str(window), str(softcap), str(arch)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_graph_batch_sizes():
     assert graph_batch_sizes(1) == [1]
     assert graph_batch_sizes(6) == [1, 2, 4, 6]
