@@ -35,6 +35,7 @@ class ServeConfig:
     dtype: str = opt("auto", "engine weights dtype")
     device: str = opt("auto", "engine device")
     quantize: str | None = opt(None, "engine weight-only quantization: int8, int4[-gN][-all]; None = exact")
+    enforce_eager: bool = opt(False, "engine on CUDA: run decode steps eagerly instead of replaying CUDA graphs")
     n_threads: int | None = opt(None, "llamacpp CPU threads; default: half the logical cores")
     ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")

@@ -32,7 +32,8 @@ class EngineBackend(Backend):
         from tunelab.engine.config import EngineConfig
 
         cfg = EngineConfig(dtype=self.config.dtype, device=self.config.device,
-                           max_model_len=self.config.context_length, quantize=self.config.quantize)
+                           max_model_len=self.config.context_length, quantize=self.config.quantize,
+                           enforce_eager=self.config.enforce_eager)
         self.engine = AsyncEngine(self.config.model, config=cfg)
         self.tokenizer = self.engine.tokenizer
         model_dir = Path(self.engine.model_dir)
