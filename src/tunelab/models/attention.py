@@ -90,16 +90,12 @@ def paged_attention(
     v_flat = v_cache.view(-1, kvh, d)
     k_flat[batch.slot_mapping] = k.to(k_flat.dtype)
     v_flat[batch.slot_mapping] = v.to(v_flat.dtype)
+    if batch.decode_rows is not None and not batch.prefills:  # decode only: row i is decode sequence i
+        return _decode_rows(q, cache, k_flat, v_flat, batch, scale, window, softcap)
     out = torch.empty_like(q)
     if batch.decode_rows is not None:
-        qd = q[batch.decode_rows]  # (B, H, D)
-        if batch.decode_kernel:
-            from tunelab.models.triton_attention import paged_decode
-
-            o = paged_decode(qd, k_cache, v_cache, batch.decode_tables, batch.decode_lens, scale, window, softcap)
-        else:
-            o = _decode(qd, k_flat, v_flat, batch, scale, window, softcap)
-        out[batch.decode_rows] = o
+        out[batch.decode_rows] = _decode_rows(q[batch.decode_rows], cache, k_flat, v_flat, batch, scale, window,
+                                              softcap)
     for i, seg in enumerate(batch.prefills):
         rows = slice(seg.start, seg.start + seg.q_len)
         keys = k_flat[seg.slots].transpose(0, 1)  # (KVH, ctx, D)
@@ -110,12 +106,25 @@ def paged_attention(
     return out
 
 
+def _decode_rows(q, cache, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torch.Tensor:
+    """q: (B, H, D) the decode queries, in decode order -> (B, H, D), by kernel or gather."""
+    if batch.decode_kernel:
+        from tunelab.models.triton_attention import paged_decode
+
+        return paged_decode(q, cache[0], cache[1], batch.decode_tables, batch.decode_lens, scale, window, softcap)
+    return _decode(q, k_flat, v_flat, batch, scale, window, softcap)
+
+
 def _decode(q, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torch.Tensor:
     """q: (B, H, D) one query per sequence -> (B, H, D), attending over padded contexts."""
     keys = k_flat[batch.decode_slots].transpose(1, 2)  # (B, KVH, Cmax, D)
     vals = v_flat[batch.decode_slots].transpose(1, 2)
-    mask = batch.decode_mask(window)  # (B, 1, 1, Cmax)
-    o = _sdpa(q.unsqueeze(2), keys, vals, mask, scale, softcap)  # (B, H, 1, D)
+    cmax = keys.shape[2]
+    if q.shape[0] == 1 and softcap is None and (window is None or cmax <= window):
+        # One sequence seeing its whole context: no padding, so no mask (SDPA is faster without one).
+        o = F.scaled_dot_product_attention(q.unsqueeze(2), keys, vals, scale=scale, enable_gqa=True)
+    else:
+        o = _sdpa(q.unsqueeze(2), keys, vals, batch.decode_mask(window), scale, softcap)  # (B, H, 1, D)
     return o.squeeze(2)
 
 

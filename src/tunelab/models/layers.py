@@ -26,14 +26,60 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if offset else torch.ones(dim))
         self.eps = eps
         self.offset = offset
+        self._cached: tuple | None = None  # (weight key, gain) -- see `gain`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        # F.rms_norm: one call for x * rsqrt(mean(x^2) + eps) * g, bitwise equal to the op-by-op form
         if self.offset:  # Gemma scales in fp32 before casting back
-            return (h * (self.offset + self.weight.float())).to(dtype)
-        return self.weight * h.to(dtype)
+            return F.rms_norm(x.float(), (x.shape[-1],), self.gain(), self.eps).to(x.dtype)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+    def gain(self) -> torch.Tensor:
+        """The factor the norm applies: offset + w in fp32 (Gemma), else w itself.
+
+        Without autograd (offset + w) is cached: a decode step runs ~100 norms of one row, where
+        building it costs as much as the norm. `weight_key` tells when to rebuild it.
+        """
+        if not self.offset:
+            return self.weight
+        key = self.weight_key()
+        if key is None:
+            return self.offset + self.weight.float()
+        if self._cached is None or self._cached[0] != key:
+            with torch.inference_mode(False):  # a normal tensor, usable outside inference mode too
+                self._cached = (key, self.offset + self.weight.detach().float())
+        return self._cached[1]
+
+    def weight_key(self) -> tuple | None:
+        """Changes when the weight may have, or None where no cache may be used.
+
+        It sees re-assignment (pointer), casts, and in-place writes to the parameter (version);
+        `.to()` drops the caches (`_apply`). A write through `.data` bypasses the version
+        counter: the loader writes that way, but before the first forward and before `.to()`.
+        None: autograd is on (the gain must stay in the graph) or the weight is an inference
+        tensor (it has no version counter).
+        """
+        w = self.weight
+        if torch.is_grad_enabled() or w.is_inference():
+            return None
+        return w.data_ptr(), w._version, w.dtype, w.device
+
+    def _apply(self, fn, recurse: bool = True):
+        self._cached = None
+        return super()._apply(fn, recurse)
+
+
+def head_norm_rotary(qk: torch.Tensor, gain: torch.Tensor, eps: float, offset: float,
+                     rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Per-head q/k RMSNorm then rotary, for q and k heads stacked in one tensor.
+
+    qk: (T, Hq + Hkv, D); gain: (Hq + Hkv, D), each head's norm factor (`RMSNorm.gain`).
+    Same maths and roundings as norming and rotating q and k apart, in a quarter of the
+    kernel launches (a one-token decode step is bound by launches, not flops).
+    """
+    h = F.rms_norm(qk.float(), (qk.shape[-1],), eps=eps)  # (T, H, D) fp32
+    qk = (h * gain).to(qk.dtype) if offset else h.to(qk.dtype) * gain
+    return apply_rotary(qk, rope)
 
 
 class Linear(nn.Linear):
@@ -121,16 +167,20 @@ class Rotary:
         self.sin = freqs.sin() * attention_scaling
 
     def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin (T, 1, D/2) for positions (T,); gathered once per step, shared by every layer."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        """cos and signed sin (T, 1, D) for positions (T,); gathered once per step, shared by every layer.
+
+        Full-width tables with sin negated on the first half turn rotate-half into one roll:
+        x * cos + roll(x) * sin = (x1 cos - x2 sin, x2 cos + x1 sin), exactly.
+        """
+        cos, sin = self.cos[positions], self.sin[positions]  # (T, D/2)
+        return torch.cat((cos, cos), -1).unsqueeze(1), torch.cat((-sin, sin), -1).unsqueeze(1)
 
 
 def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """x: (T, heads, D) rotated by `rope` = Rotary.at(positions), same dtype."""
+    """x: (T, heads, D) rotated by `rope` = Rotary.at(positions), computed in fp32, same dtype out."""
     cos, sin = rope
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.to(x.dtype)
+    h = x.float()
+    return (h * cos + h.roll(h.shape[-1] // 2, -1) * sin).to(x.dtype)
 
 
 def rope_inv_freq(config, head_dim: int, layer_type: str | None = None) -> tuple[torch.Tensor, float]:

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from tunelab.models.attention import AttnBatch, paged_attention
-from tunelab.models.layers import FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, apply_rotary, rope_inv_freq
+from tunelab.models.layers import (FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, apply_rotary, head_norm_rotary,
+                                   rope_inv_freq)
 from tunelab.models.spec import ModelSpec, base_spec
 
 KVCaches = list[tuple[torch.Tensor, torch.Tensor]]
-Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin (T, 1, D/2) from Rotary.at
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, signed sin (T, 1, D) from Rotary.at
 
 
 class Attention(nn.Module):
@@ -33,6 +34,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(d, spec.rms_norm_eps, spec.norm_offset)
             self.k_norm = RMSNorm(d, spec.rms_norm_eps, spec.norm_offset)
         self.qk_norm = spec.qk_norm
+        self._qk_gain: tuple | None = None  # (norm weight keys, (h + kv, D) gain)
         self.window = spec.windows[layer]
         self.scale = spec.scale
         self.softcap = spec.attn_softcap
@@ -40,13 +42,34 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, batch: AttnBatch, cache, rope: Rope) -> torch.Tensor:
         """x: (T, hidden) -> (T, hidden)."""
         h, kv, d = self.shape
-        q, k, v = self.qkv_proj(x).split([h * d, kv * d, kv * d], dim=-1)
-        q, k, v = q.view(-1, h, d), k.view(-1, kv, d), v.view(-1, kv, d)  # (T, heads, D)
+        qkv = self.qkv_proj(x)  # (T, (h + 2 kv) * d)
+        qk = qkv[:, :(h + kv) * d].view(-1, h + kv, d)  # q and k heads side by side: normed and rotated at once
+        v = qkv[:, (h + kv) * d:].view(-1, kv, d)  # (T, kv, D)
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+            qk = head_norm_rotary(qk, self.qk_gain(), self.q_norm.eps, self.q_norm.offset, rope)
+        else:
+            qk = apply_rotary(qk, rope)
+        q, k = qk[:, :h], qk[:, h:]  # (T, h, D), (T, kv, D)
         o = paged_attention(q, k, v, cache, batch, self.scale, self.window, self.softcap)
         return self.o_proj(o.reshape(-1, h * d))
+
+    def qk_gain(self) -> torch.Tensor:
+        """(h + kv, D): q_norm's gain on every query head, k_norm's on every key head.
+
+        Cached like `RMSNorm.gain`, keyed on both norm weights."""
+        h, kv, d = self.shape
+        key = (self.q_norm.weight_key(), self.k_norm.weight_key())
+        if None in key:
+            return torch.cat((self.q_norm.gain().expand(h, d), self.k_norm.gain().expand(kv, d)))
+        if self._qk_gain is None or self._qk_gain[0] != key:
+            with torch.inference_mode(False):
+                gain = torch.cat((self.q_norm.gain().expand(h, d), self.k_norm.gain().expand(kv, d)))
+            self._qk_gain = (key, gain.detach())
+        return self._qk_gain[1]
+
+    def _apply(self, fn, recurse: bool = True):
+        self._qk_gain = None
+        return super()._apply(fn, recurse)
 
 
 class DecoderLayer(nn.Module):

@@ -67,6 +67,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     """Build and fill the model for `model_dir`; returns (model, transformers config).
 
     `quantize` (see `layers.QuantSpec`) is checked before any weight is read."""
+    from tunelab.models.hugepages import pack_weights_hugepages
     from tunelab.models.layers import QuantSpec, quantize_model
 
     QuantSpec.parse(quantize)
@@ -85,6 +86,8 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     model.to_empty(device=device)
     if spec.tie_embeddings:  # to_empty materialises shared parameters separately
         model.lm_head.weight = model.model.embed_tokens.weight
+    if device.type == "cpu" and quantize is None:  # quantizing replaces weights: the arena would keep the old
+        pack_weights_hugepages(model, copy=False)  # 2 MB pages, filled by _fill: decode reads weights faster
     _fill(model, model_dir, family.prefix)
     model.to_device(device)
     quantize_model(model, quantize)

@@ -183,3 +183,12 @@ def test_draws_follow_the_distribution():
 def test_any_integer_seed_is_reproducible(seed):
     logits = torch.zeros(1, 1000)
     assert _draw_many(logits, _seqs(seed=seed), 5) == _draw_many(logits, _seqs(seed=seed), 5)
+
+
+def test_greedy_picks_the_first_of_tied_maxima():
+    logits = torch.zeros(3, 300)
+    logits[0, [7, 200]] = 5.0
+    logits[1, :] = 1.0
+    logits[2, [4, 9]] = float("inf")
+    out = sample(logits, _seqs(3, temperature=0.0))
+    assert out.token_ids.tolist() == [7, 0, 4] == logits.argmax(dim=-1).tolist()
