@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, TunelabError
 
 WORDS = ("time person year way day thing man world life hand part child eye woman place work week "
          "case point number group problem fact water story river light music garden city paper").split()
@@ -140,8 +140,22 @@ async def one_request(client, cfg: BenchConfig, model: str, prompt: Any) -> Requ
 
 
 async def _discover_model(client, cfg: BenchConfig) -> str:
-    resp = await client.get(cfg.url.rstrip("/") + "/v1/models")
-    resp.raise_for_status()
+    """The first served model's id. A server still loading its model answers 503: wait for it
+    (up to timeout_s), so `tunelab serve & tunelab bench serve` just works."""
+    import httpx
+
+    url = cfg.url.rstrip("/") + "/v1/models"
+    deadline = time.monotonic() + cfg.timeout_s
+    while True:
+        try:
+            resp = await client.get(url)
+        except httpx.TransportError as err:
+            raise TunelabError(f"cannot reach the server at {cfg.url}: {err}") from err
+        if resp.status_code != 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    if resp.status_code != 200:
+        raise TunelabError(f"{url} answered {resp.status_code}: {resp.text[:300]}")
     return resp.json()["data"][0]["id"]
 
 
