@@ -167,7 +167,7 @@ class _TokenizerInfo:
         added = [t.get("content", "") for t in tok_json.get("added_tokens", []) if isinstance(t, dict)]
         model_type = str(_read_json(model_dir / "config.json").get("model_type", ""))
         return cls(
-            chat_template=_own_template(model_dir, config),
+            chat_template=own_template(model_dir, config),
             bos=_token_text(config.get("bos_token", specials.get("bos_token"))),
             eos=_token_text(config.get("eos_token", specials.get("eos_token"))),
             added_tokens=added,
@@ -175,7 +175,14 @@ class _TokenizerInfo:
         )
 
 
-def _own_template(model_dir: Path, config: dict) -> str | None:
+def own_template(model_dir: Path, config: dict | None = None) -> str | None:
+    """The tokenizer's own chat template (chat_template.jinja, else tokenizer_config.json), if any.
+
+    The one rule for "this model has a chat template": `tunelab show` and the store use it too.
+    `config` is tokenizer_config.json when the caller has read it already."""
+    model_dir = Path(model_dir)
+    if config is None:
+        config = _read_json(model_dir / "tokenizer_config.json")
     jinja_file = model_dir / "chat_template.jinja"
     if jinja_file.is_file():
         return jinja_file.read_text(encoding="utf-8")

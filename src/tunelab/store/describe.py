@@ -26,20 +26,10 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 
 def chat_template_of(model_dir: Path) -> str | None:
-    """The tokenizer's own chat template (chat_template.jinja or tokenizer_config.json), if any."""
-    model_dir = Path(model_dir)
-    jinja = model_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        path = model_dir / name
-        if path.is_file():
-            template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-            if isinstance(template, list):  # named templates: use the default one
-                template = next((t.get("template") for t in template if t.get("name") == "default"), None)
-            if template:
-                return str(template)
-    return None
+    """The tokenizer's own chat template, by the same rule the chat template object uses."""
+    from tunelab.data.templates import own_template
+
+    return own_template(Path(model_dir))
 
 
 def architecture_of(config: dict[str, Any]) -> str:

@@ -77,3 +77,16 @@ def test_unknown_name_is_one_line_with_suggestions(store, tiny_models, capsys, c
 def test_empty_list_says_how_to_start(store, capsys):
     assert main(["list"]) == 0
     assert "tunelab pull" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("   ", None),  # blank: no template, for the store and for ChatTemplate alike
+    ([{"name": "tool_use", "template": "T"}], "T"),  # named list without a default: the first
+    ([{"name": "default", "template": "D"}, {"name": "x", "template": "X"}], "D"),
+])
+def test_store_and_chat_template_agree_on_the_models_own_template(tmp_path, value, expected):
+    from tunelab.data.templates import _TokenizerInfo
+    from tunelab.store.describe import chat_template_of
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": value}))
+    assert chat_template_of(tmp_path) == expected == _TokenizerInfo.read(tmp_path).chat_template
