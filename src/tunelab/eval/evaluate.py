@@ -28,8 +28,9 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
         result["held_out"]["data"] = str(options.data)
     prompts = _prompts(options, rows)[: options.num_generations]
     stop_ids = template.stop_token_ids(pair.tokenizer)
-    result["generations"] = compare.side_by_side(
-        pair, prompts, lambda msgs: encode_prompt(template, pair.tokenizer, msgs), stop_ids, options.max_new_tokens)
+    prompt_ids = [encode_prompt(template, pair.tokenizer, item["messages"]) for item in prompts]
+    result["generations"] = compare.side_by_side(run, prompts, prompt_ids, stop_ids, options.max_new_tokens,
+                                                 options.dtype)
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
     compare.write_json(run.dir / "eval.json", result)

@@ -9,7 +9,7 @@ import re
 from tunelab.cli import main
 from tunelab.eval import compare
 from tunelab.eval.compare import EvalOptions, Pair
-from tunelab.eval.evaluate import run_eval
+from tunelab.eval.evaluate import _prompts, _read_rows, run_eval
 from tunelab.eval.report import write_report
 from tunelab.export.runs import load_run
 
@@ -60,3 +60,28 @@ def test_report_is_self_contained_html(eval_run, output_dir, capsys):
     assert "method: lora" in html  # the run config
     assert not re.search(r"""(src|href)=["']?https?://""", html) and "<script" not in html
     write_report(run_dir, output_dir / "example_report.html")
+
+
+def test_generations_are_greedy_transformers_output_for_both_sides(eval_run):
+    """The engine's side-by-side text equals greedy `generate` of the base and the PEFT model."""
+    import torch
+
+    run_dir, data = eval_run
+    options = EvalOptions(data=data, max_new_tokens=24, dtype="fp32")
+    result = run_eval(run_dir, options, log=lambda _m: None)
+    prompts = _prompts(options, _read_rows(data))
+    run = load_run(run_dir)
+    template, pair = run.chat_template(), Pair(run)
+    stop_ids = template.stop_token_ids(pair.tokenizer)
+    from tunelab.data.templates import encode_prompt
+
+    assert len(prompts) == len(result["generations"]) == 3
+    for row, item in zip(result["generations"], prompts):
+        ids = encode_prompt(template, pair.tokenizer, item["messages"])
+        for side in ("base", "tuned"):
+            with pair.side(side) as model, torch.no_grad():
+                out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=24, do_sample=False,
+                                     eos_token_id=stop_ids, pad_token_id=0)[0, len(ids):].tolist()
+            cut = next((i for i, t in enumerate(out) if t in stop_ids), len(out))
+            assert row[side] == pair.tokenizer.decode(out[:cut], skip_special_tokens=True), side
+    assert any(r["base"] != r["tuned"] for r in result["generations"])  # the adapter shows
