@@ -3,7 +3,7 @@
     checkpoints/step-N/
       trainable.safetensors  only parameters with requires_grad (the adapter for LoRA)
       optimizer.pt  scheduler.pt  rng.pt
-      state.json             step, epoch, step_in_epoch, tokens, elapsed
+      state.json             step, epoch, step_in_epoch, tokens, elapsed, processes
       manifest.json          sha256 of every file above, written last
 
 A checkpoint without a manifest, or whose files do not match it, is corrupt: resume
@@ -40,8 +40,9 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
-    tokens: int = 0
+    tokens: int = 0  # over all processes
     elapsed: float = 0.0
+    processes: int = 1  # data-parallel processes: the per-process plan (and so step_in_epoch) depends on it
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, state: LoopState, keep_last: int) -> Path:

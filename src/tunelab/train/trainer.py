@@ -5,7 +5,9 @@
 
 Everything stochastic (data order, LoRA init, dropout) flows from cfg.seed, and a
 checkpoint stores the loop position plus optimizer/scheduler/RNG state, so resuming
-reproduces the uninterrupted run.
+reproduces the uninterrupted run. Under a launcher (torchrun, accelerate launch) every
+process runs this same loop on every N-th micro-batch of the plan; train/distributed.py
+holds the few points where the processes must agree.
 """
 
 from __future__ import annotations
@@ -13,23 +15,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from tunelab.config import load_config, to_dict
 from tunelab.errors import TunelabError
 from tunelab.train import checkpoint as ckpt
+from tunelab.train import distributed as dist
 from tunelab.train.config import TrainConfig
 from tunelab.train.loss import SelectedLogitsLoss
 from tunelab.train.metrics import peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, plan_epoch
 from tunelab.train.rundir import RunDir, default_run_name, open_run
+from tunelab.train.signals import stop_on_signals
 
 StepHook = Callable[[dict[str, Any]], Any]
 
@@ -86,6 +89,9 @@ class Session:
         lengths = [len(e.input_ids) for e in self.train_ex]
         plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, cfg.packing, cfg.seed, epoch)
         world = acc.num_processes
+        if len(plan) < world:
+            raise TunelabError(f"{len(plan)} micro-batches per epoch cannot feed {world} processes; "
+                               "lower micro_batch_size or launch fewer processes")
         plan = plan[: len(plan) // world * world][acc.process_index :: world] if world > 1 else plan
         return [plan[i : i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
 
@@ -110,11 +116,15 @@ def train(
     from tunelab.train.methods import check_method
 
     console = console or Console(stderr=True)
+    if not dist.process_state().is_main_process:
+        console = Console(quiet=True)  # one summary and one progress view, from the main process
     run, cfg = _open_or_create(cfg, resume, overrides)
     check_method(cfg)  # before anything heavy is loaded
     session = _build_session(cfg, run, examples, console, resumed=resume is not None)
     try:
-        with _stop_on_signals(session.stop):
+        # under a launcher, a second signal within 2 s is the launcher forwarding the first one
+        echo_s = 2.0 if session.accelerator.num_processes > 1 else 0.0
+        with stop_on_signals(session.stop, echo_s):
             outcome = fit(session, console, on_step)
     except TunelabError as err:
         run.update_status(state="failed", error=str(err))
@@ -128,13 +138,27 @@ def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[RunDir,
         run = open_run(resume)
         return run, load_config(TrainConfig, run.path / "config.yaml", overrides)
     assert cfg is not None, "train() needs a config or a run to resume"
+    path, error = None, None
+    if dist.process_state().is_main_process:
+        try:
+            path = str(_create_run(cfg))
+        except TunelabError as err:
+            error = str(err)
+    # the others take the main process's run dir (and its error, so no process waits forever)
+    path, error = dist.broadcast([path, error])
+    if error is not None:
+        raise TunelabError(error)
+    return RunDir(path), dataclasses.replace(cfg, output=path)
+
+
+def _create_run(cfg: TrainConfig) -> Path:
+    """A new run dir holding the resolved config.yaml; an error when `output` already holds a run."""
     run = RunDir(cfg.output or Path("runs") / default_run_name(cfg.model, cfg.method))
     if (run.path / "status.json").exists():
         raise TunelabError(f"output: {run.path} already holds a run; resume it with --resume {run.path}")
-    cfg = dataclasses.replace(cfg, output=str(run.path))
     run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(to_dict(cfg))
-    return run, cfg
+    run.write_config(to_dict(dataclasses.replace(cfg, output=str(run.path))))
+    return run.path
 
 
 def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bool) -> Session:
@@ -148,6 +172,7 @@ def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bo
     dtype = methods.resolve_dtype(cfg.precision)
     on_gpu = torch.cuda.is_available()
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
+    dist.check_supported(acc)
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
@@ -159,11 +184,14 @@ def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bo
     scheduler.set_total(total)
     if resumed:
         session.state = _resume_state(session)
-    run.update_status(state="running", pid=os.getpid(), step=session.state.step, total_steps=total,
-                      base_model=str(model_dir), base_model_spec=cfg.model, method=cfg.method,
-                      started=run.status().get("started", time.time()), final_loss=None)
+    session.state.processes = acc.num_processes
     if acc.is_main_process:
         from tunelab.train.display import print_summary
+
+        run.update_status(state="running", pid=os.getpid(), step=session.state.step, total_steps=total,
+                          base_model=str(model_dir), base_model_spec=cfg.model, method=cfg.method,
+                          processes=acc.num_processes, started=run.status().get("started", time.time()),
+                          final_loss=None)
 
         print_summary(console, start_facts(cfg, model, model_dir, data, total, session.state.step))
     return session
@@ -174,8 +202,13 @@ def _resume_state(session: Session) -> ckpt.LoopState:
     if not found:
         raise TunelabError(f"{session.run.path}: no checkpoint to resume from (checkpoints/ is empty)")
     state = ckpt.load_checkpoint(found[-1], session.model, session.optimizer, session.scheduler)
-    session.run.log(f"resumed from {found[-1].name}")
-    _truncate_metrics(session.run, state.step)
+    world = session.accelerator.num_processes
+    if session.accelerator.is_main_process:
+        note = "" if state.processes == world else (
+            f" (saved by {state.processes} processes, resumed with {world}: the data order differs from "
+            "the uninterrupted run's)")
+        session.run.log(f"resumed from {found[-1].name}{note}")
+        _truncate_metrics(session.run, state.step)
     return state
 
 
@@ -205,7 +238,8 @@ def fit(session: Session, console, on_step: StepHook | None = None) -> str:
             view.update(row, total)
             if on_step is not None and on_step(row):
                 session.stop.set()
-            if _maybe_save(session, stopping=session.stop.is_set()):
+            # each process gets its own signal, maybe a step apart: all stop after the same step
+            if _maybe_save(session, stopping=dist.any_process(session.accelerator, session.stop.is_set())):
                 return "stopped"
     return "finished"
 
@@ -220,9 +254,12 @@ def _advance(state: ckpt.LoopState, steps_in_epoch: int, tokens: int, seconds: f
 
 
 def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float, int]:
-    """One optimizer step over `group`; returns (mean loss per label token, grad norm, tokens)."""
+    """One optimizer step over `group` (this process's share); returns the step's
+    (mean loss per label token, grad norm, tokens), all over every process."""
     acc, ex = session.accelerator, session.train_ex
-    n_labels = sum(_label_count(ex[i]) for mb in group for i in mb.indices)
+    n_labels = int(dist.all_sum(acc, [sum(_label_count(ex[i]) for mb in group for i in mb.indices)])[0])
+    # DDP averages gradients over processes, so each divides its loss sum by the step's n_labels / N
+    denom = max(n_labels, 1) / acc.num_processes
     loss_total, tokens = 0.0, 0
     try:
         for k, mb in enumerate(group):
@@ -231,11 +268,13 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
             sync = nullcontext() if k == len(group) - 1 else acc.no_sync(session.wrapped)
             with sync:
                 loss_sum, _ = session.wrapped(**batch)
-                acc.backward(loss_sum / max(n_labels, 1))  # normalise by the whole step's label tokens
+                acc.backward(loss_sum / denom)  # normalise by the whole step's label tokens
             loss_total += loss_sum.item()
             tokens += sum(len(ex[i].input_ids) for i in mb.indices)  # real tokens, padding excluded
     except (torch.OutOfMemoryError, RuntimeError) as err:
         raise as_out_of_memory(err, session.cfg, session.state.step + 1) from None
+    loss_total, tokens = dist.all_sum(acc, [loss_total, tokens])  # every process sees the same loss
+    tokens = int(tokens)
     loss = loss_total / max(n_labels, 1)
     if not math.isfinite(loss):
         session.optimizer.zero_grad(set_to_none=True)
@@ -299,13 +338,17 @@ def evaluate(session: Session) -> float:
     cfg, acc = session.cfg, session.accelerator
     lengths = [len(e.input_ids) for e in session.eval_ex]
     plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, cfg.packing, cfg.seed, 0)
-    session.wrapped.eval()
+    # each process evaluates every N-th batch through the unwrapped module: the DDP wrapper's
+    # forward syncs buffers, which would hang when processes run different numbers of batches
+    model = acc.unwrap_model(session.wrapped)
+    model.eval()
     total, count = 0.0, 0
-    for mb in plan:
+    for mb in plan[acc.process_index :: acc.num_processes]:
         batch = {k: t.to(acc.device) for k, t in collate(mb, session.eval_ex, session.pad_id).items()}
-        loss_sum, n = session.wrapped(**batch)
+        loss_sum, n = model(**batch)
         total, count = total + loss_sum.item(), count + int(n)
-    session.wrapped.train()
+    model.train()
+    total, count = dist.all_sum(acc, [total, count])
     return total / max(count, 1)
 
 
@@ -338,24 +381,5 @@ def _finish(session: Session, outcome: str, console) -> TrainResult:
         run.update_status(state=outcome, step=state.step, final_loss=final_loss)
         run.log(f"{outcome} at step {state.step}")
         console.print(f"{outcome}: step {state.step}, loss {final_loss}, run dir {run.path}")
+    session.accelerator.wait_for_everyone()  # every process returns once the run dir is complete
     return TrainResult(run.path, outcome, state.step, final_loss, eval_loss)
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C/SIGTERM: finish the step, save a checkpoint, exit. Second: stop at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)

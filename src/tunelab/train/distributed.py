@@ -1,0 +1,60 @@
+"""What the trainer needs to run as N data-parallel processes (torchrun / accelerate launch).
+
+Every process runs the same loop on its own share of the seeded plan; these helpers are the
+few points where they must agree:
+
+    run dir name   decided by the main process, broadcast (a time-stamped default differs per process)
+    loss, tokens   summed over processes, so metrics and the gradient scale are global
+    stop           a signal seen by any process stops all of them after the same step
+
+With one process every helper returns its input unchanged and touches no process group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from tunelab.errors import TunelabError
+
+UNSUPPORTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")  # shard weights: checkpoints/adapters assume whole copies
+
+
+def process_state():
+    """accelerate's PartialState (initialises the process group under a launcher)."""
+    from accelerate import PartialState
+
+    # must match the `cpu` flag the trainer's Accelerator is built with: the state is shared
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def check_supported(accelerator) -> None:
+    """Refuse sharded setups (FSDP/DeepSpeed): checkpoints and adapters hold whole weights."""
+    kind = accelerator.distributed_type.name
+    if kind in UNSUPPORTED:
+        raise TunelabError(f"{kind} is not supported by tunelab train yet; launch plain data-parallel "
+                           "(torchrun, or `accelerate launch` with a multi-GPU/CPU config)")
+
+
+def broadcast(values: list[Any]) -> list[Any]:
+    """The main process's `values` (picklable) on every process."""
+    from accelerate.utils import broadcast_object_list
+
+    if process_state().num_processes == 1:
+        return values
+    return broadcast_object_list(list(values), from_process=0)
+
+
+def all_sum(accelerator, values: Sequence[float]) -> list[float]:
+    """Each value summed over all processes (one small all-reduce); unchanged with one process."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t.tolist()
+
+
+def any_process(accelerator, flag: bool) -> bool:
+    """True on every process when `flag` is true on at least one."""
+    return all_sum(accelerator, [1.0 if flag else 0.0])[0] > 0
