@@ -35,13 +35,15 @@ class ServeConfig:
     dtype: str = opt("auto", "engine weights dtype")
     device: str = opt("auto", "engine device")
     quantize: str | None = opt(None, "engine weight-only quantization: int8, int4[-gN][-all]; None = exact")
+    max_num_seqs: int = opt(64, "engine: most sequences decoded in one batch (a request with n>1 counts n)")
     enforce_eager: bool = opt(False, "engine on CUDA: run decode steps eagerly instead of replaying CUDA graphs")
     n_threads: int | None = opt(None, "llamacpp CPU threads; default: half the logical cores")
     ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending"):
+        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending",
+                     "max_num_seqs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:

@@ -33,7 +33,7 @@ class EngineBackend(Backend):
 
         cfg = EngineConfig(dtype=self.config.dtype, device=self.config.device,
                            max_model_len=self.config.context_length, quantize=self.config.quantize,
-                           enforce_eager=self.config.enforce_eager)
+                           enforce_eager=self.config.enforce_eager, max_num_seqs=self.config.max_num_seqs)
         self.engine = AsyncEngine(self.config.model, config=cfg)
         self.tokenizer = self.engine.tokenizer
         model_dir = Path(self.engine.model_dir)
@@ -42,6 +42,7 @@ class EngineBackend(Backend):
         self.context_length = self.engine.engine.config.max_model_len
         self.model_path, self.created = str(model_dir), int(model_dir.stat().st_mtime)
         self.model_id = self.config.served_name or model_dir.name
+        self.num_params = sum(p.numel() for p in self.engine.engine.model.parameters())  # once, not per /api/show
 
     # ---- prompts --------------------------------------------------------------------------
 
@@ -109,10 +110,9 @@ class EngineBackend(Backend):
         """Facts about the model for /api/show and /api/tags."""
         core = self.engine.engine
         hf = core.hf_config
-        params = sum(p.numel() for p in core.model.parameters())
         size = sum(f.stat().st_size for f in Path(self.model_path).glob("*.safetensors"))
         return {"family": getattr(hf, "model_type", ""), "format": "safetensors",
-                "parameter_size": _human(params), "quantization": str(core.dtype).split(".")[-1],
+                "parameter_size": _human(self.num_params), "quantization": str(core.dtype).split(".")[-1],
                 "size": size, "template": self.template.source}
 
     def close(self) -> None:
