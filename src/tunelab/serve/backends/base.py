@@ -123,3 +123,17 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release the model; in-flight requests are aborted."""
+
+
+def hf_chat_prompt(template: Any, tokenizer: Any, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
+    """Render with the shared chat template and encode exactly as training does (engine, vLLM)."""
+    from tunelab.data.templates import encode_text
+
+    text = template.render(messages, add_generation_prompt=True, **template_kwargs)
+    return Prompt(encode_text(tokenizer, text), text)
+
+
+def sampling_kwargs(params: GenParams, stop_ids: list[int]) -> dict[str, Any]:
+    """Keyword arguments both tunelab's and vLLM's SamplingParams take. The template's stop ids
+    end generation unless ignore_eos asks for fixed-length output (benchmarks)."""
+    return {**dataclasses.asdict(params), "stop_token_ids": [] if params.ignore_eos else list(stop_ids)}

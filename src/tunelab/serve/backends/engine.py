@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from tunelab.serve.backends.base import Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob
+from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob,
+                                         hf_chat_prompt, sampling_kwargs)
 from tunelab.serve.config import ServeConfig
 
 
@@ -48,10 +49,7 @@ class EngineBackend(Backend):
 
     def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
         """The shared chat template renders; the same encoding as training."""
-        from tunelab.data.templates import encode_text
-
-        text = self.template.render(messages, add_generation_prompt=True, **template_kwargs)
-        return Prompt(encode_text(self.tokenizer, text), text)
+        return hf_chat_prompt(self.template, self.tokenizer, messages, template_kwargs)
 
     def encode_text(self, text: str) -> Prompt:
         """Raw completion prompt: the tokenizer adds BOS the way the model expects."""
@@ -71,12 +69,7 @@ class EngineBackend(Backend):
     def _sampling(self, p: GenParams):
         from tunelab.engine.config import SamplingParams
 
-        return SamplingParams(
-            max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-            min_p=p.min_p, repetition_penalty=p.repetition_penalty,
-            presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, seed=p.seed,
-            stop=p.stop, stop_token_ids=[] if p.ignore_eos else self.stop_ids,  # ignore_eos: fixed length
-            ignore_eos=p.ignore_eos, logprobs=p.logprobs)
+        return SamplingParams(**sampling_kwargs(p, self.stop_ids))
 
     def abort(self, request_id: str) -> None:
         """Finish the request now, freeing its KV blocks; its stream ends with 'abort'."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from tunelab.errors import MissingExtra
-from tunelab.serve.backends.base import Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob
+from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob,
+                                         hf_chat_prompt, sampling_kwargs)
 from tunelab.serve.config import ServeConfig
 
 
@@ -52,8 +53,7 @@ class VllmBackend(Backend):
 
     def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
         """The shared tunelab chat template, as in training."""
-        text = self.template.render(messages, add_generation_prompt=True, **template_kwargs)
-        return Prompt(list(self.tokenizer.encode(text, add_special_tokens=False)), text)
+        return hf_chat_prompt(self.template, self.tokenizer, messages, template_kwargs)
 
     def encode_text(self, text: str) -> Prompt:
         """Raw text with the tokenizer's special tokens."""
@@ -65,13 +65,7 @@ class VllmBackend(Backend):
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        sp = SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature,
-                            top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
-                            repetition_penalty=params.repetition_penalty,
-                            presence_penalty=params.presence_penalty,
-                            frequency_penalty=params.frequency_penalty, seed=params.seed,
-                            stop=params.stop, stop_token_ids=[] if params.ignore_eos else self.stop_ids,
-                            ignore_eos=params.ignore_eos, logprobs=params.logprobs)
+        sp = SamplingParams(**sampling_kwargs(params, self.stop_ids))
         lora = None
         if adapter:
             lora_id, path = self._loras[adapter]
@@ -81,18 +75,9 @@ class VllmBackend(Backend):
                                               lora_request=lora):
             c = out.outputs[0]
             ids = list(c.token_ids[sent_ids:])
-            lps = self._logprobs(c.logprobs[sent_ids:]) if c.logprobs else None
+            lps = _logprobs(ids, c.logprobs[sent_ids:], params.logprobs) if c.logprobs else None
             yield Delta(c.text[sent_text:], ids, lps, c.finish_reason if out.finished else None)
             sent_text, sent_ids = len(c.text), len(c.token_ids)
-
-    def _logprobs(self, steps: list[dict]) -> list[TokenLogprob]:
-        out = []
-        for step in steps:
-            ranked = sorted(step.values(), key=lambda lp: lp.rank or 0)
-            chosen = next(iter(step.values()))
-            out.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob,
-                                    [(lp.decoded_token or "", lp.logprob) for lp in ranked[1:]]))
-        return out
 
     def abort(self, request_id: str) -> None:
         """Ask vLLM to drop the request (it frees the blocks)."""
@@ -111,6 +96,18 @@ class VllmBackend(Backend):
     def adapters(self) -> dict[str, str]:
         """name -> path."""
         return {name: path for name, (_, path) in self._loras.items()}
+
+
+def _logprobs(token_ids: list[int], steps: list[dict], top: int | None) -> list[TokenLogprob]:
+    """vLLM's per-position {token_id: Logprob} -> ours. Each dict holds the top `top` tokens plus
+    the sampled one (which may rank lower): look the sampled one up by id, list the top by rank."""
+    out = []
+    for token_id, step in zip(token_ids, steps):
+        chosen = step[token_id]
+        ranked = sorted(step.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)[:top or 0]
+        out.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob,
+                                [(lp.decoded_token or "", lp.logprob) for lp in ranked]))
+    return out
 
 
 def _tokenizer(model_dir: Path):
