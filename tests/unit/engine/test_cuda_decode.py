@@ -149,7 +149,10 @@ def _fake_step():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 def test_cuda_graphs_match_eager_on_gpu(tiny_models, dtype):
-    prompts = [[5, 60, 61, 62, 300], [7, 8, 9], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]]
+    # Four sequences of equal length: every decode step is B=4, a captured size, so graph and eager
+    # run the same GEMM shapes (padding to another size may pick other cuBLAS kernels and round
+    # differently, which is fine in serving but would make this comparison inexact).
+    prompts = [[5, 60, 61, 62, 300], [7, 8, 9], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21], [40, 41]]
     params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
     graphs = LLM(tiny_models["qwen2"], dtype=dtype, max_model_len=64, max_num_seqs=8, device="cuda")
     eager = LLM(tiny_models["qwen2"], dtype=dtype, max_model_len=64, max_num_seqs=8, device="cuda",
@@ -157,4 +160,4 @@ def test_cuda_graphs_match_eager_on_gpu(tiny_models, dtype):
     assert graphs.engine.runner.graphs.graphs  # captured
     got = [o.token_ids for o in graphs.generate(prompts, params)]
     assert got == [o.token_ids for o in eager.generate(prompts, params)]
-    assert graphs.engine.runner.graphs.steps > 0
+    assert graphs.engine.runner.graphs.steps >= 15
