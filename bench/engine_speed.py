@@ -3,6 +3,7 @@
     python bench/engine_speed.py                     # CPU: the default Gemma 3 270M
     python bench/engine_speed.py --model NAME --dtype bf16
     python bench/engine_speed.py --quantize int4     # adds rows for the int4 lm_head
+    python bench/engine_speed.py --speculative 4     # adds (a) with prompt-lookup drafts, both engines
     python bench/engine_speed.py --gpu-llama3-8b     # GPU: Llama-3-8B shape, random weights
 
 (a) one stream, 256 new tokens (greedy, EOS ignored): tokens/s of the whole request.
@@ -55,9 +56,21 @@ def main() -> None:
         del llm
     if args.quantize:
         print(f"greedy agreement with exact: {_agreement(greedy['tunelab'], greedy[f'tunelab {args.quantize}'])}")
+    if args.speculative:
+        name = f"tunelab spec{args.speculative}"
+        llm = LLM(model_dir, dtype=args.dtype, max_model_len=args.max_model_len,
+                  num_speculative_tokens=args.speculative)
+        single[name], greedy[name] = _ours_single(llm, prompt, args.new_tokens)
+        stats = llm.engine.stats()
+        print(f"{name} (a): {single[name]:.1f} tok/s, drafts accepted {stats['spec_accepted_tokens']}/"
+              f"{stats['spec_draft_tokens']}, greedy agreement with exact: "
+              f"{_agreement(greedy['tunelab'], greedy[name])}", flush=True)
+        del llm
     if not args.skip_hf:
         hf = _load_hf(model_dir, args.dtype, device)
         single["transformers"] = _hf_single(hf, prompt, args.new_tokens, device)
+        if args.speculative:  # the same idea in transformers: generate(prompt_lookup_num_tokens=K)
+            single["transformers lookup"] = _hf_single(hf, prompt, args.new_tokens, device, args.speculative)
         print(f"transformers (a): {single['transformers']:.1f} tok/s", flush=True)
         batch["transformers"], baseline = _hf_batch(hf, reqs, device, args.hf_batch)
     else:
@@ -79,6 +92,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--skip-hf", action="store_true", help="only time the tunelab engine")
     p.add_argument("--quantize", default=None,
                    help="also time the engine with this weight-only quantization (int8, int4, int4-all, ...)")
+    p.add_argument("--speculative", type=int, default=0, metavar="K",
+                   help="also time (a) with K prompt-lookup drafts per step, and transformers' prompt lookup")
     p.add_argument("--gpu-llama3-8b", action="store_true", help="random Llama-3-8B-shaped model on CUDA")
     p.add_argument("--work-dir", default="/tmp/tunelab-bench", help="where the random GPU model is written")
     return p.parse_args()
@@ -132,9 +147,11 @@ def _load_hf(model_dir: Path, dtype: str, device: torch.device):
     return model.to(device).eval()
 
 
-def _hf_single(model, prompt: list[int], new_tokens: int, device) -> float:
+def _hf_single(model, prompt: list[int], new_tokens: int, device, lookup: int = 0) -> float:
     ids = torch.tensor([prompt], device=device)
     kw = dict(do_sample=False, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
+    if lookup:
+        kw["prompt_lookup_num_tokens"] = lookup
     with torch.inference_mode():
         model.generate(ids, **{**kw, "min_new_tokens": 8, "max_new_tokens": 8})  # warm-up
         start = time.perf_counter()
@@ -246,8 +263,11 @@ def _ratios(rates: dict[str, float], note: str = "") -> None:
     if "transformers" not in rates:
         return
     for name, v in rates.items():
-        if name != "transformers":
+        if name.startswith("tunelab"):
             print(f"    ratio {name[8:] or 'exact':12s} {v / rates['transformers']:8.2f}x{note}")
+    spec = next((k for k in rates if k.startswith("tunelab spec")), None)
+    if spec and "transformers lookup" in rates:
+        print(f"    ratio {spec[8:]} vs transformers prompt lookup {rates[spec] / rates['transformers lookup']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     parser.add_argument("--quantize", default=None,
                         help="weight-only quantization: int8, int4, int4-g64/-g128, +'-all' for every linear")
+    parser.add_argument("--speculative", type=int, default=0, metavar="K",
+                        help="with --temperature 0: verify K prompt-lookup drafts per step (same replies, faster)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {model or 'the default model'}{' + adapter ' + str(adapter) if adapter else ''} ...",
           file=sys.stderr)
     cfg = EngineConfig(dtype=args.dtype, device=args.device, max_num_seqs=1, max_model_len=args.max_model_len,
-                       quantize=args.quantize)
+                       quantize=args.quantize, num_speculative_tokens=args.speculative)
     engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=args.seed)

@@ -35,6 +35,8 @@ class EngineConfig:
     gpu_memory_utilization: float = opt(0.9, "fraction of GPU memory the engine may use (weights + KV)")
     cpu_kv_cache_gb: float = opt(1.0, "KV cache size on CPU in GiB")
     enforce_eager: bool = opt(False, "disable CUDA graphs for decode batches")
+    num_speculative_tokens: int = opt(0, "prompt-lookup drafts verified per greedy decode step (e.g. 4); "
+                                         "0 = off. Same output, fewer weight reads; best for one stream")
     max_loras: int = opt(8, "most LoRA adapters loaded at once")
     max_lora_rank: int = opt(64, "largest LoRA rank an adapter may have")
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
@@ -43,6 +45,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_loras", "max_lora_rank"):
             _positive(name, getattr(self, name))
+        if not isinstance(self.num_speculative_tokens, int) or self.num_speculative_tokens < 0:
+            raise ConfigError("num_speculative_tokens must be an integer >= 0, "
+                              f"got {self.num_speculative_tokens!r}")
         for name in ("max_model_len", "num_blocks", "num_threads"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))

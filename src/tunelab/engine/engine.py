@@ -51,7 +51,6 @@ class LLMEngine:
         self.scheduler = Scheduler(self.config)
         self.lock = threading.RLock()
         self.total_prompt_tokens = 0
-        self.total_generated_tokens = 0
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
 
@@ -86,6 +85,11 @@ class LLMEngine:
                 self.scheduler.abort(seq.seq_id)
         return seqs
 
+    @property
+    def total_generated_tokens(self) -> int:
+        """Tokens appended to outputs so far (a verified draft adds several per step)."""
+        return self.scheduler.num_generated
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
@@ -100,7 +104,6 @@ class LLMEngine:
         tokens, logprobs = self.runner.step(batch, sample, inputs) if batch else ([], None)
         with self.lock:
             finished = self.scheduler.postprocess(batch, tokens, logprobs)
-        self.total_generated_tokens += len(tokens)
         touched = {id(s): s for s in batch.sample_seqs}
         touched.update((id(s), s) for s in finished)
         return list(touched.values())
@@ -127,6 +130,8 @@ class LLMEngine:
             out: dict[str, Any] = dict(self.scheduler.stats())
         out.update(prompt_tokens_total=self.total_prompt_tokens,
                    generation_tokens_total=self.total_generated_tokens,
+                   spec_draft_tokens=self.scheduler.num_draft_tokens,
+                   spec_accepted_tokens=self.scheduler.num_accepted_tokens,
                    num_blocks=self.config.num_blocks, adapters=self.lora.names())
         return out
 

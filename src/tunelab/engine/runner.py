@@ -89,13 +89,12 @@ def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: 
     for item in items:
         seq, start, n = item.seq, item.start_pos, item.num_tokens
         row = len(ids)
-        ids.extend(seq.token_ids[start:start + n])
+        ids.extend(item.token_ids)  # a drafted item feeds its guesses after the last known token
         positions.extend(range(start, start + n))
         table = seq.block_table
         slots.extend(table[p // block_size] * block_size + p % block_size for p in range(start, start + n))
         (decodes.append((row, seq, start + 1)) if n == 1 else prefills.append((row, seq, n, start + n)))
-        if item.needs_logits:
-            sample_rows.append(row + n - 1)
+        sample_rows.extend(range(row + n - item.num_samples, row + n))
         adapters.append((getattr(seq, "adapter", None), row, n))
     attn = AttnBatch(
         positions=torch.tensor(positions, dtype=torch.long, device=device),

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
+from tunelab.engine import speculative
 from tunelab.engine.block_manager import BlockManager
 from tunelab.engine.sequence import Sequence, SequenceStatus, TokenLogprob
 from tunelab.errors import InvalidRequest
@@ -35,13 +36,21 @@ class ScheduledItem:
     start_pos: int
     num_tokens: int
     needs_logits: bool
+    draft: tuple[int, ...] = ()  # speculative tokens after the last known one (see speculative.py)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.seq, self.start_pos, self.num_tokens))
 
     @property
     def token_ids(self) -> list[int]:
-        return self.seq.token_ids[self.start_pos:self.start_pos + self.num_tokens]
+        """The tokens this item feeds the model: known ones, then its draft."""
+        known = self.seq.token_ids[self.start_pos:self.start_pos + self.num_tokens - len(self.draft)]
+        return known + list(self.draft)
+
+    @property
+    def num_samples(self) -> int:
+        """Rows that produce logits: the last one, or every row of a drafted item (each verifies)."""
+        return 0 if not self.needs_logits else len(self.draft) + 1
 
     @property
     def is_decode(self) -> bool:
@@ -55,12 +64,13 @@ class Batch(NamedTuple):
 
     @property
     def sample_items(self) -> list[ScheduledItem]:
-        """Items that produce logits, in order; `postprocess` expects one token per item."""
+        """Items that produce logits, in order; `postprocess` expects `num_samples` tokens each."""
         return [it for it in self.items if it.needs_logits]
 
     @property
     def sample_seqs(self) -> list[Sequence]:
-        return [it.seq for it in self.items if it.needs_logits]
+        """The sequence of each logits row, in row order (a drafted item has several rows)."""
+        return [it.seq for it in self.items for _ in range(it.num_samples)]
 
     @property
     def num_tokens(self) -> int:
@@ -87,6 +97,9 @@ class Scheduler:
         self.num_preemptions = 0
         self._eos = frozenset(cfg.eos_token_ids)
         self._finished_outside_step: list[Sequence] = []
+        self.num_generated = 0  # tokens appended to outputs (a verified draft adds several per step)
+        self.num_draft_tokens = 0  # speculative tokens proposed, and accepted
+        self.num_accepted_tokens = 0
 
     # ---- requests in and out -------------------------------------------------------
 
@@ -142,28 +155,48 @@ class Scheduler:
     def postprocess(
         self, batch: Batch, sampled_token_ids: list[int], logprobs: list[TokenLogprob | None] | None = None
     ) -> list[Sequence]:
-        """Advance computed counts, append one sampled token per sample item, finish seqs.
+        """Advance computed counts, append each sample item's token(s), finish seqs.
 
-        Returns the sequences finished since the last call (including ones the
-        scheduler failed for lack of memory).
+        `sampled_token_ids` holds one token per logits row (`Batch.sample_seqs`). Returns the
+        sequences finished since the last call (including ones failed for lack of memory).
         """
-        samples = batch.sample_items
-        if len(sampled_token_ids) != len(samples):
-            raise ValueError(f"expected {len(samples)} sampled tokens, got {len(sampled_token_ids)}")
+        per_item = self._split(batch, sampled_token_ids, logprobs)
         for item in batch.items:
             if not item.seq.is_finished:  # skip seqs aborted while the step ran
-                item.seq.num_computed_tokens += item.num_tokens
+                # a drafted item computed KV for its rejected guesses too; those slots get rewritten
+                rejected = len(item.draft) + 1 - len(per_item[id(item)][0]) if item.draft else 0
+                item.seq.num_computed_tokens += item.num_tokens - rejected
                 self.block_manager.commit(item.seq)
         finished, self._finished_outside_step = self._finished_outside_step, []
-        for i, (item, token) in enumerate(zip(samples, sampled_token_ids)):
+        for item in batch.sample_items:
             if item.seq.is_finished:
                 continue
-            self._append(item.seq, int(token), logprobs[i] if logprobs else None)
+            for token, logprob in zip(*per_item[id(item)]):
+                self._append(item.seq, int(token), logprob)
+                if item.seq.is_finished:
+                    break
             if item.seq.is_finished:
                 self.running.remove(item.seq)
                 self.block_manager.free(item.seq)
                 finished.append(item.seq)
         return finished
+
+    def _split(self, batch: Batch, tokens: list[int], logprobs) -> dict[int, tuple[list[int], list]]:
+        """Each sample item's tokens to append: its one sampled token, or its accepted draft."""
+        rows = sum(it.num_samples for it in batch.sample_items)
+        if len(tokens) != rows:
+            raise ValueError(f"expected {rows} sampled tokens, got {len(tokens)}")
+        logprobs = logprobs or [None] * rows
+        out, row = {}, 0
+        for item in batch.sample_items:
+            end = row + item.num_samples
+            predicted, lps, row = tokens[row:end], logprobs[row:end], end
+            if item.draft:
+                predicted = speculative.accepted(item.draft, predicted)
+                self.num_draft_tokens += len(item.draft)
+                self.num_accepted_tokens += len(predicted) - 1
+            out[id(item)] = (predicted, lps[:len(predicted)])
+        return out
 
     # ---- internals ---------------------------------------------------------------------
 
@@ -171,15 +204,28 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            n = min(seq.num_uncomputed_tokens, budget)
+            draft = self._draft(seq, budget)
+            n = min(seq.num_uncomputed_tokens + len(draft), budget)
             n = self._make_room(seq, n)
             if n == 0:  # seq itself was preempted or failed; running[i] is now the next one
                 continue
+            draft = draft[:n - 1] if draft else draft  # fewer slots than asked: fewer guesses
             self.block_manager.allocate(seq, n)
-            items.append(_item(seq, n))
+            items.append(_item(seq, n, tuple(draft)))
             budget -= n
             i += 1
         return budget
+
+    def _draft(self, seq: Sequence, budget: int) -> list[int]:
+        """Speculative tokens for a greedy decode (none when off, or for sampled/penalised seqs)."""
+        k = getattr(self.cfg, "num_speculative_tokens", 0)
+        p = seq.params
+        if not k or seq.num_uncomputed_tokens != 1 or not p.greedy or p.logprobs is not None or (
+                p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty):
+            return []  # penalties and logprobs depend on every earlier token: verify one at a time
+        room = min(k, budget - 1, p.max_tokens - len(seq.output_ids) - 1,
+                   self.cfg.max_model_len - seq.num_tokens - 1)
+        return speculative.propose(seq.token_ids, room)
 
     def _make_room(self, seq: Sequence, n: int) -> int:
         """Tokens of `seq` that get slots, preempting later-admitted seqs if none fit."""
@@ -227,6 +273,7 @@ class Scheduler:
 
     def _append(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         seq.append_token(token, logprob)
+        self.num_generated += 1
         p = seq.params
         if token in p.stop_token_ids or (token in self._eos and not p.ignore_eos):
             seq.stop_reason = token
@@ -239,6 +286,6 @@ class Scheduler:
             seq.finish("length")
 
 
-def _item(seq: Sequence, num_tokens: int) -> ScheduledItem:
+def _item(seq: Sequence, num_tokens: int, draft: tuple[int, ...] = ()) -> ScheduledItem:
     start = seq.num_computed_tokens
-    return ScheduledItem(seq, start, num_tokens, start + num_tokens == seq.num_tokens)
+    return ScheduledItem(seq, start, num_tokens, start + num_tokens - len(draft) == seq.num_tokens, draft)

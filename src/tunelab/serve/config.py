@@ -36,6 +36,7 @@ class ServeConfig:
     device: str = opt("auto", "engine device")
     quantize: str | None = opt(None, "engine weight-only quantization: int8, int4[-gN][-all]; None = exact")
     max_num_seqs: int = opt(64, "engine: most sequences decoded in one batch (a request with n>1 counts n)")
+    num_speculative_tokens: int = opt(0, "engine: prompt-lookup drafts verified per greedy decode step; 0 = off")
     enforce_eager: bool = opt(False, "engine on CUDA: run decode steps eagerly instead of replaying CUDA graphs")
     n_threads: int | None = opt(None, "llamacpp CPU threads; default: half the logical cores")
     ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")

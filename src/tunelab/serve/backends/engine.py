@@ -34,7 +34,8 @@ class EngineBackend(Backend):
 
         cfg = EngineConfig(dtype=self.config.dtype, device=self.config.device,
                            max_model_len=self.config.context_length, quantize=self.config.quantize,
-                           enforce_eager=self.config.enforce_eager, max_num_seqs=self.config.max_num_seqs)
+                           enforce_eager=self.config.enforce_eager, max_num_seqs=self.config.max_num_seqs,
+                           num_speculative_tokens=self.config.num_speculative_tokens)
         self.engine = AsyncEngine(self.config.model, config=cfg)
         self.tokenizer = self.engine.tokenizer
         model_dir = Path(self.engine.model_dir)
