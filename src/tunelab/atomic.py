@@ -1,10 +1,13 @@
 """Write to a temporary sibling, then rename: readers never see a half-written file or folder.
 
-Every writer in tunelab (store, runs, templates, data, exports, reports) goes through here.
+Every writer in tunelab (store, runs, templates, data, exports, reports) goes through here,
+and the small JSON files they write (status, config, templates) are read back through
+`read_json_object`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -58,3 +61,21 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def read_json_object(path: Path, error: type[Exception] | None = None) -> dict:
+    """The JSON object in `path`.
+
+    error=None: {} when the file is missing, unreadable, not JSON or not an object (a status file
+    another process may be replacing). Otherwise `error` is raised, naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad UTF-8 or bad JSON
+        if error is None:
+            return {}
+        raise error(f"{path}: cannot read JSON ({err})") from None
+    if isinstance(data, dict):
+        return data
+    if error is None:
+        return {}
+    raise error(f"{path}: expected a JSON object")

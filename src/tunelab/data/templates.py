@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tunelab.atomic import write_text_atomic
+from tunelab.atomic import read_json_object, write_text_atomic
 from tunelab.data.builtin_templates import ALIASES, BUILTINS, BY_ARCHITECTURE
 from tunelab.data.errors import TemplateError
 
@@ -161,11 +161,11 @@ class _TokenizerInfo:
 
     @classmethod
     def read(cls, model_dir: Path) -> _TokenizerInfo:
-        config = _read_json(model_dir / "tokenizer_config.json")
-        specials = _read_json(model_dir / "special_tokens_map.json")
-        tok_json = _read_json(model_dir / "tokenizer.json")
+        config = read_json_object(model_dir / "tokenizer_config.json")
+        specials = read_json_object(model_dir / "special_tokens_map.json")
+        tok_json = read_json_object(model_dir / "tokenizer.json")
         added = [t.get("content", "") for t in tok_json.get("added_tokens", []) if isinstance(t, dict)]
-        model_type = str(_read_json(model_dir / "config.json").get("model_type", ""))
+        model_type = str(read_json_object(model_dir / "config.json").get("model_type", ""))
         return cls(
             chat_template=own_template(model_dir, config),
             bos=_token_text(config.get("bos_token", specials.get("bos_token"))),
@@ -182,7 +182,7 @@ def own_template(model_dir: Path, config: dict | None = None) -> str | None:
     `config` is tokenizer_config.json when the caller has read it already."""
     model_dir = Path(model_dir)
     if config is None:
-        config = _read_json(model_dir / "tokenizer_config.json")
+        config = read_json_object(model_dir / "tokenizer_config.json")
     jinja_file = model_dir / "chat_template.jinja"
     if jinja_file.is_file():
         return jinja_file.read_text(encoding="utf-8")
@@ -218,14 +218,6 @@ def _token_text(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("content", ""))
     return value if isinstance(value, str) else ""
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _unique(items: list) -> list:

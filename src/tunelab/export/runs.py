@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunelab.atomic import read_json_object
 from tunelab.export.errors import RunError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def require_run_dir(spec: str | Path) -> Path:
 def load_run(spec: str | Path) -> Run:
     """Open the run `spec` and validate it: finished, adapter present, adapter fits base."""
     run_dir = require_run_dir(spec)
-    status = _read_json(run_dir / "status.json")
+    status = read_json_object(run_dir / "status.json", RunError)
     _check_not_training(run_dir, status)
     run = Run(dir=run_dir, status=status, base_model=_base_model(run_dir, status),
               method=str(status.get("method", "lora")))
@@ -85,16 +86,6 @@ def load_run(spec: str | Path) -> Run:
     run.adapter_dir = _check_adapter(run_dir / "adapter")
     check_adapter_fits_base(run.adapter_dir, run.base_model)
     return run
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise RunError(f"{path}: cannot read JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path}: expected a JSON object")
-    return data
 
 
 def _check_not_training(run_dir: Path, status: dict) -> None:

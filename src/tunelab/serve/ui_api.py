@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from tunelab.atomic import read_json_object
 from tunelab.errors import TunelabError
 from tunelab.serve import ui_forms, ui_models, ui_runs
 from tunelab.serve.auth import bearer_token, key_matches
@@ -206,7 +207,7 @@ def _stop_run(ctx: UIContext, name: str) -> dict:
     if _running(job):
         ctx.jobs.stop(job)
         return {"stopping": name}
-    status = ui_runs.read_json(_run_path(ctx, name) / "status.json")
+    status = read_json_object(_run_path(ctx, name) / "status.json")
     pid = status.get("pid")
     if status.get("state") != "running" or not pid:
         raise HTTPException(409, f"run '{name}' is not running")

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from tunelab.serve import ui_runs
+from tunelab.atomic import read_json_object
 from tunelab.serve.ui_context import UIContext, fail, run_cli_or_fail, safe_filename
 
 
@@ -43,7 +43,7 @@ def model_routes(router: APIRouter, ctx: UIContext) -> None:
 
 def _model_row(entry) -> dict:
     row = dataclasses.asdict(entry)
-    template = ui_runs.read_json(Path(entry.path) / "tunelab_template.json")
+    template = read_json_object(Path(entry.path) / "tunelab_template.json")
     row["template"] = template.get("name") or ("tokenizer" if entry.has_chat_template else "")
     return row
 

@@ -12,6 +12,7 @@ import re
 import time
 from pathlib import Path
 
+from tunelab.atomic import read_json_object
 from tunelab.errors import TunelabError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -36,15 +37,6 @@ def run_dir(runs_dir: Path, name: str) -> Path:
     return path
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from `path`, or {} when missing or half-written."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def list_runs(runs_dir: Path) -> list[dict]:
     """One summary per run directory (the trainer's own listing), newest first."""
     from tunelab.train.rundir import list_runs as trainer_runs
@@ -54,7 +46,7 @@ def list_runs(runs_dir: Path) -> list[dict]:
 
 def run_summary(path: Path, status: dict | None = None) -> dict:
     """Name, state and progress of one run, from its status.json."""
-    status = read_json(path / "status.json") if status is None else status
+    status = read_json_object(path / "status.json") if status is None else status
     state = status.get("state") or ("finished" if (path / "summary.json").exists() else "unknown")
     return {
         "name": path.name, "state": state, "step": status.get("step", 0),
@@ -69,8 +61,8 @@ def run_detail(path: Path) -> dict:
     """Everything the run page shows except metrics and log: status, ETA, summary, config."""
     detail = run_summary(path)
     detail["path"] = str(path.resolve())
-    detail["status"] = read_json(path / "status.json")
-    detail["summary"] = read_json(path / "summary.json")
+    detail["status"] = read_json_object(path / "status.json")
+    detail["summary"] = read_json_object(path / "summary.json")
     config = path / "config.yaml"
     detail["config_yaml"] = config.read_text(encoding="utf-8") if config.exists() else ""
     detail["eta_s"] = eta_seconds(detail)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from tunelab.atomic import read_json_object
 from tunelab.errors import CorruptModelFile
 from tunelab.store.staging import dir_size
 from tunelab.store.weights import summarize
@@ -16,13 +16,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise CorruptModelFile(f"{model_dir}: no config.json (not a Hugging Face model directory)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptModelFile(f"{path}: invalid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CorruptModelFile(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, CorruptModelFile)
 
 
 def chat_template_of(model_dir: Path) -> str | None:
@@ -55,10 +49,7 @@ def runs_on(model_path: Path, runs_dir: Path) -> list[dict[str, Any]]:
     target = str(Path(model_path).resolve())
     found = []
     for status in sorted(Path(runs_dir).glob("*/status.json")):
-        try:
-            data = json.loads(status.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # a run being written right now; skip it rather than fail `show`
+        data = read_json_object(status)  # {} for a run being written right now: skipped, `show` goes on
         base = data.get("base_model")
         if base and str(Path(base).resolve()) == target:
             found.append({"name": status.parent.name, **data})
