@@ -125,12 +125,23 @@ class Backend(abc.ABC):
         """Release the model; in-flight requests are aborted."""
 
 
-def hf_chat_prompt(template: Any, tokenizer: Any, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
-    """Render with the shared chat template and encode exactly as training does (engine, vLLM)."""
-    from tunelab.data.templates import encode_text
+class HFTokenizerPrompts:
+    """encode_chat/encode_text for backends holding a Hugging Face `tokenizer` and tunelab's
+    `template` (engine, vLLM): prompts are encoded exactly as training encodes them."""
 
-    text = template.render(messages, add_generation_prompt=True, **template_kwargs)
-    return Prompt(encode_text(tokenizer, text), text)
+    tokenizer: Any
+    template: Any
+
+    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
+        """The shared chat template renders; it writes BOS itself, so none is added."""
+        from tunelab.data.templates import encode_text
+
+        text = self.template.render(messages, add_generation_prompt=True, **template_kwargs)
+        return Prompt(encode_text(self.tokenizer, text), text)
+
+    def encode_text(self, text: str) -> Prompt:
+        """Raw completion prompt: the tokenizer adds BOS the way the model expects."""
+        return Prompt(list(self.tokenizer.encode(text)), text)
 
 
 def sampling_kwargs(params: GenParams, stop_ids: list[int]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob,
-                                         hf_chat_prompt, sampling_kwargs)
+from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, HFTokenizerPrompts,
+                                         TokenLogprob, sampling_kwargs)
 from tunelab.serve.config import ServeConfig
 
 
-class EngineBackend(Backend):
+class EngineBackend(HFTokenizerPrompts, Backend):
     """tunelab's own engine serving a Hugging Face model directory."""
 
     name = "engine"
@@ -45,16 +45,6 @@ class EngineBackend(Backend):
         self.model_path, self.created = str(model_dir), int(model_dir.stat().st_mtime)
         self.model_id = self.config.served_name or model_dir.name
         self.num_params = sum(p.numel() for p in self.engine.engine.model.parameters())  # once, not per /api/show
-
-    # ---- prompts --------------------------------------------------------------------------
-
-    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
-        """The shared chat template renders; the same encoding as training."""
-        return hf_chat_prompt(self.template, self.tokenizer, messages, template_kwargs)
-
-    def encode_text(self, text: str) -> Prompt:
-        """Raw completion prompt: the tokenizer adds BOS the way the model expects."""
-        return Prompt(list(self.tokenizer.encode(text)), text)
 
     # ---- generation -----------------------------------------------------------------------
 

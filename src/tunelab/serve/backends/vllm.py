@@ -10,15 +10,15 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from tunelab.errors import MissingExtra
-from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob,
-                                         hf_chat_prompt, sampling_kwargs)
+from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, HFTokenizerPrompts,
+                                         TokenLogprob, sampling_kwargs)
 from tunelab.serve.config import ServeConfig
 
 
-class VllmBackend(Backend):
+class VllmBackend(HFTokenizerPrompts, Backend):
     """A Hugging Face model served by vLLM's AsyncLLMEngine."""
 
     name = "vllm"
@@ -50,14 +50,6 @@ class VllmBackend(Backend):
         self.context_length = self.config.context_length or self.tokenizer.model_max_length
         self.model_path, self.created = str(model_dir), int(Path(model_dir).stat().st_mtime)
         self.model_id = self.config.served_name or Path(model_dir).name
-
-    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
-        """The shared tunelab chat template, as in training."""
-        return hf_chat_prompt(self.template, self.tokenizer, messages, template_kwargs)
-
-    def encode_text(self, text: str) -> Prompt:
-        """Raw text with the tokenizer's special tokens."""
-        return Prompt(list(self.tokenizer.encode(text)), text)
 
     async def generate(self, request_id: str, prompt: list[int], params: GenParams,
                        adapter: str | None = None) -> AsyncIterator[Delta]:
