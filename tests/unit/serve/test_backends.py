@@ -34,5 +34,7 @@ def test_llamacpp_needs_a_gguf(tmp_path):
 def test_serve_config_rejects_bad_limits():
     with pytest.raises(ValueError, match="max_pending"):
         ServeConfig(max_pending=0)
+    with pytest.raises(ValueError, match="max_num_seqs must be >= 1, got 0"):
+        ServeConfig(max_num_seqs=0)
     with pytest.raises(ValueError, match="port"):
         ServeConfig(port=70000)
