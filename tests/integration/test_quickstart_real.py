@@ -14,7 +14,7 @@ def _is_chinese(text: str) -> bool:
 
 
 def test_quickstart_teaches_identity(tmp_path):
-    from tunelab.train.quickstart import QuickstartConfig, quickstart
+    from tunelab.quickstart import QuickstartConfig, quickstart
 
     result = quickstart(QuickstartConfig(output=str(tmp_path / "qs")))
     identity = [a for a in result.answers if "tunelab" in a.reference]

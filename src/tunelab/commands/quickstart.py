@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the quick-start; exit 0 when it finished, with the report path on stdout."""
     from tunelab.config import load_config
-    from tunelab.train.quickstart import QuickstartConfig, quickstart
+    from tunelab.quickstart import QuickstartConfig, quickstart
 
     result = quickstart(load_config(QuickstartConfig, None, args.overrides))
     print(result.report)

@@ -40,8 +40,8 @@ def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
     secured = [Depends(_require_key)]
     app.include_router(openai_routes.router, dependencies=secured)
     app.include_router(ollama_routes.router, dependencies=secured)
-    if config.ui:  # the web UI: pages at /ui, JSON API at /ui/api (tunelab.serve.ui_api)
-        from tunelab.serve.ui_api import mount_ui
+    if config.ui:  # the web UI: pages at /ui, JSON API at /ui/api (tunelab.ui.api)
+        from tunelab.ui.api import mount_ui
 
         mount_ui(app, config.api_key, config.runs_dir)
     app.add_api_route("/health", _health, methods=["GET"])

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from tunelab.atomic import read_json_object
-from tunelab.serve.ui_context import UIContext, fail, run_cli_or_fail, safe_filename
+from tunelab.ui.context import UIContext, fail, run_cli_or_fail, safe_filename
 
 
 def model_routes(router: APIRouter, ctx: UIContext) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from tunelab.serve.jobs import JobManager, last_error
+from tunelab.ui.jobs import JobManager, last_error
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

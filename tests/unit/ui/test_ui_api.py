@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tunelab.serve.jobs import JobManager
-from tunelab.serve.ui_api import mount_ui
+from tunelab.ui.jobs import JobManager
+from tunelab.ui.api import mount_ui
 
 
 def _write_run(root: Path, name: str, steps: int, state: str = "running") -> Path:

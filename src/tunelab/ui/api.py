@@ -21,10 +21,10 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from tunelab.atomic import read_json_object
 from tunelab.errors import TunelabError
-from tunelab.serve import ui_forms, ui_models, ui_runs
+from tunelab.ui import forms as ui_forms, models as ui_models, runs as ui_runs
 from tunelab.serve.auth import bearer_token, key_matches
-from tunelab.serve.jobs import JobManager
-from tunelab.serve.ui_context import UIContext, fail, run_cli, run_cli_or_fail, safe_filename
+from tunelab.ui.jobs import JobManager
+from tunelab.ui.context import UIContext, fail, run_cli, run_cli_or_fail, safe_filename
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
