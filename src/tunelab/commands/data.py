@@ -55,7 +55,7 @@ def _config(args: argparse.Namespace):
 def _tokenizer_and_template(args: argparse.Namespace):
     from transformers import AutoTokenizer
 
-    from tunelab.data.templates import ChatTemplate
+    from tunelab.data.templates import resolve_template
     from tunelab.store.resolve import resolve_model
 
     try:
@@ -64,7 +64,7 @@ def _tokenizer_and_template(args: argparse.Namespace):
         from tunelab.errors import ModelNotFound
 
         raise ModelNotFound("the built-in default model is not available here; pass --model") from None
-    template = ChatTemplate.for_model(model_dir, args.template, system=args.system)
+    template = resolve_template(model_dir, None, args.template, args.system)
     return AutoTokenizer.from_pretrained(model_dir), template
 
 

@@ -1,9 +1,18 @@
 """One chat template for training, serving and export.
 
 Public API (others build against these names):
-- `ChatTemplate.for_model(model_dir, name=None, system=None)`: a saved `tunelab_template.json`
-  wins; then `name` (a built-in); then the tokenizer's own template; then a built-in chosen
-  by architecture (llama3, chatml, gemma, mistral); base models get `default`.
+- `resolve_template(model_dir, adapter_dir=None, override=None, system=None)`: THE choice of
+  template; every path that renders a prompt (train, engine `LLM`, serve backends per adapter,
+  chat, eval, export, UI) asks it. First match wins:
+  1. the template saved with the adapter (`adapter_dir/tunelab_template.json`, written by train);
+  2. `override` (a built-in name: `data.template`, `serve --chat-template`);
+  3. the template saved in the model dir (a merged export or a full fine-tune);
+  4. the tokenizer's own template (chat_template.jinja / tokenizer_config.json);
+  5. the architecture's built-in (llama3, chatml, gemma, mistral) if the tokenizer has its
+     end-of-turn token; 6. `default` (base models).
+  `system` replaces the default system prompt of whichever template wins.
+- `ChatTemplate.for_model(model_dir, name=None, system=None)`: `resolve_template` without adapter.
+- `saved_template(dir) -> ChatTemplate | None`: the `tunelab_template.json` in `dir`, if any.
 - `ChatTemplate.load(dir)` / `.save(dir)`: the file `tunelab_template.json`.
 - `.name`, `.source` (jinja), `.stop_strings` (end-of-turn + EOS strings), `.system`
   (default system prompt applied when a conversation has none),
@@ -62,17 +71,8 @@ class ChatTemplate:
 
     @classmethod
     def for_model(cls, model_dir: str | Path, name: str | None = None, system: str | None = None) -> ChatTemplate:
-        """The template for a model directory; see the module docstring for the order of choice."""
-        model_dir = Path(model_dir)
-        if (model_dir / TEMPLATE_FILE).is_file():
-            saved = cls.load(model_dir)
-            return replace(saved, system=system) if system is not None else saved
-        info = _TokenizerInfo.read(model_dir)
-        if name:
-            return cls.builtin(name, info.bos, info.eos, system)
-        if info.chat_template:
-            return cls.from_source("tokenizer", info.chat_template, info, system)
-        return cls.builtin(_builtin_for(info), info.bos, info.eos, system)
+        """The template for a model directory without an adapter: `resolve_template`'s order."""
+        return resolve_template(model_dir, None, name, system)
 
     @classmethod
     def from_source(cls, name: str, source: str, info: _TokenizerInfo, system: str | None = None) -> ChatTemplate:
@@ -137,6 +137,34 @@ class ChatTemplate:
         if self.name in BUILTINS:
             return self.name
         return next((name for name, marker in _TURN_MARKERS.items() if marker in self.source), None)
+
+
+def resolve_template(model_dir: str | Path, adapter_dir: str | Path | None = None,
+                     override: str | None = None, system: str | None = None) -> ChatTemplate:
+    """The one template for a model plus an optional adapter; the order is in the module docstring."""
+    template = saved_template(adapter_dir) if adapter_dir is not None else None
+    if template is None:
+        template = _model_template(Path(model_dir), override)
+    return template.with_system(system) if system is not None else template
+
+
+def saved_template(directory: str | Path) -> ChatTemplate | None:
+    """The `tunelab_template.json` training saved in `directory` (adapter or model dir), if any."""
+    path = Path(directory) / TEMPLATE_FILE
+    return ChatTemplate.load(path) if path.is_file() else None
+
+
+def _model_template(model_dir: Path, override: str | None) -> ChatTemplate:
+    """Steps 2-6 of the order: override, saved in the model, tokenizer's own, built-in, default."""
+    saved = None if override else saved_template(model_dir)
+    if saved is not None:
+        return saved
+    info = _TokenizerInfo.read(model_dir)
+    if override:
+        return ChatTemplate.builtin(override, info.bos, info.eos)
+    if info.chat_template:
+        return ChatTemplate.from_source("tokenizer", info.chat_template, info)
+    return ChatTemplate.builtin(_builtin_for(info), info.bos, info.eos)
 
 
 def encode_prompt(template: ChatTemplate, tokenizer: Any, messages: list[dict], **template_kwargs: Any) -> list[int]:

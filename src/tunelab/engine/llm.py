@@ -121,13 +121,10 @@ class LLM:
 
 
 def chat_template(engine: LLMEngine, adapter: str | None = None):
-    """The ChatTemplate saved with `engine`'s adapter `adapter` if it has one, else the model's."""
-    from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate
+    """The ChatTemplate for `engine`'s adapter `adapter` (None: the base model), by `resolve_template`."""
+    from tunelab.data.templates import resolve_template
 
-    adapter_dir = engine.lora.adapters.get(adapter) if adapter else None
-    if adapter_dir is not None and (adapter_dir / TEMPLATE_FILE).is_file():
-        return ChatTemplate.load(adapter_dir)
-    return ChatTemplate.for_model(engine.model_dir)
+    return resolve_template(engine.model_dir, engine.lora.adapters.get(adapter) if adapter else None)
 
 
 def with_template_stops(params: SamplingParams, template, tokenizer) -> SamplingParams:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from tunelab.data.templates import ChatTemplate
+from tunelab.data.templates import ChatTemplate, resolve_template
 from tunelab.atomic import atomic_dir
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
@@ -39,7 +39,7 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     model_dir = (run.model_dir or run.base_model) if run else _resolve(spec)
     _check_supported(model_dir)
     name = _slug(run.name if run else model_dir.name)
-    template = run.chat_template() if run else ChatTemplate.for_model(model_dir)
+    template = run.chat_template() if run else resolve_template(model_dir)
     if fmt == "ollama":
         ollama_template(template)  # fail on custom jinja before the slow part
     with tempfile.TemporaryDirectory(prefix="tunelab-export-") as work:

@@ -44,13 +44,10 @@ class Run:
         return self.method.lower() == "qlora"
 
     def chat_template(self) -> ChatTemplate:
-        """The ChatTemplate training used: saved beside the adapter/model, else the base model's."""
-        from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate
+        """The ChatTemplate training used (saved with the adapter or model), by `resolve_template`."""
+        from tunelab.data.templates import resolve_template
 
-        for saved in (self.adapter_dir, self.model_dir):
-            if saved is not None and (saved / TEMPLATE_FILE).is_file():
-                return ChatTemplate.load(saved)
-        return ChatTemplate.for_model(self.model_dir or self.base_model)
+        return resolve_template(self.model_dir or self.base_model, self.adapter_dir)
 
 
 def find_run_dir(spec: str | Path) -> Path | None:

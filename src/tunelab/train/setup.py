@@ -15,10 +15,10 @@ def prepare_data(cfg: TrainConfig, model_dir: Path, examples: tuple[list, list] 
     """(tokenizer, chat template, Examples); given `examples` are used as they are."""
     from transformers import AutoTokenizer
 
-    from tunelab.data.templates import ChatTemplate
+    from tunelab.data.templates import resolve_template
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    template = ChatTemplate.for_model(model_dir, cfg.data.template, system=cfg.data.system)
+    template = resolve_template(model_dir, None, cfg.data.template, cfg.data.system)
     if examples is not None:
         train, held = examples
         return tokenizer, template, Examples(list(train), list(held), len(train) + len(held), {})

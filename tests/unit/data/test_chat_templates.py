@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tunelab.data.errors import TemplateError
-from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate, encode_prompt
+from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate, encode_prompt, resolve_template, saved_template
 
 BUILTINS = ["llama3", "chatml", "gemma", "mistral", "default"]
 
@@ -86,15 +86,36 @@ def test_architecture_template_needs_its_end_token(tmp_path, tiny_tokenizer_dir)
     assert ChatTemplate.for_model(model).name == "default"
 
 
-def test_saved_template_wins_and_round_trips(tmp_path, tiny_tokenizer_dir):
+def test_saved_template_round_trips(tmp_path, tiny_tokenizer_dir):
     model = _model_dir(tmp_path, tiny_tokenizer_dir, "qwen2", keep_template=True)
-    assert ChatTemplate.for_model(model, name="gemma").name == "gemma"
     saved = ChatTemplate.builtin("llama3", "<|begin_of_text|>", "<|im_end|>", system="Be brief.")
     saved.save(model)
     assert not [p for p in model.iterdir() if p.name.endswith(".tmp")]
-    loaded = ChatTemplate.for_model(model, name="gemma")
-    assert loaded == saved
+    assert ChatTemplate.for_model(model) == saved == saved_template(model)
     assert ChatTemplate.load(model / TEMPLATE_FILE) == saved
+
+
+def test_resolver_order(tmp_path, tiny_tokenizer_dir):
+    """adapter's saved > override > model's saved > tokenizer's own > architecture's > default."""
+    model = _model_dir(tmp_path, tiny_tokenizer_dir, "llama", keep_template=True)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    assert resolve_template(model, adapter).name == "tokenizer"  # adapter without a saved template
+    ChatTemplate.builtin("mistral").save(model)
+    assert resolve_template(model).name == "mistral"
+    assert resolve_template(model, adapter, override="gemma").name == "gemma"
+    ChatTemplate.builtin("default", system="Saved.").save(adapter)
+    chosen = resolve_template(model, adapter, override="gemma", system="Mine.")
+    assert (chosen.name, chosen.system) == ("default", "Mine.")
+    assert resolve_template(model, adapter).system == "Saved."
+    (model / TEMPLATE_FILE).unlink()
+    (model / "chat_template.jinja").unlink()
+    assert resolve_template(model).name == "llama3"
+
+
+def test_resolver_override_names_bad_template(tiny_tokenizer_dir):
+    with pytest.raises(TemplateError, match="unknown chat template 'vicuna'"):
+        resolve_template(tiny_tokenizer_dir, override="vicuna")
 
 
 def test_default_system_prompt_applies_only_without_one(conversation):

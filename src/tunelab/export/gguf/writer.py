@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tunelab.atomic import atomic_file
-from tunelab.data.templates import ChatTemplate
+from tunelab.data.templates import ChatTemplate, resolve_template
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families as fam
 from tunelab.export.gguf.vocab import Vocab, build_vocab, write_vocab
@@ -43,7 +43,7 @@ def write_gguf(model_dir: Path, out: Path, quant: str = "f16",
                template: ChatTemplate | None = None, log: Callable[[str], None] = print) -> Path:
     """Export `model_dir` to GGUF file `out` with `quant`; returns `out`.
 
-    `template` defaults to `ChatTemplate.for_model(model_dir)`, the one serving would use.
+    `template` defaults to `resolve_template(model_dir)`, the one serving would use.
     """
     q = parse_quant(quant)
     plan = make_plan(Path(model_dir), template)
@@ -65,7 +65,7 @@ def make_plan(model_dir: Path, template: ChatTemplate | None = None) -> Plan:
     family = fam.family_for(hparams, str(config_path))
     tensors = _map_tensors(model_dir, family, hparams)
     n_rows = _embedding_rows(model_dir, tensors)
-    template = template or ChatTemplate.for_model(model_dir)
+    template = template or resolve_template(model_dir)
     return Plan(model_dir, family, hparams, tensors, build_vocab(model_dir, n_rows, template), template)
 
 
