@@ -49,7 +49,7 @@ async def chat(req: P.OllamaChatRequest, request: Request):
     if any(m.images for m in req.messages):
         raise bad_request("images are not supported", param="messages")
     kwargs = {} if req.think is None else {"enable_thinking": req.think}
-    prompt = svc.backend.encode_chat(chat_messages(messages), kwargs)
+    prompt = svc.backend.encode_chat(chat_messages(messages), kwargs, target.adapter)
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "chat",
                           opens_reasoning(prompt.text))
 
@@ -67,7 +67,8 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
     else:
         turns = ([{"role": "system", "content": req.system}] if req.system else [])
         kwargs = {} if req.think is None else {"enable_thinking": req.think}
-        prompt = svc.backend.encode_chat(turns + [{"role": "user", "content": req.prompt}], kwargs)
+        prompt = svc.backend.encode_chat(turns + [{"role": "user", "content": req.prompt}], kwargs,
+                                         target.adapter)
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "generate",
                           opens_reasoning(prompt.text))
 

@@ -110,7 +110,8 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     svc.check_n(req.n)
     svc.check_logprobs(req.logprobs)
     try:
-        prompt = svc.backend.encode_chat(chat_messages(req.messages), req.chat_template_kwargs or {})
+        prompt = svc.backend.encode_chat(chat_messages(req.messages), req.chat_template_kwargs or {},
+                                         target.adapter)
     except (ValueError, TypeError, KeyError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 
@@ -85,8 +86,9 @@ class Backend(abc.ABC):
         """Load weights and tokenizer (blocking; called off the event loop)."""
 
     @abc.abstractmethod
-    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
-        """Messages -> prompt ids through the model's chat template."""
+    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any],
+                    adapter: str | None = None) -> Prompt:
+        """Messages -> prompt ids through the chat template of `adapter` (None: the base model)."""
 
     @abc.abstractmethod
     def encode_text(self, text: str) -> Prompt:
@@ -126,17 +128,45 @@ class Backend(abc.ABC):
 
 
 class HFTokenizerPrompts:
-    """encode_chat/encode_text for backends holding a Hugging Face `tokenizer` and tunelab's
-    `template` (engine, vLLM): prompts are encoded exactly as training encodes them."""
+    """encode_chat/encode_text for backends holding a Hugging Face `tokenizer` (engine, vLLM):
+    prompts are encoded exactly as training encodes them, each adapter with its own template."""
 
     tokenizer: Any
-    template: Any
+    template: Any  # the base model's ChatTemplate
+    config: Any  # ServeConfig: chat_template is the override
 
-    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
-        """The shared chat template renders; it writes BOS itself, so none is added."""
+    def load_templates(self, model_dir: str | Path) -> None:
+        """Resolve the base model's template; adapters add theirs in `remember_template`."""
+        from tunelab.data.templates import resolve_template
+
+        self.model_dir = Path(model_dir)
+        self.template = resolve_template(self.model_dir, None, self.config.chat_template)
+        self._templates = {None: (self.template, self.template.stop_token_ids(self.tokenizer))}
+
+    def remember_template(self, adapter: str, path: str | Path | None) -> None:
+        """Resolve adapter `adapter`'s template (its saved one first); None path forgets it."""
+        from tunelab.data.templates import resolve_template
+
+        if path is None:
+            self._templates.pop(adapter, None)
+            return
+        template = resolve_template(self.model_dir, path, self.config.chat_template)
+        self._templates[adapter] = (template, template.stop_token_ids(self.tokenizer))
+
+    def chat_template(self, adapter: str | None = None) -> Any:
+        """The ChatTemplate requests for `adapter` (None: the base model) are rendered with."""
+        return self._templates.get(adapter, self._templates[None])[0]
+
+    def stop_ids(self, adapter: str | None = None) -> list[int]:
+        """The end-of-turn and EOS ids of `adapter`'s template."""
+        return self._templates.get(adapter, self._templates[None])[1]
+
+    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any],
+                    adapter: str | None = None) -> Prompt:
+        """`adapter`'s chat template renders; it writes BOS itself, so none is added."""
         from tunelab.data.templates import encode_text
 
-        text = self.template.render(messages, add_generation_prompt=True, **template_kwargs)
+        text = self.chat_template(adapter).render(messages, add_generation_prompt=True, **template_kwargs)
         return Prompt(encode_text(self.tokenizer, text), text)
 
     def encode_text(self, text: str) -> Prompt:

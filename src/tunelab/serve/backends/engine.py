@@ -28,7 +28,6 @@ class EngineBackend(HFTokenizerPrompts, Backend):
 
     def load(self) -> None:
         """Load the model, tokenizer and chat template; the engine thread starts with it."""
-        from tunelab.data.templates import ChatTemplate
         from tunelab.engine.async_engine import AsyncEngine
         from tunelab.engine.config import EngineConfig
 
@@ -39,8 +38,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         self.engine = AsyncEngine(self.config.model, config=cfg)
         self.tokenizer = self.engine.tokenizer
         model_dir = Path(self.engine.model_dir)
-        self.template = ChatTemplate.for_model(model_dir, self.config.chat_template)
-        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        self.load_templates(model_dir)
         self.context_length = self.engine.engine.config.max_model_len
         self.model_path, self.created = str(model_dir), int(model_dir.stat().st_mtime)
         self.model_id = self.config.served_name or model_dir.name
@@ -51,16 +49,16 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     async def generate(self, request_id: str, prompt: list[int], params: GenParams,
                        adapter: str | None = None) -> AsyncIterator[Delta]:
         """Relay the engine's deltas; leaving early aborts the request (the engine frees its KV)."""
-        async for d in self.engine.generate(request_id, prompt, self._sampling(params), adapter):
+        async for d in self.engine.generate(request_id, prompt, self._sampling(params, adapter), adapter):
             if d.error:  # the engine failed the request (step error, no KV memory)
                 raise RuntimeError(d.error)
             logprobs = [self._logprob(lp) for lp in d.logprobs or ()]
             yield Delta(d.text, list(d.token_ids), logprobs or None, d.finish_reason)
 
-    def _sampling(self, p: GenParams):
+    def _sampling(self, p: GenParams, adapter: str | None = None):
         from tunelab.engine.config import SamplingParams
 
-        return SamplingParams(**sampling_kwargs(p, self.stop_ids))
+        return SamplingParams(**sampling_kwargs(p, self.stop_ids(adapter)))
 
     def abort(self, request_id: str) -> None:
         """Finish the request now, freeing its KV blocks; its stream ends with 'abort'."""
@@ -75,12 +73,14 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     # ---- adapters, stats, lifecycle -------------------------------------------------------
 
     def add_adapter(self, name: str, path: str) -> None:
-        """Load a PEFT adapter; requests may name it in `model` right after."""
+        """Load a PEFT adapter with its chat template; requests may name it in `model` right after."""
         self.engine.add_adapter(name, path)
+        self.remember_template(name, path)
 
     def remove_adapter(self, name: str) -> None:
         """Unload; the engine aborts sequences still using it."""
         self.engine.remove_adapter(name)
+        self.remember_template(name, None)
 
     def adapters(self) -> dict[str, str]:
         """name -> path of loaded adapters."""

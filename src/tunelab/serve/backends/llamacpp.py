@@ -122,8 +122,9 @@ class LlamaCppBackend(Backend):
                 ids.append(toks[0])
         return ids
 
-    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any]) -> Prompt:
-        """Render with the tunelab template; the template writes BOS itself."""
+    def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any],
+                    adapter: str | None = None) -> Prompt:
+        """Render with the tunelab template (no adapters here); the template writes BOS itself."""
         text = self.template.render(messages, add_generation_prompt=True, **template_kwargs)
         return Prompt(self.llm.tokenize(text.encode(), add_bos=False, special=True), text)
 

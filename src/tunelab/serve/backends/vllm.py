@@ -36,7 +36,6 @@ class VllmBackend(HFTokenizerPrompts, Backend):
             import vllm
         except ImportError:
             raise MissingExtra("vllm", "vllm", "the vllm backend") from None
-        from tunelab.data.templates import ChatTemplate
         from tunelab.store.resolve import resolve_model
 
         model_dir = resolve_model(self.config.model)
@@ -45,8 +44,7 @@ class VllmBackend(HFTokenizerPrompts, Backend):
                                     tensor_parallel_size=int(os.environ.get("TUNELAB_VLLM_TP", "1")))
         self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
         self.tokenizer = _tokenizer(model_dir)
-        self.template = ChatTemplate.for_model(model_dir, self.config.chat_template)
-        self.stop_ids = self.template.stop_token_ids(self.tokenizer)
+        self.load_templates(model_dir)
         self.context_length = self.config.context_length or self.tokenizer.model_max_length
         self.model_path, self.created = str(model_dir), int(Path(model_dir).stat().st_mtime)
         self.model_id = self.config.served_name or Path(model_dir).name
@@ -57,7 +55,7 @@ class VllmBackend(HFTokenizerPrompts, Backend):
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        sp = SamplingParams(**sampling_kwargs(params, self.stop_ids))
+        sp = SamplingParams(**sampling_kwargs(params, self.stop_ids(adapter)))
         lora = None
         if adapter:
             lora_id, path = self._loras[adapter]
@@ -78,12 +76,14 @@ class VllmBackend(HFTokenizerPrompts, Backend):
         asyncio.ensure_future(self.engine.abort(request_id))
 
     def add_adapter(self, name: str, path: str) -> None:
-        """Register a LoRA; vLLM loads it on first use."""
+        """Register a LoRA (and its chat template); vLLM loads the weights on first use."""
         self._loras[name] = (next(self._ids), str(path))
+        self.remember_template(name, path)
 
     def remove_adapter(self, name: str) -> None:
         """Forget a LoRA."""
         self._loras.pop(name, None)
+        self.remember_template(name, None)
 
     def adapters(self) -> dict[str, str]:
         """name -> path."""
