@@ -10,7 +10,6 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from tunelab.errors import MissingExtra  # noqa: E402
 from tunelab.export.errors import ExportError, UnsupportedArchitecture  # noqa: E402
 from tunelab.export.exporter import export  # noqa: E402
 from tunelab.export.gguf import write_gguf  # noqa: E402
@@ -87,11 +86,14 @@ def test_unknown_quant_lists_valid_ones(tiny_models, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_k_quant_without_llama_cpp_says_what_to_install(tiny_models, tmp_path, monkeypatch):
+def test_k_quant_needs_no_llama_cpp(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if not installed
-    with pytest.raises(MissingExtra, match="pip install 'tunelab\\[llamacpp\\]'"):
-        write_gguf(tiny_models["llama"], tmp_path / "x.gguf", "q4_k_m")
-    assert not list(tmp_path.iterdir())
+    out = write_gguf(tiny_models["llama"], tmp_path / "x.gguf", "q4_k_m", log=lambda _m: None)
+    fields, tensors = _fields(out)
+    assert fields["general.file_type"] == 15
+    # hidden 64 fits no 256-value block: llama.cpp's fallback (Q4_K -> Q5_0) and Q8_0 for the head
+    assert tensors["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.Q5_0
+    assert tensors["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
 
 
 def test_exporting_a_run_merges_it_first(tiny_runs, tmp_path):

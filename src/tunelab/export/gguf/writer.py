@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,8 +17,9 @@ from tunelab.atomic import atomic_file
 from tunelab.data.templates import ChatTemplate, resolve_template
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families as fam
+from tunelab.export.gguf.mixture import Mixture, model_facts, tensor_type
 from tunelab.export.gguf.vocab import Vocab, build_vocab, write_vocab
-from tunelab.export.quantize import Quant, encode, llama_cpp_quantize, parse_quant, tensor_type
+from tunelab.export.quantize import encode, parse_quant
 
 # Prefixes of multimodal checkpoints whose language model we export.
 _PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
@@ -48,10 +48,7 @@ def write_gguf(model_dir: Path, out: Path, quant: str = "f16",
     q = parse_quant(quant)
     plan = make_plan(Path(model_dir), template)
     with atomic_file(Path(out)) as tmp:
-        if q.llama_cpp:
-            _write_via_llama_cpp(plan, tmp, q)
-        else:
-            _write(plan, tmp, q)
+        _write(plan, tmp, q)
     log(f"wrote {out} ({q.name}, {Path(out).stat().st_size / 2**20:.1f} MiB)")
     return Path(out)
 
@@ -91,10 +88,16 @@ def _map_tensors(model_dir: Path, family: fam.Family, hp: dict) -> list[tuple[st
     return plan
 
 
-def _header_names(file: Path) -> list[str]:
+def _header(file: Path) -> dict[str, dict]:
+    """A safetensors file's header: tensor name -> {dtype, shape, data_offsets}."""
     with file.open("rb") as fh:
         header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-    return [k for k in header if k != "__metadata__"]
+    header.pop("__metadata__", None)
+    return header
+
+
+def _header_names(file: Path) -> list[str]:
+    return list(_header(file))
 
 
 def _strip_prefix(name: str) -> str:
@@ -105,15 +108,15 @@ def _strip_prefix(name: str) -> str:
 
 
 def _embedding_rows(model_dir: Path, tensors: list[tuple[str, str, Path]]) -> int:
-    from tunelab.export.runs import safetensors_shapes
+    from tunelab.store.weights import tensor_shapes
 
     for hf, mapped, file in tensors:
         if mapped == "token_embd.weight":
-            return int(safetensors_shapes(file)[hf][0])
+            return int(tensor_shapes(file)[hf][0])
     raise ExportError(f"{model_dir}: no token embedding tensor found")
 
 
-def _write(plan: Plan, path: Path, q: Quant) -> None:
+def _write(plan: Plan, path: Path, q: Mixture) -> None:
     import gguf
 
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[plan.family.arch]])
@@ -122,9 +125,11 @@ def _write(plan: Plan, path: Path, q: Quant) -> None:
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     fam.write_hparams(writer, plan.family, plan.hparams)
     _write_tokenizer(writer, plan)
+    facts = model_facts([m for _h, m, _f in plan.tensors], int(plan.hparams["num_hidden_layers"]),
+                        plan.family.arch)
     for name, data in _tensors(plan):
-        qtype = tensor_type(q, data.shape)
-        writer.add_tensor(name, encode(data, qtype), raw_dtype=qtype)
+        qtype = tensor_type(q, facts, name, data.shape)
+        writer.add_tensor(name, encode(data, qtype), raw_dtype=gguf.GGMLQuantizationType[qtype])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -156,11 +161,3 @@ def _tensors(plan: Plan) -> Iterator[tuple[str, np.ndarray]]:
             data = data + plan.family.norm_shift
         yield mapped, data
 
-
-def _write_via_llama_cpp(plan: Plan, path: Path, q: Quant) -> None:
-    from tunelab.export.quantize import QUANTS
-
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".gguf-f16-") as tmp:
-        f16 = Path(tmp) / "model-f16.gguf"
-        _write(plan, f16, QUANTS["f16"])
-        llama_cpp_quantize(f16, path, q)
