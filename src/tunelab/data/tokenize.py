@@ -43,6 +43,25 @@ class Example:
 
 
 @dataclass
+class PreferenceExample:
+    """A prompt and its completions: [chosen, rejected] for a pair, [reply] with `label` for KTO.
+
+    Only completion tokens carry loss; `ref_logps` holds the reference model's log-prob
+    sum per completion when it is precomputed (full fine-tuning).
+    """
+
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    label: bool | None = None
+    ref_logps: list[float] | None = None
+    loss_units = 1  # the trainer normalises the loss per example, not per token
+
+    def __len__(self) -> int:
+        """Tokens computed: the prompt once per completion."""
+        return sum(len(self.prompt_ids) + len(c) for c in self.completions)
+
+
+@dataclass
 class TokenStats:
     """What happened to each row on the way to examples; every row lands in one count."""
 
@@ -167,6 +186,58 @@ def _reply_span(messages: list[dict], i: int, full: list[int], template: ChatTem
     if full[: len(done)] != done or done[: len(prompt)] != prompt or len(done) <= len(prompt):
         return None
     return len(prompt), len(done)
+
+
+def tokenize_preference(row: Row, template: ChatTemplate, tokenizer: Any, cfg: DataConfig
+                        ) -> tuple[PreferenceExample | None, str]:
+    """A pair (or KTO row) as prompt ids + completion ids, through the same rendering as SFT.
+
+    Each side is rendered as prompt + reply with loss on the last reply only; the prompt
+    ids must be the same prefix of both. A pair over cutoff_len is dropped whole, never cut.
+    Returns the example (or None) and a TokenStats field name.
+    """
+    messages = list(row.messages or [])
+    if cfg.system and not (messages and messages[0]["role"] == "system"):
+        messages.insert(0, {"role": "system", "content": cfg.system})
+    sides = [messages] + ([messages[:-1] + row.rejected] if row.rejected is not None else [])
+    rendered = [_render_conversation(side, template, tokenizer, "last") for side in sides]
+    starts = [next((i for i, t in enumerate(r.labels) if t != IGNORE), None) for r in rendered]
+    if not all(r.stable for r in rendered) or None in starts or len(set(starts)) != 1:
+        return None, "unstable"
+    start = starts[0]
+    prompt = rendered[0].input_ids[:start]
+    if any(r.input_ids[:start] != prompt for r in rendered):
+        return None, "unstable"
+    if max(len(r.input_ids) for r in rendered) > cfg.cutoff_len:
+        return None, "dropped_over_cutoff"
+    return PreferenceExample(prompt, [r.input_ids[start:] for r in rendered], row.label), "kept"
+
+
+def tokenize_preference_rows(rows: list[Row], template: ChatTemplate, tokenizer: Any, cfg: DataConfig,
+                             unpair: bool = False) -> tuple[list[PreferenceExample], TokenStats, list[int]]:
+    """Every pair/KTO row tokenized and counted; `unpair` turns each pair into two KTO
+    examples (chosen desirable, rejected not). Also returns each row's longest side in tokens."""
+    examples, stats, lengths = [], TokenStats(), []
+    for row in rows:
+        example, status = tokenize_preference(row, template, tokenizer, cfg)
+        setattr(stats, status, getattr(stats, status) + 1)
+        lengths.append(_longest_side(row, template, tokenizer) if example is None else
+                       len(example.prompt_ids) + max(map(len, example.completions)))
+        if example is None:
+            continue
+        stats.total_tokens += len(example)
+        stats.loss_tokens += sum(map(len, example.completions))
+        if unpair and len(example.completions) == 2:
+            examples += [PreferenceExample(example.prompt_ids, [c], label) for c, label in
+                         zip(example.completions, (True, False))]
+        else:
+            examples.append(example)
+    return examples, stats, lengths
+
+
+def _longest_side(row: Row, template: ChatTemplate, tokenizer: Any) -> int:
+    sides = [row.messages or []] + ([(row.messages or [])[:-1] + row.rejected] if row.rejected else [])
+    return max(len(encode_text(tokenizer, template.render(side))) for side in sides)
 
 
 def fit_cutoff(rendered: Rendered, cfg: DataConfig) -> tuple[Example | None, str]:

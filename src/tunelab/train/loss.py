@@ -114,6 +114,75 @@ class _ChunkedHeadCE(torch.autograd.Function):
         return dh, dw, None, None, None, None
 
 
+def head_logprobs(lm: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """log p(target) per row of lm_head(hidden), (N,), `chunk` rows of logits at a time.
+
+    Preference losses weight each sequence's log-probs differently, so unlike `head_loss`
+    the upstream gradient is per row: d logp_i / d h_i = (onehot_i - softmax_i) W is kept
+    from the forward, and the head weight's gradient (full fine-tuning) is recomputed.
+    """
+    head = lm.get_output_embeddings()
+    cap = getattr(lm.config, "final_logit_softcapping", None) or 0.0
+    if not isinstance(head, nn.Linear) or head.bias is not None or hidden.shape[0] == 0:
+        logits = head_logits(lm, hidden)
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+    grad_on = torch.is_grad_enabled()
+    need = (grad_on and hidden.requires_grad, grad_on and head.weight.requires_grad)
+    return _ChunkedHeadLogp.apply(hidden, head.weight, targets, chunk, float(cap), need)
+
+
+def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, cap: float):
+    """(float logits, tanh of the capped logits or None) for one chunk of rows."""
+    logits = (h @ weight.t()).float()  # (c, V)
+    if not cap:
+        return logits, None
+    capped = torch.tanh(logits / cap)
+    return capped * cap, capped
+
+
+def _dlogp_dlogits(logits, capped, t):
+    """d log p(t) / d logits = onehot - softmax (times the cap's tanh derivative), in place."""
+    lse = torch.logsumexp(logits, dim=-1)
+    grad = torch.exp(logits.sub_(lse[:, None])).neg_()
+    grad[torch.arange(len(t)), t] += 1.0
+    if capped is not None:
+        grad.mul_(1.0 - capped * capped)
+    return grad
+
+
+class _ChunkedHeadLogp(torch.autograd.Function):
+    """Per-row log-probs through the output layer without holding (N, vocab) logits."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk, cap, need):
+        need_h, need_w = need
+        out = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start:start + chunk], targets[start:start + chunk]
+            logits, capped = _chunk_logits(h, weight, cap)
+            out[start:start + chunk] = logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
+            if need_h:
+                grad_h[start:start + chunk] = _dlogp_dlogits(logits, capped, t).to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_h, hidden if need_w else None, weight if need_w else None, targets)
+        ctx.chunk, ctx.cap = chunk, cap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, hidden, weight, targets = ctx.saved_tensors
+        dh = grad_h * grad_out[:, None].to(grad_h.dtype) if grad_h is not None else None
+        dw = None
+        if weight is not None:  # the head trains: recompute each chunk's softmax, scaled per row
+            dw = torch.zeros_like(weight, dtype=torch.float32)
+            for start in range(0, hidden.shape[0], ctx.chunk):
+                h, t = hidden[start:start + ctx.chunk], targets[start:start + ctx.chunk]
+                grad = _dlogp_dlogits(*_chunk_logits(h, weight, ctx.cap), t) * grad_out[start:start + ctx.chunk, None]
+                dw += grad.t() @ h.float()
+            dw = dw.to(weight.dtype)
+        return dh, dw, None, None, None, None
+
+
 def head_logits(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """lm_head on selected hidden states, with Gemma's final logit soft-capping if configured."""
     logits = lm.get_output_embeddings()(hidden).float()
