@@ -1,4 +1,4 @@
-"""A Hugging Face config from GGUF metadata, for the llama, qwen2 and gemma3 architectures.
+"""A Hugging Face config from GGUF metadata, for the families in `models.gguf_families`.
 
 Shapes come from the tensors themselves where the metadata can disagree or be absent
 (vocab size, head dim). Values llama.cpp hard-codes instead of storing (Gemma 3's
@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# Gemma 3: llama.cpp makes every 6th layer global and uses rope base 10k on the sliding ones.
-GEMMA3_SWA_PATTERN = 6
-GEMMA3_LOCAL_ROPE_BASE = 10000.0
-GEMMA3_27B_LAYERS = 62  # llama.cpp scales 27B's queries by hidden/heads, others by head_dim
-
-HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
+from tunelab.models.gguf_families import (GEMMA3_27B_LAYERS, GEMMA3_LOCAL_ROPE_BASE, GEMMA3_SWA_PATTERN,
+                                          GGUFFamily)
 
 
 def config_kwargs(arch: str, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
@@ -38,7 +34,7 @@ def config_kwargs(arch: str, meta: dict[str, Any], shapes: dict[str, tuple[int, 
     )
     head_dim = shapes["blk.0.attn_q.weight"][0] // heads
     rope = _rope(meta, p)
-    if arch == "llama":
+    if arch in ("llama", "qwen3"):
         kwargs.update(head_dim=head_dim, rope_parameters=rope,
                       attention_bias="blk.0.attn_q.bias" in shapes)
     elif arch == "qwen2":
@@ -88,13 +84,11 @@ def _first(value: Any) -> int:
     return int(value)
 
 
-def build_config(arch: str, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], dtype: str):
-    """A transformers config object for the model in a GGUF file."""
+def build_config(family: GGUFFamily, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], dtype: str):
+    """A transformers config object for the model in a GGUF file of `family`."""
     import transformers
 
-    classes = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-               "gemma3": transformers.Gemma3TextConfig}
-    config = classes[arch](**config_kwargs(arch, meta, shapes))
-    config.architectures = [HF_CLASSES[arch]]
+    config = getattr(transformers, family.config_class)(**config_kwargs(family.arch, meta, shapes))
+    config.architectures = [family.hf_class]
     config.dtype = dtype
     return config

@@ -1,7 +1,7 @@
 """GGUF file -> Hugging Face model directory (safetensors, config, tokenizer).
 
 Each tensor is dequantized with `gguf.quants.dequantize` (F32/F16/BF16, Q4_0..Q8_0,
-K-quants, I-quants), renamed and fixed up (see `gguf_names`), and streamed to disk one
+K-quants, I-quants), renamed and fixed up (see `models.gguf_families`), and streamed to disk one
 at a time, so peak memory is one tensor rather than the whole model.
 
 Precision: float32 by default. A dequantized value is `scale * integer` with an fp16
@@ -20,8 +20,8 @@ from typing import Any, Callable
 import numpy as np
 
 from tunelab.errors import CorruptModelFile, ModelNotFound, TunelabError
+from tunelab.models.gguf_families import BY_ARCH, IGNORED, GGUFFamily
 from tunelab.store.gguf_config import build_config
-from tunelab.store.gguf_names import IGNORED, SUPPORTED_ARCHS, fix_values, hf_name
 from tunelab.store.staging import write_text
 from tunelab.store.weights import TensorSpec, write_safetensors
 
@@ -60,54 +60,54 @@ def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32",
     gguf_path = Path(gguf_path)
     reader = open_gguf(gguf_path)
     meta = read_metadata(reader)
-    arch = _architecture(gguf_path, meta)
+    family = _family(gguf_path, meta)
     shapes = {t.name: _numpy_shape(t) for t in reader.tensors}
-    config = build_config(arch, meta, shapes, dtype)
-    specs = _tensor_specs(gguf_path, reader, arch, config, DTYPES[dtype])
+    config = build_config(family, meta, shapes, dtype)
+    specs = _tensor_specs(gguf_path, reader, family, config, DTYPES[dtype])
     _check_complete(gguf_path, config, {s.name for s in specs})
     say(f"dequantizing {len(specs)} tensors to {dtype}")
     write_safetensors(out_dir, specs)
     say("converting the tokenizer (once)")
-    stop_ids = _tokenizer(gguf_path, out_dir, arch)
+    stop_ids = _tokenizer(gguf_path, out_dir, family.arch)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
 
 
-def _architecture(path: Path, meta: dict) -> str:
+def _family(path: Path, meta: dict) -> GGUFFamily:
     arch = meta.get("general.architecture")
-    if arch not in SUPPORTED_ARCHS:
+    if arch not in BY_ARCH:
         raise TunelabError(
-            f"{path}: architecture '{arch}' is not supported for import (supported: {', '.join(SUPPORTED_ARCHS)})"
+            f"{path}: architecture '{arch}' is not supported for import (supported: {', '.join(BY_ARCH)})"
         )
-    return arch
+    return BY_ARCH[arch]
 
 
 def _numpy_shape(tensor) -> tuple[int, ...]:
     return tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists the fastest dim first
 
 
-def _tensor_specs(path: Path, reader, arch: str, config, st_dtype: str) -> list[TensorSpec]:
+def _tensor_specs(path: Path, reader, family: GGUFFamily, config, st_dtype: str) -> list[TensorSpec]:
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     specs = []
     for t in reader.tensors:
         if t.name in IGNORED:
             continue
-        name = hf_name(arch, t.name)
+        name = family.hf_name(t.name)
         if name is None:
-            raise CorruptModelFile(f"{path}: tensor '{t.name}' has no Hugging Face counterpart in {arch}")
-        produce = partial(_tensor_bytes, path, t, arch, heads, kv, st_dtype)
+            raise CorruptModelFile(f"{path}: tensor '{t.name}' has no Hugging Face counterpart in {family.arch}")
+        produce = partial(_tensor_bytes, path, t, family, heads, kv, st_dtype)
         specs.append(TensorSpec(name, st_dtype, _numpy_shape(t), produce))
     return sorted(specs, key=lambda s: s.name)
 
 
-def _tensor_bytes(path: Path, tensor, arch: str, heads: int, kv: int, st_dtype: str) -> memoryview:
+def _tensor_bytes(path: Path, tensor, family: GGUFFamily, heads: int, kv: int, st_dtype: str) -> memoryview:
     from gguf.quants import dequantize
 
     try:
         w = dequantize(tensor.data, tensor.tensor_type).reshape(_numpy_shape(tensor))
     except Exception as err:
         raise CorruptModelFile(f"{path}: cannot read tensor '{tensor.name}' ({_reason(err)})") from None
-    w = fix_values(arch, tensor.name, w.astype(np.float32, copy=False), heads, kv)
+    w = family.from_gguf(tensor.name, w.astype(np.float32, copy=False), heads, kv)
     if st_dtype == "F32":
         return memoryview(np.ascontiguousarray(w, dtype=np.float32)).cast("B")
     import torch

@@ -13,7 +13,7 @@ gguf = pytest.importorskip("gguf")
 from tunelab.export.errors import ExportError, UnsupportedArchitecture  # noqa: E402
 from tunelab.export.exporter import export  # noqa: E402
 from tunelab.export.gguf import write_gguf  # noqa: E402
-from tunelab.export.gguf.families import permute_rope  # noqa: E402
+from tunelab.models.gguf_families import permute_rope  # noqa: E402
 
 
 def _fields(path) -> tuple[dict, dict]:

@@ -60,7 +60,7 @@ def test_use_more_bits_matches_llama_cpp_layers():
 def test_mixture_rules():
     names = ["token_embd.weight", "output_norm.weight"] + [
         f"blk.{i}.{t}.weight" for i in range(8) for t in ("attn_v", "ffn_down", "attn_q", "attn_norm")]
-    tied = model_facts(names, 8, "GEMMA3")
+    tied = model_facts(names, 8, "gemma3")
     m, s, q6 = QUANTS["q4_k_m"], QUANTS["q4_k_s"], QUANTS["q6_k"]
     assert tensor_type(m, tied, "token_embd.weight", (512, 256)) == "Q6_K"  # tied head
     assert tensor_type(m, tied, "token_embd.weight", (512, 640)) == "Q8_0"  # rows fit no 256 block
@@ -75,7 +75,7 @@ def test_mixture_rules():
     assert tensor_type(QUANTS["q5_k_m"], tied, "blk.2.attn_q.weight", (256, 640)) == "Q5_1"
     assert tensor_type(q6, tied, "blk.2.attn_q.weight", (256, 640)) == "Q8_0"
     assert tensor_type(m, tied, "blk.2.attn_q.weight", (256, 100)) == "F16"
-    untied = model_facts(names + ["output.weight"], 8, "LLAMA")
+    untied = model_facts(names + ["output.weight"], 8, "llama")
     assert tensor_type(m, untied, "token_embd.weight", (512, 256)) == "Q4_K"
     assert tensor_type(m, untied, "output.weight", (512, 256)) == "Q6_K"
 

@@ -1,32 +1,20 @@
-"""Per-family GGUF conventions: llama.cpp architecture, hyper-parameter keys, tensor fixes.
+"""The `{arch}.*` hyper-parameter keys llama.cpp reads, per family.
 
-Two weight fixes matter for llama.cpp to compute what transformers computes:
-- llama/mistral: HF rotates query/key halves (NEOX style), llama.cpp's LLAMA graph
-  rotates interleaved pairs, so Q and K rows are permuted per head.
-- gemma3: HF RMSNorm multiplies by (1 + w), llama.cpp by w, so every norm gets +1.
+Which families exist, their tensor names and weight fixes live in the one table of
+GGUF family facts, `tunelab.models.gguf_families`, shared with GGUF import.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from tunelab.export.errors import UnsupportedArchitecture
+from tunelab.models.gguf_families import BY_MODEL_TYPE, GGUFFamily
 
 Hparams = dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Family:
-    """How one HF model_type maps onto a llama.cpp architecture."""
-
-    arch: str  # gguf.MODEL_ARCH member name
-    permute_qk: bool = False
-    norm_shift: float = 0.0
-    extra_hparams: Callable[[Any, Hparams], None] | None = None
 
 
 def _gemma3_hparams(writer: Any, hp: Hparams) -> None:
@@ -58,24 +46,14 @@ def layer_types(hp: Hparams) -> list[str]:
             for i in range(int(hp["num_hidden_layers"]))]
 
 
-FAMILIES: dict[str, Family] = {
-    "llama": Family("LLAMA", permute_qk=True),
-    "mistral": Family("LLAMA", permute_qk=True),
-    "qwen2": Family("QWEN2"),
-    "qwen3": Family("QWEN3"),
-    "gemma3_text": Family("GEMMA3", norm_shift=1.0, extra_hparams=_gemma3_hparams),
-    "gemma3": Family("GEMMA3", norm_shift=1.0, extra_hparams=_gemma3_hparams),
-}
-
-
-def family_for(config: Hparams, where: str = "config.json") -> Family:
-    """The Family for a config dict; UnsupportedArchitecture names the valid ones."""
+def family_for(config: Hparams, where: str = "config.json") -> GGUFFamily:
+    """The GGUFFamily for a config dict; UnsupportedArchitecture names the valid ones."""
     model_type = str(config.get("model_type", ""))
-    if model_type not in FAMILIES:
+    if model_type not in BY_MODEL_TYPE:
         raise UnsupportedArchitecture(
             f"{where}: GGUF export does not support model_type '{model_type}'; "
-            f"supported: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[model_type]
+            f"supported: {', '.join(sorted(BY_MODEL_TYPE))}")
+    return BY_MODEL_TYPE[model_type]
 
 
 def text_config(config: Hparams) -> Hparams:
@@ -89,7 +67,7 @@ def head_dim(hp: Hparams) -> int:
     return int(hp.get("head_dim") or hp["hidden_size"] // hp["num_attention_heads"])
 
 
-def write_hparams(writer: Any, family: Family, hp: Hparams) -> None:
+def write_hparams(writer: Any, family: GGUFFamily, hp: Hparams) -> None:
     """The `{arch}.*` keys llama.cpp reads for this family."""
     n_kv = int(hp.get("num_key_value_heads") or hp["num_attention_heads"])
     writer.add_context_length(int(hp.get("max_position_embeddings", 4096)))
@@ -101,8 +79,8 @@ def write_hparams(writer: Any, family: Family, hp: Hparams) -> None:
     writer.add_layer_norm_rms_eps(float(hp.get("rms_norm_eps", 1e-6)))
     writer.add_key_length(head_dim(hp))
     writer.add_value_length(head_dim(hp))
-    if family.extra_hparams is not None:
-        family.extra_hparams(writer, hp)
+    if family.arch == "gemma3":
+        _gemma3_hparams(writer, hp)
         return
     writer.add_rope_dimension_count(head_dim(hp))
     writer.add_rope_freq_base(float(rope_params(hp).get("rope_theta", 10_000.0)))
@@ -149,9 +127,3 @@ def llama3_rope_factors(hp: Hparams) -> np.ndarray | None:
             smooth = (old_ctx / wavelen - low) / (high - low)
             out.append(1.0 / ((1 - smooth) / factor + smooth))
     return np.asarray(out, dtype=np.float32)
-
-
-def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
-    """NEOX half-rotation rows -> interleaved pairs, per head: (n_head*hd, in) stays that shape."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))

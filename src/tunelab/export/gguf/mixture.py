@@ -93,4 +93,4 @@ def _fit(qtype: str, cols: int) -> str:
 def model_facts(names: list[str], n_layer: int, arch: str) -> Model:
     """The Model facts for a file holding tensors `names` (gguf names)."""
     return Model(n_layer=n_layer, n_attn_v=sum("attn_v.weight" in n for n in names),
-                 tied="output.weight" not in names, llama_70b=arch == "LLAMA" and n_layer == 80)
+                 tied="output.weight" not in names, llama_70b=arch == "llama" and n_layer == 80)

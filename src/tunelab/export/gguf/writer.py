@@ -20,6 +20,7 @@ from tunelab.export.gguf import families as fam
 from tunelab.export.gguf.mixture import Mixture, model_facts, tensor_type
 from tunelab.export.gguf.vocab import Vocab, build_vocab, write_vocab
 from tunelab.export.quantize import encode, parse_quant
+from tunelab.models.gguf_families import GGUFFamily
 
 # Prefixes of multimodal checkpoints whose language model we export.
 _PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
@@ -32,7 +33,7 @@ class Plan:
     """What will be written: family, hparams, tensor names, vocab and template."""
 
     model_dir: Path
-    family: fam.Family
+    family: GGUFFamily
     hparams: dict
     tensors: list[tuple[str, str, Path]]  # (hf name, gguf name, safetensors file)
     vocab: Vocab
@@ -66,22 +67,18 @@ def make_plan(model_dir: Path, template: ChatTemplate | None = None) -> Plan:
     return Plan(model_dir, family, hparams, tensors, build_vocab(model_dir, n_rows, template), template)
 
 
-def _map_tensors(model_dir: Path, family: fam.Family, hp: dict) -> list[tuple[str, str, Path]]:
-    import gguf
-
+def _map_tensors(model_dir: Path, family: GGUFFamily, hp: dict) -> list[tuple[str, str, Path]]:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise ExportError(f"{model_dir}: no *.safetensors weights")
-    arch = gguf.MODEL_ARCH[family.arch]
-    names = gguf.get_tensor_name_map(arch, int(hp["num_hidden_layers"]))
-    tied = hp.get("tie_word_embeddings", family.arch == "GEMMA3")
+    tied = hp.get("tie_word_embeddings", family.arch == "gemma3")
     plan = []
     for file in files:
         for name in _header_names(file):
             hf = _strip_prefix(name)
             if any(s in hf for s in _SKIP) or (tied and hf == "lm_head.weight"):
                 continue
-            mapped = names.get_name(hf, try_suffixes=(".weight", ".bias"))
+            mapped = family.gguf_name(hf)
             if mapped is None:
                 raise ExportError(f"{file}: tensor '{name}' has no llama.cpp name for {family.arch}")
             plan.append((name, mapped, file))
@@ -119,7 +116,7 @@ def _embedding_rows(model_dir: Path, tensors: list[tuple[str, str, Path]]) -> in
 def _write(plan: Plan, path: Path, q: Mixture) -> None:
     import gguf
 
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[plan.family.arch]])
+    writer = gguf.GGUFWriter(str(path), plan.family.arch)
     writer.add_name(plan.model_dir.name)
     writer.add_file_type(q.file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -147,17 +144,12 @@ def _tensors(plan: Plan) -> Iterator[tuple[str, np.ndarray]]:
 
     hp, n_head = plan.hparams, int(plan.hparams["num_attention_heads"])
     n_kv = int(hp.get("num_key_value_heads") or n_head)
-    factors = fam.llama3_rope_factors(hp) if plan.family.arch == "LLAMA" else None
+    factors = fam.llama3_rope_factors(hp) if plan.family.arch == "llama" else None
     if factors is not None:
         yield "rope_freqs.weight", factors
     for hf, mapped, file in plan.tensors:
         with safe_open(str(file), framework="pt") as st:
             data = st.get_tensor(hf).float().numpy()
-        if plan.family.permute_qk and mapped.endswith("attn_q.weight"):
-            data = fam.permute_rope(data, n_head)
-        elif plan.family.permute_qk and mapped.endswith("attn_k.weight"):
-            data = fam.permute_rope(data, n_kv)
-        if plan.family.norm_shift and mapped.endswith("norm.weight"):
-            data = data + plan.family.norm_shift
+        data = plan.family.to_gguf(mapped, data, n_head, n_kv)
         yield mapped, data
 
