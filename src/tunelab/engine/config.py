@@ -1,8 +1,10 @@
 """Engine and request configuration: plain dataclasses, validated at construction, no torch.
 
 `EngineConfig` is one object per engine (cache geometry, batching limits, device).
-`SamplingParams` is one object per request; every out-of-range value raises
-`InvalidRequest` naming the field, so the server can answer 400 with `param` set.
+`SamplingParams` is one object per request and the one sampling type every backend
+takes (the server maps its HTTP schemas onto it once, in `serve/protocol.py`); every
+out-of-range value raises `InvalidRequest` naming the field, so the server can answer
+400 with `param` set. A new sampling option is a field here (plus its HTTP field).
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ class SamplingParams:
 def _require(ok: bool, param: str, message: str) -> None:
     if not ok:
         raise InvalidRequest(f"{param} {message}", param=param)
+
+    def replace(self, **changes) -> SamplingParams:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def stopping_at(self, token_ids: list[int]) -> SamplingParams:
+        """A copy that also ends at `token_ids` (a chat template's end-of-turn and EOS ids),
+        unless ignore_eos asks for fixed-length output (benchmarks)."""
+        if self.ignore_eos:
+            return self
+        return self.replace(stop_token_ids=list(dict.fromkeys([*self.stop_token_ids, *token_ids])))
 
 
 def _is_int(value: object) -> bool:

@@ -6,9 +6,10 @@ Two layers, each holding text back for its own reason:
    the decode of a small window of recent tokens minus the decode of the window
    without the new ones (so sentencepiece's leading-space rules see context); while
    that decode ends in U+FFFD the character is incomplete and nothing is emitted.
-2. Stop strings: the longest suffix of the text that could still grow into a stop
-   string is held back. When a stop string completes, the text before it is emitted,
-   the rest dropped, and `stopped` is set so the sequence finishes with "stop".
+2. Stop strings (`StopStrings`, shared with the llama.cpp backend): the longest suffix
+   of the text that could still grow into a stop string is held back. When a stop
+   string completes, the text before it is emitted, the rest dropped, and `stopped`
+   is set so the sequence finishes with "stop".
 
 `flush()` at the end of a sequence releases whatever is still held back.
 """
@@ -26,14 +27,11 @@ class IncrementalDetokenizer:
 
     def __init__(self, tokenizer: Any, prompt_ids: list[int], stop: list[str] | tuple[str, ...] = ()):
         self.tokenizer = tokenizer
-        self.stop = [s for s in stop if s]
+        self.stops = StopStrings(stop)
         self.tokens: list[int] = list(prompt_ids[-_CONTEXT_TOKENS:])
         self._prefix_offset = 0  # window start
         self._read_offset = len(self.tokens)  # tokens before this are already emitted
-        self._held = ""  # finalized text held back as a possible stop-string start
         self.text = ""  # everything emitted so far
-        self.stopped = False
-        self.stop_string: str | None = None  # the stop string that ended the output
 
     def add(self, token_id: int) -> str:
         """Add one output token; return the text it finalizes (often '', never half a char)."""
@@ -43,16 +41,22 @@ class IncrementalDetokenizer:
         new = self._new_utf8_text(final=False)
         return self._emit(new) if new else ""
 
+    @property
+    def stopped(self) -> bool:
+        """True once a stop string has completed."""
+        return self.stops.hit is not None
+
+    @property
+    def stop_string(self) -> str | None:
+        """The stop string that ended the output, if one did."""
+        return self.stops.hit
+
     def flush(self) -> str:
         """End of sequence: release held text (an incomplete character decodes as U+FFFD)."""
         if self.stopped:
             return ""
-        new = self._new_utf8_text(final=True)
-        out = self._emit(new)
-        if not self.stopped:
-            out += self._held
-            self.text += self._held
-            self._held = ""
+        out = self.stops.push(self._new_utf8_text(final=True)) + self.stops.flush()
+        self.text += out
         return out
 
     def _decode(self, ids: list[int]) -> str:
@@ -71,34 +75,59 @@ class IncrementalDetokenizer:
         return full[len(before):]
 
     def _emit(self, new: str) -> str:
-        buf = self._held + new
-        cut = self._find_stop(buf)
-        if cut is not None:
-            out, self._held, self.stopped = buf[:cut], "", True
-        else:
-            keep = self._stop_prefix_len(buf)
-            out, self._held = buf[:len(buf) - keep], buf[len(buf) - keep:]
+        out = self.stops.push(new)
         self.text += out
         return out
 
-    def _find_stop(self, buf: str) -> int | None:
-        """Index of the earliest completed stop string in buf, or None."""
+
+class StopStrings:
+    """Cut streamed text at the first stop string, holding back the longest tail that could
+    still grow into one. The engine's detokenizer and the token-level serving backends
+    (llama.cpp) both stream through it."""
+
+    def __init__(self, stops: list[str] | tuple[str, ...] = ()):
+        self.stops = [s for s in stops if s]
+        self.held = ""  # text that may be the start of a stop string
+        self.hit: str | None = None  # the stop string that ended the text
+
+    def push(self, piece: str) -> str:
+        """Add text; return the part now safe to emit (after a hit, nothing more)."""
+        if self.hit is not None:
+            return ""
+        buf = self.held + piece
+        cut = self._find(buf)
+        if cut is not None:
+            self.held = ""
+            return buf[:cut]
+        keep = partial_stop_len(buf, self.stops)
+        self.held = buf[len(buf) - keep:]
+        return buf[:len(buf) - keep]
+
+    def flush(self) -> str:
+        """The held-back tail, at the end of generation (nothing after a hit)."""
+        out, self.held = self.held, ""
+        return out
+
+    def _find(self, buf: str) -> int | None:
+        """Index of the earliest completed stop string in buf (recorded in `hit`), or None."""
         best = None
-        for s in self.stop:
+        for s in self.stops:
             i = buf.find(s)
             if i >= 0 and (best is None or i < best):
-                best, self.stop_string = i, s
+                best, self.hit = i, s
         return best
 
-    def _stop_prefix_len(self, buf: str) -> int:
-        """Length of the longest suffix of buf that is a proper prefix of a stop string."""
-        longest = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, len(buf)), longest, -1):
-                if buf.endswith(s[:k]):
-                    longest = k
-                    break
-        return longest
+
+def partial_stop_len(text: str, stops: list[str]) -> int:
+    """Length of the longest end of `text` that is a proper start of one of `stops`: the
+    text to hold back because it may still grow into a stop string (or a tag)."""
+    longest = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:k]):
+                longest = k
+                break
+    return longest
 
 
 def _common_prefix(a: str, b: str) -> int:

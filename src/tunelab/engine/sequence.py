@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 from tunelab.engine.config import SamplingParams
 
@@ -35,11 +35,24 @@ class SequenceStatus(enum.Enum):
 
 @dataclass
 class TokenLogprob:
-    """Log-probability of one sampled token, plus the `top` most likely alternatives."""
+    """Log-probability of one sampled token, plus the `top` most likely alternatives.
+
+    The engine fills ids; whoever owns the tokenizer (a serving backend) fills the text
+    with `decoded`, so the API routes read `token` and `top_tokens` for every backend."""
 
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)  # (token id, logprob), best first
+    token: str = ""  # the sampled token's text
+    top_tokens: list[str] = field(default_factory=list)  # text of each `top` entry, same order
+
+    def decoded(self, piece: Callable[[int], str]) -> TokenLogprob:
+        """A copy with `token` and `top_tokens` filled in by `piece(token_id) -> text`."""
+        return replace(self, token=piece(self.token_id), top_tokens=[piece(t) for t, _ in self.top])
+
+    def top_text(self) -> list[tuple[str, float]]:
+        """The alternatives as (text, logprob), best first."""
+        return [(text, lp) for text, (_, lp) in zip(self.top_tokens, self.top)]
 
 
 class Sequence:

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Request
 
 from tunelab.serve import protocol as P
-from tunelab.serve.backends.base import GenParams
+from tunelab.engine.config import SamplingParams
 from tunelab.serve.errors import bad_request
 from tunelab.serve.openai_routes import chat_messages, service_of
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
@@ -27,17 +27,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def ollama_params(svc: Service, opts: P.OllamaOptions | None, prompt_len: int) -> GenParams:
-    """Ollama `options` -> GenParams; num_predict -1 (or none) means up to the default."""
+def ollama_params(svc: Service, opts: P.OllamaOptions | None, prompt_len: int) -> SamplingParams:
+    """Ollama `options` -> SamplingParams; num_predict -1 (or none) means up to the default."""
     o = opts or P.OllamaOptions()
     wanted = o.num_predict if o.num_predict and o.num_predict > 0 else None
-    return GenParams(
-        max_tokens=svc.max_tokens_for(prompt_len, wanted, "options.num_predict"),
-        temperature=o.temperature if o.temperature is not None else 0.8,
-        top_p=o.top_p if o.top_p is not None else 1.0, top_k=o.top_k or -1, min_p=o.min_p or 0.0,
-        repetition_penalty=o.repeat_penalty or 1.0, presence_penalty=o.presence_penalty or 0.0,
-        frequency_penalty=o.frequency_penalty or 0.0, seed=o.seed, stop=list(o.stop or []),
-    )
+    return o.to_sampling_params(svc.max_tokens_for(prompt_len, wanted, "options.num_predict"))
 
 
 @router.post("/api/chat")
@@ -83,7 +77,7 @@ async def _respond(request: Request, svc: Service, target: Target, ids: list[int
     return await until_disconnected(request, _merged(lines, kind), ticket)
 
 
-async def _lines(svc: Service, target: Target, ids: list[int], params: GenParams, kind: str,
+async def _lines(svc: Service, target: Target, ids: list[int], params: SamplingParams, kind: str,
                  opened: bool) -> AsyncIterator[dict[str, Any]]:
     start, tokens, reason = time.perf_counter_ns(), 0, "stop"
     parser = ReasoningParser(opened) if svc.config.reasoning == "auto" else None

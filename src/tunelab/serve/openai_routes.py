@@ -10,7 +10,8 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Request
 
 from tunelab.serve import protocol as P
-from tunelab.serve.backends.base import Delta, GenParams, TokenLogprob
+from tunelab.engine.sequence import TokenLogprob
+from tunelab.serve.backends.base import Delta
 from tunelab.serve.errors import APIError, bad_request
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning, split_reasoning
 from tunelab.serve.service import Service, Target
@@ -22,17 +23,6 @@ router = APIRouter()
 def service_of(request: Request) -> Service:
     """The Service attached to the app."""
     return request.app.state.service
-
-
-def gen_params(req: P.SamplingFields, max_tokens: int, logprobs: int | None) -> GenParams:
-    """Request fields -> backend-neutral sampling parameters."""
-    return GenParams(
-        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-        top_k=req.top_k if req.top_k is not None else -1, min_p=req.min_p,
-        repetition_penalty=req.repetition_penalty, presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty, seed=req.seed, stop=req.stop_list(),
-        logprobs=logprobs, ignore_eos=req.ignore_eos,
-    )
 
 
 # ---- models and adapters ----------------------------------------------------------------------
@@ -116,12 +106,12 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,
                                     "messages")
-    params = gen_params(req, max_tokens, (req.top_logprobs or 0) if req.logprobs else None)
+    params = req.to_sampling_params(max_tokens)
     thinking = svc.config.reasoning == "auto"
     opened = thinking and opens_reasoning(prompt.text)
     ticket = svc.admit(req.n)
     rid = P.new_id("chatcmpl")
-    events = svc.stream(rid, prompt.ids, params, target, req.n)
+    events = svc.stream(rid, prompt.ids, params, target)
     if req.stream:
         chunks = _chat_sse(events, rid, target, req, len(prompt.ids), thinking, opened)
         return ReleasingStream(chunks, ticket, "text/event-stream")
@@ -207,7 +197,7 @@ def _chat_delta(i: int, reasoning: str, content: str, d: Delta) -> dict | None:
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
     """Chat-style logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}."""
     entry = lambda tok, lp: {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8"))}
-    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, b) for a, b in t.top]}
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, b) for a, b in t.top_text()]}
                         for t in items]}
 
 
@@ -240,10 +230,10 @@ async def completions(req: P.CompletionRequest, request: Request):
     svc.check_logprobs(req.logprobs is not None)
     ids = completion_prompt(svc, req)
     max_tokens = svc.max_tokens_for(len(ids), req.max_tokens, "prompt")
-    params = gen_params(req, max_tokens, req.logprobs)
+    params = req.to_sampling_params(max_tokens)
     ticket = svc.admit(req.n)
     rid = P.new_id("cmpl")
-    events = svc.stream(rid, ids, params, target, req.n)
+    events = svc.stream(rid, ids, params, target)
     if req.stream:
         return ReleasingStream(_completion_sse(events, rid, target, req, len(ids)), ticket,
                                "text/event-stream")
@@ -287,4 +277,4 @@ def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any
         offsets.append(pos)
         pos += len(t.token)
     return {"tokens": [t.token for t in items], "token_logprobs": [t.logprob for t in items],
-            "top_logprobs": [dict(t.top) for t in items], "text_offset": offsets}
+            "top_logprobs": [dict(t.top_text()) for t in items], "text_offset": offsets}

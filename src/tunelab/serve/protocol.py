@@ -3,15 +3,24 @@
 Requests are validated here, so a wrong type or range becomes a 400 naming the field
 before anything reaches the backend. Unknown fields are ignored, as OpenAI clients
 send new ones over time.
+
+These models are HTTP schemas only. `to_sampling_params` maps a request, once, onto the
+engine's `SamplingParams`, the one sampling type every backend takes: a request field
+whose name is a `SamplingParams` field is copied as it is (None = its default), so a new
+sampling option is a field there plus, to expose it, a field of the same name here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tunelab.engine.config import SamplingParams
+from tunelab.errors import InvalidRequest
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -42,6 +51,17 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+_SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
+
+
+def sampling_values(request: BaseModel, renames: dict[str, str] | None = None) -> dict[str, Any]:
+    """The request's values of `SamplingParams` fields, matched by name after `renames`
+    (API name -> engine name); None means "not given" and is left to the default."""
+    renames = renames or {}
+    pairs = ((renames.get(name, name), getattr(request, name)) for name in type(request).model_fields)
+    return {name: value for name, value in pairs if name in _SAMPLING_FIELDS and value is not None}
+
+
 class SamplingFields(_Lenient):
     """Parameters shared by /v1/chat/completions and /v1/completions."""
 
@@ -68,6 +88,14 @@ class SamplingFields(_Lenient):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        """This request's sampling as the engine's type; `max_tokens` as checked against the context."""
+        return SamplingParams(**{**sampling_values(self), **self.engine_overrides(), "max_tokens": max_tokens})
+
+    def engine_overrides(self) -> dict[str, Any]:
+        """Fields whose HTTP meaning differs from the engine's, mapped by hand."""
+        return {}
+
 
 class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
@@ -77,6 +105,10 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def engine_overrides(self) -> dict[str, Any]:
+        """Chat's `logprobs` is a switch and `top_logprobs` the count; the engine takes the count."""
+        return {"logprobs": (self.top_logprobs or 0) if self.logprobs else None}
 
 
 class CompletionRequest(SamplingFields):
@@ -107,6 +139,9 @@ class OllamaMessage(_Lenient):
 class OllamaOptions(_Lenient):
     """Ollama `options` we honour (others are ignored, as Ollama itself does)."""
 
+    ENGINE_NAMES: ClassVar[dict[str, str]] = {"repeat_penalty": "repetition_penalty", "num_predict": "max_tokens"}
+    DEFAULTS: ClassVar[dict[str, Any]] = {"temperature": 0.8}  # Ollama's, where it differs from ours
+
     temperature: float | None = Field(None, ge=0.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = None
@@ -117,6 +152,15 @@ class OllamaOptions(_Lenient):
     repeat_penalty: float | None = Field(None, gt=0.0)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        """These options as the engine's type; a bad value is a 400 naming `options.<name>`."""
+        values = {**self.DEFAULTS, **sampling_values(self, self.ENGINE_NAMES), "max_tokens": max_tokens}
+        try:
+            return SamplingParams(**values)
+        except InvalidRequest as err:
+            api = {engine: name for name, engine in self.ENGINE_NAMES.items()}.get(err.param, err.param)
+            raise InvalidRequest(str(err), param=f"options.{api}") from None
 
 
 class OllamaChatRequest(_Lenient):

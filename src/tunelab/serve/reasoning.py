@@ -8,6 +8,8 @@ inside the reasoning section.
 
 from __future__ import annotations
 
+from tunelab.engine.detokenizer import partial_stop_len
+
 OPEN, CLOSE = "<think>", "</think>"
 
 
@@ -76,17 +78,9 @@ class ReasoningParser:
         at = buf.find(tag)
         if at >= 0:
             return buf[:at], buf[at + len(tag):]
-        keep = _partial_suffix(buf, tag)
+        keep = partial_stop_len(buf, [tag])
         self._held = buf[len(buf) - keep:] if keep else ""
         return buf[: len(buf) - keep], None
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that is a proper start of `tag`."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
 
 
 def opens_reasoning(prompt_text: str) -> bool:

@@ -1,6 +1,6 @@
 """The serving core shared by the OpenAI and Ollama routes: admission, limits, metrics, n>1.
 
-Routes build a prompt and `GenParams`, then iterate `Service.stream`. This module
+Routes build a prompt and `SamplingParams`, then iterate `Service.stream`. This module
 bounds the queue (429 when full), checks the context window, records latency
 metrics, and aborts the backend request whenever the consumer stops early
 (client disconnect, error, shutdown), so KV blocks are never leaked.
@@ -13,7 +13,8 @@ import dataclasses
 import time
 from typing import AsyncIterator
 
-from tunelab.serve.backends.base import Backend, Delta, GenParams
+from tunelab.engine.config import SamplingParams
+from tunelab.serve.backends.base import Backend, Delta
 from tunelab.serve.config import ServeConfig
 from tunelab.serve.errors import APIError, bad_request, model_not_found, not_ready, overloaded
 from tunelab.serve.metrics import ServerMetrics
@@ -99,10 +100,11 @@ class Service:
         self.pending += n
         return Ticket(self, n)
 
-    async def stream(self, rid: str, prompt: list[int], params: GenParams, target: Target,
-                     n: int = 1) -> AsyncIterator[tuple[int, Delta]]:
-        """(choice index, delta) pairs for n sequences; admit(n) first."""
-        gens = [self._one(f"{rid}-{i}", prompt, _seeded(params, i), target.adapter) for i in range(n)]
+    async def stream(self, rid: str, prompt: list[int], params: SamplingParams,
+                     target: Target) -> AsyncIterator[tuple[int, Delta]]:
+        """(choice index, delta) pairs for the params.n sequences; admit(n) first."""
+        n = params.n
+        gens = [self._one(f"{rid}-{i}", prompt, _choice(params, i), target.adapter) for i in range(n)]
         try:
             if n == 1:
                 async for delta in gens[0]:
@@ -114,7 +116,7 @@ class Service:
             for gen in gens:  # close now, not at garbage collection, so aborts happen promptly
                 await gen.aclose()
 
-    async def _one(self, seq_id: str, prompt: list[int], params: GenParams,
+    async def _one(self, seq_id: str, prompt: list[int], params: SamplingParams,
                    adapter: str | None) -> AsyncIterator[Delta]:
         start, last, first = time.perf_counter(), None, None
         gaps: list[float] = []
@@ -158,11 +160,9 @@ class Ticket:
             self._n = 0
 
 
-def _seeded(params: GenParams, i: int) -> GenParams:
-    """Choice i of n gets seed+i so choices differ but stay reproducible."""
-    if i == 0 or params.seed is None:
-        return params
-    return dataclasses.replace(params, seed=params.seed + i)
+def _choice(params: SamplingParams, i: int) -> SamplingParams:
+    """Choice i of n is one backend sequence (n=1) with seed+i, so choices differ but repeat."""
+    return params.replace(n=1, seed=None if params.seed is None else params.seed + i)
 
 
 async def _merge(gens: list[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tunelab.serve.backends.base import Backend, Capabilities, Delta, GenParams, Prompt, TokenLogprob
+from tunelab.serve.backends.base import Backend, Capabilities, Delta, Prompt
 from tunelab.serve.config import ServeConfig
 
-__all__ = ["Backend", "Capabilities", "Delta", "GenParams", "Prompt", "TokenLogprob", "make_backend"]
+__all__ = ["Backend", "Capabilities", "Delta", "Prompt", "make_backend"]
 
 
 def make_backend(config: ServeConfig) -> Backend:

@@ -1,6 +1,7 @@
 """The one interface every serving backend implements, and the types that cross it.
 
-The HTTP layer validates a request, turns it into prompt ids and `GenParams`, and
+The HTTP layer validates a request, turns it into prompt ids and the engine's
+`SamplingParams` (the one sampling type of every backend), and
 iterates `Backend.generate`; the backend owns the model on its own thread. Each
 backend states what it supports in `Capabilities`, so a request asking for more
 (logprobs, adapters) gets a clear 400 instead of being silently ignored.
@@ -13,6 +14,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from tunelab.engine.config import SamplingParams
+from tunelab.engine.sequence import TokenLogprob
+
 
 @dataclasses.dataclass
 class Capabilities:
@@ -24,33 +28,6 @@ class Capabilities:
     seed: bool = True
     min_p: bool = True
     note: str = ""
-
-
-@dataclasses.dataclass
-class GenParams:
-    """Backend-neutral sampling parameters for one sequence."""
-
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    stop: list[str] = dataclasses.field(default_factory=list)
-    logprobs: int | None = None  # None: off; k >= 0: chosen token plus k alternatives
-    ignore_eos: bool = False
-
-
-@dataclasses.dataclass
-class TokenLogprob:
-    """One generated token's log-probability and its top alternatives."""
-
-    token: str
-    logprob: float
-    top: list[tuple[str, float]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -95,9 +72,9 @@ class Backend(abc.ABC):
         """Raw text -> prompt ids (BOS added the way the model expects)."""
 
     @abc.abstractmethod
-    def generate(self, request_id: str, prompt: list[int], params: GenParams,
+    def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
                  adapter: str | None = None) -> AsyncIterator[Delta]:
-        """Stream deltas of one sequence; the last one carries finish_reason."""
+        """Stream deltas of one sequence (params.n is 1); the last one carries finish_reason."""
 
     @abc.abstractmethod
     def abort(self, request_id: str) -> None:
@@ -173,8 +150,3 @@ class HFTokenizerPrompts:
         """Raw completion prompt: the tokenizer adds BOS the way the model expects."""
         return Prompt(list(self.tokenizer.encode(text)), text)
 
-
-def sampling_kwargs(params: GenParams, stop_ids: list[int]) -> dict[str, Any]:
-    """Keyword arguments both tunelab's and vLLM's SamplingParams take. The template's stop ids
-    end generation unless ignore_eos asks for fixed-length output (benchmarks)."""
-    return {**dataclasses.asdict(params), "stop_token_ids": [] if params.ignore_eos else list(stop_ids)}

@@ -1,8 +1,8 @@
 """The built-in engine (default): continuous batching, paged KV cache, multi-LoRA.
 
 `AsyncEngine` owns the model on its one engine thread and streams each request's
-deltas to the event loop; this backend only encodes prompts, maps sampling
-parameters, and turns the engine's token-id logprobs into text for the API.
+deltas to the event loop; this backend only encodes prompts, adds the template's
+stop ids to the request's `SamplingParams`, and decodes the engine's token-id logprobs.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, HFTokenizerPrompts,
-                                         TokenLogprob, sampling_kwargs)
+from tunelab.engine.config import SamplingParams
+from tunelab.engine.sequence import TokenLogprob
+from tunelab.serve.backends.base import Backend, Capabilities, Delta, HFTokenizerPrompts
 from tunelab.serve.config import ServeConfig
 
 
@@ -46,29 +47,23 @@ class EngineBackend(HFTokenizerPrompts, Backend):
 
     # ---- generation -----------------------------------------------------------------------
 
-    async def generate(self, request_id: str, prompt: list[int], params: GenParams,
+    async def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
                        adapter: str | None = None) -> AsyncIterator[Delta]:
         """Relay the engine's deltas; leaving early aborts the request (the engine frees its KV)."""
-        async for d in self.engine.generate(request_id, prompt, self._sampling(params, adapter), adapter):
+        params = params.stopping_at(self.stop_ids(adapter))
+        async for d in self.engine.generate(request_id, prompt, params, adapter):
             if d.error:  # the engine failed the request (step error, no KV memory)
                 raise RuntimeError(d.error)
             logprobs = [self._logprob(lp) for lp in d.logprobs or ()]
             yield Delta(d.text, list(d.token_ids), logprobs or None, d.finish_reason)
-
-    def _sampling(self, p: GenParams, adapter: str | None = None):
-        from tunelab.engine.config import SamplingParams
-
-        return SamplingParams(**sampling_kwargs(p, self.stop_ids(adapter)))
 
     def abort(self, request_id: str) -> None:
         """Finish the request now, freeing its KV blocks; its stream ends with 'abort'."""
         if self.engine is not None:
             self.engine.abort(request_id)
 
-    def _logprob(self, lp: Any) -> TokenLogprob:
-        piece = lambda t: self.tokenizer.decode([t])
-        return TokenLogprob(piece(lp.token_id), float(lp.logprob),
-                            [(piece(t), float(v)) for t, v in lp.top])
+    def _logprob(self, lp: TokenLogprob) -> TokenLogprob:
+        return lp.decoded(lambda t: self.tokenizer.decode([t]))
 
     # ---- adapters, stats, lifecycle -------------------------------------------------------
 

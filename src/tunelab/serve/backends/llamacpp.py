@@ -3,7 +3,8 @@
 Serves a quantized export on CPU. One worker thread owns the `Llama` object and runs
 requests one at a time (llama-cpp-python is not thread-safe and has no batching);
 others wait in its queue. Supports: chat + completions, stop strings, seed,
-temperature/top_p/top_k/min_p, penalties. Not supported: logprobs, adapters (400s).
+temperature/top_p/top_k/min_p, penalties, stop_token_ids. Not supported: logprobs,
+adapters (400s). Stop strings are cut by the engine's `StopStrings`, as in the engine.
 
 Chat template, in order: the `chat_template` setting; the template of the training run
 the GGUF was exported into (RUN/export/*.gguf, when its source matches the file's), so
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from tunelab.errors import MissingExtra, ModelNotFound
-from tunelab.serve.backends.base import Backend, Capabilities, Delta, GenParams, Prompt
-from tunelab.serve.backends.text import StopStrings, Utf8Stream
+from tunelab.engine.config import SamplingParams
+from tunelab.engine.detokenizer import StopStrings
+from tunelab.serve.backends.base import Backend, Capabilities, Delta, Prompt
+from tunelab.serve.backends.text import Utf8Stream
 from tunelab.serve.config import ServeConfig
 
 DEFAULT_MAX_CONTEXT = 8192  # cap the KV cache a user did not size explicitly
@@ -33,7 +36,7 @@ DEFAULT_MAX_CONTEXT = 8192  # cap the KV cache a user did not size explicitly
 class _Job:
     """One request travelling to the worker thread and its deltas coming back."""
 
-    def __init__(self, rid: str, prompt: list[int], params: GenParams, loop: asyncio.AbstractEventLoop):
+    def __init__(self, rid: str, prompt: list[int], params: SamplingParams, loop: asyncio.AbstractEventLoop):
         self.rid, self.prompt, self.params, self.loop = rid, prompt, params, loop
         self.out: asyncio.Queue = asyncio.Queue()
         self.cancelled = False
@@ -132,7 +135,7 @@ class LlamaCppBackend(Backend):
         """Raw text with BOS, as the model was trained."""
         return Prompt(self.llm.tokenize(text.encode(), add_bos=True, special=False), text)
 
-    async def generate(self, request_id: str, prompt: list[int], params: GenParams,
+    async def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
                        adapter: str | None = None) -> AsyncIterator[Delta]:
         """Queue the request for the worker and relay its deltas."""
         job = _Job(request_id, prompt, params, asyncio.get_running_loop())
@@ -196,6 +199,7 @@ class LlamaCppBackend(Backend):
         p = job.params
         self.llm.set_seed(p.seed if p.seed is not None else random.getrandbits(31))
         stops, utf8, made = StopStrings(p.stop), Utf8Stream(), 0
+        end_ids = set(p.stopping_at(sorted(self.stop_ids)).stop_token_ids)
         tokens = self.llm.generate(job.prompt, top_k=p.top_k if p.top_k > 0 else 0, top_p=p.top_p,
                                    min_p=p.min_p, temp=p.temperature, repeat_penalty=p.repetition_penalty,
                                    frequency_penalty=p.frequency_penalty,
@@ -205,20 +209,19 @@ class LlamaCppBackend(Backend):
             if job.cancelled:
                 reason = "abort"
                 break
-            if tok in self.stop_ids and not p.ignore_eos:
+            if tok in end_ids:
                 reason = "stop"
                 break
             made += 1
-            text, hit = stops.push(utf8.push(self.llm.detokenize([tok])))
-            if hit:
+            text = stops.push(utf8.push(self.llm.detokenize([tok])))
+            if stops.hit is not None:
                 job.emit(Delta(text, [tok], finish_reason="stop"))
                 return
             if made >= p.max_tokens:
-                job.emit(Delta(text + stops.push(utf8.flush())[0] + stops.flush(), [tok],
-                               finish_reason="length"))
+                job.emit(Delta(text + stops.push(utf8.flush()) + stops.flush(), [tok], finish_reason="length"))
                 return
             job.emit(Delta(text, [tok]))
-        job.emit(Delta(stops.push(utf8.flush())[0] + stops.flush(), [], finish_reason=reason))
+        job.emit(Delta(stops.push(utf8.flush()) + stops.flush(), [], finish_reason=reason))
 
 
 def gguf_path(spec: str | None) -> Path:

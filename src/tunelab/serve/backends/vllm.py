@@ -7,14 +7,16 @@ reasoning parser; vLLM's AsyncLLMEngine does the generation. Supports adapters
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from pathlib import Path
 from typing import AsyncIterator
 
 from tunelab.errors import MissingExtra
-from tunelab.serve.backends.base import (Backend, Capabilities, Delta, GenParams, HFTokenizerPrompts,
-                                         TokenLogprob, sampling_kwargs)
+from tunelab.engine.config import SamplingParams
+from tunelab.engine.sequence import TokenLogprob
+from tunelab.serve.backends.base import Backend, Capabilities, Delta, HFTokenizerPrompts
 from tunelab.serve.config import ServeConfig
 
 
@@ -49,13 +51,12 @@ class VllmBackend(HFTokenizerPrompts, Backend):
         self.model_path, self.created = str(model_dir), int(Path(model_dir).stat().st_mtime)
         self.model_id = self.config.served_name or Path(model_dir).name
 
-    async def generate(self, request_id: str, prompt: list[int], params: GenParams,
+    async def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
                        adapter: str | None = None) -> AsyncIterator[Delta]:
         """Relay vLLM's cumulative outputs as deltas."""
-        from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        sp = SamplingParams(**sampling_kwargs(params, self.stop_ids(adapter)))
+        sp = vllm_params(params.stopping_at(self.stop_ids(adapter)))
         lora = None
         if adapter:
             lora_id, path = self._loras[adapter]
@@ -90,16 +91,33 @@ class VllmBackend(HFTokenizerPrompts, Backend):
         return {name: path for name, (_, path) in self._loras.items()}
 
 
+def vllm_params(params: SamplingParams):
+    """Ours -> vLLM's SamplingParams."""
+    import vllm
+
+    return vllm.SamplingParams(**vllm_kwargs(params))
+
+
+def vllm_kwargs(params: SamplingParams) -> dict:
+    """vLLM's SamplingParams takes every one of our fields under the same name (a field that
+    it names differently would be mapped here)."""
+    return dataclasses.asdict(params)
+
+
 def _logprobs(token_ids: list[int], steps: list[dict], top: int | None) -> list[TokenLogprob]:
     """vLLM's per-position {token_id: Logprob} -> ours. Each dict holds the top `top` tokens plus
     the sampled one (which may rank lower): look the sampled one up by id, list the top by rank."""
     out = []
     for token_id, step in zip(token_ids, steps):
         chosen = step[token_id]
-        ranked = sorted(step.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)[:top or 0]
-        out.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob,
-                                [(lp.decoded_token or "", lp.logprob) for lp in ranked]))
+        ranked = sorted(step.items(), key=lambda kv: _rank(kv[1]))[:top or 0]
+        out.append(TokenLogprob(token_id, chosen.logprob, [(lp_id, lp.logprob) for lp_id, lp in ranked],
+                                chosen.decoded_token or "", [lp.decoded_token or "" for _, lp in ranked]))
     return out
+
+
+def _rank(lp) -> int:
+    return lp.rank if lp.rank is not None else 1 << 30
 
 
 def _tokenizer(model_dir: Path):
