@@ -13,6 +13,8 @@ Public API (others build against these names):
   `system` replaces the default system prompt of whichever template wins.
 - `ChatTemplate.for_model(model_dir, name=None, system=None)`: `resolve_template` without adapter.
 - `saved_template(dir) -> ChatTemplate | None`: the `tunelab_template.json` in `dir`, if any.
+- `choose_template(info, override=None, saved=None)`: steps 2-6 from a model's facts
+  (`TokenizerInfo`, read from a HF dir or, in the llama.cpp backend, from a GGUF header).
 - `ChatTemplate.load(dir)` / `.save(dir)`: the file `tunelab_template.json`.
 - `.name`, `.source` (jinja), `.stop_strings` (end-of-turn + EOS strings), `.system`
   (default system prompt applied when a conversation has none),
@@ -75,7 +77,7 @@ class ChatTemplate:
         return resolve_template(model_dir, None, name, system)
 
     @classmethod
-    def from_source(cls, name: str, source: str, info: _TokenizerInfo, system: str | None = None) -> ChatTemplate:
+    def from_source(cls, name: str, source: str, info: TokenizerInfo, system: str | None = None) -> ChatTemplate:
         """A template from jinja text; its end-of-turn marker is found by rendering a probe reply."""
         template = cls(name, source, [info.eos], info.bos, info.eos, system)
         template.stop_strings = _unique(_end_of_turn(template, info.added_tokens) + [info.eos])
@@ -155,15 +157,22 @@ def saved_template(directory: str | Path) -> ChatTemplate | None:
 
 
 def _model_template(model_dir: Path, override: str | None) -> ChatTemplate:
-    """Steps 2-6 of the order: override, saved in the model, tokenizer's own, built-in, default."""
-    saved = None if override else saved_template(model_dir)
-    if saved is not None:
-        return saved
-    info = _TokenizerInfo.read(model_dir)
+    """Steps 2-6 of the order for a Hugging Face model directory."""
+    saved = saved_template(model_dir)
+    if saved is not None and not override:
+        return saved  # nothing after it in the order can win: skip reading the tokenizer files
+    return choose_template(TokenizerInfo.read(model_dir), override, saved)
+
+
+def choose_template(info: TokenizerInfo, override: str | None = None,
+                    saved: ChatTemplate | None = None) -> ChatTemplate:
+    """Steps 2-6: override, the model's saved template, its own jinja, the architecture's, default."""
     if override:
         return ChatTemplate.builtin(override, info.bos, info.eos)
+    if saved is not None:
+        return saved
     if info.chat_template:
-        return ChatTemplate.from_source("tokenizer", info.chat_template, info)
+        return ChatTemplate.from_source(info.own_name, info.chat_template, info)
     return ChatTemplate.builtin(_builtin_for(info), info.bos, info.eos)
 
 
@@ -178,17 +187,19 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
 
 
 @dataclass
-class _TokenizerInfo:
-    """What a template needs from a model directory, read from files without loading a tokenizer."""
+class TokenizerInfo:
+    """What choosing a template needs from a model: its own jinja, special tokens, architecture."""
 
     chat_template: str | None
     bos: str
     eos: str
-    added_tokens: list[str]
-    model_type: str
+    added_tokens: list[str]  # special tokens; an end-of-turn marker must be one to be used
+    model_type: str  # config.json model_type (or a GGUF's general.architecture)
+    own_name: str = "tokenizer"  # the name a template from `chat_template` gets
 
     @classmethod
-    def read(cls, model_dir: Path) -> _TokenizerInfo:
+    def read(cls, model_dir: Path) -> TokenizerInfo:
+        """Read from a HF model dir's files without loading a tokenizer."""
         config = read_json_object(model_dir / "tokenizer_config.json")
         specials = read_json_object(model_dir / "special_tokens_map.json")
         tok_json = read_json_object(model_dir / "tokenizer.json")
@@ -221,7 +232,7 @@ def own_template(model_dir: Path, config: dict | None = None) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _builtin_for(info: _TokenizerInfo) -> str:
+def _builtin_for(info: TokenizerInfo) -> str:
     """The architecture's built-in if the tokenizer has its end-of-turn token, else `default`."""
     name = BY_ARCHITECTURE.get(info.model_type, "default")
     markers = BUILTINS[name][1]

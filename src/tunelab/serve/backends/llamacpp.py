@@ -6,11 +6,12 @@ others wait in its queue. Supports: chat + completions, stop strings, seed,
 temperature/top_p/top_k/min_p, penalties, stop_token_ids. Not supported: logprobs,
 adapters (400s). Stop strings are cut by the engine's `StopStrings`, as in the engine.
 
-Chat template, in order: the `chat_template` setting; the template of the training run
-the GGUF was exported into (RUN/export/*.gguf, when its source matches the file's), so
-prompts encode exactly as training and the engine encode them; the file's own
-`tokenizer.chat_template`; the architecture's built-in. Generation stops at EOS, the
-file's end-of-turn token and every single-token stop string of the template.
+Chat template: `choose_template`'s order (tunelab.data.templates) with the GGUF standing
+in for the model dir: the `chat_template` setting; the template of the training run the
+GGUF was exported into (RUN/export/*.gguf, when its source matches the file's), so prompts
+encode exactly as training and the engine encode them; the file's own
+`tokenizer.chat_template`; the architecture's built-in; `default`. Generation stops at EOS,
+the file's end-of-turn token and every single-token stop string of the template.
 """
 
 from __future__ import annotations
@@ -82,30 +83,28 @@ class LlamaCppBackend(Backend):
         self._thread.start()
 
     def _template(self, path: Path):
-        """The chat template: --chat-template; else the one the GGUF carries (as the run that
-        exported it saved it, when it did); else the architecture's built-in."""
-        from tunelab.data.builtin_templates import BUILTINS, BY_ARCHITECTURE
-        from tunelab.data.templates import ChatTemplate
+        """The chat template by `choose_template`'s order; the run that exported the GGUF stands
+        in for the model's saved template (the same object training and the engine use)."""
+        from tunelab.data.templates import choose_template
+
+        info = self._tokenizer_info()
+        saved = _run_template(path) if info.chat_template else None
+        same = saved is not None and saved.source == info.chat_template
+        return choose_template(info, self.config.chat_template, saved if same else None)
+
+    def _tokenizer_info(self):
+        """The GGUF header's template facts; the special tokens are the turn markers that are tokens."""
+        from tunelab.data.builtin_templates import BUILTINS
+        from tunelab.data.templates import TokenizerInfo
 
         meta = self.llm.metadata
         bos, eos = self._piece(self.llm.token_bos()), self._piece(self.llm.token_eos())
-        if self.config.chat_template:
-            return ChatTemplate.builtin(self.config.chat_template, bos, eos)
-        source = meta.get("tokenizer.chat_template")
-        if not source:
-            name = BY_ARCHITECTURE.get(meta.get("general.architecture", ""), "default")
-            markers = BUILTINS[name][1]  # a base model without the turn tokens gets `default`
-            return ChatTemplate.builtin(name if all(self._is_token(m) for m in markers) else "default",
-                                        bos, eos)
-        saved = _run_template(path)
-        if saved is not None and saved.source == source:
-            return saved  # same object training and the engine use, default system prompt included
-        builtin = next((name for name, (src, _) in BUILTINS.items() if src == source), None)
-        if builtin:
-            return ChatTemplate.builtin(builtin, bos, eos)
         eot = meta.get("tokenizer.ggml.eot_token_id")  # tunelab export writes the end-of-turn here
-        stops = [self._piece(int(eot))] if eot is not None else []
-        return ChatTemplate("gguf", source, list(dict.fromkeys(stops + [eos])), bos, eos)
+        candidates = [m for _, markers in BUILTINS.values() for m in markers] + [eos]
+        candidates += [self._piece(int(eot))] if eot is not None else []
+        specials = [t for t in dict.fromkeys(candidates) if t and self._is_token(t)]
+        return TokenizerInfo(meta.get("tokenizer.chat_template") or None, bos, eos, specials,
+                             meta.get("general.architecture", ""), own_name="gguf")
 
     def _is_token(self, text: str) -> bool:
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=True)) == 1
