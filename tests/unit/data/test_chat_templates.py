@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
 from tunelab.data.errors import TemplateError
-from tunelab.data.templates import TEMPLATE_FILE, ChatTemplate, encode_prompt, resolve_template, saved_template
+from tunelab.data.templates import (TEMPLATE_FILE, ChatTemplate, TokenizerInfo, choose_template, encode_prompt,
+                                    resolve_template, saved_template)
 
 BUILTINS = ["llama3", "chatml", "gemma", "mistral", "default"]
 
@@ -148,3 +150,18 @@ def test_errors_are_clear():
 def test_generation_blocks_from_hub_templates_render_their_body():
     source = "{% for m in messages %}{% generation %}{{ m['content'] }}{% endgeneration %}{% endfor %}"
     assert ChatTemplate("hub", source).render([{"role": "assistant", "content": "ok"}]) == "ok"
+
+
+def test_choose_template_from_header_facts():
+    """The llama.cpp backend's path: facts from a GGUF header instead of a model dir."""
+    from tunelab.data.builtin_templates import CHATML
+
+    info = TokenizerInfo(CHATML, "", "<|endoftext|>", ["<|im_end|>", "<|eot_id|>"], "llama", own_name="gguf")
+    own = choose_template(info)
+    assert (own.name, own.stop_strings) == ("gguf", ["<|im_end|>", "<|endoftext|>"])
+    saved = ChatTemplate.builtin("gemma", system="Saved.")
+    assert choose_template(info, saved=saved) == saved
+    assert choose_template(info, "mistral", saved).name == "mistral"
+    bare = TokenizerInfo(None, "", "<|endoftext|>", ["<|eot_id|>"], "llama")
+    assert choose_template(bare).name == "llama3"
+    assert choose_template(dataclasses.replace(bare, added_tokens=[])).name == "default"

@@ -85,8 +85,8 @@ def test_empty_list_says_how_to_start(store, capsys):
     ([{"name": "default", "template": "D"}, {"name": "x", "template": "X"}], "D"),
 ])
 def test_store_and_chat_template_agree_on_the_models_own_template(tmp_path, value, expected):
-    from tunelab.data.templates import _TokenizerInfo
+    from tunelab.data.templates import TokenizerInfo
     from tunelab.store.describe import chat_template_of
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": value}))
-    assert chat_template_of(tmp_path) == expected == _TokenizerInfo.read(tmp_path).chat_template
+    assert chat_template_of(tmp_path) == expected == TokenizerInfo.read(tmp_path).chat_template
