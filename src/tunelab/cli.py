@@ -33,18 +33,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _build_parser(command: str | None) -> argparse.ArgumentParser:
+def _build_parser(command: str | None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The top-level parser, and the chosen command's parser (None when no command is named)."""
     parser = argparse.ArgumentParser(
         prog="tunelab",
         description="Fine-tune open LLMs on your own data and serve them locally.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = None
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # no prefix matching: a mistyped flag gets "did you mean", never a silent guess
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         if name == command:  # only the chosen command's module is imported
             _load(module).add_arguments(p)
-    return parser
+            chosen = p
+    return parser, chosen
 
 
 def _load(module: str):
@@ -58,16 +62,42 @@ def _chosen_command(argv: list[str]) -> str | None:
     return None
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; an unknown flag raises ConfigError with the closest known flag."""
+    parser, chosen = _build_parser(_chosen_command(argv))
+    if chosen is not None:
+        from tunelab.config_flags import expand_bool_flags
+
+        argv = expand_bool_flags(chosen, argv)
+    args, unknown = parser.parse_known_args(argv)
+    flags = [u for u in unknown if u.startswith("--")]
+    if flags and chosen is not None:
+        from tunelab.config_flags import unknown_flag_message
+        from tunelab.errors import ConfigError
+
+        raise ConfigError(unknown_flag_message(flags[0], chosen))
+    if unknown and isinstance(getattr(args, "overrides", None), list):
+        # argparse fills a '*' positional only once; key=value items after a flag land here
+        args.overrides, unknown = args.overrides + unknown, []
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.print_help()
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    argv = sys.argv[1:] if argv is None else argv
-    command = _chosen_command(argv)
-    args = _build_parser(command).parse_args(argv)
-    if args.command is None:
-        _build_parser(None).print_help()
-        return 0
     from tunelab.errors import TunelabError
 
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse(argv)
+    except TunelabError as err:  # a mistyped flag: one line, like a mistyped key
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.command is None:
+        return 0
     try:
         return int(_load(COMMANDS[args.command][0]).run(args) or 0)
     except TunelabError as err:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from tunelab.config import build
 from tunelab.serve.app import create_app
 from tunelab.serve.backends import make_backend
 from tunelab.serve.config import ServeConfig
@@ -18,7 +19,8 @@ API_KEY = "test-key-123"
 
 def start_server(model: Path | str | None, **overrides) -> ThreadedServer:
     """Serve `model` on 127.0.0.1:0 and wait until /health says ready."""
-    cfg = ServeConfig(model=str(model) if model else None, port=0, access_log=False, **overrides)
+    # through build, so flat engine keys (dtype, context_length, n_threads) work as in YAML
+    cfg = build(ServeConfig, {"model": str(model) if model else None, "port": 0, "access_log": False, **overrides})
     server = ThreadedServer(create_app(make_backend(cfg), cfg), cfg).start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

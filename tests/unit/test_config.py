@@ -70,3 +70,42 @@ def test_yaml_errors_name_the_file(tmp_path):
 def test_every_field_has_a_doc():
     assert all(field_docs(Run).values())
     assert field_docs(Run)["packing"] == "Pack examples into rows."
+
+
+@dataclasses.dataclass
+class Engine:
+    dtype: str = opt("auto", "Weights dtype.")
+    max_len: int | None = opt(None, "Context window.", aliases=("context_length",))
+
+
+@dataclasses.dataclass
+class Server:
+    port: int = opt(8000, "TCP port.")
+    origins: list = opt([], "CORS origins.")
+    adapters: dict = opt({}, "name -> path.")
+    engine: Engine = opt(Engine, "Engine settings, also flat.", flat=True)
+
+
+def test_list_and_mapping_values_from_the_command_line():
+    cfg = load_config(Run, None, ["lora.targets=[q_proj,k_proj, v_proj,o_proj]"])
+    assert cfg.lora.targets == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    cfg = load_config(Server, None, ["origins=http://a,http://b", "adapters={a: /x, b: /y}"])
+    assert cfg.origins == ["http://a", "http://b"] and cfg.adapters == {"a": "/x", "b": "/y"}
+    assert load_config(Server, None, ["adapters=a=/x,b=/y"]).adapters == {"a": "/x", "b": "/y"}
+    with pytest.raises(ConfigError, match="adapters: expected a mapping"):
+        load_config(Server, None, ["adapters=/x"])
+    with pytest.raises(ConfigError, match=r"lora.targets: invalid list"):
+        load_config(Run, None, ["lora.targets=[a, b"])
+
+
+def test_flat_keys_and_aliases_reach_the_nested_config(tmp_path):
+    yaml = tmp_path / "s.yaml"
+    yaml.write_text("dtype: bfloat16\nengine:\n  context_length: 512\n")
+    cfg = load_config(Server, yaml)
+    assert cfg.engine == Engine(dtype="bfloat16", max_len=512)
+    cfg = load_config(Server, yaml, ["engine.dtype=float16", "context_length=64"])  # CLI beats YAML in any spelling
+    assert cfg.engine == Engine(dtype="float16", max_len=64)
+    with pytest.raises(ConfigError, match="given twice"):
+        load_config(Server, None, ["max_len=1", "engine.context_length=2"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'dtyp'; did you mean 'dtype'"):
+        load_config(Server, None, ["dtyp=x"])

@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from tunelab.config import opt
+from tunelab.engine.config import EngineConfig
+
 HELP = """commands:
   /system TEXT        set the system prompt (and start over)
   /reset              forget the conversation
@@ -31,24 +34,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible replies")
-    parser.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
-    parser.add_argument("--quantize", default=None,
-                        help="weight-only quantization: int8, int4, int4-g64/-g128, +'-all' for every linear")
-    parser.add_argument("--speculative", type=int, default=0, metavar="K",
-                        help="with --temperature 0: verify K prompt-lookup drafts per step (same replies, faster)")
+    from tunelab.config_flags import add_config_arguments
+
+    add_config_arguments(parser, ChatConfig, yaml=False)  # the engine keys and flags of `tunelab serve`
+
+
+@dataclasses.dataclass
+class ChatConfig:
+    """What chat takes besides model and sampling: the engine settings, with serve's keys and flags."""
+
+    engine: EngineConfig = opt(EngineConfig(max_num_seqs=1), "engine settings (dtype, device, quantize, "
+                               "max_model_len alias context_length, num_speculative_tokens, ...); also "
+                               "accepted without the engine. prefix", flat=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab.engine.config import EngineConfig, SamplingParams
+    from tunelab.config_flags import config_from_args
+    from tunelab.engine.config import SamplingParams
     from tunelab.engine.engine import LLMEngine
 
     model, adapter = resolve_target(args.model, args.adapter)
     print(f"loading {model or 'the default model'}{' + adapter ' + str(adapter) if adapter else ''} ...",
           file=sys.stderr)
-    cfg = EngineConfig(dtype=args.dtype, device=args.device, max_num_seqs=1, max_model_len=args.max_model_len,
-                       quantize=args.quantize, num_speculative_tokens=args.speculative)
+    cfg = config_from_args(ChatConfig, args).engine
     engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=args.seed)

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-QUANT_CHOICES = "f16|bf16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `tunelab export`: every ExportConfig key as --key value or key=value."""
+    from tunelab.config_flags import add_config_arguments
+    from tunelab.export.config import ExportConfig
+
     parser.add_argument("source", help="run directory or name, or a model (store name or HF directory)")
-    parser.add_argument("--format", default="gguf", help="gguf (one file) or ollama (GGUF + Modelfile)")
-    parser.add_argument("--quant", default="q8_0", help=f"weight type: {QUANT_CHOICES}")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output file (gguf) or directory (ollama); default under RUN/export/")
-    parser.add_argument("--system", default=None, help="SYSTEM prompt for the Ollama Modelfile")
+    add_config_arguments(parser, ExportConfig, positional=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export and print where the result went (the exporter logs as it goes)."""
+    from tunelab.config_flags import config_from_args
+    from tunelab.export.config import ExportConfig
     from tunelab.export.exporter import export
 
-    export(args.source, args.format, args.quant, args.out, system=args.system)
+    cfg = config_from_args(ExportConfig, args)
+    export(args.source, cfg.format, cfg.quant, cfg.out, system=cfg.system)
     return 0

@@ -26,19 +26,22 @@ class EngineConfig:
 
     max_num_seqs: int = opt(64, "most sequences running in one step")
     max_num_batched_tokens: int = opt(2048, "token budget per step: prefill chunks plus one per decode")
-    max_model_len: int | None = opt(None, "longest prompt+output in tokens; None = the model's limit")
+    max_model_len: int | None = opt(None, "longest prompt+output in tokens (context window); None = the model's "
+                                          "limit", aliases=("context_length",))
     block_size: int = opt(16, "tokens per KV cache block")
     num_blocks: int | None = opt(None, "KV cache blocks; None = sized from free memory by the runner")
     enable_prefix_caching: bool = opt(True, "reuse KV blocks of prompt prefixes shared between requests")
     eos_token_ids: list[int] = opt([], "token ids that end a sequence unless ignore_eos is set")
     dtype: str = opt("auto", "weights/activations dtype: auto, float32, bfloat16 or float16")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    num_threads: int | None = opt(None, "CPU threads for torch; None = physical cores")
+    num_threads: int | None = opt(None, "CPU threads (torch; llama.cpp for backend=llamacpp); None = physical "
+                                        "cores", aliases=("n_threads",))
     gpu_memory_utilization: float = opt(0.9, "fraction of GPU memory the engine may use (weights + KV)")
     cpu_kv_cache_gb: float = opt(1.0, "KV cache size on CPU in GiB")
     enforce_eager: bool = opt(False, "disable CUDA graphs for decode batches")
     num_speculative_tokens: int = opt(0, "prompt-lookup drafts verified per greedy decode step (e.g. 4); "
-                                         "0 = off. Same output, fewer weight reads; best for one stream")
+                                         "0 = off. Same output, fewer weight reads; best for one stream",
+                                     aliases=("speculative",))
     max_loras: int = opt(8, "most LoRA adapters loaded at once")
     max_lora_rank: int = opt(64, "largest LoRA rank an adapter may have")
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "

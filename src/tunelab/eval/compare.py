@@ -7,7 +7,6 @@ run on tunelab's own engine (base and adapter in one process, as `tunelab serve`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from contextlib import contextmanager
@@ -18,19 +17,6 @@ from tunelab.eval.scores import score_all
 from tunelab.export.runs import Run
 
 GENERAL_TEXT = Path(__file__).resolve().parents[1] / "assets" / "general_text.txt"
-
-
-@dataclasses.dataclass
-class EvalOptions:
-    """Knobs of `tunelab eval`."""
-
-    data: Path | None = None  # held-out JSONL (any format tunelab train reads)
-    prompts: Path | None = None  # prompts JSONL/TXT; default: held-out rows
-    max_examples: int = 200
-    num_generations: int = 8
-    max_new_tokens: int = 64
-    forgetting_threshold: float = 1.25  # warn when general-text perplexity grows by this factor
-    dtype: str = "auto"  # engine dtype for the generations (auto: bf16 where the CPU/GPU has it)
 
 
 class Pair:

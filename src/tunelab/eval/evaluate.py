@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunelab.eval import compare
-from tunelab.eval.compare import EvalOptions, Pair
+from tunelab.eval.compare import Pair
+from tunelab.eval.config import EvalOptions
 from tunelab.export.errors import RunError
 from tunelab.export.runs import load_run
 

@@ -1,4 +1,9 @@
-"""ServeConfig: everything `tunelab serve` needs, one typed object (CLI > YAML > defaults)."""
+"""ServeConfig: everything `tunelab serve` needs, one typed object (CLI > YAML > defaults).
+
+Engine settings live in the one `EngineConfig` (field `engine`); its keys are accepted
+flat too (`dtype: bfloat16`, `--max-num-seqs 8`, `context_length`) as well as nested
+(`engine: {dtype: bfloat16}`, `--engine.dtype`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import dataclasses
 from typing import Literal
 
 from tunelab.config import opt
+from tunelab.engine.config import EngineConfig
 
 
 @dataclasses.dataclass
@@ -28,23 +34,17 @@ class ServeConfig:
     default_max_tokens: int = opt(256, "max_tokens when a request gives none (capped by the context)")
     max_n: int = opt(8, "largest n (choices per request)")
     max_pending: int = opt(64, "requests admitted at once (running + queued); more get 429")
-    context_length: int | None = opt(None, "context window override; default: the model's")
     shutdown_timeout_s: float = opt(10.0, "graceful shutdown: wait this long for in-flight requests")
     access_log: bool = opt(True, "one JSON line per request on stderr")
     reasoning: Literal["auto", "off"] = opt("auto", "split <think>...</think> into reasoning_content")
-    dtype: str = opt("auto", "engine weights dtype")
-    device: str = opt("auto", "engine device")
-    quantize: str | None = opt(None, "engine weight-only quantization: int8, int4[-gN][-all]; None = exact")
-    max_num_seqs: int = opt(64, "engine: most sequences decoded in one batch (a request with n>1 counts n)")
-    num_speculative_tokens: int = opt(0, "engine: prompt-lookup drafts verified per greedy decode step; 0 = off")
-    enforce_eager: bool = opt(False, "engine on CUDA: run decode steps eagerly instead of replaying CUDA graphs")
-    n_threads: int | None = opt(None, "llamacpp CPU threads; default: half the logical cores")
+    engine: EngineConfig = opt(EngineConfig, "engine settings (dtype, device, quantize, max_num_seqs, "
+                               "max_model_len alias context_length, num_threads alias n_threads, ...); "
+                               "also accepted without the engine. prefix", flat=True)
     ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending",
-                     "max_num_seqs"):
+        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:

@@ -59,7 +59,7 @@ class Service:
 
     def context_length(self) -> int:
         """The context window requests are checked against."""
-        return self.config.context_length or self.backend.context_length
+        return self.config.engine.max_model_len or self.backend.context_length
 
     def max_tokens_for(self, prompt_len: int, requested: int | None, param: str) -> int:
         """Validate the prompt and max_tokens against the context; never truncate silently."""

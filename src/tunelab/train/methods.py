@@ -84,6 +84,8 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     targets = cfg.lora.target_modules
+    if targets != ["all-linear"]:
+        check_targets(model, targets)
     peft_cfg = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
@@ -94,6 +96,17 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
         return get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise TunelabError(f"lora.target_modules: {err}") from None
+
+
+def check_targets(model: nn.Module, targets: list[str]) -> None:
+    """Every LoRA target must name a module (peft itself only fails when none matches)."""
+    names = [name for name, _ in model.named_modules()]
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+    for target in targets:
+        # peft's rule for a list of names: the full module name, or its last dotted parts
+        if not any(n == target or n.endswith("." + target) for n in names):
+            raise TunelabError(f"lora.target_modules: '{target}' matches no module of this model; "
+                               f"its linear layers are: {', '.join(linear)} (or all-linear)")
 
 
 def _train_last_layers(model: nn.Module, n: int) -> None:

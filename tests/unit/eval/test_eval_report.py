@@ -8,7 +8,8 @@ import re
 
 from tunelab.cli import main
 from tunelab.eval import compare
-from tunelab.eval.compare import EvalOptions, Pair
+from tunelab.eval.compare import Pair
+from tunelab.eval.config import EvalOptions
 from tunelab.eval.evaluate import _prompts, _read_rows, run_eval
 from tunelab.eval.report import write_report
 from tunelab.export.runs import load_run

@@ -4,7 +4,8 @@ import importlib.util
 
 import pytest
 
-from tunelab.errors import MissingExtra, ModelNotFound
+from tunelab.config import build
+from tunelab.errors import ConfigError, MissingExtra, ModelNotFound
 from tunelab.serve.backends import make_backend
 from tunelab.serve.backends.llamacpp import gguf_path
 from tunelab.serve.config import ServeConfig
@@ -34,7 +35,7 @@ def test_llamacpp_needs_a_gguf(tmp_path):
 def test_serve_config_rejects_bad_limits():
     with pytest.raises(ValueError, match="max_pending"):
         ServeConfig(max_pending=0)
-    with pytest.raises(ValueError, match="max_num_seqs must be >= 1, got 0"):
-        ServeConfig(max_num_seqs=0)
+    with pytest.raises(ConfigError, match="max_num_seqs must be a positive integer, got 0"):
+        build(ServeConfig, {"max_num_seqs": 0})  # the engine's own check, through the flat key
     with pytest.raises(ValueError, match="port"):
         ServeConfig(port=70000)

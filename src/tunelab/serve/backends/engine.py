@@ -30,13 +30,8 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     def load(self) -> None:
         """Load the model, tokenizer and chat template; the engine thread starts with it."""
         from tunelab.engine.async_engine import AsyncEngine
-        from tunelab.engine.config import EngineConfig
 
-        cfg = EngineConfig(dtype=self.config.dtype, device=self.config.device,
-                           max_model_len=self.config.context_length, quantize=self.config.quantize,
-                           enforce_eager=self.config.enforce_eager, max_num_seqs=self.config.max_num_seqs,
-                           num_speculative_tokens=self.config.num_speculative_tokens)
-        self.engine = AsyncEngine(self.config.model, config=cfg)
+        self.engine = AsyncEngine(self.config.model, config=self.config.engine)
         self.tokenizer = self.engine.tokenizer
         model_dir = Path(self.engine.model_dir)
         self.load_templates(model_dir)

@@ -68,10 +68,10 @@ class LlamaCppBackend(Backend):
             raise MissingExtra("llama-cpp-python", "llamacpp", "the llamacpp backend") from None
         path = gguf_path(self.config.model)
         trained = _trained_context(path)
-        n_ctx = self.config.context_length or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        n_ctx = self.config.engine.max_model_len or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
         # Physical cores (~half the logical ones), as llama.cpp advises: its threads spin at
         # barriers, so using every core stalls badly when anything else runs (2x slower here).
-        threads = self.config.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        threads = self.config.engine.num_threads or max(1, (os.cpu_count() or 2) // 2)
         self.llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                    verbose=False)
         self.context_length = n_ctx

@@ -42,12 +42,12 @@ class VllmBackend(HFTokenizerPrompts, Backend):
 
         model_dir = resolve_model(self.config.model)
         args = vllm.AsyncEngineArgs(model=str(model_dir), enable_lora=True,
-                                    max_model_len=self.config.context_length,
+                                    max_model_len=self.config.engine.max_model_len,
                                     tensor_parallel_size=int(os.environ.get("TUNELAB_VLLM_TP", "1")))
         self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
         self.tokenizer = _tokenizer(model_dir)
         self.load_templates(model_dir)
-        self.context_length = self.config.context_length or self.tokenizer.model_max_length
+        self.context_length = self.config.engine.max_model_len or self.tokenizer.model_max_length
         self.model_path, self.created = str(model_dir), int(Path(model_dir).stat().st_mtime)
         self.model_id = self.config.served_name or Path(model_dir).name
 
