@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from tunelab.atomic import read_json_object
 from tunelab.ui.context import UIContext, fail, run_cli_or_fail, safe_filename
 
 
@@ -43,9 +42,21 @@ def model_routes(router: APIRouter, ctx: UIContext) -> None:
 
 def _model_row(entry) -> dict:
     row = dataclasses.asdict(entry)
-    template = read_json_object(Path(entry.path) / "tunelab_template.json")
-    row["template"] = template.get("name") or ("tokenizer" if entry.has_chat_template else "")
+    row["template"] = _template_name(Path(entry.path), entry.has_chat_template)
     return row
+
+
+def _template_name(model_dir: Path, has_own: bool) -> str:
+    """The saved template's name, else 'tokenizer' for a model with its own (resolve_template's
+    order up to there; the built-in fallbacks would need the tokenizer files read, so: '')."""
+    from tunelab.data.errors import TemplateError
+    from tunelab.data.templates import saved_template
+
+    try:
+        saved = saved_template(model_dir)
+    except TemplateError:  # a half-written or foreign file must not break the list
+        saved = None
+    return saved.name if saved is not None else ("tokenizer" if has_own else "")
 
 
 EXPORT_FORMATS = ("gguf", "ollama")

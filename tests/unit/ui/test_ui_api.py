@@ -169,13 +169,14 @@ def test_progress_is_read_from_redrawn_bars_and_stop_marks_stopped(tmp_path):
 
 
 def test_models_list_shows_template_and_remove_goes_through_tunelab_rm(ui):
+    from tunelab.data.templates import ChatTemplate
     from tunelab.store import ModelEntry, Store
 
     client, _ = ui
     store = Store()
     path = store.model_path("ui-test-model")
     path.mkdir(parents=True)
-    (path / "tunelab_template.json").write_text(json.dumps({"name": "chatml"}))
+    ChatTemplate.builtin("chatml").save(path)
     store.add(ModelEntry(name="ui-test-model", path=str(path), architecture="LlamaForCausalLM", size_bytes=1234))
     rows = {m["name"]: m for m in client.get("/ui/api/models").json()["models"]}
     assert rows["ui-test-model"]["template"] == "chatml" and rows["ui-test-model"]["size_bytes"] == 1234
