@@ -40,3 +40,7 @@ class DiskFull(TunelabError):
 
 class HubUnreachable(TunelabError):
     """A model hub could not be reached (offline, no network, or a timeout)."""
+
+
+class RunError(TunelabError):
+    """A run directory is missing, unfinished or corrupt, or its adapter does not fit its base model."""

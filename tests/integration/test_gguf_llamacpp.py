@@ -50,13 +50,13 @@ def _greedy_reference(model, prompt: list[int]) -> list[int]:
 def exported(tiny_models, tmp_path_factory):
     """arch -> (merged HF dir, {quant: gguf path}) for a LoRA run on each tiny model."""
     from tunelab.export.merge import merge_run
-    from tunelab.export.runs import load_run
+    from tunelab.rundir import load_finished
 
     root = tmp_path_factory.mktemp("llamacpp")
     out = {}
     for arch, base in tiny_models.items():
         run = make_run(base, root / f"run-{arch}", seed=1)
-        merged = merge_run(load_run(run), root / f"merged-{arch}", log=lambda _m: None)
+        merged = merge_run(load_finished(run), root / f"merged-{arch}", log=lambda _m: None)
         files = {q: export(str(run), "gguf", q, root / f"{arch}-{q}.gguf", log=lambda _m: None).gguf
                  for q in ("f16", "q8_0")}
         out[arch] = (merged, files)
@@ -110,7 +110,6 @@ def test_tokenizer_round_trip(exported, arch):
 
 @pytest.mark.real_model
 def test_default_model_q8_0_loads_and_tokenizes_identically(tmp_path):
-    pytest.importorskip("tunelab.store.default", reason="embedded default model import not available yet")
     from transformers import AutoTokenizer
 
     from tunelab.store.resolve import resolve_model

@@ -67,19 +67,17 @@ def run(args: argparse.Namespace) -> int:
 def resolve_target(model: str | None, adapter: str | None) -> tuple[str | Path | None, Path | None]:
     """(base model spec, adapter dir): a run given as MODEL or --adapter supplies both."""
     from tunelab.errors import TunelabError
-    from tunelab.export.runs import find_run_dir
+    from tunelab.rundir import find_run
 
     for spec in (adapter, model):
-        run_dir = find_run_dir(spec) if spec else None
-        if run_dir is None:
+        run = find_run(spec) if spec else None
+        if run is None:
             continue
-        status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
-        if (run_dir / "model" / "config.json").is_file():
-            return run_dir / "model", None
-        if not (run_dir / "adapter" / "adapter_config.json").is_file():
-            raise TunelabError(f"{run_dir}: run has no adapter/ yet (state: {status.get('state')})")
-        base = model if spec == adapter and model else status.get("base_model")
-        return base, run_dir / "adapter"
+        if run.model_dir is not None:
+            return run.model_dir, None
+        if run.adapter_dir is None:
+            raise TunelabError(f"{run.path}: run has no adapter/ yet (state: {run.state})")
+        return (model if spec == adapter and model else run.base_model), run.adapter_dir
     return model, Path(adapter) if adapter else None
 
 

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunelab.export.merge import merge_run
-    from tunelab.export.runs import load_run
+    from tunelab.rundir import load_finished
 
-    merge_run(load_run(args.run), args.out)
+    merge_run(load_finished(args.run), args.out)
     return 0

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunelab.eval.report import write_report
-    from tunelab.export.runs import require_run_dir
+    from tunelab.rundir import require_run
 
-    print(write_report(require_run_dir(args.run), args.out))
+    print(write_report(require_run(args.run).path, args.out))
     return 0

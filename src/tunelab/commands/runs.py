@@ -13,9 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print one line per run, newest first."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from tunelab.train.rundir import list_runs
+    from tunelab.errors import RunError
+    from tunelab.rundir import list_runs
 
     runs = list_runs(args.root)
     console = Console()
@@ -23,11 +25,19 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"no runs under {args.root}/ (start one with `tunelab train`)")
         return 0
     table = Table("run", "state", "method", "step", "final loss", "base model")
-    for path, status in runs:
+    problems = []
+    for run in runs:
+        try:
+            status = run.status()
+        except RunError as err:  # one corrupt run must not hide the others
+            status = {}
+            problems.append(str(err))
         loss = status.get("final_loss")
-        table.add_row(path.name, status.get("state", "?"), status.get("method", ""),
+        table.add_row(run.name, run.state, str(status.get("method", "")),
                       f"{status.get('step', 0)}/{status.get('total_steps', '?')}",
                       f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
                       str(status.get("base_model_spec") or "default"))
     console.print(table)
+    for line in problems:
+        console.print(f"[yellow]warning:[/] {escape(line)}")
     return 0

@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tunelab.rundir import runs_for_model
     from tunelab.store import Store
-    from tunelab.store.describe import chat_template_of, human_bytes, human_count, read_config, runs_on
+    from tunelab.store.describe import chat_template_of, human_bytes, human_count, read_config
     from tunelab.store.resolve import find_local
 
     entry, path = find_local(args.name, Store())
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if key in config:
             print(f"  {key}: {config[key]}")
     _print_template(chat_template_of(path))
-    _print_runs(runs_on(path, Path(args.runs_dir)))
+    _print_runs(runs_for_model(path, Path(args.runs_dir)))
     return 0
 
 
@@ -48,10 +49,10 @@ def _print_template(template: str | None) -> None:
         print("  ...")
 
 
-def _print_runs(runs: list[dict]) -> None:
+def _print_runs(runs: list) -> None:
     if not runs:
         print("runs: none")
         return
     print("runs:")
     for r in runs:
-        print(f"  {r['name']}  {r.get('state', '?')}  {r.get('method', '')}  final_loss={r.get('final_loss')}")
+        print(f"  {r.name}  {r.state}  {r.method}  final_loss={r.status().get('final_loss')}")

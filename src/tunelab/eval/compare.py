@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tunelab.eval.scores import score_all
-from tunelab.export.runs import Run
+from tunelab.rundir import Run
 
 GENERAL_TEXT = Path(__file__).resolve().parents[1] / "assets" / "general_text.txt"
 

@@ -9,15 +9,15 @@ from typing import Any, Callable
 from tunelab.eval import compare
 from tunelab.eval.compare import Pair
 from tunelab.eval.config import EvalOptions
-from tunelab.export.errors import RunError
-from tunelab.export.runs import load_run
+from tunelab.errors import RunError
+from tunelab.rundir import load_finished
 
 
 def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate run `spec` (base vs tuned); returns the eval.json content, also written to the run."""
     from tunelab.data.templates import encode_prompt
 
-    run = load_run(spec)
+    run = load_finished(spec)
     template = run.chat_template()
     pair = Pair(run)
     rows = _read_rows(options.data) if options.data else []
@@ -34,7 +34,7 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
                                                  options.dtype)
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
-    compare.write_json(run.dir / "eval.json", result)
+    compare.write_json(run.eval_file, result)
     _print_summary(result, log)
     return result
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 
+from tunelab.atomic import read_json_object, write_text_atomic
+from tunelab.errors import RunError
 from tunelab.eval.charts import line_chart
-from tunelab.atomic import write_text_atomic
+from tunelab.rundir import Run
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#111;padding:0 16px}
@@ -22,17 +23,15 @@ th{background:#f5f5f5}pre{background:#f7f7f7;padding:10px;overflow:auto;white-sp
 
 def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
     """Render RUN/report.html (or `out`) from status, config, metrics and eval.json; return its path."""
-    run_dir = Path(run_dir)
-    out = Path(out) if out else run_dir / "report.html"
-    return write_text_atomic(out, render_report(run_dir))
+    run = Run(run_dir)
+    return write_text_atomic(Path(out) if out else run.report_file, render_report(run.path))
 
 
 def render_report(run_dir: Path) -> str:
     """The report's HTML text."""
-    status = _json(run_dir / "status.json")
-    metrics = _metrics(run_dir / "metrics.jsonl")
-    evaluation = _json(run_dir / "eval.json")
-    config = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
+    run = Run(run_dir)
+    status, metrics, config = run.status(), run.metrics(), run.config_text()
+    evaluation = read_json_object(run.eval_file, RunError) if run.eval_file.is_file() else {}
     body = [f"<h1>tunelab run: {escape(run_dir.name)}</h1>", _status_table(status),
             "<h2>Training</h2>", _charts(metrics), _evaluation(evaluation),
             "<h2>Run config</h2>", f"<pre>{escape(config) or 'no config.yaml'}</pre>"]
@@ -40,28 +39,10 @@ def render_report(run_dir: Path) -> str:
             f"{escape(run_dir.name)}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>")
 
 
-def _json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being appended right now
-    return rows
-
-
 def _status_table(status: dict) -> str:
     keys = ("state", "method", "base_model", "step", "total_steps", "final_loss")
     cells = "".join(f"<tr><th>{k}</th><td>{escape(str(status.get(k, '')))}</td></tr>" for k in keys if k in status)
-    return f"<table>{cells}</table>" if cells else "<p>no status.json</p>"
+    return f"<table>{cells}</table>" if cells else "<p>no run status yet</p>"
 
 
 def _series(metrics: list[dict], key: str) -> list[tuple[float, float]]:

@@ -1,10 +1,8 @@
 """Errors raised while locating runs, merging and exporting; each names the file or parameter."""
 
-from tunelab.errors import TunelabError
+from tunelab.errors import RunError, TunelabError
 
-
-class RunError(TunelabError):
-    """A run directory is missing, unfinished, or its adapter does not fit its base model."""
+__all__ = ["ExportError", "RunError", "UnsupportedArchitecture"]  # RunError lives with the run dir
 
 
 class ExportError(TunelabError):

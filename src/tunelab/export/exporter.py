@@ -15,7 +15,7 @@ from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
 from tunelab.export.modelfile import ollama_template, render_modelfile
 from tunelab.export.quantize import parse_quant
-from tunelab.export.runs import Run, find_run_dir, load_run
+from tunelab.rundir import Run, find_run, load_finished
 
 FORMATS = ("gguf", "ollama")
 
@@ -35,7 +35,7 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     if fmt not in FORMATS:
         raise ExportError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
     q = parse_quant(quant)
-    run = load_run(spec) if find_run_dir(spec) is not None else None
+    run = load_finished(spec) if find_run(spec) is not None else None
     model_dir = (run.model_dir or run.base_model) if run else _resolve(spec)
     _check_supported(model_dir)
     name = _slug(run.name if run else model_dir.name)
@@ -73,7 +73,7 @@ def _slug(text: str) -> str:
 
 
 def _default_out(run: Run | None, name: str, filename: str) -> Path:
-    return (run.dir / "export" / filename) if run else Path.cwd() / filename
+    return (run.path / "export" / filename) if run else Path.cwd() / filename
 
 
 def _ollama(source: Path, name: str, quant: str, template: ChatTemplate, system: str | None,

@@ -14,14 +14,14 @@ from typing import Callable
 
 from tunelab.data.templates import ChatTemplate
 from tunelab.atomic import atomic_dir
-from tunelab.export.runs import Run
+from tunelab.rundir import Run
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def merge_run(run: Run, out: Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Write base + adapter (or a full fine-tune) to `out` (default RUN/merged); return it."""
-    out = Path(out) if out else run.dir / "merged"
+    out = Path(out) if out else run.path / "merged"
     with atomic_dir(out) as tmp:
         if run.model_dir is not None:
             _copy_model(run.model_dir, tmp)

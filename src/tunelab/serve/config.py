@@ -25,7 +25,7 @@ class ServeConfig:
     host: str = opt("127.0.0.1", "bind address; loopback by default so nothing is exposed by accident")
     port: int = opt(8000, "TCP port; 0 picks a free one")
     api_key: str | None = opt(None, "required as 'Authorization: Bearer KEY' on /v1 and /api when set")
-    watch: str | None = opt(None, "runs/ folder: serve each run's adapter/ once status.json says finished")
+    watch: str | None = opt(None, "runs/ folder: serve each run's adapter/ once the run has finished")
     watch_interval_s: float = opt(2.0, "how often the runs/ folder is scanned")
     cors_origins: list = opt([], "origins allowed by CORS; empty = CORS off")
     chat_template: str | None = opt(None, "chat template name overriding the model's own")

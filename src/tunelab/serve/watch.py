@@ -1,4 +1,4 @@
-"""`--watch runs/`: serve each training run's adapter as soon as its status.json says finished.
+"""`--watch runs/`: serve each training run's adapter as soon as the run says it has finished.
 
 Polls the folder (no inotify dependency; a run finishes rarely). A run is loaded once
 per adapter version: a re-finished run with a newer adapter file is reloaded.
@@ -7,10 +7,11 @@ per adapter version: a re-finished run with a newer adapter file is reloaded.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tunelab.rundir import list_runs
 
 if TYPE_CHECKING:
     from tunelab.serve.service import Service
@@ -21,17 +22,10 @@ log = logging.getLogger("tunelab.serve.watch")
 def finished_adapters(runs_dir: Path) -> dict[str, tuple[Path, float]]:
     """Run name -> (adapter dir, adapter mtime) for every finished run with a PEFT adapter."""
     found = {}
-    for status_file in sorted(runs_dir.glob("*/status.json")):
-        run = status_file.parent
-        adapter = run / "adapter"
-        weights = adapter / "adapter_config.json"
-        try:
-            state = json.loads(status_file.read_text(encoding="utf-8")).get("state")
-        except (OSError, ValueError):
-            continue  # being written right now: look again next scan
-        if state == "finished" and weights.is_file():
-            stamp = max(f.stat().st_mtime for f in adapter.iterdir())
-            found[run.name] = (adapter, stamp)
+    for run in list_runs(runs_dir):
+        adapter = run.adapter_dir
+        if adapter is not None and run.state == "finished":  # a corrupt status reads as 'corrupt'
+            found[run.name] = (adapter, max(f.stat().st_mtime for f in adapter.iterdir()))
     return found
 
 

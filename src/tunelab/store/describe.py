@@ -44,18 +44,6 @@ def describe(model_dir: Path) -> dict[str, Any]:
     )
 
 
-def runs_on(model_path: Path, runs_dir: Path) -> list[dict[str, Any]]:
-    """status.json of each run under `runs_dir` whose base model is `model_path`."""
-    target = str(Path(model_path).resolve())
-    found = []
-    for status in sorted(Path(runs_dir).glob("*/status.json")):
-        data = read_json_object(status)  # {} for a run being written right now: skipped, `show` goes on
-        base = data.get("base_model")
-        if base and str(Path(base).resolve()) == target:
-            found.append({"name": status.parent.name, **data})
-    return found
-
-
 def human_count(n: int) -> str:
     """268098176 -> '268.1M'."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):

@@ -148,3 +148,49 @@ def _write_index(out_dir: Path, names: list[str], shards: list[list[TensorSpec]]
     total = sum(spec.nbytes for shard in shards for spec in shard)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     write_text(out_dir / "model.safetensors.index.json", json.dumps(index, indent=2))
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple]:
+    """Tensor name -> shape for a safetensors file or every one in a directory (headers only)."""
+    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else [Path(path)]
+    return {name: tuple(info["shape"]) for file in files for name, info in read_header(file).items()}
+
+
+def check_adapter_fits_base(adapter_dir: Path, base_dir: Path) -> None:
+    """Raise RunError unless every LoRA matrix in `adapter_dir` matches the shape of its base weight."""
+    from tunelab.errors import RunError
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # a legacy .bin adapter: PEFT itself checks shapes on load
+    base_shapes = tensor_shapes(base_dir)
+    for name, shape in tensor_shapes(weights).items():
+        module, kind = _lora_module(name)
+        if module is None:
+            continue
+        base = _find_base_shape(base_shapes, module)
+        if base is None:
+            raise RunError(f"adapter trained on a different base model: {adapter_dir} has "
+                           f"'{module}' but {base_dir} has no such weight")
+        dim, want = (shape[1], base[1]) if kind == "lora_A" else (shape[0], base[0])
+        if dim != want:
+            raise RunError(f"adapter trained on a different base model: '{module}' expects size "
+                           f"{dim} but {base_dir} has {want}")
+
+
+def _lora_module(name: str) -> tuple[str | None, str]:
+    for kind in ("lora_A", "lora_B"):
+        if f".{kind}." in name:
+            return name.split(f".{kind}.")[0].removeprefix("base_model.model."), kind
+    return None, ""
+
+
+def _find_base_shape(base_shapes: dict[str, tuple], module: str) -> tuple | None:
+    # PEFT prefixes differ by task wrapper; match on the longest common suffix.
+    key = module + ".weight"
+    if key in base_shapes:
+        return base_shapes[key]
+    for name, shape in base_shapes.items():
+        if name.endswith(key) or key.endswith(name):
+            return shape
+    return None

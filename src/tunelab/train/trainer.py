@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import threading
 import time
 from contextlib import nullcontext
@@ -25,13 +24,13 @@ import torch
 
 from tunelab.config import load_config, to_dict
 from tunelab.errors import TunelabError
+from tunelab.rundir import Run, default_run_name, open_run
 from tunelab.train import checkpoint as ckpt
 from tunelab.train import distributed as dist
 from tunelab.train.config import TrainConfig
 from tunelab.train.loss import SelectedLogitsLoss
 from tunelab.train.metrics import peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, plan_epoch
-from tunelab.train.rundir import RunDir, default_run_name, open_run
 from tunelab.train.signals import stop_on_signals
 
 StepHook = Callable[[dict[str, Any]], Any]
@@ -61,7 +60,7 @@ class Session:
     """Everything the loop touches, built once by `train`."""
 
     cfg: TrainConfig
-    run: RunDir
+    run: Run
     accelerator: Any
     model: torch.nn.Module  # the PEFT/HF model, for saving
     wrapped: torch.nn.Module  # SelectedLogitsLoss as prepared by accelerate
@@ -118,9 +117,14 @@ def train(
     console = console or Console(stderr=True)
     if not dist.process_state().is_main_process:
         console = Console(quiet=True)  # one summary and one progress view, from the main process
-    run, cfg = _open_or_create(cfg, resume, overrides)
-    check_method(cfg)  # before anything heavy is loaded
-    session = _build_session(cfg, run, examples, console, resumed=resume is not None)
+    run, cfg, created = _open_or_create(cfg, resume, overrides)
+    try:
+        check_method(cfg)  # before anything heavy is loaded
+        session = _build_session(cfg, run, examples, console, resumed=resume is not None)
+    except BaseException:
+        if created is not None and dist.process_state().is_main_process:
+            run.discard(created)  # a new run that failed before its first step leaves nothing behind
+        raise
     try:
         # under a launcher, a second signal within 2 s is the launcher forwarding the first one
         echo_s = 2.0 if session.accelerator.num_processes > 1 else 0.0
@@ -133,35 +137,41 @@ def train(
     return _finish(session, outcome, console)
 
 
-def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[RunDir, TrainConfig]:
+def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[Run, TrainConfig, bool | None]:
+    """The run and its config; the bool says whether the folder is new (None when resuming)."""
     if resume is not None:
         run = open_run(resume)
-        return run, load_config(TrainConfig, run.path / "config.yaml", overrides)
+        # the folder being resumed, even if config.yaml still names where the run was first made
+        return run, dataclasses.replace(load_config(TrainConfig, run.path / "config.yaml", overrides),
+                                        output=str(run.path)), None
     assert cfg is not None, "train() needs a config or a run to resume"
-    path, error = None, None
+    path, created, error = None, False, None
     if dist.process_state().is_main_process:
         try:
-            path = str(_create_run(cfg))
+            path, created = _create_run(cfg)
         except TunelabError as err:
             error = str(err)
     # the others take the main process's run dir (and its error, so no process waits forever)
     path, error = dist.broadcast([path, error])
     if error is not None:
         raise TunelabError(error)
-    return RunDir(path), dataclasses.replace(cfg, output=path)
+    return Run(path), dataclasses.replace(cfg, output=path), created
 
 
-def _create_run(cfg: TrainConfig) -> Path:
-    """A new run dir holding the resolved config.yaml; an error when `output` already holds a run."""
-    run = RunDir(cfg.output or Path("runs") / default_run_name(cfg.model, cfg.method))
-    if (run.path / "status.json").exists():
+def _create_run(cfg: TrainConfig) -> tuple[str, bool]:
+    """A new run dir holding the resolved config.yaml and a `starting` status owned by this process;
+    an error when `output` already holds a run. Returns its path and whether the folder is new."""
+    run = Run(cfg.output or Path("runs") / default_run_name(cfg.model, cfg.method))
+    if run.exists():
         raise TunelabError(f"output: {run.path} already holds a run; resume it with --resume {run.path}")
+    created = not run.path.exists()
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(to_dict(dataclasses.replace(cfg, output=str(run.path))))
-    return run.path
+    run.mark_owner("starting", started=time.time(), base_model_spec=cfg.model, method=cfg.method)
+    return str(run.path), created
 
 
-def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bool) -> Session:
+def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool) -> Session:
     from accelerate import Accelerator
 
     from tunelab.store.resolve import resolve_model
@@ -188,10 +198,9 @@ def _build_session(cfg: TrainConfig, run: RunDir, examples, console, resumed: bo
     if acc.is_main_process:
         from tunelab.train.display import print_summary
 
-        run.update_status(state="running", pid=os.getpid(), step=session.state.step, total_steps=total,
-                          base_model=str(model_dir), base_model_spec=cfg.model, method=cfg.method,
-                          processes=acc.num_processes, started=run.status().get("started", time.time()),
-                          final_loss=None)
+        run.mark_owner("running", step=session.state.step, total_steps=total, base_model=str(model_dir),
+                       base_model_spec=cfg.model, method=cfg.method, processes=acc.num_processes,
+                       started=run.status().get("started", time.time()), final_loss=None)
 
         print_summary(console, start_facts(cfg, model, model_dir, data, total, session.state.step))
     return session
@@ -212,14 +221,9 @@ def _resume_state(session: Session) -> ckpt.LoopState:
     return state
 
 
-def _truncate_metrics(run: RunDir, step: int) -> None:
+def _truncate_metrics(run: Run, step: int) -> None:
     """Drop metrics rows past the checkpoint: those steps run again."""
-    import json
-
-    from tunelab.atomic import write_text_atomic
-
-    rows = [r for r in run.metrics() if r["step"] <= step]
-    write_text_atomic(run.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    run.replace_metrics([r for r in run.metrics() if r.get("step", 0) <= step])
 
 
 def fit(session: Session, console, on_step: StepHook | None = None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -19,12 +18,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from tunelab.atomic import read_json_object
 from tunelab.errors import TunelabError
-from tunelab.ui import forms as ui_forms, models as ui_models, runs as ui_runs
+from tunelab.rundir import Run
 from tunelab.serve.auth import bearer_token, key_matches
-from tunelab.ui.jobs import JobManager
+from tunelab.ui import forms as ui_forms
+from tunelab.ui import models as ui_models
+from tunelab.ui import runs as ui_runs
 from tunelab.ui.context import UIContext, fail, run_cli, run_cli_or_fail, safe_filename
+from tunelab.ui.jobs import JobManager
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -84,28 +85,28 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
         if path is None and job is None:
             raise HTTPException(404, f"no run named '{name}'")
         detail = ui_runs.run_detail(path) if path else _job_run(job)
-        if detail["state"] == "unknown" and _running(job):
-            detail["state"] = "starting"  # the trainer made its folder but no status.json yet
+        if detail["state"] == "new" and _running(job):
+            detail["state"] = "starting"  # the trainer made its folder but has not written its status yet
         detail["job"] = job.to_dict() if job else None
         return detail
 
     @router.get("/runs/{name}/metrics")
     def metrics(name: str, since: int = 0) -> dict:
         path = _maybe_run(ctx, name)
-        rows, next_line = ui_runs.read_metrics(path, since) if path else ([], since)
+        rows, next_line = Run(path).read_metrics(since) if path else ([], since)
         return {"rows": rows, "next": next_line}
 
     @router.get("/runs/{name}/log")
     def log(name: str, lines: int = 200) -> dict:
         path = _maybe_run(ctx, name)
         job = ctx.jobs.find("train", run=name)
-        tail = ui_runs.log_tail(path, lines) if path else []
+        tail = Run(path).log_tail(lines) if path else []
         return {"lines": tail or (list(job.tail)[-lines:] if job else [])}
 
     @router.get("/runs/{name}/report/download")
     def report(name: str) -> Any:
-        found = ui_runs.report_path(_run_path(ctx, name))
-        if found is None:
+        found = Run(_run_path(ctx, name)).report_file
+        if not found.is_file():
             raise HTTPException(404, f"run '{name}' has no report yet: run `tunelab report {name}`")
         return FileResponse(found, media_type="text/html")
 
@@ -207,14 +208,13 @@ def _stop_run(ctx: UIContext, name: str) -> dict:
     if _running(job):
         ctx.jobs.stop(job)
         return {"stopping": name}
-    status = read_json_object(_run_path(ctx, name) / "status.json")
-    pid = status.get("pid")
-    if status.get("state") != "running" or not pid:
-        raise HTTPException(409, f"run '{name}' is not running")
+    run = Run(_run_path(ctx, name))
     try:
-        os.kill(int(pid), signal.SIGTERM)
-    except ProcessLookupError:
-        raise HTTPException(409, f"run '{name}' says running but process {pid} is gone") from None
+        stopped = run.stop()  # signals the run's own trainer only, never a process that reused its PID
+    except TunelabError as err:
+        raise HTTPException(409, str(err)) from None
+    if not stopped:
+        raise HTTPException(409, f"run '{name}' is not running (state: {run.state})")
     return {"stopping": name}
 
 

@@ -12,7 +12,7 @@ from tunelab.eval.compare import Pair
 from tunelab.eval.config import EvalOptions
 from tunelab.eval.evaluate import _prompts, _read_rows, run_eval
 from tunelab.eval.report import write_report
-from tunelab.export.runs import load_run
+from tunelab.rundir import load_finished
 
 
 def test_eval_writes_base_vs_tuned_numbers(eval_run):
@@ -30,7 +30,7 @@ def test_eval_writes_base_vs_tuned_numbers(eval_run):
 
 def test_forgetting_warning_past_threshold(eval_run):
     run_dir, _ = eval_run
-    pair = Pair(load_run(run_dir))
+    pair = Pair(load_finished(run_dir))
     strict = compare.forgetting_check(pair, threshold=0.0)
     assert strict["warning"] and "catastrophic forgetting" in strict["warning"]
     assert compare.forgetting_check(pair, threshold=1e9)["warning"] is None
@@ -40,7 +40,7 @@ def test_base_side_really_is_the_base_model(eval_run, tiny_models):
     import torch
     from transformers import AutoModelForCausalLM
 
-    pair = Pair(load_run(eval_run[0]))
+    pair = Pair(load_finished(eval_run[0]))
     ids = torch.tensor([[5, 6, 7, 8]])
     reference = AutoModelForCausalLM.from_pretrained(tiny_models["qwen2"], dtype=torch.float32)
     with pair.side("base") as model, torch.no_grad():
@@ -71,7 +71,7 @@ def test_generations_are_greedy_transformers_output_for_both_sides(eval_run):
     options = EvalOptions(data=data, max_new_tokens=24, dtype="fp32")
     result = run_eval(run_dir, options, log=lambda _m: None)
     prompts = _prompts(options, _read_rows(data))
-    run = load_run(run_dir)
+    run = load_finished(run_dir)
     template, pair = run.chat_template(), Pair(run)
     stop_ids = template.stop_token_ids(pair.tokenizer)
     from tunelab.data.templates import encode_prompt

@@ -253,12 +253,12 @@ def _trained_context(path: Path) -> int | None:
 def _run_template(path: Path):
     """The ChatTemplate of the training run a GGUF was exported into (RUN/export/NAME.gguf)."""
     from tunelab.errors import TunelabError
-    from tunelab.export.runs import find_run_dir, load_run
+    from tunelab.rundir import find_run, load_finished
 
-    if path.parent.name != "export" or find_run_dir(path.parent.parent) is None:
+    if path.parent.name != "export" or find_run(path.parent.parent) is None:
         return None
     try:
-        return load_run(path.parent.parent).chat_template()
+        return load_finished(path.parent.parent).chat_template()
     except TunelabError:
         return None
 
