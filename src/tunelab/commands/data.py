@@ -78,7 +78,7 @@ def _check(args: argparse.Namespace) -> int:
     if report.invalid and not args.skip_invalid:
         print(f"error: {report.invalid} invalid rows; fix them or pass --skip-invalid to train without them")
         return 1
-    if report.stats.loss_tokens == 0:
+    if report.loss_tokens == 0:
         print("error: no trainable tokens (see the counts above)")
         return 1
     return 0

@@ -17,7 +17,7 @@ from tunelab.data.config import DataConfig
 from tunelab.data.formats import read_datasets
 from tunelab.data.rows import LoadedData, Row
 from tunelab.data.templates import ChatTemplate
-from tunelab.data.tokenize import TokenStats, tokenize_rows
+from tunelab.data.tokenize import TokenStats, tokenize_preference_rows, tokenize_rows
 
 FIRST = 5  # line numbers shown per finding
 
@@ -33,6 +33,12 @@ class CheckReport:
     lengths: list[int]  # each valid row's tokens before the cutoff
     empty_replies: list[tuple[str, int]] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)
+    pairs: PairReport | None = None  # when some rows are preference pairs or KTO rows
+
+    @property
+    def loss_tokens(self) -> int:
+        """Tokens that carry loss, SFT and preference rows together."""
+        return self.stats.loss_tokens + (self.pairs.stats.loss_tokens if self.pairs else 0)
 
     @property
     def invalid(self) -> int:
@@ -47,11 +53,40 @@ class CheckReport:
         return {name: lengths[round(q * (len(lengths) - 1))] for name, q in at.items()}
 
 
+@dataclass
+class PairReport:
+    """Findings about preference rows: pairs and KTO rows per format, identical sides, lengths."""
+
+    pairs: dict[str, int]
+    kto: dict[str, int]
+    identical: list[tuple[str, int]]
+    empty_sides: list[tuple[str, int]]
+    stats: TokenStats
+    chosen_lengths: list[int]  # prompt + chosen tokens of each kept pair
+    rejected_lengths: list[int]
+
+
+def check_pairs(loaded: LoadedData, template: ChatTemplate, tokenizer: Any, cfg: DataConfig) -> PairReport | None:
+    """Tokenize the preference rows as preference training would; None when there are none."""
+    rows = [r for r in loaded.rows if r.kind != "sft"]
+    if not rows and "empty side" not in loaded.rejected:
+        return None
+    examples, stats, _ = tokenize_preference_rows(rows, template, tokenizer, cfg)
+    pairs = [e for e in examples if len(e.completions) == 2]
+    count = lambda kind: {f: sum(1 for r in rows if r.kind == kind and r.format == f)  # noqa: E731
+                          for f in sorted({r.format for r in rows if r.kind == kind})}
+    identical = [(r.source, r.line) for r in rows if r.rejected and r.rejected[-1] == (r.messages or [])[-1]]
+    return PairReport(count("pair"), count("kto"), identical, loaded.rejected.get("empty side", []), stats,
+                      [len(e.prompt_ids) + len(e.completions[0]) for e in pairs],
+                      [len(e.prompt_ids) + len(e.completions[1]) for e in pairs])
+
+
 def check_data(paths: list[str | Path], template: ChatTemplate, tokenizer: Any, cfg: DataConfig) -> CheckReport:
     """Read `paths` (counting invalid rows instead of stopping) and tokenize every valid row."""
     loaded = read_datasets(paths, cfg.format, skip_invalid=True)
-    _, stats, lengths = tokenize_rows(loaded.rows, template, tokenizer, cfg)
-    report = CheckReport(loaded, stats, cfg, template.name, lengths)
+    sft = [r for r in loaded.rows if r.kind == "sft"]
+    _, stats, lengths = tokenize_rows(sft, template, tokenizer, cfg)
+    report = CheckReport(loaded, stats, cfg, template.name, lengths, pairs=check_pairs(loaded, template, tokenizer, cfg))
     report.empty_replies = [(r.source, r.line) for r in loaded.rows if _has_empty_reply(r)]
     report.duplicates = _duplicates(loaded.rows)
     return report
@@ -93,7 +128,28 @@ def format_report(report: CheckReport) -> str:
                      f"{stats.zero_loss} with no loss tokens, {stats.untrained_turns} earlier replies left untrained")
     lines.append(f"examples: {stats.kept} of {len(loaded.rows)} rows")
     lines.append(f"loss tokens: {stats.loss_tokens} of {stats.total_tokens} ({stats.loss_share:.1%}, train_on={cfg.train_on})")
-    return "\n".join(lines)
+    return "\n".join(lines + (_pair_lines(report.pairs, cfg) if report.pairs else []))
+
+
+def _pair_lines(pairs: PairReport, cfg: DataConfig) -> list[str]:
+    """The preference section of the report."""
+    per = lambda counts: ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"  # noqa: E731
+    lengths = lambda xs: "  ".join(f"{k} {v}" for k, v in _percentiles(xs).items()) or "n/a"  # noqa: E731
+    st = pairs.stats
+    return [f"preference pairs: {sum(pairs.pairs.values())} ({per(pairs.pairs)})",
+            f"KTO rows: {sum(pairs.kto.values())} ({per(pairs.kto)})",
+            _finding("identical chosen and rejected", pairs.identical),
+            _finding("empty sides", pairs.empty_sides),
+            f"chosen tokens (prompt + reply): {lengths(pairs.chosen_lengths)}",
+            f"rejected tokens (prompt + reply): {lengths(pairs.rejected_lengths)}",
+            f"over cutoff ({cfg.cutoff_len}): {st.dropped_over_cutoff} dropped whole (a pair is never cut)",
+            f"preference examples: {st.kept} kept" + (f", {st.unstable} the template cannot split" if st.unstable else "")]
+
+
+def _percentiles(values: list[int]) -> dict[str, int]:
+    values = sorted(values)
+    at = {"p50": 0.5, "p90": 0.9, "max": 1.0}
+    return {name: values[round(q * (len(values) - 1))] for name, q in at.items()} if values else {}
 
 
 def _describe(template: str) -> str:

@@ -20,3 +20,14 @@ def demo_train_path() -> Path:
 def demo_heldout_path() -> Path:
     """Held-out paraphrases; the last message of each row is the reference answer."""
     return _DEMO / "heldout.jsonl"
+
+
+def preference_train_path() -> Path:
+    """Preference pairs (TRL prompt/chosen/rejected, EN/ZH): 48 helpful replies chosen over
+    dismissive or wrong ones, under tunelab/assets/preference/."""
+    return _DEMO.parent / "preference" / "train.jsonl"
+
+
+def preference_heldout_path() -> Path:
+    """12 held-out pairs on prompts that never appear in training, for preference accuracy."""
+    return _DEMO.parent / "preference" / "heldout.jsonl"

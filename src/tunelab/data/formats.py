@@ -4,8 +4,10 @@ Public API:
 - `read_datasets(paths, format=None, skip_invalid=False) -> LoadedData`:
   `.rows: list[Row]` (Row: `.messages` | `.text`, `.source`, `.line`, `.format`),
   `.rejected` (reason -> [(source, line)]) and `.counts` (format -> rows).
-- Formats: alpaca, sharegpt, messages (OpenAI), prompt_completion, text; detected per
-  file from its first row, or forced with `format`.
+- Formats: alpaca, sharegpt, messages (OpenAI), prompt_completion, text, preference (TRL
+  prompt/chosen/rejected); detected per file from its first row, or forced with `format`.
+  A row with `chosen` and `rejected` is a preference pair in any conversation format
+  (data/pairs.py); a `label` column marks KTO rows.
 - Paths: .jsonl, .json (array), .csv/.tsv, .parquet, directories of them, and
   LLaMA-Factory `dataset_info.json` (all its datasets, or `dataset_info.json#a,b`).
 An invalid row raises DataError naming file, line and field, unless skip_invalid,
@@ -20,6 +22,7 @@ from typing import Iterator
 
 from tunelab.data.errors import DataError
 from tunelab.data.files import SUFFIXES, iter_records, list_files
+from tunelab.data.pairs import is_pair_record
 from tunelab.data.rows import FORMATS, LoadedData, Row, Schema, detect_format, normalize_format
 
 __all__ = ["FORMATS", "LoadedData", "Row", "read_datasets"]
@@ -103,9 +106,10 @@ def _detect(record: dict, seen: Schema | None, source: str, line: int) -> Schema
         raise DataError("unknown format", f"cannot tell the format from the keys {sorted(record)}; expected "
                         "instruction/output, conversations, messages, prompt/completion or text "
                         "(or pass --format)", source, line)
+    ranking = is_pair_record(record)  # chosen + rejected replies: a preference pair
     if fmt == "sharegpt" and "conversations" not in record:  # sharegpt turns under a 'messages' key
-        return Schema.of(fmt, {"messages": "messages"})
-    return Schema.of(fmt)
+        return Schema.of(fmt, {"messages": "messages"}, ranking=ranking)
+    return Schema.of(fmt, ranking=ranking)
 
 
 def _dataset_info(info: Path, names: list[str]) -> Iterator[tuple[Path, Schema]]:
@@ -128,11 +132,9 @@ def _info_entry(info: Path, name: str, entry: dict) -> Iterator[tuple[Path, Sche
         hub = isinstance(entry, dict) and any(k in entry for k in ("hf_hub_url", "ms_hub_url", "script_url"))
         why = "hub datasets are not read offline; download it and set file_name" if hub else "needs 'file_name'"
         raise DataError("unsupported dataset", why, where)
-    if entry.get("ranking"):
-        raise DataError("unsupported dataset", "ranking (preference) datasets are not supported yet", where)
     fmt = entry.get("formatting", "alpaca")
     columns = _info_columns(fmt, entry.get("columns") or {})
-    schema = Schema.of(fmt, columns, entry.get("tags") or {})
+    schema = Schema.of(fmt, columns, entry.get("tags") or {}, ranking=bool(entry.get("ranking")))
     target = info.parent / entry["file_name"]
     files = list_files(target) if target.is_dir() else [target]
     if not target.exists():
@@ -142,7 +144,7 @@ def _info_entry(info: Path, name: str, entry: dict) -> Iterator[tuple[Path, Sche
 
 def _info_columns(fmt: str, columns: dict) -> dict[str, str]:
     """LLaMA-Factory column names -> ours (they match except sharegpt's 'messages')."""
-    known = {"prompt", "query", "response", "system", "history", "messages"}
+    known = {"prompt", "query", "response", "system", "history", "messages", "chosen", "rejected", "kto_tag"}
     if normalize_format(fmt) == "sharegpt" and "messages" not in columns:
         columns = {**columns, "messages": "conversations"}
     return {k: v for k, v in columns.items() if k in known}

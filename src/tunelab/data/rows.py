@@ -12,22 +12,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.data.errors import DataError
+from tunelab.data.pairs import LABEL_COLUMN, PAIR_COLUMNS, is_pair_record, pair_row, read_label
 
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference")
 FORMAT_ALIASES = {"openai": "messages", "chat": "messages", "prompt": "prompt_completion",
-                  "completion": "prompt_completion", "plain": "text", "pretrain": "text"}
+                  "completion": "prompt_completion", "plain": "text", "pretrain": "text",
+                  "pairs": "preference", "dpo": "preference"}
 ROLES = ("system", "user", "assistant")
 
 
 @dataclass
 class Row:
-    """One training row: a conversation or plain text, with where it came from."""
+    """One training row: a conversation or plain text, with where it came from.
+
+    A preference pair keeps the prompt + chosen reply in `messages` and the rejected reply
+    in `rejected`; a KTO row is a conversation with a `label` (desirable or not).
+    """
 
     messages: list[dict] | None
     text: str | None
     source: str
     line: int
     format: str
+    rejected: list[dict] | None = None
+    label: bool | None = None
+
+    @property
+    def kind(self) -> str:
+        """'pair', 'kto' (a labelled reply), or 'sft'."""
+        return "pair" if self.rejected is not None else "kto" if self.label is not None else "sft"
 
 
 @dataclass
@@ -56,6 +69,7 @@ _DEFAULT_COLUMNS = {
     "messages": {"messages": "messages", "system": "system"},
     "prompt_completion": {"prompt": "prompt", "response": "completion", "system": "system"},
     "text": {"text": "text"},
+    "preference": {"prompt": "prompt", "system": "system"},
 }
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "chatgpt": "assistant", "model": "assistant"}
@@ -68,16 +82,20 @@ class Schema:
     format: str
     columns: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    ranking: bool = False  # rows are chosen/rejected pairs (LLaMA-Factory's `ranking: true`)
 
     @classmethod
-    def of(cls, fmt: str, columns: dict | None = None, tags: dict | None = None) -> Schema:
+    def of(cls, fmt: str, columns: dict | None = None, tags: dict | None = None, ranking: bool = False) -> Schema:
         """The default schema of a format, with optional overrides (dataset_info.json)."""
         fmt = normalize_format(fmt)
-        return cls(fmt, {**_DEFAULT_COLUMNS[fmt], **(columns or {})}, dict(tags or {}))
+        defaults = {**PAIR_COLUMNS, "kto_tag": LABEL_COLUMN, **_DEFAULT_COLUMNS[fmt]}
+        return cls(fmt, {**defaults, **(columns or {})}, dict(tags or {}), ranking or fmt == "preference")
 
     def to_row(self, record: dict, source: str, line: int) -> Row:
         """Convert one record, raising DataError naming the field on any problem."""
         where = (source, line)
+        if self.ranking:
+            return pair_row(self, record, source, line)
         if self.format == "text":
             return Row(None, _text_field(record, self.columns["text"], *where), source, line, "text")
         convert = {"alpaca": _alpaca, "sharegpt": self._turns, "messages": self._turns,
@@ -87,7 +105,8 @@ class Schema:
         if system is not None and not (messages and messages[0]["role"] == "system"):
             messages.insert(0, {"role": "system", "content": _string(system, self.columns["system"], *where)})
         check_turns(messages, self.columns.get("messages", "messages"), *where)
-        return Row(messages, None, source, line, self.format)
+        label = read_label(record, self.columns["kto_tag"], *where)
+        return Row(messages, None, source, line, self.format, label=label)
 
     def _turns(self, record: dict, columns: dict, source: str, line: int) -> list[dict]:
         key = columns["messages"]
@@ -128,13 +147,15 @@ def normalize_format(fmt: str) -> str:
 
 def detect_format(record: dict) -> str | None:
     """Guess the format from a record's keys; None when nothing fits."""
+    if is_pair_record(record) and not any(k in record for k in ("instruction", "conversations", "messages")):
+        return "preference"
     if "messages" in record:
         turns = record["messages"]
         first = turns[0] if isinstance(turns, list) and turns else None
         return "sharegpt" if isinstance(first, dict) and "from" in first else "messages"
     if "conversations" in record:
         return "sharegpt"
-    if "instruction" in record and "output" in record:
+    if "instruction" in record and ("output" in record or is_pair_record(record)):
         return "alpaca"
     if "prompt" in record and "completion" in record:
         return "prompt_completion"
