@@ -141,9 +141,9 @@ def _ours_batch(llm: LLM, reqs) -> float:
 def _load_hf(model_dir: Path, dtype: str, device: torch.device):
     from transformers import AutoModelForCausalLM
 
-    from tunelab.models.loader import parse_dtype
+    from tunelab.dtypes import resolve_dtype
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=parse_dtype(dtype, device))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=resolve_dtype(dtype, device))
     return model.to(device).eval()
 
 

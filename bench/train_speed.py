@@ -179,10 +179,10 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from tunelab.train.methods import resolve_dtype
+    from tunelab.dtypes import resolve_dtype
     from tunelab.train.metrics import peak_mem_mb
 
-    dtype = resolve_dtype(args.precision)
+    dtype = resolve_dtype(args.precision, "cuda" if torch.cuda.is_available() else "cpu", training=True)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir)) if args.arch == "default" else None
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa")
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear",

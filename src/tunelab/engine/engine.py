@@ -31,7 +31,8 @@ class LLMEngine:
     def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
                  config: EngineConfig | None = None):
         from tunelab.engine.lora import LoRAManager
-        from tunelab.models.loader import load_model, parse_dtype
+        from tunelab.dtypes import resolve_dtype
+        from tunelab.models.loader import load_model
         from tunelab.store import resolve
 
         cfg = config or EngineConfig()
@@ -39,7 +40,7 @@ class LLMEngine:
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu" and cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.dtype = parse_dtype(cfg.dtype, self.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device, cfg.quantize)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.config = self._finish_config(cfg)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,9 +127,9 @@ def chat_template(engine: LLMEngine, adapter: str | None = None):
 
 
 def with_template_stops(params: SamplingParams, template, tokenizer) -> SamplingParams:
-    """A copy of `params` that also stops at the template's end-of-turn token ids."""
-    stops = list(dict.fromkeys([*params.stop_token_ids, *template.stop_token_ids(tokenizer)]))
-    return dataclasses.replace(params, stop_token_ids=stops)
+    """A copy of `params` that also stops at the template's end-of-turn token ids (as the server
+    does: not with ignore_eos)."""
+    return params.stopping_at(template.stop_token_ids(tokenizer))
 
 
 def _completion(seq: Sequence) -> CompletionOutput:

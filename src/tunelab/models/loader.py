@@ -20,38 +20,10 @@ FUSED = {
     "q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
     "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj",
 }
-DTYPES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-}
 
 
 class CheckpointError(TunelabError):
     """A checkpoint is missing files or tensors, or has tensors of the wrong shape."""
-
-
-def parse_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """'auto' | 'bf16' | 'fp16' | 'fp32' -> torch dtype; auto is bf16 on GPU and on CPUs with
-    native bf16, else fp32."""
-    if isinstance(name, torch.dtype):
-        return name
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" or cpu_has_fast_bf16() else torch.float32
-    if name not in DTYPES:
-        raise TunelabError(f"dtype: '{name}' is not one of auto, bf16, fp16, fp32")
-    return DTYPES[name]
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); then bf16 halves the
-    bytes read per token without the emulation penalty older CPUs pay."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_config(model_dir: Path):

@@ -37,14 +37,6 @@ def check_method(cfg: TrainConfig) -> None:
         raise MissingExtra("bitsandbytes", "qlora", "method=qlora") from None
 
 
-def resolve_dtype(precision: str) -> torch.dtype:
-    """auto -> bf16 where the device supports it, else fp32."""
-    if precision == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
 def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Module:
     """The base causal LM from a local HF directory, quantised to NF4 for qlora."""
     from transformers import AutoModelForCausalLM

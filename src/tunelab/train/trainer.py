@@ -174,13 +174,14 @@ def _create_run(cfg: TrainConfig) -> tuple[str, bool]:
 def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool) -> Session:
     from accelerate import Accelerator
 
+    from tunelab.dtypes import resolve_dtype
     from tunelab.store.resolve import resolve_model
     from tunelab.train import methods
     from tunelab.train.setup import build_optimizer, prepare_data, start_facts
 
     model_dir = resolve_model(cfg.model)
-    dtype = methods.resolve_dtype(cfg.precision)
     on_gpu = torch.cuda.is_available()
+    dtype = resolve_dtype(cfg.precision, "cuda" if on_gpu else "cpu", training=True)
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
     dist.check_supported(acc)
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)

@@ -90,3 +90,10 @@ def test_bad_params_name_the_field(llm):
         llm.generate([PROMPTS[0]], SamplingParams(max_tokens=2), adapter="nope")
     with pytest.raises(InvalidRequest, match="max_tokens"):
         SamplingParams(max_tokens=0)
+
+
+def test_ignore_eos_drops_the_templates_stops_but_keeps_the_callers(llm):
+    from tunelab.engine.llm import with_template_stops
+
+    params = SamplingParams(ignore_eos=True, stop_token_ids=[42])  # fixed-length output, as the server does
+    assert with_template_stops(params, llm.template(), llm.tokenizer).stop_token_ids == [42]
