@@ -75,3 +75,17 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_models, chat_file,
 def _metric_lines(run) -> int:
     path = run / "metrics.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_bad_data_leaves_no_run_folder_behind(tiny_models, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n')
+    args = ["train", f"model={tiny_models['llama']}", f"datasets={bad}"]
+    assert main([*args, f"output={tmp_path}/runs/r"]) == 1
+    assert not (tmp_path / "runs/r").exists()
+    mine = tmp_path / "mine"  # an existing folder keeps what was there before, and only that
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main([*args, f"output={mine}"]) == 1
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert "bad.jsonl" in capsys.readouterr().err

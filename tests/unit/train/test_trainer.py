@@ -123,3 +123,19 @@ def test_bad_config_values_name_the_key():
         load_config(TrainConfig, None, ["lora.rank=0"])
     with pytest.raises(ConfigError, match="dataset_weights has 1 entries for 2 datasets"):
         load_config(TrainConfig, None, ["datasets=a.jsonl,b.jsonl", "dataset_weights=2"])
+
+
+def test_resume_banner_names_the_folder_being_resumed(tiny_models, tiny_examples, tmp_path):
+    import io
+    import shutil
+
+    from rich.console import Console
+
+    train(_cfg(tiny_models["llama"], tmp_path / "a", "max_steps=4"), examples=(tiny_examples, []),
+          on_step=lambda row: row["step"] == 2)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # config.yaml in the copy still says output=.../a
+    console = Console(file=io.StringIO(), record=True, width=400)
+    result = train(resume=tmp_path / "b", examples=(tiny_examples, []), console=console)
+    banner = [line for line in console.export_text().splitlines() if line.strip().startswith("run dir")]
+    assert result.run_dir == tmp_path / "b" and banner and all(line.rstrip().endswith(str(tmp_path / "b")) for line in banner)
+    assert json.loads((tmp_path / "a/status.json").read_text())["state"] == "stopped"
