@@ -2,11 +2,25 @@
 
 The session's tiny models are 64 wide, so every K-quant there falls back to a 32-value
 type; these are 256 wide with 4 layers, so Q4_K/Q5_K/Q6_K and the per-layer bumps apply.
+llama and gemma3 get their real families' tokenizer habits (a BOS the tokenizer adds, the
+template writing it, Gemma's turn markers), so GGUF round trips cover them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+    "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+_CHATML_BOS = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+_TOKENIZER_HABITS = {
+    "llama": dict(bos_token="<|begin_of_text|>", add_bos_token=True, chat_template=_CHATML_BOS),
+    "gemma3": dict(bos_token="<bos>", eos_token="<eos>", add_bos_token=True, chat_template=_GEMMA_TEMPLATE),
+}
 
 
 def build_wide_model(arch: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
@@ -15,10 +29,10 @@ def build_wide_model(arch: str, out: Path, tokenizer_dir: Path, seed: int = 0) -
     import transformers as tf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, **_TOKENIZER_HABITS.get(arch, {}))
     common = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                  rms_norm_eps=1e-6, bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+                  rms_norm_eps=1e-6, bos_token_id=tok.bos_token_id or tok.convert_tokens_to_ids("<|endoftext|>"),
                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     configs = {
         "llama": lambda: tf.LlamaConfig(**common, tie_word_embeddings=False, head_dim=64),

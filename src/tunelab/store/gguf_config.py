@@ -47,19 +47,23 @@ def config_kwargs(arch: str, meta: dict[str, Any], shapes: dict[str, tuple[int, 
 def _gemma3(meta: dict, p: str, base: dict, head_dim: int, rope: dict) -> dict[str, Any]:
     layers = base["num_hidden_layers"]
     scalar = base["hidden_size"] // base["num_attention_heads"] if layers == GEMMA3_27B_LAYERS else head_dim
-    local = {"rope_type": "default", "rope_theta": GEMMA3_LOCAL_ROPE_BASE}
+    local = {"rope_type": "default", "rope_theta": float(meta.get(p + "rope.freq_base_swa", GEMMA3_LOCAL_ROPE_BASE))}
     return dict(
         head_dim=head_dim,
         query_pre_attn_scalar=scalar,
         sliding_window=int(meta.get(p + "attention.sliding_window", 4096)),
-        layer_types=[
-            "full_attention" if (i + 1) % GEMMA3_SWA_PATTERN == 0 else "sliding_attention"
-            for i in range(layers)
-        ],
+        layer_types=_gemma3_layer_types(meta.get(p + "attention.sliding_window_pattern"), layers),
         rope_parameters={"full_attention": rope, "sliding_attention": local},
         final_logit_softcapping=meta.get(p + "final_logit_softcapping"),
         attn_logit_softcapping=meta.get(p + "attn_logit_softcapping"),
     )
+
+
+def _gemma3_layer_types(pattern: Any, layers: int) -> list[str]:
+    """The file's per-layer sliding flags when it has them, else llama.cpp's every-6th-is-global."""
+    if isinstance(pattern, (list, tuple)) and len(pattern) == layers:
+        return ["sliding_attention" if sliding else "full_attention" for sliding in pattern]
+    return ["full_attention" if (i + 1) % GEMMA3_SWA_PATTERN == 0 else "sliding_attention" for i in range(layers)]
 
 
 def _rope(meta: dict, p: str) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32",
     say(f"dequantizing {len(specs)} tensors to {dtype}")
     write_safetensors(out_dir, specs)
     say("converting the tokenizer (once)")
-    stop_ids = _tokenizer(gguf_path, out_dir, family.arch)
+    stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
 
@@ -131,11 +131,11 @@ def _check_complete(path: Path, config, names: set[str]) -> None:
         raise CorruptModelFile(f"{path}: unexpected tensors for {config.model_type}: {', '.join(extra[:5])}")
 
 
-def _tokenizer(path: Path, out_dir: Path, arch: str) -> list[int]:
+def _tokenizer(path: Path, out_dir: Path, arch: str, meta: dict[str, Any]) -> list[int]:
     from tunelab.store.gguf_tokenizer import convert_tokenizer
 
     try:
-        return convert_tokenizer(path, out_dir, arch)
+        return convert_tokenizer(path, out_dir, arch, meta)
     except (KeyError, ValueError, TypeError) as err:
         raise CorruptModelFile(f"{path}: cannot build a tokenizer from its metadata ({_reason(err)})") from None
 

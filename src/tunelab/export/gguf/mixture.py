@@ -1,8 +1,8 @@
 """Which ggml type each tensor gets: llama.cpp's quantization mixtures, without imatrix.
 
 A K-quant file is a mixture (`llama_tensor_get_type` in llama.cpp's llama-quant.cpp):
-- the output head (in every quantized mixture, Q4_0 too), or the token embedding when it doubles as the head (tied), gets
-  Q6_K (Q8_0 when its rows are not a multiple of 256);
+- the output head, or the token embedding when it doubles as the head (tied), gets Q6_K
+  in every quantized mixture, Q4_0 too (Q8_0 when its rows are not a multiple of 256);
 - Q4_K_M and Q5_K_M give Q6_K to attn_v and ffn_down in the first and last eighth of
   the layers and every third layer between (`use_more_bits`); Q4_K_S gives Q5_K to the
   first four attn_v and the first eighth of ffn_down;
