@@ -10,7 +10,6 @@ import re
 import unicodedata
 from collections import Counter
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|\w+", re.UNICODE)
 
 
@@ -70,7 +69,3 @@ def score_all(prediction: str, reference: str) -> dict[str, float]:
     return {"exact_match": exact_match(prediction, reference),
             "rouge_l": rouge_l(prediction, reference),
             "char_f1": char_f1(prediction, reference)}
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK.search(text))

@@ -22,12 +22,9 @@ from tunelab.engine.sequence import TokenLogprob
 class Capabilities:
     """What a backend can do; the routes check requests against it."""
 
-    adapters: bool = False
-    logprobs: bool = False
-    penalties: bool = True
-    seed: bool = True
-    min_p: bool = True
-    note: str = ""
+    adapters: bool = False  # serves LoRA adapters by name (/v1/adapters, model=NAME)
+    logprobs: bool = False  # can return token logprobs
+    note: str = ""  # one line saying what this backend is good at and what it lacks
 
 
 @dataclasses.dataclass
