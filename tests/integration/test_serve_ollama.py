@@ -55,6 +55,15 @@ def test_unknown_model_is_an_error(client):
     assert info.value.status_code == 404
 
 
+def test_option_out_of_the_engines_range_is_a_400_naming_it(client, server):
+    with pytest.raises(ResponseError) as info:
+        client.chat(model="tiny", messages=MSGS, options={"presence_penalty": 5})
+    assert info.value.status_code == 400 and "options.presence_penalty must be in [-2, 2]" in str(info.value)
+    body = {"model": "tiny", "prompt": "x", "stream": False, "options": {"top_k": -3}}
+    r = httpx.post(server.url + "/api/generate", json=body)
+    assert r.status_code == 400 and r.json()["error"].startswith("options.top_k must be")
+
+
 def test_raw_ndjson_stream(server):
     body = {"model": "tiny", "prompt": "abc", "raw": True, "options": OPTS}
     with httpx.stream("POST", server.url + "/api/generate", json=body) as r:

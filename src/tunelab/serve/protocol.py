@@ -160,7 +160,8 @@ class OllamaOptions(_Lenient):
             return SamplingParams(**values)
         except InvalidRequest as err:
             api = {engine: name for name, engine in self.ENGINE_NAMES.items()}.get(err.param, err.param)
-            raise InvalidRequest(str(err), param=f"options.{api}") from None
+            detail = str(err).removeprefix(err.param or "")  # "top_k must be ...": name the option
+            raise InvalidRequest(f"options.{api}{detail}", param=f"options.{api}") from None
 
 
 class OllamaChatRequest(_Lenient):
