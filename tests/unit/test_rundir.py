@@ -17,7 +17,7 @@ from tunelab import process
 from tunelab.cli import main
 from tunelab.errors import RunError
 from tunelab.rundir import Run, list_runs, runs_for_model
-from tunelab.serve.watch import finished_adapters
+from tunelab.serve.watch import crashed_runs, finished_adapters
 from tunelab.ui.api import mount_ui
 
 
@@ -125,6 +125,7 @@ def test_runs_for_model_and_watch_see_only_what_they_should(tmp_path):
     assert sorted(r.name for r in runs_for_model(base, tmp_path / "runs")) == ["dead", "done"]
     assert Run(tmp_path / "runs" / "dead").state == "crashed"
     assert list(finished_adapters(tmp_path / "runs")) == ["done"]
+    assert crashed_runs(tmp_path / "runs") == ["dead"]
 
 
 def test_start_token_survives_odd_command_names(tmp_path):

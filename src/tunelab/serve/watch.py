@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from tunelab.serve.service import Service
 
 log = logging.getLogger("tunelab.serve.watch")
+_CRASHED = -1.0  # the `seen` stamp of a run already reported as crashed
 
 
 def finished_adapters(runs_dir: Path) -> dict[str, tuple[Path, float]]:
@@ -29,10 +30,20 @@ def finished_adapters(runs_dir: Path) -> dict[str, tuple[Path, float]]:
     return found
 
 
+def crashed_runs(runs_dir: Path) -> list[str]:
+    """Names of runs whose trainer died without finishing (nothing of theirs will be served)."""
+    return [run.name for run in list_runs(runs_dir) if run.state == "crashed"]
+
+
 def sync_once(service: "Service", runs_dir: Path, seen: dict[str, float]) -> list[str]:
     """Load new or updated adapters; return the names loaded this time."""
     loaded = []
     base = service.backend.model_id
+    for name in crashed_runs(runs_dir):
+        if seen.get(name) != _CRASHED:
+            seen[name] = _CRASHED  # say it once; a resumed run that finishes is served as usual
+            log.warning("watch: run '%s' crashed (its trainer is gone); resume it with `tunelab train "
+                        "--resume %s`", name, runs_dir / name)
     for name, (path, stamp) in finished_adapters(runs_dir).items():
         if seen.get(name) == stamp or name == base:
             continue

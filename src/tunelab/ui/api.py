@@ -148,7 +148,7 @@ def _maybe_run(ctx: UIContext, name: str) -> Path | None:
 
 
 def _job_run(job) -> dict:
-    """A run that exists so far only as a job (its process has not written status.json)."""
+    """A run that exists so far only as a job (its process has not written its status yet)."""
     state = "starting" if job.state == "running" else job.state
     return {"name": job.meta["run"], "state": state, "step": 0, "total_steps": 0,
             "final_loss": None, "method": job.meta.get("method", ""), "model": job.meta.get("model", ""),

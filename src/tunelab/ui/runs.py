@@ -42,7 +42,7 @@ def list_runs(runs_dir: Path) -> list[dict]:
 
 
 def run_summary(run: Run) -> dict:
-    """Name, state and progress of one run (a corrupt status.json reads as state 'corrupt')."""
+    """Name, state and progress of one run (an unreadable status reads as state 'corrupt')."""
     try:
         status = run.status()
     except TunelabError:

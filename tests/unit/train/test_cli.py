@@ -89,3 +89,20 @@ def test_bad_data_leaves_no_run_folder_behind(tiny_models, tmp_path, capsys):
     assert main([*args, f"output={mine}"]) == 1
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     assert "bad.jsonl" in capsys.readouterr().err
+
+
+def test_a_killed_trainer_shows_as_crashed_in_runs(tiny_models, chat_file, tmp_path, capsys):
+    run = tmp_path / "runs" / "killed"
+    cmd = [sys.executable, "-m", "tunelab", "train", f"model={tiny_models['llama']}", f"datasets={chat_file}",
+           f"output={run}", "max_steps=100000", "data.cutoff_len=64", "micro_batch_size=1"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and _metric_lines(run) < 1:
+        time.sleep(0.2)
+    proc.kill()  # SIGKILL: no handler runs, status.json still says running
+    proc.wait()
+    assert json.loads((run / "status.json").read_text())["state"] == "running"
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if "killed" in line]
+    assert row and "crashed" in row[0]
