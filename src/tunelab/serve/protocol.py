@@ -82,12 +82,6 @@ class SamplingFields(_Lenient):
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
 
-    def stop_list(self) -> list[str]:
-        """`stop` as a list."""
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
     def to_sampling_params(self, max_tokens: int) -> SamplingParams:
         """This request's sampling as the engine's type; `max_tokens` as checked against the context."""
         return SamplingParams(**{**sampling_values(self), **self.engine_overrides(), "max_tokens": max_tokens})
