@@ -1,10 +1,10 @@
 """The one interface every serving backend implements, and the types that cross it.
 
 The HTTP layer validates a request, turns it into prompt ids and the engine's
-`SamplingParams` (the one sampling type of every backend), and
-iterates `Backend.generate`; the backend owns the model on its own thread. Each
-backend states what it supports in `Capabilities`, so a request asking for more
-(logprobs, adapters) gets a clear 400 instead of being silently ignored.
+`SamplingParams` (the one sampling type of every backend), and iterates
+`Backend.generate`; the backend owns the model on its own thread. Each backend
+states what it supports in `Capabilities`, so a request asking for more (logprobs,
+adapters) gets a clear 400 instead of being silently ignored.
 """
 
 from __future__ import annotations
