@@ -58,6 +58,7 @@ def quickstart(cfg: QuickstartConfig, console=None) -> QuickstartResult:
 
     from tunelab.data.demo import demo_train_path
     from tunelab.eval.report import write_report
+    from tunelab.rundir import Run
     from tunelab.store.resolve import resolve_model
     from tunelab.train.trainer import train
 
@@ -67,7 +68,7 @@ def quickstart(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     prompts = [messages for messages, _ in questions]
     result = train(train_config(cfg, model_dir, demo_train_path()), console=console)
     console.print(f"answering {len(questions)} held-out questions with the base model and the adapter ...")
-    before, after = answer_both(model_dir, result.run_dir / "adapter", prompts, cfg.max_new_tokens)
+    before, after = answer_both(model_dir, Run(result.run_dir).adapter_dir, prompts, cfg.max_new_tokens)
     answers = [Answer(m[-1]["content"], ref, b, a) for (m, ref), b, a in zip(questions, before, after)]
     report = write_report(result.run_dir)
     print_answers(console, answers, result.run_dir, report)

@@ -192,8 +192,9 @@ def _scale(cfg: dict, proj: str, rank: int) -> float:
 
 def _adapter_dir(path: Path) -> Path:
     """Accept an adapter dir or a run dir (runs/NAME with adapter/ inside)."""
-    if (path / "adapter" / "adapter_config.json").is_file():
-        path = path / "adapter"
+    from tunelab.rundir import Run
+
+    path = Run(path).adapter_dir or path  # a run folder names its adapter/ (the run dir owner knows where)
     if not (path / "adapter_config.json").is_file():
         raise InvalidRequest(f"{path}: no adapter_config.json (not a PEFT adapter directory)", param="adapter")
     if not (path / "adapter_model.safetensors").is_file():
