@@ -141,3 +141,13 @@ def test_start_token_survives_odd_command_names(tmp_path):
         proc.wait()
     assert not process.owner_alive({"pid": proc.pid, "pid_start": token})
     assert json.loads(json.dumps(process.owner()))["host"]
+
+
+def test_show_lists_the_runs_trained_on_a_model(tiny_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    _run(tmp_path / "runs", "on-llama", state="finished", base_model=str(tiny_models["llama"]), final_loss=1.25,
+         method="dora")
+    _run(tmp_path / "runs", "on-qwen", state="finished", base_model=str(tiny_models["qwen2"]))
+    assert main(["show", str(tiny_models["llama"]), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "on-llama  finished  dora  final_loss=1.25" in out and "on-qwen" not in out
