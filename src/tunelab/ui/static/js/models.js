@@ -5,7 +5,7 @@ import { api, downloadUrl } from "./api.js";
 import { badge, bytes, field, h, poll, toast } from "./dom.js";
 
 let ui = {}, gen = 0;
-const QUANTS = ["f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"];
+const QUANTS = ["f16", "bf16", "q8_0", "q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k"];
 
 async function refreshModels() {
   const { models } = await api("/ui/api/models");
