@@ -34,8 +34,8 @@ def start_server(model: Path | str | None, **overrides) -> ThreadedServer:
 
 
 def metrics(url: str) -> dict[str, float]:
-    """Unlabelled samples of /metrics as name -> value."""
-    text = httpx.get(url + "/metrics").text
+    """Unlabelled samples of /metrics as name -> value (the test key is sent; keyless servers ignore it)."""
+    text = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
     return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
             if line and not line.startswith("#") and "{" not in line}
 

@@ -83,7 +83,7 @@ def test_missing_or_wrong_api_key(server, headers):
     err = _error(_post(server, "/v1/completions", {"model": "tiny", "prompt": "x"}, headers=headers), 401)
     assert err["type"] == "authentication_error"
     assert httpx.get(server.url + "/api/tags", headers=headers).status_code == 401
-    assert httpx.get(server.url + "/health").status_code == 200  # health and metrics stay open
+    assert httpx.get(server.url + "/health").status_code == 200  # health stays open for probes
 
 
 def test_over_long_prompt_names_both_numbers(server):
@@ -117,7 +117,7 @@ def test_disconnect_mid_stream_aborts_generation(server):
             got += sock.recv(65536)
     m = wait_idle(server.url)
     assert m["tunelab_kv_cache_usage_perc"] == 0 and m["tunelab_num_requests_running"] == 0
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
     assert 'tunelab_request_success_total{finished_reason="abort"}' in text, text[-600:]
     _still_serving(server)
 

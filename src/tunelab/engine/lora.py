@@ -136,7 +136,11 @@ class LoRAManager:
         from safetensors.torch import load_file
 
         cfg = _read_config(path)
-        weights = load_file(str(path / "adapter_model.safetensors"))
+        file = path / "adapter_model.safetensors"
+        try:
+            weights = load_file(str(file))
+        except Exception as err:  # noqa: BLE001 - SafetensorError: empty, garbage or truncated
+            raise AdapterError(f"{file}: not a readable safetensors file ({err})") from None
         grouped: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in weights.items():
             m = _KEY.match(key)

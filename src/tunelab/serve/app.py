@@ -34,7 +34,7 @@ access_log = logging.getLogger("tunelab.serve.access")
 def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
     """The ASGI app serving `backend` under `config`."""
     service = Service(backend, config)
-    app = FastAPI(title="tunelab", lifespan=_lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="tunelab", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     install_handlers(app)
     secured = [Depends(_require_key)]
@@ -45,7 +45,10 @@ def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
 
         mount_ui(app, config.api_key, config.runs_dir)
     app.add_api_route("/health", _health, methods=["GET"])
-    app.add_api_route("/metrics", _metrics, methods=["GET"])
+    operator = [] if config.public_metrics else secured  # scrapers may be let in without the key
+    app.add_api_route("/metrics", _metrics, methods=["GET"], dependencies=operator)
+    app.add_api_route("/openapi.json", _openapi, methods=["GET"], dependencies=operator,
+                      include_in_schema=False)
     app.add_middleware(BodyLimitAndLog, service=service)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
@@ -61,12 +64,19 @@ async def _require_key(request: Request) -> None:
 
 
 async def _health(request: Request) -> JSONResponse:
+    """Open to probes, so it says only ready/loading (the load error too when no key is set)."""
     svc: Service = request.app.state.service
     if svc.load_error:
-        return JSONResponse({"status": "error", "error": svc.load_error}, status_code=503)
+        detail = {} if svc.config.api_key else {"error": svc.load_error}
+        return JSONResponse({"status": "error", **detail}, status_code=503)
     if not svc.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
-    return JSONResponse({"status": "ok", "model": svc.backend.model_id})
+    return JSONResponse({"status": "ready"})
+
+
+async def _openapi(request: Request) -> JSONResponse:
+    """The OpenAPI schema, behind the API key like the routes it describes."""
+    return JSONResponse(request.app.openapi())
 
 
 async def _metrics(request: Request) -> PlainTextResponse:
@@ -108,8 +118,11 @@ async def _load(app: FastAPI, svc: Service) -> None:
         await watch_runs(svc, svc.config.watch, svc.config.watch_interval_s)
 
 
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
 class BodyLimitAndLog:
-    """Pure ASGI middleware: reject oversized bodies (413) and write one JSON access-log line."""
+    """Pure ASGI middleware: reject oversized (413) and stalled (408) bodies; one JSON log line."""
 
     def __init__(self, app: Any, service: Service):
         self.app, self.service = app, service
@@ -118,18 +131,29 @@ class BodyLimitAndLog:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), [500]
-        limit = self.service.config.max_body_bytes
-        if scope["method"] in ("POST", "PUT", "PATCH") and scope["path"].startswith(("/v1/", "/api/")):
+        if scope["method"] in BODY_METHODS and scope["path"].startswith(("/v1/", "/api/")):
             scope = _as_json(scope)
-        declared = _content_length(scope)
-        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            receive, declared = await _buffered(receive, limit)  # chunked: no length to check
-        if declared is not None and declared > limit:
-            status[0] = 413
-            await _too_large(limit)(scope, receive, send)
-        else:
-            await self.app(scope, receive, _recording(send, status))
+        status[0] = await self._serve(scope, receive, send, status)
         self._log(scope, status[0], time.perf_counter() - start)
+
+    async def _serve(self, scope, receive, send, status: list[int]) -> int:
+        """Read the whole body first (bounded in size and time), then run the app; the status."""
+        cfg = self.service.config
+        declared = _content_length(scope)
+        if scope["method"] in BODY_METHODS and (declared is None or declared <= cfg.max_body_bytes):
+            try:  # a client that stalls mid-body must not hold a connection forever
+                receive, declared = await asyncio.wait_for(_buffered(receive, cfg.max_body_bytes),
+                                                           cfg.body_timeout_s)
+            except asyncio.TimeoutError:
+                await error_response(_body_timeout(cfg.body_timeout_s))(scope, receive, send)
+                return 408
+            if declared is None:  # the client left before sending its body: nobody to answer
+                return 499
+        if declared is not None and declared > cfg.max_body_bytes:
+            await _too_large(cfg.max_body_bytes)(scope, receive, send)
+            return 413
+        await self.app(scope, receive, _recording(send, status))
+        return status[0]
 
     def _log(self, scope, status: int, seconds: float) -> None:
         self.service.metrics.observe_http(status)
@@ -166,13 +190,18 @@ def _too_large(limit: int):
                                         f"{limit} bytes", code="body_too_large"))
 
 
+def _body_timeout(seconds: float) -> APIError:
+    return APIError(408, f"the request body did not arrive within {seconds:g} s",
+                    code="body_timeout")
+
+
 async def _buffered(receive, limit: int):
-    """Read a body of unknown length up to `limit`+1 bytes; replay it to the app."""
+    """Read a body up to `limit`+1 bytes; replay it to the app. Size None: the client left."""
     body, more = b"", True
     while more and len(body) <= limit:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return receive, None
         body += message.get("body", b"")
         more = message.get("more_body", False)
     replayed = [False]

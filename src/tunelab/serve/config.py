@@ -34,7 +34,11 @@ class ServeConfig:
     default_max_tokens: int = opt(256, "max_tokens when a request gives none (capped by the context)")
     max_n: int = opt(8, "largest n (choices per request)")
     max_pending: int = opt(64, "requests admitted at once (running + queued); more get 429")
-    shutdown_timeout_s: float = opt(10.0, "graceful shutdown: wait this long for in-flight requests")
+    shutdown_timeout_s: float = opt(10.0, "on SIGTERM: let requests run this long, then end them")
+    body_timeout_s: float = opt(30.0, "a request body must arrive within this many seconds (408 after)")
+    max_stop_sequences: int = opt(16, "most `stop` strings a request may send")
+    max_stop_length: int = opt(200, "longest `stop` string, in characters")
+    public_metrics: bool = opt(False, "with api_key: serve /metrics and /openapi.json without the key")
     access_log: bool = opt(True, "one JSON line per request on stderr")
     reasoning: Literal["auto", "off"] = opt("auto", "split <think>...</think> into reasoning_content")
     engine: EngineConfig = opt(EngineConfig, "engine settings (dtype, device, quantize, max_num_seqs, "
@@ -44,7 +48,8 @@ class ServeConfig:
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending"):
+        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending",
+                     "max_stop_sequences", "max_stop_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:

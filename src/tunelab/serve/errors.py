@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,47 +57,69 @@ def not_ready() -> APIError:
                     code="loading", headers={"Retry-After": "2"})
 
 
+def shutting_down() -> APIError:
+    """503 for a request still running when the shutdown grace period ends."""
+    return APIError(503, "The server is shutting down; retry on another instance or later",
+                    type="service_unavailable", code="shutting_down", headers={"Retry-After": "5"})
+
+
 def error_response(err: APIError) -> JSONResponse:
     """The JSONResponse for an APIError."""
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
-    first = err.errors()[0] if err.errors() else {}
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-    param = ".".join(loc) or None
+    errors = [(_field_path(e.get("loc", ())), e) for e in err.errors()]
+    if not errors:
+        return "invalid request", None
+    # of a union's failed branches, the one that got furthest says the most ([true] -> prompt.0)
+    path, first = max(errors, key=lambda pe: len(pe[0]))
+    param = ".".join(path) or None
     msg = first.get("msg", "invalid request")
     if first.get("type") == "json_invalid":
         return f"Request body is not valid JSON: {msg}", None
     return (f"{param}: {msg}" if param else msg), param
 
 
-def install_handlers(app: FastAPI) -> None:
-    """Make every error leave the server in OpenAI's shape."""
+def _field_path(loc: tuple) -> list[str]:
+    """A pydantic error location as field names and indexes, without 'body' or union tags."""
+    return [str(x) for x in loc
+            if isinstance(x, int) or (_FIELD.match(x) and x not in ("body", "str", "int", "float"))]
 
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, err: APIError) -> JSONResponse:
-        return error_response(err)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")  # field names; tags look like 'list[int]', 'function-after[..]'
+
+
+def respond(request: Request, err: APIError) -> JSONResponse:
+    """The error as the client's API expects: Ollama's `{"error": "..."}` under /api/, else OpenAI's."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
+    return error_response(err)
+
+
+def as_api_error(err: Exception) -> APIError:
+    """Any exception a route lets through, as the APIError it is answered with."""
+    if isinstance(err, APIError):
+        return err
+    if isinstance(err, RequestValidationError):
         message, param = _validation_message(err)
-        return error_response(bad_request(message, param=param))
-
-    @app.exception_handler(InvalidRequest)
-    async def _invalid_param(_: Request, err: InvalidRequest) -> JSONResponse:
-        return error_response(bad_request(str(err), param=err.param))
-
-    @app.exception_handler(TunelabError)
-    async def _tunelab(_: Request, err: TunelabError) -> JSONResponse:
-        return error_response(bad_request(str(err)))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return bad_request(message, param=param)
+    if isinstance(err, InvalidRequest):
+        return bad_request(str(err), param=err.param)
+    if isinstance(err, TunelabError):
+        return bad_request(str(err))
+    if isinstance(err, StarletteHTTPException):
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
-        return error_response(APIError(err.status_code, str(err.detail), type=kind))
+        return APIError(err.status_code, str(err.detail), type=kind)
+    return APIError(500, f"Internal server error: {type(err).__name__}: {err}", type="server_error")
 
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, err: Exception) -> JSONResponse:
-        return error_response(APIError(500, f"Internal server error: {type(err).__name__}: {err}",
-                                       type="server_error"))
+
+def install_handlers(app: FastAPI) -> None:
+    """Make every error leave the server in its API's shape (OpenAI's, or Ollama's under /api/)."""
+
+    async def _handle(request: Request, err: Exception) -> JSONResponse:
+        return respond(request, as_api_error(err))
+
+    for kind in (APIError, RequestValidationError, InvalidRequest, TunelabError,
+                 StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, _handle)

@@ -70,11 +70,12 @@ class ServerMetrics:
         self.prompt_tokens = Counter("tunelab_prompt_tokens_total", "Prompt tokens processed.")
         self.gen_tokens = Counter("tunelab_generation_tokens_total", "Tokens generated.")
         self.finished = Counter("tunelab_request_success_total", "Finished requests.", "finished_reason")
+        self.errors = Counter("tunelab_request_errors_total", "Requests the backend rejected or failed.")
         self.http = Counter("tunelab_http_requests_total", "HTTP responses by status.", "status")
 
     def observe_request(self, ttft: float | None, itls: list[float], e2e: float,
                         prompt_tokens: int, gen_tokens: int, reason: str) -> None:
-        """Record one finished generation."""
+        """Record one generation; reason "error" counts it as rejected or failed."""
         with self._lock:
             if ttft is not None:
                 self.ttft.observe(ttft)
@@ -83,7 +84,10 @@ class ServerMetrics:
             self.e2e.observe(e2e)
             self.prompt_tokens.inc(prompt_tokens)
             self.gen_tokens.inc(gen_tokens)
-            self.finished.inc(1, reason or "unknown")
+            if reason == "error":  # rejected or failed: not a finished request of any kind
+                self.errors.inc(1)
+            else:
+                self.finished.inc(1, reason or "unknown")
 
     def observe_http(self, status: int) -> None:
         """Count one HTTP response."""
@@ -98,7 +102,7 @@ class ServerMetrics:
             lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
         with self._lock:
             for metric in (self.ttft, self.itl, self.e2e, self.prompt_tokens, self.gen_tokens,
-                           self.finished, self.http):
+                           self.finished, self.errors, self.http):
                 lines += metric.render()
         return "\n".join(lines) + "\n"
 

@@ -17,7 +17,7 @@ from tunelab.serve.errors import bad_request
 from tunelab.serve.openai_routes import chat_messages, service_of
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
-from tunelab.serve.streaming import ReleasingStream, error_payload, ndjson_line, until_disconnected
+from tunelab.serve.streaming import ReleasingStream, error_payload, ndjson_line, started, until_disconnected
 
 router = APIRouter()
 OLLAMA_VERSION = "0.6.0"  # the API level we mirror; some clients check it
@@ -39,6 +39,8 @@ async def chat(req: P.OllamaChatRequest, request: Request):
     """Ollama chat; streams NDJSON unless stream is false."""
     svc = service_of(request)
     target = svc.resolve(req.model)
+    if not req.messages:  # Ollama's "load the model" probe: an empty reply, done at once
+        return {**_piece(target, "chat", "", "", done=True), "done_reason": "load"}
     messages = [P.ChatMessage(role=m.role, content=m.content) for m in req.messages]
     if any(m.images for m in req.messages):
         raise bad_request("images are not supported", param="messages")
@@ -54,8 +56,7 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
     svc = service_of(request)
     target = svc.resolve(req.model)
     if not req.prompt and not req.system:  # Ollama's "load the model" probe
-        return {"model": target.name, "created_at": _now(), "response": "", "done": True,
-                "done_reason": "load"}
+        return {**_piece(target, "generate", "", "", done=True), "done_reason": "load"}
     if req.raw:
         prompt = svc.backend.encode_text(req.prompt)
     else:
@@ -70,27 +71,26 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
 async def _respond(request: Request, svc: Service, target: Target, ids: list[int],
                    options: P.OllamaOptions | None, stream: bool, kind: str, opened: bool):
     params = ollama_params(svc, options, len(ids))
+    svc.check_stop(params.stop, "options.stop")
     ticket = svc.admit(1)
-    lines = _lines(svc, target, ids, params, kind, opened)
-    if stream:
+    events = svc.stream(P.new_id("ollama"), ids, params, target)
+    if stream:  # errors before the first token are an HTTP error, as with Ollama
+        lines = _lines(svc, target, ids, await started(events, ticket), kind, opened)
         return ReleasingStream(_ndjson(lines), ticket, "application/x-ndjson")
+    lines = _lines(svc, target, ids, events, kind, opened)
     return await until_disconnected(request, _merged(lines, kind), ticket)
 
 
-async def _lines(svc: Service, target: Target, ids: list[int], params: SamplingParams, kind: str,
+async def _lines(svc: Service, target: Target, ids: list[int], events: AsyncIterator, kind: str,
                  opened: bool) -> AsyncIterator[dict[str, Any]]:
     start, tokens, reason = time.perf_counter_ns(), 0, "stop"
     parser = ReasoningParser(opened) if svc.config.reasoning == "auto" else None
-    try:
-        async for _, d in svc.stream(P.new_id("ollama"), ids, params, target):
-            tokens += len(d.token_ids)
-            thinking, content = parser.step(d.text, bool(d.finish_reason)) if parser else ("", d.text)
-            reason = d.finish_reason or reason
-            if thinking or content:
-                yield _piece(target, kind, content, thinking, done=False)
-    except Exception as err:  # headers already sent: report in-band, as Ollama does
-        yield {"error": error_payload(err)["error"]["message"]}
-        return
+    async for _, d in events:
+        tokens += len(d.token_ids)
+        thinking, content = parser.step(d.text, bool(d.finish_reason)) if parser else ("", d.text)
+        reason = d.finish_reason or reason
+        if thinking or content:
+            yield _piece(target, kind, content, thinking, done=False)
     final = _piece(target, kind, "", "", done=True)
     elapsed = time.perf_counter_ns() - start
     final.update(done_reason=reason, total_duration=elapsed, load_duration=0,
@@ -117,6 +117,8 @@ async def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     try:
         async for line in lines:
             yield ndjson_line(line)
+    except Exception as err:  # headers already sent: report in-band, as Ollama does
+        yield ndjson_line({"error": error_payload(err)["error"]["message"]})
     finally:
         await lines.aclose()
 
@@ -125,8 +127,6 @@ async def _merged(lines: AsyncIterator[dict[str, Any]], kind: str) -> dict[str, 
     """Non-streaming: one object with all text joined and the final counters."""
     text, thinking, last = "", "", {}
     async for line in lines:
-        if "error" in line:
-            raise bad_request(line["error"])
         part = line.get("message", line)
         text += part.get("content", line.get("response", "")) or ""
         thinking += part.get("thinking", "") or ""

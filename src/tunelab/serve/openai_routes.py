@@ -9,13 +9,15 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
 
+from tunelab.errors import TunelabError
+from tunelab.rundir import Run
 from tunelab.serve import protocol as P
 from tunelab.engine.sequence import TokenLogprob
 from tunelab.serve.backends.base import Delta
 from tunelab.serve.errors import APIError, bad_request
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning, split_reasoning
 from tunelab.serve.service import Service, Target
-from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, until_disconnected
+from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, started, until_disconnected
 
 router = APIRouter()
 
@@ -51,13 +53,26 @@ async def load_adapter(body: P.AdapterLoadRequest, request: Request) -> dict[str
     if body.name == svc.backend.model_id or body.name in svc.backend.adapters():
         raise APIError(409, f"a model named '{body.name}' is already served", param="name",
                        code="already_exists")
-    if not (Path(body.path) / "adapter_config.json").is_file():
-        raise bad_request(f"{body.path}: not a PEFT adapter (no adapter_config.json)", param="path")
+    path = adapter_dir(body.path)
     try:
-        await asyncio.to_thread(svc.backend.add_adapter, body.name, body.path)
-    except (ValueError, OSError) as err:
-        raise bad_request(f"{body.path}: cannot load adapter: {err}", param="path") from None
-    return {"id": body.name, "object": "model", "parent": svc.backend.model_id, "root": body.path}
+        await asyncio.to_thread(svc.backend.add_adapter, body.name, str(path))
+    except (TunelabError, ValueError, OSError) as err:
+        raise bad_request(f"cannot load adapter: {err}", param="path") from None
+    return {"id": body.name, "object": "model", "parent": svc.backend.model_id, "root": str(path)}
+
+
+def adapter_dir(text: str) -> Path:
+    """A PEFT adapter folder, or a training run holding one (runs/NAME), as `--adapter` takes."""
+    shown = text if len(text) <= 200 else text[:200] + "..."
+    try:
+        path = Path(text).expanduser()
+        found = Run(path).adapter_dir or path
+        if (found / "adapter_config.json").is_file():
+            return found
+    except OSError as err:  # e.g. a name longer than the filesystem allows
+        raise bad_request(f"{shown}: {err.strerror}", param="path") from None
+    raise bad_request(f"{shown}: not a PEFT adapter folder or a run with one (no adapter_config.json)",
+                      param="path")
 
 
 @router.delete("/v1/adapters/{name:path}")
@@ -107,12 +122,14 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,
                                     "messages")
     params = req.to_sampling_params(max_tokens)
+    svc.check_stop(params.stop, "stop")
     thinking = svc.config.reasoning == "auto"
     opened = thinking and opens_reasoning(prompt.text)
     ticket = svc.admit(req.n)
     rid = P.new_id("chatcmpl")
     events = svc.stream(rid, prompt.ids, params, target)
     if req.stream:
+        events = await started(events, ticket)
         chunks = _chat_sse(events, rid, target, req, len(prompt.ids), thinking, opened)
         return ReleasingStream(chunks, ticket, "text/event-stream")
     work = _chat_collect(events, rid, target, len(prompt.ids), thinking, opened)
@@ -231,10 +248,12 @@ async def completions(req: P.CompletionRequest, request: Request):
     ids = completion_prompt(svc, req)
     max_tokens = svc.max_tokens_for(len(ids), req.max_tokens, "prompt")
     params = req.to_sampling_params(max_tokens)
+    svc.check_stop(params.stop, "stop")
     ticket = svc.admit(req.n)
     rid = P.new_id("cmpl")
     events = svc.stream(rid, ids, params, target)
     if req.stream:
+        events = await started(events, ticket)
         return ReleasingStream(_completion_sse(events, rid, target, req, len(ids)), ticket,
                                "text/event-stream")
     return await until_disconnected(request, _completion_collect(events, rid, target, len(ids)), ticket)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from tunelab.engine.config import SamplingParams
 from tunelab.errors import InvalidRequest
@@ -26,23 +26,37 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # Infinity/NaN: a 400
+
+
+def _utf8(text: str) -> str:
+    """Text must be encodable: JSON's \\ud800 escapes can smuggle in lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"holds a lone surrogate at character {err.start}; send valid "
+                         f"Unicode text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+TokenId = Annotated[int, Strict(), Field(ge=0)]  # strict: `true` is not token id 1
 
 
 class ContentPart(_Lenient):
     """One part of a multi-part message; only text is served."""
 
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class ChatMessage(_Lenient):
     """One chat turn."""
 
     role: Role
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-    reasoning_content: str | None = None
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
+    reasoning_content: Text | None = None
 
 
 class StreamOptions(_Lenient):
@@ -65,7 +79,7 @@ def sampling_values(request: BaseModel, renames: dict[str, str] | None = None) -
 class SamplingFields(_Lenient):
     """Parameters shared by /v1/chat/completions and /v1/completions."""
 
-    model: str
+    model: Text
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -74,10 +88,10 @@ class SamplingFields(_Lenient):
     repetition_penalty: float = Field(1.0, gt=0.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     n: int = Field(1, ge=1)
     seed: int | None = None
-    user: str | None = None
+    user: Text | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
@@ -108,25 +122,25 @@ class ChatCompletionRequest(SamplingFields):
 class CompletionRequest(SamplingFields):
     """POST /v1/completions."""
 
-    prompt: str | list[int] | list[str]
+    prompt: Text | list[TokenId] | list[Text]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
-    suffix: str | None = None
+    suffix: Text | None = None
 
 
 class AdapterLoadRequest(_Lenient):
     """POST /v1/adapters."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-/]+$")
-    path: str = Field(min_length=1)
+    path: Text = Field(min_length=1)
 
 
 class OllamaMessage(_Lenient):
     """An Ollama chat turn."""
 
     role: Role
-    content: str = ""
-    thinking: str | None = None
+    content: Text = ""
+    thinking: Text | None = None
     images: list[str] | None = None
 
 
@@ -142,7 +156,7 @@ class OllamaOptions(_Lenient):
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     num_predict: int | None = None
     seed: int | None = None
-    stop: list[str] | None = None
+    stop: list[Text] | None = None
     repeat_penalty: float | None = Field(None, gt=0.0)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -161,7 +175,7 @@ class OllamaOptions(_Lenient):
 class OllamaChatRequest(_Lenient):
     """POST /api/chat."""
 
-    model: str
+    model: Text
     messages: list[OllamaMessage] = Field(default_factory=list)
     stream: bool = True
     options: OllamaOptions | None = None
@@ -172,9 +186,9 @@ class OllamaChatRequest(_Lenient):
 class OllamaGenerateRequest(_Lenient):
     """POST /api/generate."""
 
-    model: str
-    prompt: str = ""
-    system: str | None = None
+    model: Text
+    prompt: Text = ""
+    system: Text | None = None
     raw: bool = False
     stream: bool = True
     options: OllamaOptions | None = None
@@ -184,8 +198,8 @@ class OllamaGenerateRequest(_Lenient):
 class OllamaShowRequest(_Lenient):
     """POST /api/show (older clients send `name`)."""
 
-    model: str | None = None
-    name: str | None = None
+    model: Text | None = None
+    name: Text | None = None
 
 
 # ---- responses ------------------------------------------------------------------------------

@@ -2,26 +2,62 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
+from typing import Iterator
 
 import uvicorn
 
 from tunelab.serve.app import configure_logging, create_app
 from tunelab.serve.backends import make_backend
 from tunelab.serve.config import ServeConfig
+from tunelab.serve.service import Service
 
 
-def uvicorn_server(app, config: ServeConfig) -> uvicorn.Server:
+DRAIN_MARGIN_S = 5.0  # uvicorn's own cut-off (which cancels tasks mid-write) comes only after ours
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, plus a shutdown deadline at which the service ends every open request properly.
+
+    On SIGTERM uvicorn stops accepting and waits for open requests; at `shutdown_timeout_s`
+    `Service.end_all` ends them (streams with a final chunk, others with a 503), so uvicorn
+    never has to cancel a task mid-response. A clean drain exits 0, not by re-raising SIGTERM.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service, grace_s: float):
+        super().__init__(config)
+        self.service, self.grace_s = service, grace_s
+
+    async def shutdown(self, sockets=None) -> None:
+        """Start the deadline clock, then let uvicorn drain."""
+        deadline = asyncio.get_running_loop().call_later(self.grace_s, self.service.end_all)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            deadline.cancel()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn re-raises the captured SIGTERM on exit (code 143); after a drain it is handled."""
+        with super().capture_signals():
+            yield
+            if not self.force_exit:
+                self._captured_signals.clear()
+
+
+def uvicorn_server(app, config: ServeConfig) -> DrainingServer:
     """A uvicorn server for `app`; our own JSON access log replaces uvicorn's."""
     cfg = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                         access_log=False, timeout_graceful_shutdown=int(config.shutdown_timeout_s),
-                         lifespan="on")
-    return uvicorn.Server(cfg)
+                         access_log=False, lifespan="on",
+                         timeout_graceful_shutdown=int(config.shutdown_timeout_s + DRAIN_MARGIN_S))
+    return DrainingServer(cfg, app.state.service, config.shutdown_timeout_s)
 
 
 def serve_forever(config: ServeConfig) -> None:
-    """Serve until SIGINT/SIGTERM; uvicorn then drains in-flight requests for a grace period."""
+    """Serve until SIGINT/SIGTERM; in-flight requests then get `shutdown_timeout_s` to finish."""
     configure_logging(config.access_log)
     server = uvicorn_server(create_app(make_backend(config), config), config)
     print(f"tunelab serve: {config.backend} backend on http://{config.host}:{config.port} "

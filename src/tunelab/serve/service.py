@@ -38,6 +38,7 @@ class Service:
         self.load_error: str | None = None
         self.pending = 0
         self.active: set[str] = set()
+        self.stopping = False  # the shutdown deadline passed: every open request is being ended
 
     # ---- checks -------------------------------------------------------------------------
 
@@ -84,6 +85,17 @@ class Service:
         """Bound the number of choices."""
         if n > self.config.max_n:
             raise bad_request(f"n is {n}, above this server's limit of {self.config.max_n}", param="n")
+
+    def check_stop(self, stop: list[str], param: str) -> None:
+        """Bound the number and length of stop strings."""
+        cfg = self.config
+        if len(stop) > cfg.max_stop_sequences:
+            raise bad_request(f"{param} has {len(stop)} strings, above this server's limit of "
+                              f"{cfg.max_stop_sequences}", param=param)
+        longest = max(stop, key=len, default="")
+        if len(longest) > cfg.max_stop_length:
+            raise bad_request(f"{param} holds a string of {len(longest)} characters, above this "
+                              f"server's limit of {cfg.max_stop_length}", param=param)
 
     def check_logprobs(self, wanted: bool) -> None:
         """400 when logprobs are asked of a backend that has none."""
@@ -134,6 +146,9 @@ class Service:
                     tokens += len(delta.token_ids)
                 reason = delta.finish_reason or reason
                 yield delta
+        except Exception:  # rejected or failed by the backend: an error, not a client abort
+            reason = "error"
+            raise
         finally:
             self.active.discard(seq_id)
             if reason == "abort":  # consumer left early: free the sequence's KV blocks now
@@ -146,17 +161,22 @@ class Service:
         for seq_id in list(self.active):
             self.backend.abort(seq_id)
 
+    def end_all(self) -> None:
+        """The shutdown deadline: streams end with finish_reason 'abort', the rest get a 503."""
+        self.stopping = True
+        self.abort_all()
+
 
 class Ticket:
     """A reservation in the bounded queue; release() is idempotent."""
 
     def __init__(self, service: Service, n: int):
-        self._service, self._n = service, n
+        self.service, self._n = service, n
 
     def release(self) -> None:
         """Give the slots back (once)."""
         if self._n:
-            self._service.pending -= self._n
+            self.service.pending -= self._n
             self._n = 0
 
 

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Awaitable
 from fastapi import Request
 from starlette.responses import StreamingResponse
 
-from tunelab.serve.errors import APIError
+from tunelab.serve.errors import APIError, as_api_error, shutting_down
 from tunelab.serve.service import Ticket
 
 
@@ -47,18 +47,42 @@ def ndjson_line(payload: dict[str, Any]) -> str:
 
 def error_payload(err: Exception) -> dict[str, Any]:
     """An error body for a failure after the stream started (status is already 200)."""
-    if isinstance(err, APIError):
-        return err.body()
-    return APIError(500, f"{type(err).__name__}: {err}", type="server_error").body()
+    return as_api_error(err).body()
+
+
+async def started(events: AsyncIterator[Any], ticket: Ticket) -> AsyncIterator[Any]:
+    """Run `events` up to its first item now, so a rejected request is an HTTP error (400)
+    before any stream header is sent; the returned iterator replays that item."""
+    try:
+        first = [await events.__anext__()]
+    except StopAsyncIteration:
+        first = []
+    except BaseException:
+        ticket.release()
+        raise
+
+    async def replay() -> AsyncIterator[Any]:
+        try:
+            for item in first:
+                yield item
+            async for item in events:
+                yield item
+        finally:
+            await events.aclose()
+
+    return replay()
 
 
 async def until_disconnected(request: Request, work: Awaitable[Any], ticket: Ticket,
                              poll_s: float = 0.2) -> Any:
-    """Await `work`, cancelling it (and so aborting generation) if the client disconnects."""
+    """Await `work`, cancelling it (and so aborting generation) if the client disconnects
+    or the shutdown deadline passes (then a 503)."""
     task = asyncio.ensure_future(work)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if ticket.service.stopping:  # checked first: the deadline's aborts also end `work`
+                raise shutting_down()
             if done:
                 return task.result()
             if await request.is_disconnected():
