@@ -17,8 +17,14 @@ def run(args: argparse.Namespace) -> int:
 
     from tunelab.store import Store
     from tunelab.store.describe import human_bytes, human_count
+    from tunelab.store.staging import leftover_bytes
 
-    entries = Store().entries()
+    store = Store()
+    entries = store.entries()
+    leftovers = leftover_bytes(store)
+    if leftovers and not args.json:
+        print(f"{human_bytes(leftovers)} in {store.tmp_dir} was left by killed commands; "
+              "the next pull or export removes it")
     if args.json:
         print(json.dumps([dataclasses.asdict(e) for e in entries.values()], indent=2))
         return 0

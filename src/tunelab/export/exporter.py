@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from tunelab.data.templates import ChatTemplate, resolve_template
-from tunelab.atomic import atomic_dir
+from tunelab.atomic import atomic_dir, sweep_dead
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
 from tunelab.export.modelfile import ollama_template, render_modelfile
@@ -42,12 +41,31 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     template = run.chat_template() if run else resolve_template(model_dir)
     if fmt == "ollama":
         ollama_template(template)  # fail on custom jinja before the slow part
-    with tempfile.TemporaryDirectory(prefix="tunelab-export-") as work:
-        source = _merged(run, Path(work), log) if run and run.adapter_dir else model_dir
+    filename = f"{name}-{q.name}.gguf" if fmt == "gguf" else f"{name}-ollama"
+    dest = Path(out) if out else _default_out(run, name, filename)
+    _sweep_beside(dest, log)
+    with _work_dir(log) as work:
+        source = _merged(run, work, log) if run and run.adapter_dir else model_dir
         if fmt == "gguf":
-            path = Path(out) if out else _default_out(run, name, f"{name}-{q.name}.gguf")
-            return ExportResult(path, write_gguf(source, path, q.name, template, log))
-        return _ollama(source, name, q.name, template, system, out or _default_out(run, name, f"{name}-ollama"), log)
+            return ExportResult(dest, write_gguf(source, dest, q.name, template, log))
+        return _ollama(source, name, q.name, template, system, dest, log)
+
+
+def _sweep_beside(dest: Path, log: Callable[[str], None]) -> None:
+    """Remove what a killed export to `dest` left beside it (its owner-tagged temp file)."""
+    from tunelab.store.describe import human_bytes
+
+    freed = sweep_dead(dest.parent, f".{dest.name}.tmp-*")
+    if freed:
+        log(f"removed {human_bytes(freed)} left beside {dest} by a killed export")
+
+
+def _work_dir(log: Callable[[str], None]):
+    """Scratch space (the merged model) under the store's tmp/, not /tmp: swept after a kill."""
+    from tunelab.store import Store
+    from tunelab.store.staging import work_dir
+
+    return work_dir(Store(), "export", log)
 
 
 def _resolve(spec: str) -> Path:

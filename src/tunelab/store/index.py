@@ -98,11 +98,14 @@ class Store:
         return self.models_dir / safe_dir_name(name)
 
     def new_tmp_dir(self, prefix: str) -> Path:
-        """A fresh temp dir on the same filesystem as the store, so a final rename is atomic."""
+        """A fresh temp dir on the same filesystem as the store, so a final rename is atomic;
+        its name says which process owns it (see `tunelab.store.staging.sweep_leftovers`)."""
         import tempfile
 
+        from tunelab.atomic import owned_prefix
+
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=prefix + "-", dir=self.tmp_dir))
+        return Path(tempfile.mkdtemp(prefix=owned_prefix(prefix), dir=self.tmp_dir))
 
     def _read(self) -> dict[str, ModelEntry]:
         if not self.index_path.exists():

@@ -2,7 +2,9 @@
 
 Every pull builds the model in a fresh temp dir under $TUNELAB_HOME/tmp (same
 filesystem as the store), then renames it into place. Any failure removes the
-temp dir; a full disk becomes a one-line `DiskFull` error.
+temp dir; a full disk becomes a one-line `DiskFull` error. Other temporary work
+(an export's merged model) lives there too (`work_dir`). Temp dirs are tagged with
+their owning process, so what a killed command left is swept by the next one.
 
 All bulk bytes go through `write_all`, a thin wrapper over `os.write`: the one
 place where the operating system can say "no space left on device".
@@ -15,8 +17,9 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from tunelab.atomic import dead_leftovers, disk_bytes, sweep_dead
 from tunelab.errors import DiskFull
 from tunelab.store.index import Store, safe_dir_name
 
@@ -55,12 +58,37 @@ def write_text(path: Path, text: str) -> None:
         write_all(f.fileno(), text.encode("utf-8"))
 
 
+def sweep_leftovers(store: Store, say: Callable[[str], None] | None = None) -> int:
+    """Remove temp dirs under the store's tmp/ whose process is gone; say and return the bytes."""
+    freed = sweep_dead(store.tmp_dir)
+    if freed and say:
+        say(f"removed {_human(freed)} left in {store.tmp_dir} by killed commands")
+    return freed
+
+
+def leftover_bytes(store: Store) -> int:
+    """Bytes under the store's tmp/ left by killed commands (for `tunelab list`)."""
+    return sum(disk_bytes(p) for p in dead_leftovers(store.tmp_dir))
+
+
 @contextmanager
-def staged(store: Store, name: str) -> Iterator[Path]:
+def work_dir(store: Store, name: str, say: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """A scratch dir under the store's tmp/ for one command; always removed afterwards."""
+    sweep_leftovers(store, say)
+    tmp = store.new_tmp_dir(name)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged(store: Store, name: str, say: Callable[[str], None] | None = None) -> Iterator[Path]:
     """A temp dir for building model `name`; removed if the block fails.
 
     On success the caller must have moved the dir away (see `publish`).
     """
+    sweep_leftovers(store, say)
     tmp = store.new_tmp_dir(safe_dir_name(name))
     try:
         yield tmp
@@ -86,4 +114,10 @@ def publish(tmp: Path, final: Path) -> None:
 
 def dir_size(path: Path) -> int:
     """Bytes used by the regular files under `path`."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    return disk_bytes(path)
+
+
+def _human(n: int) -> str:
+    from tunelab.store.describe import human_bytes
+
+    return human_bytes(n)
