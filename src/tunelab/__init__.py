@@ -1,7 +1,7 @@
 """tunelab: fine-tune open LLMs on your own data and serve them locally.
 
 The public API is small and imported lazily, so `import tunelab` stays cheap:
-`resolve_model`, `LLM` + `SamplingParams`, `TrainConfig` (run it with `tunelab.train.train`)
+`resolve_model`, `LLM` + `SamplingParams` (+ `LoRARequest`, as in vLLM), `TrainConfig` (run it with `tunelab.train.train`)
 and `ServeConfig` (run it with `tunelab.serve.serve`).
 """
 
@@ -15,6 +15,7 @@ _LAZY = {
     "resolve_model": ("tunelab.store.resolve", "resolve_model"),
     "LLM": ("tunelab.engine.llm", "LLM"),
     "SamplingParams": ("tunelab.engine.config", "SamplingParams"),
+    "LoRARequest": ("tunelab.engine.lora_request", "LoRARequest"),
     "TrainConfig": ("tunelab.train.config", "TrainConfig"),
     "ServeConfig": ("tunelab.serve.config", "ServeConfig"),
 }

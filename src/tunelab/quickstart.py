@@ -112,8 +112,8 @@ def answer_both(model_dir: Path, adapter: Path, prompts: list[list[dict]], max_n
 
     llm = LLM(str(model_dir), adapters={"tuned": str(adapter)})
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
-    before = [o.text.strip() for o in llm.chat(prompts, params)]
-    after = [o.text.strip() for o in llm.chat(prompts, params, adapter="tuned")]
+    before = [o.text.strip() for o in llm.chat(prompts, params, use_tqdm=False)]
+    after = [o.text.strip() for o in llm.chat(prompts, params, use_tqdm=False, adapter="tuned")]
     return before, after
 
 

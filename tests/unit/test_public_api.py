@@ -18,6 +18,6 @@ def test_public_names_resolve_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [
-        "['LLM',", "'SamplingParams',", "'ServeConfig',", "'TrainConfig',", "'resolve_model']",
+        "['LLM',", "'LoRARequest',", "'SamplingParams',", "'ServeConfig',", "'TrainConfig',", "'resolve_model']",
         "tunelab.train.trainer", "tunelab.serve.server",
     ]

@@ -20,7 +20,9 @@ _EXPORTS = {
     "IncrementalDetokenizer": "tunelab.engine.detokenizer",
     "sample": "tunelab.engine.sampling",
     "LLM": "tunelab.engine.llm",
-    "RequestOutput": "tunelab.engine.llm",
+    "RequestOutput": "tunelab.engine.outputs",
+    "CompletionOutput": "tunelab.engine.outputs",
+    "LoRARequest": "tunelab.engine.lora_request",
     "AsyncEngine": "tunelab.engine.async_engine",
 }
 

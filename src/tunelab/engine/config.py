@@ -44,11 +44,16 @@ class EngineConfig:
                                      aliases=("speculative",))
     max_loras: int = opt(8, "most LoRA adapters loaded at once")
     max_lora_rank: int = opt(64, "largest LoRA rank an adapter may have")
+    tensor_parallel_size: int = opt(1, "GPUs to shard the model over; the tunelab engine runs on one (more: "
+                                       "--backend vllm)")
+    trust_remote_code: bool = opt(False, "allow the model repo's own Python code (vllm backend); the tunelab "
+                                         "engine runs its own model code and never runs a repo's")
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
                                      "the decoder linears too (default: lm_head only); None = exact")
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_loras", "max_lora_rank"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_loras", "max_lora_rank",
+                     "tensor_parallel_size"):
             _positive(name, getattr(self, name))
         if not isinstance(self.num_speculative_tokens, int) or self.num_speculative_tokens < 0:
             raise ConfigError("num_speculative_tokens must be an integer >= 0, "
@@ -78,7 +83,7 @@ def _positive(name: str, value: int) -> None:
 class SamplingParams:
     """How one request samples its output; see the OpenAI API for the meaning of each field."""
 
-    max_tokens: int = opt(256, "most new tokens to generate")
+    max_tokens: int = opt(16, "most new tokens to generate (16, as in vLLM; chat and serve set their own)")
     temperature: float = opt(1.0, "softmax temperature; 0 = greedy")
     top_p: float = opt(1.0, "nucleus sampling: keep the smallest set of tokens with this much mass")
     top_k: int = opt(-1, "keep only the k most likely tokens; -1 (or 0) = off")
@@ -108,11 +113,6 @@ class SamplingParams:
         """True when sampling reduces to argmax."""
         return self.temperature == 0.0 or self.top_k == 1
 
-
-def _require(ok: bool, param: str, message: str) -> None:
-    if not ok:
-        raise InvalidRequest(f"{param} {message}", param=param)
-
     def replace(self, **changes) -> SamplingParams:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
@@ -123,6 +123,11 @@ def _require(ok: bool, param: str, message: str) -> None:
         if self.ignore_eos:
             return self
         return self.replace(stop_token_ids=list(dict.fromkeys([*self.stop_token_ids, *token_ids])))
+
+
+def _require(ok: bool, param: str, message: str) -> None:
+    if not ok:
+        raise InvalidRequest(f"{param} {message}", param=param)
 
 
 def _is_int(value: object) -> bool:

@@ -36,6 +36,10 @@ class LLMEngine:
         from tunelab.store import resolve
 
         cfg = config or EngineConfig()
+        if cfg.tensor_parallel_size != 1:
+            raise ConfigError(f"tensor_parallel_size={cfg.tensor_parallel_size}: the tunelab engine runs a model "
+                              "on one device; for tensor parallelism serve it with `tunelab serve MODEL "
+                              f"--backend vllm --tensor-parallel-size {cfg.tensor_parallel_size}`")
         self.model_dir = resolve.resolve_model(model)
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu" and cfg.num_threads:

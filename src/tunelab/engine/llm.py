@@ -1,100 +1,105 @@
-"""`LLM`: offline batch generation, the public Python API of the engine.
+"""`LLM`: offline batch generation, the public Python API of the engine (vLLM's, same names).
 
     llm = LLM("my-model", adapters={"sql": "runs/sql"})
     outs = llm.generate(["Hello"], SamplingParams(max_tokens=32, temperature=0))
     outs = llm.chat([[{"role": "user", "content": "Hi"}]], SamplingParams(), adapter="sql")
+
+Code written for `from vllm import LLM, SamplingParams` runs unchanged: `sampling_params=`
+(one or a list, one per prompt), `use_tqdm`, `lora_request=LoRARequest(name, id, path)` with
+`LLM(..., enable_lora=True)`, `get_tokenizer()`, and vLLM's engine arguments (`max_model_len`,
+`gpu_memory_utilization`, `tensor_parallel_size=1`, `trust_remote_code`, `dtype`). Any other
+keyword is an error naming it.
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunelab.engine.config import EngineConfig, SamplingParams
 from tunelab.engine.engine import LLMEngine
-from tunelab.engine.sequence import Sequence, TokenLogprob
-from tunelab.errors import InvalidRequest
+from tunelab.engine.lora_request import LoRARequest
+from tunelab.engine.outputs import CompletionOutput, RequestOutput
+from tunelab.errors import ConfigError, InvalidRequest
 
+__all__ = ["LLM", "RequestOutput", "CompletionOutput", "LoRARequest", "chat_template", "with_template_stops"]
 
-@dataclass
-class CompletionOutput:
-    """One of the n completions of a request."""
-
-    index: int
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None  # "stop" | "length" | "abort"
-    logprobs: list[TokenLogprob] | None = None
-    error: str | None = None  # why the engine aborted it (e.g. out of KV memory)
-
-
-@dataclass
-class RequestOutput:
-    """The result of one prompt: its completions and token counts."""
-
-    request_id: Any
-    prompt_token_ids: list[int]
-    outputs: list[CompletionOutput] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return self.outputs[0].text
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.outputs[0].token_ids
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.outputs[0].finish_reason
-
-    @property
-    def logprobs(self) -> list[TokenLogprob] | None:
-        return self.outputs[0].logprobs
-
-    @property
-    def usage(self) -> dict[str, int]:
-        """prompt_tokens, completion_tokens, total_tokens (OpenAI naming)."""
-        done = sum(len(o.token_ids) for o in self.outputs)
-        n = len(self.prompt_token_ids)
-        return {"prompt_tokens": n, "completion_tokens": done, "total_tokens": n + done}
+Lora = LoRARequest | list[LoRARequest | None] | None
 
 
 class LLM:
     """A model (store name, path or None for the default) ready to generate, with optional adapters."""
 
     def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
-                 dtype: str = "auto", device: str = "auto", **engine_cfg: Any):
-        from tunelab.config import build
+                 dtype: str = "auto", device: str = "auto", *, enable_lora: bool = False, **engine_cfg: Any):
+        from tunelab.config import build, config_keys
 
+        unknown = [k for k in engine_cfg if k not in config_keys(EngineConfig)]
+        if unknown:
+            raise ConfigError(_unknown_kwarg(unknown[0], config_keys(EngineConfig)))
         cfg = build(EngineConfig, {**engine_cfg, "dtype": dtype, "device": device})
         self.engine = LLMEngine(model, adapters, cfg)
         self.tokenizer = self.engine.tokenizer
+        self.enable_lora = enable_lora or bool(adapters)
         self._ids = itertools.count()
+        self._requested: dict[str, str] = {}  # LoRARequest name -> the path it was loaded from
+
+    def get_tokenizer(self):
+        """The model's Hugging Face tokenizer (as vLLM's `LLM.get_tokenizer`)."""
+        return self.tokenizer
 
     def generate(self, prompts: str | list[int] | list[str | list[int]],
-                 params: SamplingParams | list[SamplingParams] | None = None,
-                 adapter: str | list[str | None] | None = None) -> list[RequestOutput]:
+                 sampling_params: SamplingParams | list[SamplingParams] | None = None, use_tqdm: bool = True,
+                 lora_request: Lora = None, *, adapter: str | list[str | None] | None = None) -> list[RequestOutput]:
         """Complete each prompt (text or token ids); outputs come back in prompt order."""
-        prompt_ids = [self._encode(p) for p in _as_list(prompts)]
-        return self._run(prompt_ids, params, adapter)
+        items = _as_list(prompts)
+        prompt_ids = [self._encode(p) for p in items]
+        texts = [p if isinstance(p, str) else None for p in items]
+        return self._run(prompt_ids, texts, sampling_params, self._adapters(lora_request, adapter), use_tqdm)
 
-    def chat(self, conversations: list[dict] | list[list[dict]], params: SamplingParams | None = None,
+    def chat(self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None,
+             use_tqdm: bool = True, lora_request: LoRARequest | None = None, *,
              chat_template_kwargs: dict | None = None, adapter: str | None = None) -> list[RequestOutput]:
         """Reply to each conversation using the model's (or adapter's) chat template and its stop tokens."""
         from tunelab.data.templates import encode_prompt
 
-        convs = [conversations] if conversations and isinstance(conversations[0], dict) else conversations
+        convs = [messages] if messages and isinstance(messages[0], dict) else messages
+        adapter = self._adapters(lora_request, adapter)
         template = self.template(adapter)
-        prompt_ids = [encode_prompt(template, self.tokenizer, c, **(chat_template_kwargs or {})) for c in convs]
-        params = with_template_stops(params or SamplingParams(), template, self.tokenizer)
-        return self._run(prompt_ids, params, adapter)
+        kwargs = chat_template_kwargs or {}
+        prompt_ids = [encode_prompt(template, self.tokenizer, c, **kwargs) for c in convs]
+        texts = [template.render(c, add_generation_prompt=True, **kwargs) for c in convs]
+        params = with_template_stops(sampling_params or SamplingParams(), template, self.tokenizer)
+        return self._run(prompt_ids, texts, params, adapter, use_tqdm)
 
     def template(self, adapter: str | None = None):
         """The chat template saved with the adapter if it has one, else the model's."""
         return chat_template(self.engine, adapter)
+
+    def _adapters(self, lora_request: Lora, adapter):
+        """Adapter name(s) for a call: `adapter=` names loaded ones; a LoRARequest loads on first use."""
+        if lora_request is None:
+            return adapter
+        if adapter is not None:
+            raise InvalidRequest("give lora_request or adapter, not both", param="lora_request")
+        if not self.enable_lora:
+            raise InvalidRequest("lora_request needs LLM(..., enable_lora=True)", param="lora_request")
+        if isinstance(lora_request, list):
+            return [self._load(r) for r in lora_request]
+        return self._load(lora_request)
+
+    def _load(self, request: LoRARequest | None) -> str | None:
+        if request is None:
+            return None
+        if not isinstance(request, LoRARequest):
+            raise InvalidRequest(f"lora_request must be a LoRARequest, got {type(request).__name__}",
+                                 param="lora_request")
+        if self._requested.get(request.name) != request.path or request.name not in self.engine.lora.names():
+            self.engine.add_adapter(request.name, request.path)  # first use, or the name now has another path
+            self._requested[request.name] = request.path
+        return request.name
 
     def _encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -103,20 +108,43 @@ class LLM:
             raise InvalidRequest("prompts must be strings or lists of token ids", param="prompts")
         return list(prompt)
 
-    def _run(self, prompt_ids: list[list[int]], params, adapter) -> list[RequestOutput]:
+    def _run(self, prompt_ids: list[list[int]], texts: list[str | None], params, adapter,
+             use_tqdm: bool) -> list[RequestOutput]:
         params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompt_ids)
         adapters = adapter if isinstance(adapter, list) else [adapter] * len(prompt_ids)
         if len(params_list) != len(prompt_ids) or len(adapters) != len(prompt_ids):
-            raise InvalidRequest("params and adapter lists must have one entry per prompt", param="params")
+            raise InvalidRequest("sampling_params and lora_request lists must have one entry per prompt",
+                                 param="sampling_params")
         for ids, p in zip(prompt_ids, params_list):  # every prompt is checked before any work starts
             self.engine.check_prompt(ids, p)
         requests = []
         for ids, p, a in zip(prompt_ids, params_list, adapters):
             rid = f"llm-{next(self._ids)}"
             requests.append((rid, ids, self.engine.add_request(rid, ids, p, a)))
-        while self.engine.has_unfinished():
-            self.engine.step()
-        return [RequestOutput(rid, ids, [_completion(s) for s in seqs]) for rid, ids, seqs in requests]
+        self._step_all([seqs for _, _, seqs in requests], use_tqdm)
+        return [RequestOutput(rid, ids, [CompletionOutput.from_sequence(s) for s in seqs], text)
+                for (rid, ids, seqs), text in zip(requests, texts)]
+
+    def _step_all(self, requests: list[list], use_tqdm: bool) -> None:
+        """Step the engine until every request is done, ticking a progress bar per finished prompt."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(requests), desc="Processed prompts", unit="prompt", disable=not use_tqdm)
+        done = 0
+        with bar:
+            while self.engine.has_unfinished():
+                self.engine.step()
+                now = sum(all(s.is_finished for s in seqs) for seqs in requests)
+                bar.update(now - done)
+                done = now
+            bar.update(len(requests) - done)
+
+
+def _unknown_kwarg(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid + ["enable_lora", "adapters"], n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else "; engine arguments: " + ", ".join(
+        k for k in valid if "." not in k)
+    return f"LLM() got an unknown argument '{name}'{hint}"
 
 
 def chat_template(engine: LLMEngine, adapter: str | None = None):
@@ -130,12 +158,6 @@ def with_template_stops(params: SamplingParams, template, tokenizer) -> Sampling
     """A copy of `params` that also stops at the template's end-of-turn token ids (as the server
     does: not with ignore_eos)."""
     return params.stopping_at(template.stop_token_ids(tokenizer))
-
-
-def _completion(seq: Sequence) -> CompletionOutput:
-    logprobs = seq.logprobs if seq.params.logprobs is not None else None
-    return CompletionOutput(seq.sample_index, seq.text, list(seq.output_ids), seq.finish_reason,
-                            logprobs, seq.error)
 
 
 def _as_list(prompts) -> list:

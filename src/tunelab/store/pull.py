@@ -8,6 +8,7 @@ models from losing each other's entries.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class Source:
 
 def parse_source(text: str) -> Source:
     """Classify what the user typed: modelscope:ORG/NAME, a local dir or .gguf, or a
-    Hugging Face id (org/name or hf:org/name)."""
+    Hugging Face id (org/name or hf:org/name; org/name is ModelScope's under `use_modelscope()`)."""
     if text.startswith("modelscope:"):
         return Source("modelscope", text.split(":", 1)[1])
     if text.startswith("hf:"):
@@ -61,8 +62,15 @@ def parse_source(text: str) -> Source:
     if path.exists():
         raise TunelabError(f"{path}: not a model directory or a .gguf file")
     if HUB_ID.match(text):
-        return Source("hf", text)
+        return Source("modelscope" if use_modelscope() else "hf", text)
     raise ModelNotFound(f"'{text}' is not a local directory, a .gguf file or a hub id like org/name")
+
+
+def use_modelscope() -> bool:
+    """Bare hub ids resolve on ModelScope when VLLM_USE_MODELSCOPE or TUNELAB_USE_MODELSCOPE is on
+    (vLLM's switch, so tutorials' environments work unchanged)."""
+    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+               for var in ("TUNELAB_USE_MODELSCOPE", "VLLM_USE_MODELSCOPE"))
 
 
 def pull(source: str, name: str | None = None, store: Store | None = None, dtype: str = "float32",
@@ -94,7 +102,7 @@ def _existing(store: Store, name: str, label: str) -> ModelEntry | None:
 
 def _build(store: Store, src: Source, name: str, dtype: str, say: Say, label: str) -> ModelEntry:
     started = time.time()
-    with staged(store, name) as tmp:
+    with staged(store, name, say) as tmp:
         _fetch(store, src, tmp, dtype, say)
         facts = describe(tmp)
         final = store.model_path(name)
