@@ -84,7 +84,7 @@ async function refreshRun() {
   const log = await api(`/ui/api/runs/${encodeURIComponent(name)}/log?lines=80`);
   ui.log.textContent = log.lines.join("\n");
   ui.log.scrollTop = ui.log.scrollHeight;
-  if (["finished", "failed", "stopped"].includes(d.state)) run.settled = (run.settled || 0) + 1;
+  if (["finished", "failed", "stopped", "crashed", "corrupt"].includes(d.state)) run.settled = (run.settled || 0) + 1;
 }
 
 async function writeReport(event) {
