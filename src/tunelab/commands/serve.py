@@ -15,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store name, HF model dir, or .gguf (llamacpp); default: Gemma 3 270M")
     parser.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
                         help="serve a LoRA adapter or training run under NAME (default: the folder name; repeatable)")
+    parser.add_argument("--lora-modules", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                        help="vLLM's spelling of --adapter: NAME=PATH or JSON {\"name\": ..., \"path\": ...}, "
+                             "several after one flag")
+    parser.add_argument("--enable-lora", action="store_true",
+                        help="accepted as in vLLM; tunelab serves adapters without it")
     add_config_arguments(parser, ServeConfig, extra_flags={"served_name": ["--name"],
                                                            "cors_origins": ["--cors-origin"]})
 
@@ -31,9 +36,32 @@ def build_config(args: argparse.Namespace):
         if not sep or not name or not path:
             raise ConfigError(f"--adapter: expected [NAME=]PATH, got '{item}'")
         extra.setdefault("adapters", {})[name] = path
+    for item in args.lora_modules:
+        name, path = _lora_module(item)
+        extra.setdefault("adapters", {})[name] = path
     if args.model_arg is not None:
         extra["model"] = args.model_arg
     return config_from_args(ServeConfig, args, extra)
+
+
+def _lora_module(item: str) -> tuple[str, str]:
+    """vLLM's --lora-modules item: NAME=PATH, or JSON with name and path."""
+    import json
+
+    from tunelab.errors import ConfigError
+
+    if item.lstrip().startswith("{"):
+        try:
+            spec = json.loads(item)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--lora-modules: invalid JSON {item!r}: {err.msg}") from None
+        spec = spec if isinstance(spec, dict) else {}
+        name, path = spec.get("name"), spec.get("path")
+    else:
+        name, _, path = item.partition("=")
+    if not name or not path:
+        raise ConfigError(f"--lora-modules: expected NAME=PATH or {{\"name\": ..., \"path\": ...}}, got '{item}'")
+    return str(name), str(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ class ServeConfig:
     """How the API server runs: model, network, limits and operations."""
 
     model: str | None = opt(None, "model to serve: store name, HF dir, GGUF file (llamacpp); None = default")
-    served_name: str | None = opt(None, "name clients use in `model`; default: the model's folder name")
-    adapters: dict = opt({}, "adapter name -> PEFT adapter dir, loaded at start")
+    served_name: str | None = opt(None, "name clients use in `model`; default: the model's folder name (and "
+                                        "the model as given, e.g. a path)", aliases=("served_model_name",))
+    adapters: dict = opt({}, "adapter name -> PEFT adapter dir, loaded at start (vLLM: --lora-modules "
+                             "NAME=PATH ...)")
     backend: Literal["engine", "llamacpp", "vllm"] = opt("engine", "inference backend")
     host: str = opt("127.0.0.1", "bind address; loopback by default so nothing is exposed by accident")
     port: int = opt(8000, "TCP port; 0 picks a free one")

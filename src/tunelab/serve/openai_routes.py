@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /v1/adapters."""
+"""OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /v1/adapters, and
+vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 
 from tunelab.errors import TunelabError
 from tunelab.rundir import Run
@@ -47,18 +49,38 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def load_adapter(body: P.AdapterLoadRequest, request: Request) -> dict[str, Any]:
     """Hot-load a PEFT adapter directory under a name."""
     svc = service_of(request)
+    path = await add_adapter(svc, body.name, body.path)
+    return {"id": body.name, "object": "model", "parent": svc.backend.model_id, "root": str(path)}
+
+
+@router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
+async def vllm_load_lora(body: P.LoraLoadRequest, request: Request) -> str:
+    """vLLM's hot-load route: `{lora_name, lora_path}`, answered in vLLM's words."""
+    await add_adapter(service_of(request), body.lora_name, body.lora_path)
+    return f"Success: LoRA adapter '{body.lora_name}' added successfully."
+
+
+@router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
+async def vllm_unload_lora(body: P.LoraUnloadRequest, request: Request) -> str:
+    """vLLM's unload route: `{lora_name}`."""
+    await remove_adapter(service_of(request), body.lora_name)
+    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+
+
+async def add_adapter(svc: Service, name: str, text: str) -> Path:
+    """Load the adapter at `text` (a folder or a run) under `name`; 409 if the name is taken."""
     svc.require_ready()
     if not svc.backend.capabilities.adapters:
         raise bad_request(f"the {svc.backend.name} backend does not serve adapters", param="name")
-    if body.name == svc.backend.model_id or body.name in svc.backend.adapters():
-        raise APIError(409, f"a model named '{body.name}' is already served", param="name",
+    if name == svc.backend.model_id or name in svc.backend.adapters():
+        raise APIError(409, f"a model named '{name}' is already served", param="name",
                        code="already_exists")
-    path = adapter_dir(body.path)
+    path = adapter_dir(text)
     try:
-        await asyncio.to_thread(svc.backend.add_adapter, body.name, str(path))
+        await asyncio.to_thread(svc.backend.add_adapter, name, str(path))
     except (TunelabError, ValueError, OSError) as err:
         raise bad_request(f"cannot load adapter: {err}", param="path") from None
-    return {"id": body.name, "object": "model", "parent": svc.backend.model_id, "root": str(path)}
+    return path
 
 
 def adapter_dir(text: str) -> Path:
@@ -78,13 +100,17 @@ def adapter_dir(text: str) -> Path:
 @router.delete("/v1/adapters/{name:path}")
 async def unload_adapter(name: str, request: Request) -> dict[str, Any]:
     """Unload an adapter; requests already running on it finish first (backend's duty)."""
-    svc = service_of(request)
+    await remove_adapter(service_of(request), name)
+    return {"id": name, "object": "model", "deleted": True}
+
+
+async def remove_adapter(svc: Service, name: str) -> None:
+    """Unload adapter `name`; 404 when no adapter has that name."""
     svc.require_ready()
     if name not in svc.backend.adapters():
         raise APIError(404, f"no adapter named '{name}' is loaded", param="name",
                        code="model_not_found")
     await asyncio.to_thread(svc.backend.remove_adapter, name)
-    return {"id": name, "object": "model", "deleted": True}
 
 
 # ---- chat ---------------------------------------------------------------------------------------

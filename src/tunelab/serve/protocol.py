@@ -135,6 +135,20 @@ class AdapterLoadRequest(_Lenient):
     path: Text = Field(min_length=1)
 
 
+class LoraLoadRequest(_Lenient):
+    """POST /v1/load_lora_adapter (vLLM's body)."""
+
+    lora_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-/]+$")
+    lora_path: Text = Field(min_length=1)
+
+
+class LoraUnloadRequest(_Lenient):
+    """POST /v1/unload_lora_adapter (vLLM's body; lora_int_id is accepted and not needed)."""
+
+    lora_name: str = Field(min_length=1)
+    lora_int_id: int | None = None
+
+
 class OllamaMessage(_Lenient):
     """An Ollama chat turn."""
 

@@ -52,8 +52,8 @@ class Service:
         self.require_ready()
         base = self.backend.model_id
         bare = name[: -len(":latest")] if name.endswith(":latest") else name
-        if bare in (base, ""):
-            return Target(base, None)
+        if bare in (base, "") or (bare == self.config.model and not self.config.served_name):
+            return Target(base, None)  # as in vLLM: a model given as a path answers to that path too
         if bare in self.backend.adapters():
             return Target(bare, bare)
         raise model_not_found(name, [base, *self.backend.adapters()])

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 from pathlib import Path
 from typing import AsyncIterator
 
 from tunelab.errors import MissingExtra
-from tunelab.engine.config import SamplingParams
+from tunelab.dtypes import NAMES
+from tunelab.engine.config import EngineConfig, SamplingParams
 from tunelab.engine.sequence import TokenLogprob
 from tunelab.serve.backends.base import Backend, Capabilities, Delta, HFTokenizerPrompts
 from tunelab.serve.config import ServeConfig
@@ -25,7 +25,7 @@ class VllmBackend(HFTokenizerPrompts, Backend):
 
     name = "vllm"
     capabilities = Capabilities(adapters=True, logprobs=True,
-                                note="CUDA; tensor parallel via TUNELAB_VLLM_TP; LoRA adapters")
+                                note="CUDA; tensor parallel via --tensor-parallel-size; LoRA adapters")
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -41,9 +41,7 @@ class VllmBackend(HFTokenizerPrompts, Backend):
         from tunelab.store.resolve import resolve_model
 
         model_dir = resolve_model(self.config.model)
-        args = vllm.AsyncEngineArgs(model=str(model_dir), enable_lora=True,
-                                    max_model_len=self.config.engine.max_model_len,
-                                    tensor_parallel_size=int(os.environ.get("TUNELAB_VLLM_TP", "1")))
+        args = vllm.AsyncEngineArgs(model=str(model_dir), **engine_args(self.config.engine))
         self.engine = vllm.AsyncLLMEngine.from_engine_args(args)
         self.tokenizer = _tokenizer(model_dir)
         self.load_templates(model_dir)
@@ -89,6 +87,17 @@ class VllmBackend(HFTokenizerPrompts, Backend):
     def adapters(self) -> dict[str, str]:
         """name -> path."""
         return {name: path for name, (_, path) in self._loras.items()}
+
+
+def engine_args(cfg: EngineConfig) -> dict:
+    """Our EngineConfig -> vLLM's engine arguments, for the keys both have (same names, as the
+    serve flags are vLLM's: --tensor-parallel-size, --gpu-memory-utilization, --dtype, ...)."""
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(NAMES.get(cfg.dtype, ""), cfg.dtype)
+    return {"enable_lora": True, "max_model_len": cfg.max_model_len, "dtype": dtype,
+            "tensor_parallel_size": cfg.tensor_parallel_size, "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "trust_remote_code": cfg.trust_remote_code, "max_num_seqs": cfg.max_num_seqs,
+            "max_loras": cfg.max_loras, "max_lora_rank": cfg.max_lora_rank,
+            "enable_prefix_caching": cfg.enable_prefix_caching, "enforce_eager": cfg.enforce_eager}
 
 
 def vllm_params(params: SamplingParams):
