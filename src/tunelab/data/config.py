@@ -12,7 +12,7 @@ from tunelab.config import opt
 class DataConfig:
     """How rows are read, rendered with the chat template and cut into training examples."""
 
-    format: str | None = opt(None, "input format: alpaca|sharegpt|messages|prompt_completion|text (auto when unset)")
+    format: str | None = opt(None, "input format: alpaca|sharegpt|messages|prompt_completion|text|preference (auto when unset)")
     cutoff_len: int = opt(1024, "maximum tokens per example; longer rows are truncated or dropped")
     overflow: Literal["drop", "truncate"] = opt("truncate", "rows over cutoff_len: cut at a turn boundary, or drop")
     train_on: Literal["assistant", "all", "last"] = opt("assistant", "which tokens carry loss: assistant turns, all, or the last reply")

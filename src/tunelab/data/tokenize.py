@@ -8,6 +8,9 @@ Public API:
   prefix-stable); `build_examples` counts each reason.
 - `build_examples(rows, template, tokenizer, cfg) -> (examples, TokenStats)`; raises
   DataError when nothing is trainable, so this fails before any model loads.
+- `tokenize_preference(row, ...) -> (PreferenceExample | None, status)` and
+  `tokenize_preference_rows(rows, ..., unpair=False)`: a pair (or KTO row) as shared prompt ids
+  + completion ids, each side rendered like an SFT row with loss on its last reply only.
 
 How masks are made: for each assistant turn i, the prompt is
 `encode_prompt(template, tokenizer, messages[:i])` (exactly what serving sends) and the

@@ -12,6 +12,7 @@ from tunelab.config import opt
 from tunelab.data.config import DataConfig
 
 Method = Literal["lora", "dora", "qlora", "full", "freeze"]
+Stage = Literal["sft", "dpo", "kto", "orpo", "simpo", "rm"]
 
 
 @dataclasses.dataclass
@@ -31,6 +32,28 @@ class LoraConfig:
 
 
 @dataclasses.dataclass
+class PreferenceConfig:
+    """Knobs of the preference stages (dpo, kto, orpo, simpo); the maths is in train/preference.py."""
+
+    beta: float | None = opt(None, "strength of the preference term; empty = 0.1 (simpo: 2.0)")
+    loss: Literal["sigmoid", "ipo", "hinge"] = opt("sigmoid", "stage=dpo: sigmoid (DPO), ipo or hinge")
+    label_smoothing: float = opt(0.0, "dpo sigmoid / simpo: probability that a preference label is flipped (cDPO)")
+    simpo_gamma: float = opt(0.5, "stage=simpo: target reward margin gamma")
+    desirable_weight: float = opt(1.0, "stage=kto: weight of desirable examples' losses")
+    undesirable_weight: float = opt(1.0, "stage=kto: weight of undesirable examples' losses")
+
+    def __post_init__(self) -> None:
+        if self.beta is not None and self.beta <= 0:
+            raise ValueError(f"pref.beta must be > 0, got {self.beta}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"pref.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+    def beta_for(self, stage: str) -> float:
+        """beta, or the stage's usual value (SimPO 2.0, the others 0.1)."""
+        return self.beta if self.beta is not None else (2.0 if stage == "simpo" else 0.1)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """One fine-tuning run."""
 
@@ -39,6 +62,8 @@ class TrainConfig:
     dataset_weights: list[float] = opt([], "mixing weight per dataset: its rows are repeated/subsampled to weight x size")
     data: DataConfig = opt(DataConfig, "how rows become training examples (format, template, cutoff_len, ...)")
     method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, CUDA) | full | freeze")
+    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (not yet)")
+    pref: PreferenceConfig = opt(PreferenceConfig, "preference-stage settings (beta, loss, label_smoothing, ...)")
     lora: LoraConfig = opt(LoraConfig, "LoRA/DoRA/QLoRA settings")
     freeze_trainable_layers: int = opt(2, "method=freeze: train only the last N decoder layers")
     lr: float = opt(2e-4, "peak learning rate")
@@ -70,6 +95,11 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.eval_split < 1:
             raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
+        if self.stage == "rm":
+            raise ValueError("stage: rm (a reward model with a scalar head) is not built yet; "
+                             "use sft, dpo, kto, orpo or simpo")
+        if self.stage != "sft" and self.packing:
+            raise ValueError(f"packing: stage={self.stage} keeps each pair in its own rows; set packing=false")
         if self.dataset_weights and len(self.dataset_weights) != len(self.datasets):
             raise ValueError(
                 f"dataset_weights has {len(self.dataset_weights)} entries for {len(self.datasets)} datasets"

@@ -21,13 +21,15 @@ class Examples:
 
     def tokens(self) -> int:
         """Training tokens per epoch."""
-        return sum(len(ex.input_ids) for ex in self.train)
+        from tunelab.train.packing import example_tokens
+
+        return sum(example_tokens(ex) for ex in self.train)
 
 
 def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
     """Read cfg.datasets with the data layer, mix them, build examples and hold out an eval split."""
     from tunelab.data.formats import read_datasets
-    from tunelab.data.tokenize import build_examples
+    from tunelab.data.tokenize import build_examples, tokenize_preference_rows
 
     if not cfg.datasets:
         raise TunelabError("datasets: no training data given; pass datasets=FILE.jsonl (or try `tunelab quickstart`)")
@@ -36,11 +38,31 @@ def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
     for i, (path, weight) in enumerate(zip(cfg.datasets, weights)):
         loaded = read_datasets([path], format=cfg.data.format, skip_invalid=cfg.data.skip_invalid)
         rows += mix_rows(loaded.rows, weight, seed=cfg.seed + i)
-    examples, stats = build_examples(rows, template, tokenizer, cfg.data)
+    check_row_kinds(rows, cfg.stage)
+    if cfg.stage == "sft":
+        examples, stats = build_examples(rows, template, tokenizer, cfg.data)
+    else:
+        examples, stats, _ = tokenize_preference_rows(rows, template, tokenizer, cfg.data, unpair=cfg.stage == "kto")
     if not examples:
         raise TunelabError(f"datasets: no usable examples in {', '.join(cfg.datasets)} (all rows empty or dropped)")
     train, held = split_eval(examples, cfg.eval_split, cfg.seed)
     return Examples(train, held, len(rows), {"token_stats": _as_dict(stats)})
+
+
+def check_row_kinds(rows: Sequence, stage: str) -> None:
+    """Every row fits the stage: pairs for dpo/orpo/simpo/rm, labelled rows or pairs for kto, no pairs for sft."""
+    from tunelab.data.errors import DataError
+
+    for row in rows:
+        if stage == "sft" and row.kind == "pair":
+            raise DataError("wrong stage", "a preference pair (chosen/rejected); train it with stage=dpo, orpo, "
+                            "simpo or kto", row.source, row.line)
+        if stage == "kto" and row.kind == "sft":
+            raise DataError("missing label", "stage=kto needs a boolean 'label' (desirable or not) or a "
+                            "chosen/rejected pair", row.source, row.line, "label")
+        if stage not in ("sft", "kto") and row.kind != "pair":
+            raise DataError("not a pair", f"stage={stage} needs 'chosen' and 'rejected' replies",
+                            row.source, row.line)
 
 
 def mix_rows(rows: Sequence, weight: float, seed: int) -> list:

@@ -92,9 +92,22 @@ def plan_epoch(
     return bucket_by_length(order, lengths, micro_batch_size, seed=seed * 31 + epoch)
 
 
+def example_tokens(example) -> int:
+    """Tokens an example costs per epoch: its sequence, or a preference example's rows."""
+    ids = getattr(example, "input_ids", None)
+    return len(ids) if ids is not None else len(example)
+
+
 def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
     """Tensors for one micro-batch: input_ids, labels, position_ids (padding is on the right)."""
     import torch
+
+    from tunelab.data.tokenize import PreferenceExample
+
+    if isinstance(examples[batch.indices[0]], PreferenceExample):  # chosen + rejected rows (train/pairs.py)
+        from tunelab.train.pairs import collate_preference
+
+        return collate_preference(batch.indices, examples, pad_id)
 
     if batch.packed:
         rows = [_packed_row([examples[i] for i in r]) for r in (batch.rows or [batch.indices])]

@@ -75,13 +75,14 @@ class PreferenceObjective(nn.Module):
     def __init__(self, model: nn.Module, stage: str, cfg) -> None:
         super().__init__()
         self.model, self.stage, self.cfg = model, stage, cfg
+        self.precomputed = False  # reference log-probs come with the batch (precompute_reference)
         self.stats = dict.fromkeys(_STAT_KEYS, 0.0)
 
     def forward(self, input_ids, labels, position_ids, ref_logps=None, desirable=None, kl_input_ids=None,
                 kl_labels=None, kl_position_ids=None, kl_ref_logps=None) -> tuple[torch.Tensor, int]:
         lm = causal_lm(self.model)
         logps, lens = sequence_logps(lm, input_ids, labels, position_ids)
-        if self.stage in REFERENCE_STAGES and ref_logps is None:
+        if self.stage in REFERENCE_STAGES and not self.precomputed:
             ref_logps = self.reference_logps(input_ids, labels, position_ids)
         if self.stage == "kto":
             kl = self._kto_kl(kl_input_ids, kl_labels, kl_position_ids, kl_ref_logps)
@@ -95,8 +96,8 @@ class PreferenceObjective(nn.Module):
 
     @property
     def beta(self) -> float:
-        """The configured beta, or the stage's usual one (SimPO 2.0, others 0.1)."""
-        return self.cfg.beta if self.cfg.beta is not None else (2.0 if self.stage == "simpo" else 0.1)
+        """The configured beta, or the stage's usual one."""
+        return self.cfg.beta_for(self.stage)
 
     def _pair_loss(self, logps: torch.Tensor, lens: torch.Tensor, ref: torch.Tensor | None) -> pl.LossTerms:
         (pc, pr), (lc, lr) = logps.chunk(2), lens.chunk(2)
@@ -116,7 +117,7 @@ class PreferenceObjective(nn.Module):
     @torch.no_grad()
     def _kto_kl(self, ids, labels, positions, ref) -> torch.Tensor:
         policy = sequence_logps(causal_lm(self.model), ids, labels, positions)[0]
-        ref = ref if ref is not None else self.reference_logps(ids, labels, positions)
+        ref = ref if self.precomputed else self.reference_logps(ids, labels, positions)
         return pl.kto_kl(policy, ref)
 
     def _record(self, terms: pl.LossTerms) -> None:
@@ -161,3 +162,45 @@ def take_stats(module: nn.Module, accelerator) -> dict[str, float]:
     if sums["kl_n"]:
         out["kl"] = sums["kl_sum"] / sums["kl_n"]
     return out
+
+
+@torch.no_grad()
+def precompute_reference(module: nn.Module, example_lists: Sequence[list], accelerator, pad_id: int,
+                         batch_size: int) -> None:
+    """Store reference log-probs in each example once, before training, when there is no adapter
+    to disable (full/freeze): the starting weights are the reference. A no-op otherwise."""
+    objective = accelerator.unwrap_model(module)
+    if not isinstance(objective, PreferenceObjective) or objective.stage not in REFERENCE_STAGES:
+        return
+    if getattr(objective.model, "disable_adapter", None) is not None:
+        return  # LoRA family: the reference is computed per batch with the adapter off
+    lm = causal_lm(objective.model)
+    objective.eval()  # the reference as it will be scored: no dropout
+    for examples in example_lists:
+        for start in range(0, len(examples), batch_size):
+            idx = range(start, min(start + batch_size, len(examples)))
+            batch = {k: t.to(accelerator.device) for k, t in collate_preference(idx, examples, pad_id).items()}
+            logps = sequence_logps(lm, batch["input_ids"], batch["labels"], batch["position_ids"])[0]
+            per_side = logps.view(-1, len(idx)).t().tolist()  # (B, sides)
+            if "kl_input_ids" in batch:
+                kl = sequence_logps(lm, batch["kl_input_ids"], batch["kl_labels"], batch["kl_position_ids"])[0]
+                per_side = [row + [k] for row, k in zip(per_side, kl.tolist())]
+            for i, values in zip(idx, per_side):
+                examples[i].ref_logps = values
+    objective.precomputed = True
+    objective.train()
+
+
+@torch.no_grad()
+def preference_accuracy(model: nn.Module, examples: Sequence[PreferenceExample], pad_id: int = 0,
+                        batch_size: int = 8) -> float:
+    """Share of pairs whose chosen reply has the higher mean log-prob per token under `model`:
+    the model's own preference, defined for any model (base, SFT, DPO), unlike the implicit reward."""
+    lm, wins = causal_lm(model), 0
+    for start in range(0, len(examples), batch_size):
+        idx = range(start, min(start + batch_size, len(examples)))
+        batch = collate_preference(idx, examples, pad_id)
+        logps, lens = sequence_logps(lm, batch["input_ids"], batch["labels"], batch["position_ids"])
+        (pc, pr), (lc, lr) = logps.chunk(2), lens.chunk(2)
+        wins += int((pc / lc.clamp(min=1) > pr / lr.clamp(min=1)).sum())
+    return wins / max(len(examples), 1)

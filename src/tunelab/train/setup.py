@@ -25,6 +25,17 @@ def prepare_data(cfg: TrainConfig, model_dir: Path, examples: tuple[list, list] 
     return tokenizer, template, load_examples(cfg, tokenizer, template)
 
 
+def build_objective(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    """The module accelerate wraps: token cross-entropy for sft, the pair/KTO loss otherwise."""
+    if cfg.stage == "sft":
+        from tunelab.train.loss import SelectedLogitsLoss
+
+        return SelectedLogitsLoss(model)
+    from tunelab.train.pairs import PreferenceObjective
+
+    return PreferenceObjective(model, cfg.stage, cfg.pref)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     """AdamW over trainable parameters and the warm-up + decay schedule."""
     from transformers import get_scheduler
@@ -83,7 +94,7 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
     return {
         "model": f"{cfg.model or 'default (Gemma 3 270M)'}  [{model_dir}]",
         "method": cfg.method + (f" r={cfg.lora.rank} alpha={cfg.lora.alpha:g}"
-                                if cfg.method in ADAPTER_METHODS else ""),
+                                if cfg.method in ADAPTER_METHODS else "") + _stage(cfg),
         "params": f"{human(trainable)} trainable / {human(total)} total ({100 * trainable / max(total, 1):.2f}%)",
         "data": f"{data.rows} rows -> {len(data.train)} train / {len(data.eval)} eval examples, "
                 f"{human(data.tokens())} tokens/epoch",
@@ -93,3 +104,11 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
         "steps": steps,
         "run dir": cfg.output,
     }
+
+
+def _stage(cfg: TrainConfig) -> str:
+    """', stage dpo (beta 0.1, sigmoid)' for preference stages; empty for sft."""
+    if cfg.stage == "sft":
+        return ""
+    beta = cfg.pref.beta_for(cfg.stage)
+    return f", stage {cfg.stage} (beta {beta:g}" + (f", {cfg.pref.loss})" if cfg.stage == "dpo" else ")")

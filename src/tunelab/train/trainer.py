@@ -28,9 +28,9 @@ from tunelab.rundir import Run, default_run_name, open_run
 from tunelab.train import checkpoint as ckpt
 from tunelab.train import distributed as dist
 from tunelab.train.config import TrainConfig
-from tunelab.train.loss import SelectedLogitsLoss
 from tunelab.train.metrics import peak_mem_mb
-from tunelab.train.packing import IGNORE, MicroBatch, collate, plan_epoch
+from tunelab.train.packing import IGNORE, MicroBatch, collate, example_tokens, plan_epoch
+from tunelab.train.pairs import take_stats
 from tunelab.train.signals import stop_on_signals
 
 StepHook = Callable[[dict[str, Any]], Any]
@@ -63,7 +63,7 @@ class Session:
     run: Run
     accelerator: Any
     model: torch.nn.Module  # the PEFT/HF model, for saving
-    wrapped: torch.nn.Module  # SelectedLogitsLoss as prepared by accelerate
+    wrapped: torch.nn.Module  # SelectedLogitsLoss or PreferenceObjective, as prepared by accelerate
     optimizer: Any
     scheduler: Any
     train_ex: list
@@ -85,7 +85,7 @@ class Session:
 
     def _plan(self, epoch: int) -> list[list[MicroBatch]]:
         cfg, acc = self.cfg, self.accelerator
-        lengths = [len(e.input_ids) for e in self.train_ex]
+        lengths = [example_tokens(e) for e in self.train_ex]
         plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, cfg.packing, cfg.seed, epoch)
         world = acc.num_processes
         if len(plan) < world:
@@ -177,7 +177,8 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     from tunelab.dtypes import resolve_dtype
     from tunelab.store.resolve import resolve_model
     from tunelab.train import methods
-    from tunelab.train.setup import build_optimizer, prepare_data, start_facts
+    from tunelab.train.pairs import precompute_reference
+    from tunelab.train.setup import build_objective, build_optimizer, prepare_data, start_facts
 
     model_dir = resolve_model(cfg.model)
     on_gpu = torch.cuda.is_available()
@@ -188,7 +189,8 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
     optimizer, scheduler = build_optimizer(model, cfg)
-    wrapped, optimizer = acc.prepare(SelectedLogitsLoss(model), optimizer)
+    wrapped, optimizer = acc.prepare(build_objective(model, cfg), optimizer)
+    precompute_reference(wrapped, [data.train, data.eval], acc, tokenizer.pad_token_id or 0, cfg.micro_batch_size)
     session = Session(cfg, run, acc, model, wrapped, optimizer, scheduler, data.train, data.eval,
                       tokenizer.pad_token_id or 0, tokenizer, template)
     total = session.total_steps()
@@ -275,7 +277,7 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
                 loss_sum, _ = session.wrapped(**batch)
                 acc.backward(loss_sum / denom)  # normalise by the whole step's label tokens
             loss_total += loss_sum.item()
-            tokens += sum(len(ex[i].input_ids) for i in mb.indices)  # real tokens, padding excluded
+            tokens += sum(example_tokens(ex[i]) for i in mb.indices)  # real tokens, padding excluded
     except (torch.OutOfMemoryError, RuntimeError) as err:
         raise as_out_of_memory(err, session.cfg, session.state.step + 1) from None
     loss_total, tokens = dist.all_sum(acc, [loss_total, tokens])  # every process sees the same loss
@@ -302,8 +304,9 @@ def _clip(session: Session) -> float:
 
 
 def _label_count(example) -> int:
-    # labels are shifted per example, so the first token's label never counts
-    return sum(1 for t in example.labels[1:] if t != IGNORE)
+    # labels are shifted per example, so the first token's label never counts; a preference
+    # example is one loss term (a pair or a KTO reply)
+    return getattr(example, "loss_units", None) or sum(1 for t in example.labels[1:] if t != IGNORE)
 
 
 def as_out_of_memory(err: Exception, cfg: TrainConfig, step: int) -> Exception:
@@ -324,10 +327,11 @@ def _log_step(session: Session, loss: float, grad_norm: float, tokens: int, seco
     row: dict[str, Any] = {
         "step": state.step, "loss": loss, "lr": session.step_lr, "tokens": tokens, "grad_norm": grad_norm,
         "tokens_per_s": tokens / max(seconds, 1e-9), "peak_mem_mb": peak_mem_mb(session.accelerator.device),
-        "time": time.time(),
+        "time": time.time(), **take_stats(session.wrapped, session.accelerator),  # preference rewards/accuracy
     }
     if session.eval_ex and ((cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == total):
         row["eval_loss"] = evaluate(session)
+        row.update({f"eval_{k}": v for k, v in take_stats(session.wrapped, session.accelerator).items()})
     if session.accelerator.is_main_process and (state.step % cfg.log_every == 0 or "eval_loss" in row
                                                 or state.step == total):
         session.run.append_metrics(row)
@@ -341,7 +345,7 @@ def _log_step(session: Session, loss: float, grad_norm: float, tokens: int, seco
 def evaluate(session: Session) -> float:
     """Mean loss per label token over the eval examples (batched like training, no dropout)."""
     cfg, acc = session.cfg, session.accelerator
-    lengths = [len(e.input_ids) for e in session.eval_ex]
+    lengths = [example_tokens(e) for e in session.eval_ex]
     plan = plan_epoch(lengths, cfg.micro_batch_size, cfg.data.cutoff_len, cfg.packing, cfg.seed, 0)
     # each process evaluates every N-th batch through the unwrapped module: the DDP wrapper's
     # forward syncs buffers, which would hang when processes run different numbers of batches

@@ -1,0 +1,106 @@
+"""Preference stages in the one trainer, on a tiny model and the bundled pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tunelab.config import load_config
+from tunelab.data.config import DataConfig
+from tunelab.data.demo import preference_heldout_path, preference_train_path
+from tunelab.data.errors import DataError
+from tunelab.data.formats import read_datasets
+from tunelab.errors import ConfigError
+from tunelab.train.config import TrainConfig
+from tunelab.train.trainer import train
+
+
+def _pairs(model_dir, path, unpair: bool = False) -> list:
+    from transformers import AutoTokenizer
+
+    from tunelab.data.templates import ChatTemplate
+    from tunelab.data.tokenize import tokenize_preference_rows
+
+    tokenizer, template = AutoTokenizer.from_pretrained(model_dir), ChatTemplate.for_model(model_dir)
+    rows = read_datasets([path]).rows
+    return tokenize_preference_rows(rows, template, tokenizer, DataConfig(cutoff_len=256), unpair=unpair)[0]
+
+
+def _cfg(model, out, *extra: str) -> TrainConfig:
+    base = [f"model={model}", f"output={out}", "lr=5e-3", "micro_batch_size=4", "seed=0", "data.cutoff_len=256"]
+    return load_config(TrainConfig, None, base + list(extra))
+
+
+def _metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dpo_raises_held_out_preference_accuracy_pinned(tiny_models, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.train.pairs import preference_accuracy
+
+    model_dir = tiny_models["llama"]
+    train_ex, held = _pairs(model_dir, preference_train_path()), _pairs(model_dir, preference_heldout_path())
+    before = preference_accuracy(AutoModelForCausalLM.from_pretrained(model_dir).eval(), held)
+    result = train(_cfg(model_dir, tmp_path / "run", "stage=dpo", "max_steps=12"), examples=(train_ex, held))
+    rows = _metrics(result.run_dir)
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
+    assert {"rewards/chosen", "rewards/rejected", "margin", "accuracy"} <= set(rows[0])
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), result.run_dir / "adapter")
+    after = preference_accuracy(tuned.eval(), held)
+    # pinned on the 12 held-out pairs: the model's own preference (mean log-prob per token) and
+    # DPO's implicit reward accuracy, which is 0 before training (policy == reference)
+    assert (before, after) == (pytest.approx(6 / 12), pytest.approx(10 / 12))
+    assert rows[-1]["eval_accuracy"] == pytest.approx(12 / 12) and rows[-1]["eval_margin"] > 0.2
+
+
+@pytest.mark.parametrize("stage", ["kto", "orpo", "simpo"])
+def test_other_stages_train_and_log_rewards(stage, tiny_models, tmp_path):
+    model_dir = tiny_models["qwen2"]
+    examples = _pairs(model_dir, preference_heldout_path(), unpair=stage == "kto")
+    result = train(_cfg(model_dir, tmp_path / "run", f"stage={stage}", "max_steps=2"), examples=(examples, []))
+    last = _metrics(result.run_dir)[-1]
+    assert result.state == "finished" and (result.run_dir / "adapter/adapter_model.safetensors").exists()
+    assert {"rewards/chosen", "rewards/rejected", "margin"} <= set(last) and math.isfinite(last["loss"])
+    assert ("kl" in last) == (stage == "kto") and ("accuracy" in last) == (stage != "kto")
+
+
+def test_full_fine_tuning_precomputes_the_reference(tiny_models, tmp_path):
+    model_dir = tiny_models["llama"]
+    examples = _pairs(model_dir, preference_heldout_path())
+    cfg = _cfg(model_dir, tmp_path / "run", "stage=dpo", "method=full", "lr=1e-4", "max_steps=2")
+    rows = _metrics(train(cfg, examples=(examples, [])).run_dir)
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert all(ex.ref_logps is not None and len(ex.ref_logps) == 2 for ex in examples)
+
+
+def test_dpo_resume_gives_the_same_losses(tiny_models, tmp_path):
+    model_dir = tiny_models["gemma3"]
+    examples = _pairs(model_dir, preference_heldout_path())
+    full = train(_cfg(model_dir, tmp_path / "a", "stage=dpo", "max_steps=3", "micro_batch_size=2"),
+                 examples=(examples, []))
+    train(_cfg(model_dir, tmp_path / "b", "stage=dpo", "max_steps=3", "micro_batch_size=2"), examples=(examples, []),
+          on_step=lambda row: row["step"] == 1)
+    resumed = train(resume=tmp_path / "b", examples=(examples, []))
+    assert resumed.state == "finished" and resumed.step == 3
+    losses = lambda run: [v for r in _metrics(run) for v in (r["loss"], r["margin"])]  # noqa: E731
+    assert losses(tmp_path / "b") == pytest.approx(losses(full.run_dir), rel=1e-5, abs=1e-6)
+
+
+def test_rows_that_do_not_fit_the_stage_are_named(tiny_models, tmp_path):
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    for stage, path, match in [("dpo", sft, f"{sft}:1: stage=dpo needs 'chosen' and 'rejected'"),
+                               ("kto", sft, f"{sft}:1: field 'label': stage=kto needs a boolean 'label'"),
+                               ("sft", preference_heldout_path(), "heldout.jsonl:1: a preference pair")]:
+        cfg = _cfg(tiny_models["llama"], tmp_path / stage, f"stage={stage}", f"datasets=[{path}]", "max_steps=1")
+        with pytest.raises(DataError, match=match):
+            train(cfg)
+    with pytest.raises(ConfigError, match="packing: stage=dpo keeps each pair in its own rows"):
+        _cfg(tiny_models["llama"], tmp_path / "p", "stage=dpo", "packing=true")
+    with pytest.raises(ConfigError, match="stage: rm .* is not built yet"):
+        _cfg(tiny_models["llama"], tmp_path / "r", "stage=rm")
