@@ -90,7 +90,10 @@ def _fit(qtype: str, cols: int) -> str:
     return fallback if cols % _BLOCK[fallback] == 0 else "F16"
 
 
-def model_facts(names: list[str], n_layer: int, arch: str) -> Model:
-    """The Model facts for a file holding tensors `names` (gguf names)."""
+def model_facts(names: list[str], n_layer: int, arch: str, gqa: bool = False) -> Model:
+    """The Model facts for a file holding tensors `names` (gguf names).
+
+    llama.cpp calls an 80-layer llama with grouped KV heads (`gqa`) a 70B.
+    """
     return Model(n_layer=n_layer, n_attn_v=sum("attn_v.weight" in n for n in names),
-                 tied="output.weight" not in names, llama_70b=arch == "llama" and n_layer == 80)
+                 tied="output.weight" not in names, llama_70b=arch == "llama" and n_layer == 80 and gqa)

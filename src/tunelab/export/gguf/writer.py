@@ -122,8 +122,9 @@ def _write(plan: Plan, path: Path, q: Mixture) -> None:
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     fam.write_hparams(writer, plan.family, plan.hparams)
     _write_tokenizer(writer, plan)
-    facts = model_facts([m for _h, m, _f in plan.tensors], int(plan.hparams["num_hidden_layers"]),
-                        plan.family.arch)
+    hp = plan.hparams
+    gqa = int(hp.get("num_key_value_heads") or hp["num_attention_heads"]) != int(hp["num_attention_heads"])
+    facts = model_facts([m for _h, m, _f in plan.tensors], int(hp["num_hidden_layers"]), plan.family.arch, gqa)
     for name, data in _tensors(plan):
         qtype = tensor_type(q, facts, name, data.shape)
         writer.add_tensor(name, encode(data, qtype), raw_dtype=gguf.GGMLQuantizationType[qtype])
