@@ -69,10 +69,13 @@ def owner_alive(record: dict[str, Any]) -> bool:
 
 
 def signal_owner(record: dict[str, Any], sig: int = signal.SIGTERM) -> bool:
-    """Send `sig` to the recorded process if it is still that process; False when it is gone."""
+    """Send `sig` to the recorded process if it is still that process; False when it is gone or
+    cannot be told apart from a stranger (no start time recorded, another host, another user)."""
     pid = record.get("pid")
     if not isinstance(pid, int) or pid <= 0 or record.get("host") not in (None, socket.gethostname()):
         return False
+    if record.get("pid_start") is None:
+        return False  # without a start time a reused PID looks the same: never guess
     pidfd = _pidfd(pid)
     try:
         # with a pidfd, the check and the signal address one process even if the PID is reused between
@@ -82,7 +85,7 @@ def signal_owner(record: dict[str, Any], sig: int = signal.SIGTERM) -> bool:
             signal.pidfd_send_signal(pidfd, sig)
         else:
             os.kill(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     finally:
         if pidfd is not None:

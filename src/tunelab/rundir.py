@@ -82,7 +82,12 @@ class Run:
         """SIGTERM the run's own trainer (it checkpoints and marks itself stopped); False when it is
         not running. A PID since reused by another process is never signalled."""
         status = self.status()
-        return status.get("state") in LIVE_STATES and process.signal_owner(status)
+        if self.state not in LIVE_STATES:
+            return False
+        if status.get("pid_start") is None:
+            raise RunError(f"{self.status_file}: no process start time recorded (an older tunelab wrote it), "
+                           f"so pid {status.get('pid')} cannot be told from a stranger; stop it yourself")
+        return process.signal_owner(status)
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
         """Merge `fields` into status.json and stamp `updated`."""

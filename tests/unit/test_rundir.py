@@ -151,3 +151,10 @@ def test_show_lists_the_runs_trained_on_a_model(tiny_models, tmp_path, capsys, m
     assert main(["show", str(tiny_models["llama"]), "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "on-llama  finished  dora  final_loss=1.25" in out and "on-qwen" not in out
+
+
+def test_stop_refuses_to_guess_without_a_recorded_start_time(sleeper, tmp_path):
+    run = _run(tmp_path, "legacy", pid=sleeper.pid)  # as written before start times were recorded
+    with pytest.raises(RunError, match="no process start time recorded"):
+        run.stop()
+    assert sleeper.poll() is None
