@@ -73,8 +73,9 @@ def _openai_chat_stream(url):
     def work(started):
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         chunks = []
-        for chunk in client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}],
-                                                    stream=True, extra_body={"ignore_eos": True}, **LONG):
+        stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}],
+                                                stream=True, extra_body={"ignore_eos": True}, **LONG)
+        for chunk in stream:
             chunks.append(chunk)
             started.set()
         return [c.choices[0].finish_reason for c in chunks if c.choices][-1]
@@ -123,8 +124,9 @@ def _raw_sse(url):
 def _ollama_chat_stream(url):
     def work(started):
         parts = []
-        for part in ollama.Client(host=url).chat(model="tiny", messages=[{"role": "user", "content": "go"}],
-                                                 stream=True, options={"num_predict": 30000, "temperature": 0}):
+        stream = ollama.Client(host=url).chat(model="tiny", messages=[{"role": "user", "content": "go"}],
+                                              stream=True, options={"num_predict": 30000, "temperature": 0})
+        for part in stream:
             parts.append(part)
             started.set()
         return parts[-1].done, parts[-1].done_reason
