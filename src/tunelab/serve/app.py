@@ -1,7 +1,8 @@
 """`create_app(backend, config)`: the FastAPI app wiring routes, auth, limits, logs and lifecycle.
 
 The app starts answering at once: /health says 503 while the backend loads in a
-thread, then 200. Shutdown aborts whatever uvicorn's graceful period did not finish.
+thread, then 200. On SIGTERM the server (`tunelab.serve.server.DrainingServer`) ends open
+requests at the grace deadline; the lifespan's own abort is a last resort.
 """
 
 from __future__ import annotations
