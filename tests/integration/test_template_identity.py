@@ -9,6 +9,7 @@ template, each adapter with the one it was trained with) and the exported GGUF's
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -153,3 +154,9 @@ def test_exported_gguf_carries_the_template(name, trained, tokenizer, tmp_path):
     template = ChatTemplate("gguf", fields["tokenizer.chat_template"].contents(),
                             bos_token=token("tokenizer.ggml.bos_token_id"), eos_token=token("tokenizer.ggml.eos_token_id"))
     assert encode_prompt(template, tokenizer, PROMPT) == ids
+    if importlib.util.find_spec("llama_cpp"):  # and llama.cpp's own tokenizer of the file agrees
+        import llama_cpp
+
+        vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+        text = template.render(PROMPT, add_generation_prompt=True)
+        assert vocab.tokenize(text.encode(), add_bos=False, special=True) == ids
