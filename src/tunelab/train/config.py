@@ -62,7 +62,7 @@ class TrainConfig:
     dataset_weights: list[float] = opt([], "mixing weight per dataset: its rows are repeated/subsampled to weight x size")
     data: DataConfig = opt(DataConfig, "how rows become training examples (format, template, cutoff_len, ...)")
     method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, CUDA) | full | freeze")
-    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (not yet)")
+    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (reward model: scalar head on pairs)")
     pref: PreferenceConfig = opt(PreferenceConfig, "preference-stage settings (beta, loss, label_smoothing, ...)")
     lora: LoraConfig = opt(LoraConfig, "LoRA/DoRA/QLoRA settings")
     freeze_trainable_layers: int = opt(2, "method=freeze: train only the last N decoder layers")
@@ -95,9 +95,6 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.eval_split < 1:
             raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
-        if self.stage == "rm":
-            raise ValueError("stage: rm (a reward model with a scalar head) is not built yet; "
-                             "use sft, dpo, kto, orpo or simpo")
         if self.stage != "sft" and self.packing:
             raise ValueError(f"packing: stage={self.stage} keeps each pair in its own rows; set packing=false")
         if self.dataset_weights and len(self.dataset_weights) != len(self.datasets):

@@ -38,8 +38,9 @@ def check_method(cfg: TrainConfig) -> None:
 
 
 def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Module:
-    """The base causal LM from a local HF directory, quantised to NF4 for qlora."""
-    from transformers import AutoModelForCausalLM
+    """The base causal LM from a local HF directory, quantised to NF4 for qlora
+    (stage=rm: the same base with a new scalar `score` head, train/reward.py)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict = {"dtype": dtype, "attn_implementation": "sdpa"}
     if cfg.method == "qlora":
@@ -49,7 +50,12 @@ def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Modu
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True,
         )
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if cfg.stage == "rm":
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1, **kwargs)
+        if model.config.pad_token_id is None:  # HF pipelines find the last token through it
+            model.config.pad_token_id = model.config.eos_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     model.config.use_cache = False
     return model
 
@@ -63,6 +69,10 @@ def apply_method(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
         return _add_adapter(model, cfg, model_dir)
     if cfg.method == "freeze":
         _train_last_layers(model, cfg.freeze_trainable_layers)
+        if cfg.stage == "rm":
+            from tunelab.train.reward import reward_head
+
+            reward_head(model).requires_grad_(True)  # the new head always trains
     else:
         model.requires_grad_(True)
     return model
@@ -81,7 +91,9 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
     peft_cfg = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
-        use_dora=cfg.method == "dora", task_type="CAUSAL_LM", bias="none",
+        use_dora=cfg.method == "dora", bias="none",
+        # SEQ_CLS: peft trains and saves the reward model's new `score` head with the adapter
+        task_type="SEQ_CLS" if cfg.stage == "rm" else "CAUSAL_LM",
         base_model_name_or_path=str(model_dir),
     )
     try:

@@ -32,8 +32,9 @@ def build_objective(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module
 
         return SelectedLogitsLoss(model)
     from tunelab.train.pairs import PreferenceObjective
+    from tunelab.train.reward import RewardObjective
 
-    return PreferenceObjective(model, cfg.stage, cfg.pref)
+    return (RewardObjective if cfg.stage == "rm" else PreferenceObjective)(model, cfg.stage, cfg.pref)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig):
@@ -108,7 +109,7 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
 
 def _stage(cfg: TrainConfig) -> str:
     """', stage dpo (beta 0.1, sigmoid)' for preference stages; empty for sft."""
-    if cfg.stage == "sft":
-        return ""
+    if cfg.stage in ("sft", "rm"):
+        return f", stage {cfg.stage}" if cfg.stage == "rm" else ""
     beta = cfg.pref.beta_for(cfg.stage)
     return f", stage {cfg.stage} (beta {beta:g}" + (f", {cfg.pref.loss})" if cfg.stage == "dpo" else ")")

@@ -19,6 +19,7 @@ pytest.importorskip("trl", reason="TRL is the reference implementation: pip inst
 from tunelab.data.tokenize import PreferenceExample  # noqa: E402
 from tunelab.train import preference as pl  # noqa: E402
 from tunelab.train.pairs import collate_preference, sequence_logps  # noqa: E402
+from tunelab.train.reward import reward_scores  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 PAD = 0
@@ -201,9 +202,10 @@ def test_reward_model_loss_matches_trl(center, tiny_models):
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_models["llama"], num_labels=1).eval()
     model.config.pad_token_id = PAD
-    rows = _pair_rows(_examples(seed=7))
-    with torch.no_grad():
-        scores = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits.squeeze(-1)
+    examples = _examples(seed=7)
+    rows, ours = _pair_rows(examples), collate_preference(range(3), examples, PAD)
+    with torch.no_grad():  # tunelab's scores: the head at the last real token found from the labels
+        scores = reward_scores(model, ours["input_ids"], ours["labels"], ours["position_ids"])
     mine = pl.bradley_terry_loss(*scores.chunk(2), center_coef=center)
     args = type("Args", (), {"center_rewards_coefficient": center})()
     trl = _bare(RewardTrainer, model, args=args)

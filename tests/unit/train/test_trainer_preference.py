@@ -58,7 +58,7 @@ def test_dpo_raises_held_out_preference_accuracy_pinned(tiny_models, tmp_path):
     assert rows[-1]["eval_accuracy"] == pytest.approx(12 / 12) and rows[-1]["eval_margin"] > 0.2
 
 
-@pytest.mark.parametrize("stage", ["kto", "orpo", "simpo"])
+@pytest.mark.parametrize("stage", ["kto", "orpo", "simpo", "rm"])
 def test_other_stages_train_and_log_rewards(stage, tiny_models, tmp_path):
     model_dir = tiny_models["qwen2"]
     examples = _pairs(model_dir, preference_heldout_path(), unpair=stage == "kto")
@@ -67,6 +67,32 @@ def test_other_stages_train_and_log_rewards(stage, tiny_models, tmp_path):
     assert result.state == "finished" and (result.run_dir / "adapter/adapter_model.safetensors").exists()
     assert {"rewards/chosen", "rewards/rejected", "margin"} <= set(last) and math.isfinite(last["loss"])
     assert ("kl" in last) == (stage == "kto") and ("accuracy" in last) == (stage != "kto")
+    adapter = json.loads((result.run_dir / "adapter/adapter_config.json").read_text())
+    # the reward model's new scalar head is saved with its adapter
+    assert adapter["task_type"] == ("SEQ_CLS" if stage == "rm" else "CAUSAL_LM")
+    assert ("score" in (adapter["modules_to_save"] or [])) == (stage == "rm")
+
+
+def test_reward_model_learns_held_out_pairs_and_reloads_with_its_head(tiny_models, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.train.pairs import collate_preference
+    from tunelab.train.reward import reward_scores
+
+    model_dir = tiny_models["llama"]
+    train_ex, held = _pairs(model_dir, preference_train_path()), _pairs(model_dir, preference_heldout_path())
+    result = train(_cfg(model_dir, tmp_path / "run", "stage=rm", "lr=1e-2", "max_steps=12"), examples=(train_ex, held))
+    last = _metrics(result.run_dir)[-1]
+    assert last["eval_accuracy"] == pytest.approx(12 / 12)  # pinned; 0.5 is chance
+    base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    reloaded = PeftModel.from_pretrained(base, result.run_dir / "adapter").eval()
+    batch = collate_preference(range(len(held)), held, pad_id=0)
+    with torch.no_grad():
+        chosen, rejected = reward_scores(reloaded, batch["input_ids"], batch["labels"], batch["position_ids"]).chunk(2)
+    assert (chosen > rejected).float().mean().item() == pytest.approx(last["eval_accuracy"])
+    assert (chosen - rejected).mean().item() == pytest.approx(last["eval_margin"], abs=1e-4)
 
 
 def test_full_fine_tuning_precomputes_the_reference(tiny_models, tmp_path):
@@ -102,5 +128,3 @@ def test_rows_that_do_not_fit_the_stage_are_named(tiny_models, tmp_path):
             train(cfg)
     with pytest.raises(ConfigError, match="packing: stage=dpo keeps each pair in its own rows"):
         _cfg(tiny_models["llama"], tmp_path / "p", "stage=dpo", "packing=true")
-    with pytest.raises(ConfigError, match="stage: rm .* is not built yet"):
-        _cfg(tiny_models["llama"], tmp_path / "r", "stage=rm")
