@@ -160,3 +160,14 @@ def test_exported_gguf_carries_the_template(name, trained, tokenizer, tmp_path):
         vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
         text = template.render(PROMPT, add_generation_prompt=True)
         assert vocab.tokenize(text.encode(), add_bos=False, special=True) == ids
+
+
+def test_adapter_with_an_unreadable_template_is_refused(trained, server, tmp_path):
+    import httpx
+
+    broken = shutil.copytree(trained["chatml"][0] / "adapter", tmp_path / "broken")
+    (broken / "tunelab_template.json").write_text("{not json", encoding="utf-8")
+    r = httpx.post(server.url + "/v1/adapters", json={"name": "broken", "path": str(broken)})
+    assert r.status_code == 400 and "tunelab_template.json" in r.json()["error"]["message"]
+    models = httpx.get(server.url + "/v1/models").json()["data"]
+    assert "broken" not in [m["id"] for m in models]  # not served with some other template

@@ -64,8 +64,8 @@ class EngineBackend(HFTokenizerPrompts, Backend):
 
     def add_adapter(self, name: str, path: str) -> None:
         """Load a PEFT adapter with its chat template; requests may name it in `model` right after."""
+        self.remember_template(name, path)  # first: a bad template loads nothing, no request races it
         self.engine.add_adapter(name, path)
-        self.remember_template(name, path)
 
     def remove_adapter(self, name: str) -> None:
         """Unload; the engine aborts sequences still using it."""

@@ -76,8 +76,8 @@ class VllmBackend(HFTokenizerPrompts, Backend):
 
     def add_adapter(self, name: str, path: str) -> None:
         """Register a LoRA (and its chat template); vLLM loads the weights on first use."""
+        self.remember_template(name, path)  # first: a bad template registers nothing
         self._loras[name] = (next(self._ids), str(path))
-        self.remember_template(name, path)
 
     def remove_adapter(self, name: str) -> None:
         """Forget a LoRA."""
