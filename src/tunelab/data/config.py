@@ -19,11 +19,14 @@ class DataConfig:
     skip_invalid: bool = opt(False, "skip (and count) invalid rows instead of stopping at the first")
     template: str | None = opt(None, "built-in chat template to use: llama3|chatml|gemma|mistral|default")
     system: str | None = opt(None, "default system prompt for rows that have none")
+    max_samples: int = opt(0, "use at most the first N rows of each data file (LLaMA-Factory's max_samples); 0 = all")
 
     def __post_init__(self) -> None:
         from tunelab.data.builtin_templates import ALIASES, BUILTINS
         from tunelab.data.rows import FORMAT_ALIASES, FORMATS
 
+        if self.max_samples < 0:
+            raise ValueError(f"max_samples must be >= 0, got {self.max_samples}")
         if self.cutoff_len < 8:
             raise ValueError(f"cutoff_len must be at least 8, got {self.cutoff_len}")
         if self.format and self.format.lower() not in (*FORMATS, *FORMAT_ALIASES):

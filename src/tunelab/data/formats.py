@@ -43,6 +43,19 @@ def read_datasets(paths: list[str | Path], format: str | None = None, skip_inval
     return loaded
 
 
+def join_dataset_names(paths: list[str]) -> list[str]:
+    """`datasets=data/dataset_info.json#a,b` on a command line splits at the comma into
+    `...#a` and `b`; a bare name that is no file, right after such an item, joins it again."""
+    out: list[str] = []
+    for spec in map(str, paths):
+        bare = "#" not in spec and "/" not in spec and "\\" not in spec and not Path(spec).exists()
+        if out and "#" in out[-1] and bare:
+            out[-1] += "," + spec
+        else:
+            out.append(spec)
+    return out
+
+
 def _sources(paths: list[str | Path]) -> Iterator[tuple[Path, Schema | None]]:
     """(file, schema or None for auto) for each input path."""
     for spec in paths:
@@ -133,18 +146,43 @@ def _info_entry(info: Path, name: str, entry: dict) -> Iterator[tuple[Path, Sche
         why = "hub datasets are not read offline; download it and set file_name" if hub else "needs 'file_name'"
         raise DataError("unsupported dataset", why, where)
     fmt = entry.get("formatting", "alpaca")
-    columns = _info_columns(fmt, entry.get("columns") or {})
-    schema = Schema.of(fmt, columns, entry.get("tags") or {}, ranking=bool(entry.get("ranking")))
+    columns = _info_columns(fmt, entry.get("columns") or {}, where)
     target = info.parent / entry["file_name"]
-    files = list_files(target) if target.is_dir() else [target]
     if not target.exists():
         raise DataError("missing file", f"file_name '{entry['file_name']}' does not exist", where)
+    files = list_files(target) if target.is_dir() else [target]
+    if normalize_format(fmt) == "alpaca" and set(columns) == {"prompt"} and not _has_output(files):
+        fmt, columns = "text", {"text": columns["prompt"]}  # a pretraining entry ({prompt: text}): plain text
+    schema = Schema.of(fmt, columns, entry.get("tags") or {}, ranking=bool(entry.get("ranking")))
     yield from ((f, schema) for f in files)
 
 
-def _info_columns(fmt: str, columns: dict) -> dict[str, str]:
-    """LLaMA-Factory column names -> ours (they match except sharegpt's 'messages')."""
+def _has_output(files: list[Path]) -> bool:
+    """Whether the first record carries alpaca's default response column ('output')."""
+    for _, record in iter_records(files[0]) if files else ():
+        return isinstance(record, dict) and "output" in record
+    return False
+
+
+def _info_columns(fmt: str, columns: dict, where: str) -> dict[str, str]:
+    """LLaMA-Factory column names -> ours (they match except sharegpt's 'messages'); columns we
+    cannot train yet (tools, images, videos, audios) are an error, never dropped."""
     known = {"prompt", "query", "response", "system", "history", "messages", "chosen", "rejected", "kto_tag"}
+    for key in columns:
+        if key in _NOT_YET:
+            raise DataError("unsupported dataset", f"column '{key}': {_NOT_YET[key]}", where)
+        if key not in known:
+            raise DataError("unsupported dataset", f"unknown column '{key}'; known: {', '.join(sorted(known))}",
+                            where)
     if normalize_format(fmt) == "sharegpt" and "messages" not in columns:
         columns = {**columns, "messages": "conversations"}
-    return {k: v for k, v in columns.items() if k in known}
+    return dict(columns)
+
+
+_NOT_YET = {
+    "tools": "tool-calling data (function_call/observation turns) cannot be trained until tunelab has "
+             "tool calls",
+    "images": "image data needs a vision model; tunelab trains text models only",
+    "videos": "video data needs a vision model; tunelab trains text models only",
+    "audios": "audio data needs an audio model; tunelab trains text models only",
+}

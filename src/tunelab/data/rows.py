@@ -131,6 +131,11 @@ class Schema:
         for ours, tag in (("user", "user_tag"), ("assistant", "assistant_tag"), ("system", "system_tag")):
             if self.tags.get(tag):
                 names[self.tags[tag]] = ours
+        tool_roles = {"function_call", "observation", "tool", self.tags.get("function_tag"),
+                      self.tags.get("observation_tag")} - {None}
+        if isinstance(role, str) and role in tool_roles and role not in names:
+            raise DataError("unknown role", f"unknown role {role!r}: a tool call or tool result; tool-calling "
+                            "data cannot be trained until tunelab has tool calls", source, line, where)
         if not isinstance(role, str) or role not in names:
             known = ", ".join(sorted(names))
             raise DataError("unknown role", f"unknown role {role!r}; expected one of {known}", source, line, where)

@@ -37,7 +37,7 @@ def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
     rows: list = []
     for i, (path, weight) in enumerate(zip(cfg.datasets, weights)):
         loaded = read_datasets([path], format=cfg.data.format, skip_invalid=cfg.data.skip_invalid)
-        rows += mix_rows(loaded.rows, weight, seed=cfg.seed + i)
+        rows += mix_rows(first_rows(loaded.rows, cfg.data.max_samples), weight, seed=cfg.seed + i)
     check_row_kinds(rows, cfg.stage)
     if cfg.stage == "sft":
         examples, stats = build_examples(rows, template, tokenizer, cfg.data)
@@ -47,6 +47,19 @@ def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
         raise TunelabError(f"datasets: no usable examples in {', '.join(cfg.datasets)} (all rows empty or dropped)")
     train, held = split_eval(examples, cfg.eval_split, cfg.seed)
     return Examples(train, held, len(rows), {"token_stats": _as_dict(stats)})
+
+
+def first_rows(rows: Sequence, limit: int) -> list:
+    """The first `limit` rows of each source file (all when limit is 0), in order."""
+    if not limit:
+        return list(rows)
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        seen[row.source] = seen.get(row.source, 0) + 1
+        if seen[row.source] <= limit:
+            out.append(row)
+    return out
 
 
 def check_row_kinds(rows: Sequence, stage: str) -> None:

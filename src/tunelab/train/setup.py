@@ -49,21 +49,23 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
     total = cfg.max_steps if cfg.max_steps > 0 else 10**9  # replaced below once the plan is known
-    return optimizer, _Schedule(optimizer, name, cfg.warmup_steps, total, get_scheduler)
+    return optimizer, _Schedule(optimizer, name, cfg.warmup_steps, total, get_scheduler, cfg.warmup_ratio)
 
 
 class _Schedule:
     """A transformers LR schedule whose total steps are set once the data plan is known."""
 
-    def __init__(self, optimizer, name: str, warmup: int, total: int, factory):
+    def __init__(self, optimizer, name: str, warmup: int, total: int, factory, warmup_ratio: float = 0.0):
         self.optimizer, self.name, self.warmup, self.factory = optimizer, name, warmup, factory
+        self.warmup_ratio = warmup_ratio
         self.set_total(total)
 
     def set_total(self, total: int) -> None:
         """(Re)build the schedule for `total` steps, from step 0."""
         for group in self.optimizer.param_groups:
             group["lr"] = group.get("initial_lr", group["lr"])
-        self.inner = self.factory(self.name, self.optimizer, num_warmup_steps=self.warmup,
+        warmup = self.warmup or int(self.warmup_ratio * total + 0.5)  # a ratio needs the total: set here
+        self.inner = self.factory(self.name, self.optimizer, num_warmup_steps=warmup,
                                   num_training_steps=max(total, 1))
 
     def step(self) -> None:
