@@ -1,8 +1,10 @@
 """Our numpy K-quants against llama.cpp's own quantizer (through llama-cpp-python).
 
 For each mixture the file we write directly must hold the same tensor types as
-`llama_model_quantize` makes from our f16 file, nearly the same bytes, and a perplexity
-on the bundled general text within 1% of llama.cpp's; llama.cpp must load and decode it.
+`llama_model_quantize` makes from our f16 file and a perplexity on the bundled general
+text within 1% of llama.cpp's; llama.cpp must load and decode it. Given the same input
+(the f16 file's values; our export itself quantizes the unrounded weights) our
+quantizers must write the same bytes as llama.cpp's for nearly every row.
 The real-model test does the same for the embedded Gemma 3 270M and prints timings.
 """
 
@@ -52,19 +54,32 @@ def tensors(path: Path) -> dict:
     return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
 
 
-def same_blocks(ours, theirs) -> float:
-    """Fraction of rows whose bytes are identical in two tensors of the same type."""
-    a, b = np.asarray(ours.data), np.asarray(theirs.data)
-    return float(np.mean(np.all(a.reshape(a.shape[0], -1) == b.reshape(b.shape[0], -1), axis=1)))
+def same_rows(f16, theirs) -> float:
+    """Fraction of rows where our quantizer, fed the f16 tensor, writes llama.cpp's bytes."""
+    from tunelab.export.quantize import encode
+
+    x = np.asarray(f16.data, dtype=np.float32)
+    ours = encode(x.reshape(x.shape[0], -1), theirs.tensor_type.name)
+    b = np.asarray(theirs.data).reshape(ours.shape)
+    return float(np.mean(np.all(ours == b, axis=1)))
 
 
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory, tiny_tokenizer_dir):
-    """A 4-layer hidden-256 llama (untied head) and its f16 GGUF."""
+    """A 4-layer hidden-256 llama (untied head) and its f16 GGUF.
+
+    Its weights are f16 values, so llama.cpp (quantizing the f16 file) and our export
+    (quantizing the safetensors) start from the same numbers; on this random model,
+    perplexity swings by a few percent with the input's rounding alone.
+    """
+    from safetensors.torch import load_file, save_file
+
     from helpers.wide_model import build_wide_model
 
     root = tmp_path_factory.mktemp("kquants")
     model = build_wide_model("llama", root / "llama", tiny_tokenizer_dir)
+    weights = model / "model.safetensors"
+    save_file({k: v.half().float() for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
     return root, model, write_gguf(model, root / "f16.gguf", "f16", log=lambda _m: None)
 
 
@@ -74,11 +89,12 @@ def test_matches_llama_cpp_quantize(wide, quant):
     ours = write_gguf(model, root / f"ours-{quant}.gguf", quant, log=lambda _m: None)
     theirs = root / f"llama-{quant}.gguf"
     llama_cpp_quantize(f16, theirs, quant)
-    a, b = tensors(ours), tensors(theirs)
+    a, b, source = tensors(ours), tensors(theirs), tensors(f16)
     assert {n: t.tensor_type.name for n, t in a.items()} == {n: t.tensor_type.name for n, t in b.items()}
-    same = {n: same_blocks(a[n], b[n]) for n in a if a[n].tensor_type.name.endswith("_K")}
-    print(f"{quant}: identical rows per K-quant tensor, worst {min(same.values()):.4f}")
-    assert min(same.values()) > 0.98
+    same = {n: same_rows(source[n], b[n]) for n in b if b[n].tensor_type.name not in ("F32", "F16")}
+    print(f"{quant}: rows identical to llama.cpp's, worst tensor {min(same.values()):.4f}, "
+          f"all {np.mean(list(same.values())):.4f}")
+    assert min(same.values()) > 0.95 and np.mean(list(same.values())) > 0.98
     ppl_ours, ppl_theirs, ppl_f16 = perplexity(ours), perplexity(theirs), perplexity(f16)
     print(f"{quant}: perplexity ours {ppl_ours:.3f}, llama.cpp {ppl_theirs:.3f}, f16 {ppl_f16:.3f}")
     assert abs(ppl_ours / ppl_theirs - 1) < 0.01

@@ -8,8 +8,9 @@ A K-quant super-block holds 256 values of one row:
   Value = d * scale_j * (q - 32), for sub-block j of 16 values.
 
 The search for each sub-block's scale (and min) is ggml's `make_qkx2_quants` /
-`make_qx_quants` without an importance matrix, run on all sub-blocks at once; all
-arithmetic stays float32 so the codes match llama.cpp's `llama_model_quantize`.
+`make_qx_quants` without an importance matrix, run on all sub-blocks at once. All
+arithmetic stays float32 and sub-blocks lie in columns, so numpy's sums over axis 0 add
+in the C loops' order: the bytes match llama.cpp's `llama_model_quantize` (>99% of rows).
 """
 
 from __future__ import annotations
@@ -31,26 +32,26 @@ def _fp16(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_scale_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float,
                    nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted least-squares fit of x ~ scale * L - min, L in [0, nmax], per row of x (G, n).
+    """Weighted least-squares fit of x ~ scale * L - min, L in [0, nmax], per column of x (n, G).
 
     Tries nstep+1 candidate inverse scales around nmax/(max-min) and keeps the best;
     as in ggml, later candidates start from the best min found so far.
-    Returns (scale (G,), min (G,) as a positive offset, L (G, n) uint8).
+    Returns (scale (G,), min (G,) as a positive offset, L (n, G) uint8).
     """
-    lo = np.minimum(x.min(axis=1), f32(0))
-    hi = x.max(axis=1)
+    lo = np.minimum(x.min(axis=0), f32(0))
+    hi = x.max(axis=0)
     flat = hi == lo
     span = np.where(flat, f32(1), hi - lo)
-    sum_w, sum_x = w.sum(axis=1), (w * x).sum(axis=1)
+    sum_w, sum_x = w.sum(axis=0), (w * x).sum(axis=0)  # axis 0 of (n, G): summed in order, like C
     iscale = f32(nmax) / span
     scale = f32(1) / iscale
-    L = np.clip(np.rint(iscale[:, None] * (x - lo[:, None])), 0, nmax).astype(np.float32)
-    best = (w * np.square(scale[:, None] * L + lo[:, None] - x)).sum(axis=1)
+    L = np.clip(np.rint(iscale * (x - lo)), 0, nmax)
+    best = (w * np.square(scale * L + lo - x)).sum(axis=0)
     for step in range(nstep + 1):
         iscale = (f32(rmin) + f32(rdelta) * f32(step) + f32(nmax)) / np.where(flat, f32(1), hi - lo)
-        cand = np.clip(np.rint(iscale[:, None] * (x - lo[:, None])), 0, nmax).astype(np.float32)
+        cand = np.clip(np.rint(iscale * (x - lo)), 0, nmax)
         wl = w * cand
-        sum_l, sum_l2, sum_xl = wl.sum(axis=1), (wl * cand).sum(axis=1), (wl * x).sum(axis=1)
+        sum_l, sum_l2, sum_xl = wl.sum(axis=0), (wl * cand).sum(axis=0), (wl * x).sum(axis=0)
         det = sum_w * sum_l2 - sum_l * sum_l
         ok = det > 0
         safe = np.where(ok, det, f32(1))
@@ -59,31 +60,29 @@ def _fit_scale_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta:
         positive = this_min > 0  # an offset above zero is not allowed: refit the scale alone
         this_min = np.where(positive, f32(0), this_min)
         this_scale = np.where(positive, sum_xl / np.where(sum_l2 > 0, sum_l2, f32(1)), this_scale)
-        err = (w * np.square(this_scale[:, None] * cand + this_min[:, None] - x)).sum(axis=1)
+        err = (w * np.square(this_scale * cand + this_min - x)).sum(axis=0)
         take = ok & (err < best) & ~flat
-        L = np.where(take[:, None], cand, L)
+        L = np.where(take, cand, L)
         best, scale, lo = np.where(take, err, best), np.where(take, this_scale, scale), np.where(take, this_min, lo)
-    scale = np.where(flat, f32(0), scale)
-    L = np.where(flat[:, None], f32(0), L)
-    return scale, -lo, L.astype(np.uint8)
+    return np.where(flat, f32(0), scale), -lo, np.where(flat, f32(0), L).astype(np.uint8)
 
 
 def _fit_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """x ~ scale * l, l in [-nmax, nmax-1], weighted by x^2, per row of x (G, n).
+    """x ~ scale * l, l in [-nmax, nmax-1], weighted by x^2, per column of x (n, G).
 
     Tries 19 inverse scales around -nmax/max (max = the value of largest magnitude).
-    Returns (scale (G,), L = l + nmax (G, n) uint8).
+    Returns (scale (G,), L = l + nmax (n, G) uint8).
     """
-    rows = np.arange(x.shape[0])
-    big = x[rows, np.abs(x).argmax(axis=1)]
+    cols = np.arange(x.shape[1])
+    big = x[np.abs(x).argmax(axis=0), cols]
     zero = np.abs(big) < _EPS
     big = np.where(zero, f32(1), big)
     w = x * x
 
     def attempt(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lv = np.clip(np.rint(iscale[:, None] * x), -nmax, nmax - 1).astype(np.float32)
+        lv = np.clip(np.rint(iscale * x), -nmax, nmax - 1)
         wl = w * lv
-        return lv, (wl * x).sum(axis=1), (wl * lv).sum(axis=1)
+        return lv, (wl * x).sum(axis=0), (wl * lv).sum(axis=0)
 
     lv, sumlx, suml2 = attempt(f32(-nmax) / big)
     scale = np.where(suml2 > 0, sumlx / np.where(suml2 > 0, suml2, f32(1)), f32(0))
@@ -91,12 +90,10 @@ def _fit_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     for step in (*range(-9, 0), *range(1, 10)):
         cand, slx, sl2 = attempt(-(f32(nmax) + f32(0.1) * f32(step)) / big)
         take = (sl2 > 0) & (slx * slx > best * sl2)
-        safe = np.where(sl2 > 0, sl2, f32(1))
-        lv = np.where(take[:, None], cand, lv)
-        scale = np.where(take, slx / safe, scale)
+        lv = np.where(take, cand, lv)
+        scale = np.where(take, slx / np.where(sl2 > 0, sl2, f32(1)), scale)
         best = np.where(take, scale * slx, best)
-    L = np.where(zero[:, None], f32(0), lv + f32(nmax)).astype(np.uint8)
-    return np.where(zero, f32(0), scale), L
+    return np.where(zero, f32(0), scale), np.where(zero, f32(0), lv + f32(nmax)).astype(np.uint8)
 
 
 def _pack_scale_min(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -111,9 +108,10 @@ def _pack_scale_min(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
 def _asym_codes(x: np.ndarray, nmax: int, rmin: float, nstep: int) -> tuple[np.ndarray, ...]:
     """Shared Q4_K/Q5_K step: x (nb, 256) -> (d, dmin as fp16 bits, packed scales, L (nb, 256))."""
     nb = x.shape[0]
-    sub = x.reshape(nb * 8, 32)
-    av = np.sqrt((sub * sub).sum(axis=1) / f32(32))
-    scales, mins, L0 = _fit_scale_min(sub, av[:, None] + np.abs(sub), nmax, rmin, 0.1, nstep)
+    sub = np.ascontiguousarray(x.reshape(nb * 8, 32).T)  # (32, G): sums over axis 0 run in C's order
+    av = np.sqrt((sub * sub).sum(axis=0) / f32(32))
+    scales, mins, L0 = _fit_scale_min(sub, av + np.abs(sub), nmax, rmin, 0.1, nstep)
+    L0 = L0.T
     scales, mins = scales.reshape(nb, 8), mins.reshape(nb, 8)
     max_scale = np.maximum(scales.max(axis=1), f32(0))
     max_min = np.maximum(mins.max(axis=1), f32(0))
@@ -157,7 +155,8 @@ def quantize_q5_k(x: np.ndarray) -> np.ndarray:
 def quantize_q6_k(x: np.ndarray) -> np.ndarray:
     """(nb, 256) float32 -> (nb, 210) Q6_K blocks."""
     nb = x.shape[0]
-    scales, L0 = _fit_symmetric(x.reshape(nb * 16, 16), 32)
+    scales, L0 = _fit_symmetric(np.ascontiguousarray(x.reshape(nb * 16, 16).T), 32)
+    L0 = L0.T
     scales = scales.reshape(nb, 16)
     pick = np.abs(scales).argmax(axis=1)
     max_scale = scales[np.arange(nb), pick]
