@@ -70,6 +70,9 @@ def check_row_kinds(rows: Sequence, stage: str) -> None:
         if stage == "sft" and row.kind == "pair":
             raise DataError("wrong stage", "a preference pair (chosen/rejected); train it with stage=dpo, orpo, "
                             "simpo or kto", row.source, row.line)
+        if stage == "sft" and row.kind == "kto":
+            raise DataError("wrong stage", "a KTO row (a desirable/undesirable label or kto_tag); train it with "
+                            "stage=kto", row.source, row.line, "label")
         if stage == "kto" and row.kind == "sft":
             raise DataError("missing label", "stage=kto needs a boolean 'label' (desirable or not) or a "
                             "chosen/rejected pair", row.source, row.line, "label")

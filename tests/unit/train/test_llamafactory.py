@@ -158,3 +158,20 @@ def test_tool_roles_in_sharegpt_rows_are_a_clear_error(tmp_path):
     path.write_text(json.dumps({"conversations": turns}) + "\n")
     with pytest.raises(DataError, match="tool call"):
         read_datasets([path])
+
+
+@pytest.mark.parametrize("entry,rows", [
+    ({"ranking": True, "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}},
+     [{"instruction": "q", "chosen": "good", "rejected": "bad"}]),
+    ({"columns": {"kto_tag": "label"}}, [{"instruction": "q", "output": "a", "label": True}]),
+])
+def test_preference_entries_are_never_trained_as_sft(entry, rows, tmp_path):
+    from tunelab.data.errors import DataError
+    from tunelab.data.formats import read_datasets
+    from tunelab.train.dataset import check_row_kinds
+
+    (tmp_path / "pref.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"pref": {"file_name": "pref.json", **entry}}))
+    loaded = read_datasets([f"{tmp_path}/dataset_info.json#pref"])
+    with pytest.raises(DataError, match="stage="):
+        check_row_kinds(loaded.rows, "sft")
