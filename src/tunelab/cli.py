@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("rm", "remove a model from the local store"),
     "data": ("data", "check, preview or convert training data (every common format)"),
     "train": ("train", "fine-tune a model (lora, dora, qlora, full, freeze) into runs/NAME"),
+    "plan": ("plan", "will it fit? memory breakdown for training (any train keys) or --serve, with advice"),
     "runs": ("runs", "list training runs with their status and final loss"),
     "eval": ("eval", "compare a run with its base: held-out loss, generations side by side, forgetting"),
     "report": ("report", "write a self-contained HTML report of a run (curves, config, eval table)"),

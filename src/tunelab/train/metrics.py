@@ -27,3 +27,29 @@ def estimate_memory_gb(total_params: int, trainable: int, weight_bytes: int, tok
     optim = trainable * (4 + 4 + 8)
     activations = 34 * tokens_per_micro * hidden * layers
     return (weights + optim + activations) / 1e9
+
+
+class MetricsWriter:
+    """The one writer of a run's metrics: metrics.jsonl, and the `report_to` trackers."""
+
+    def __init__(self, run, config: dict, report_to: list[str]):
+        from tunelab.train.trackers import Trackers
+
+        self.run = run
+        self.trackers = Trackers(report_to, run.path, config)
+
+    @staticmethod
+    def check(report_to: list[str]) -> None:
+        """MissingExtra naming the first tracker whose library is not installed."""
+        from tunelab.train.trackers import check_trackers
+
+        check_trackers(report_to)
+
+    def write(self, row: dict) -> None:
+        """Append one row to metrics.jsonl and send it to every tracker."""
+        self.run.append_metrics(row)
+        self.trackers.log(row)
+
+    def finish(self, result_path) -> None:
+        """Tell the trackers where the adapter (or model) went, and close them."""
+        self.trackers.finish(result_path)

@@ -28,7 +28,7 @@ from tunelab.rundir import Run, default_run_name, open_run
 from tunelab.train import checkpoint as ckpt
 from tunelab.train import distributed as dist
 from tunelab.train.config import TrainConfig
-from tunelab.train.metrics import peak_mem_mb
+from tunelab.train.metrics import MetricsWriter, peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, example_tokens, plan_epoch
 from tunelab.train.pairs import take_stats
 from tunelab.train.signals import stop_on_signals
@@ -76,6 +76,7 @@ class Session:
     last_row: dict[str, Any] = dataclasses.field(default_factory=dict)
     step_lr: float = 0.0
     plans: dict[int, list] = dataclasses.field(default_factory=dict)
+    metrics: MetricsWriter | None = None  # main process only
 
     def epoch_steps(self, epoch: int) -> list[list[MicroBatch]]:
         """This rank's micro-batches of `epoch`, grouped into optimizer steps (cached)."""
@@ -112,6 +113,7 @@ def train(
     """Run (or resume) one fine-tuning run; `examples` bypasses the data files (tests, quickstart)."""
     from rich.console import Console
 
+    from tunelab.plan.guard import check_memory_plan
     from tunelab.train.methods import check_method
 
     console = console or Console(stderr=True)
@@ -120,7 +122,10 @@ def train(
     run, cfg, created = _open_or_create(cfg, resume, overrides)
     try:
         check_method(cfg)  # before anything heavy is loaded
+        check_memory_plan(cfg)  # refuses a plan that cannot fit, with the planner's advice
+        MetricsWriter.check(cfg.report_to)  # a missing tracker library, before loading
         session = _build_session(cfg, run, examples, console, resumed=resume is not None)
+        session.metrics = MetricsWriter(run, to_dict(cfg), cfg.report_to) if session.accelerator.is_main_process else None
     except BaseException:
         if created is not None and dist.process_state().is_main_process:
             run.discard(created)  # a new run that failed before its first step leaves nothing behind
@@ -334,7 +339,7 @@ def _log_step(session: Session, loss: float, grad_norm: float, tokens: int, seco
         row.update({f"eval_{k}": v for k, v in take_stats(session.wrapped, session.accelerator).items()})
     if session.accelerator.is_main_process and (state.step % cfg.log_every == 0 or "eval_loss" in row
                                                 or state.step == total):
-        session.run.append_metrics(row)
+        session.metrics.write(row)
         session.run.update_status(step=state.step, last_loss=loss)
         session.run.log(f"step {state.step}/{total} loss {loss:.4f} lr {row['lr']:.2e} {row['tokens_per_s']:.0f} tok/s")
     session.last_row = row
@@ -382,7 +387,8 @@ def _finish(session: Session, outcome: str, console) -> TrainResult:
     if session.accelerator.is_main_process:
         if outcome == "finished":
             model = session.accelerator.unwrap_model(session.wrapped).model
-            save_result(model, session.cfg, run.path, session.tokenizer, session.template)
+            result_path = save_result(model, session.cfg, run.path, session.tokenizer, session.template)
+        session.metrics.finish(result_path if outcome == "finished" else None)
         run.write_summary({"state": outcome, "steps": state.step, "final_loss": final_loss,
                            "eval_loss": eval_loss, "tokens": state.tokens, "seconds": round(state.elapsed, 2),
                            "tokens_per_s": state.tokens / max(state.elapsed, 1e-9),
