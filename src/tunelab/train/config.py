@@ -13,6 +13,7 @@ from tunelab.data.config import DataConfig
 
 Method = Literal["lora", "dora", "qlora", "full", "freeze"]
 Tracker = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
+Tracker = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
 Stage = Literal["sft", "dpo", "kto", "orpo", "simpo", "rm"]
 
 
@@ -63,13 +64,14 @@ class TrainConfig:
     dataset_weights: list[float] = opt([], "mixing weight per dataset: its rows are repeated/subsampled to weight x size")
     data: DataConfig = opt(DataConfig, "how rows become training examples (format, template, cutoff_len, ...)")
     method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, CUDA) | full | freeze")
-    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (not yet)")
+    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (reward model: scalar head on pairs)")
     pref: PreferenceConfig = opt(PreferenceConfig, "preference-stage settings (beta, loss, label_smoothing, ...)")
     lora: LoraConfig = opt(LoraConfig, "LoRA/DoRA/QLoRA settings")
     freeze_trainable_layers: int = opt(2, "method=freeze: train only the last N decoder layers")
     lr: float = opt(2e-4, "peak learning rate")
     schedule: Literal["cosine", "linear", "constant"] = opt("cosine", "learning-rate decay after warm-up")
     warmup_steps: int = opt(0, "steps of linear warm-up from 0 to lr")
+    warmup_ratio: float = opt(0.0, "warm-up as a fraction of the total steps, when warmup_steps is 0")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "clip the gradient norm to this (0 = no clipping)")
     epochs: int = opt(1, "passes over the training data (ignored when max_steps > 0)")
@@ -89,18 +91,22 @@ class TrainConfig:
     output: str = opt("", "run directory; empty = runs/<model>-<method>-<time>")
     report_to: list[Tracker] = opt([], "experiment trackers that also get the metrics: tensorboard, wandb, mlflow, swanlab")
     ignore_memory_plan: bool = opt(False, "train even when the memory plan (`tunelab plan`) says it cannot fit")
+    report_to: list[Tracker] = opt([], "experiment trackers that also get the metrics: tensorboard, wandb, mlflow, swanlab")
+    ignore_memory_plan: bool = opt(False, "train even when the memory plan (`tunelab plan`) says it cannot fit")
 
     def __post_init__(self) -> None:
+        from tunelab.data.formats import join_dataset_names
+
+        self.datasets = join_dataset_names(self.datasets)  # `info.json#a,b` names two datasets, not a file `b`
         for name in ("micro_batch_size", "grad_accum", "epochs", "keep_last", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_split < 1:
             raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
-        if self.stage == "rm":
-            raise ValueError("stage: rm (a reward model with a scalar head) is not built yet; "
-                             "use sft, dpo, kto, orpo or simpo")
         if self.stage != "sft" and self.packing:
             raise ValueError(f"packing: stage={self.stage} keeps each pair in its own rows; set packing=false")
         if self.dataset_weights and len(self.dataset_weights) != len(self.datasets):
