@@ -41,6 +41,8 @@ from typing import Any
 from tunelab.atomic import read_json_object, write_text_atomic
 from tunelab.data.builtin_templates import ALIASES, BUILTINS, BY_ARCHITECTURE
 from tunelab.data.errors import TemplateError
+from tunelab.tools.formats import BY_FAMILY as TOOL_FORMAT_BY_FAMILY, get_format, native_format
+from tunelab.tools.messages import has_tool_turns, lower, native_messages
 
 TEMPLATE_FILE = "tunelab_template.json"
 _PROBE = "\x00tunelab-probe\x00"  # a reply no template rewrites, to find what follows a reply
@@ -104,15 +106,36 @@ class ChatTemplate:
         text = json.dumps({"version": 1, **asdict(self)}, ensure_ascii=False, indent=2)
         return write_text_atomic(directory / TEMPLATE_FILE, text + "\n")
 
+    def save_with_tokenizer(self, tokenizer: Any, directory: str | Path) -> None:
+        """Save `tokenizer` into `directory` carrying this template as its chat template, in
+        `chat_template.jinja` and `tokenizer_config.json` (so plain transformers
+        `apply_chat_template` renders it), then `tunelab_template.json`."""
+        old = tokenizer.chat_template
+        tokenizer.chat_template = self.source
+        try:
+            tokenizer.save_pretrained(str(directory))
+        finally:
+            tokenizer.chat_template = old
+        config_path = Path(directory) / "tokenizer_config.json"
+        config = read_json_object(config_path) if config_path.is_file() else {}
+        write_text_atomic(config_path, json.dumps({**config, "chat_template": self.source}, indent=2,
+                                                  ensure_ascii=False))
+        self.save(directory)
+
     def with_system(self, system: str | None) -> ChatTemplate:
         """A copy whose default system prompt is `system`."""
         return replace(self, system=system)
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False, **template_kwargs: Any) -> str:
-        """Render `messages` ({role, content} dicts) to text; kwargs reach the jinja template."""
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None,
+               **template_kwargs: Any) -> str:
+        """Render `messages` to text; `tools` (OpenAI's list) and turns with `tool_calls` or the `tool`
+        role go through the template's own jinja if it handles tools, else its family's `tool_format`
+        (a TemplateError when it has none). Other kwargs reach the jinja template."""
         messages = [dict(m) for m in messages]
         if self.system and not (messages and messages[0].get("role") == "system"):
             messages.insert(0, {"role": "system", "content": self.system})
+        if tools or has_tool_turns(messages):
+            messages, template_kwargs = self._tool_messages(messages, tools, template_kwargs)
         variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, **template_kwargs}
         try:
             return _compile(self.source).render(
@@ -122,6 +145,25 @@ class ChatTemplate:
             raise
         except Exception as err:  # jinja raises many types; the user needs the template's name
             raise TemplateError(f"chat template '{self.name}' failed to render: {err}") from None
+
+    @property
+    def tool_format(self) -> str | None:
+        """The tool-call format this template renders and replies are parsed with; None: no tools."""
+        native = native_format(self.source)
+        if native is not None:
+            return native.name
+        return TOOL_FORMAT_BY_FAMILY.get(self.builtin_family() or "")
+
+    def _tool_messages(self, messages: list[dict], tools: list[dict] | None,
+                       kwargs: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
+        """Messages (and jinja kwargs) for a tool conversation: native jinja, else lowered turns."""
+        if native_format(self.source) is not None:
+            return native_messages(messages), {**kwargs, "tools": tools} if tools else kwargs
+        name = self.tool_format
+        if name is None:
+            raise TemplateError(f"chat template '{self.name}' has no tool-call format (tool formats exist for "
+                                f"{', '.join(TOOL_FORMAT_BY_FAMILY)} templates; choose one with chat_template)")
+        return lower(messages, tools, get_format(name)), kwargs
 
     def stop_token_ids(self, tokenizer: Any) -> list[int]:
         """Ids of stop strings that are single tokens, plus the tokenizer's EOS id."""
