@@ -79,17 +79,7 @@ def write_tokenizer_and_template(source: Path, dest: Path, template: ChatTemplat
     """Save the tokenizer of `source` into `dest` with `template` as its chat template."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    tokenizer.chat_template = template.source
-    tokenizer.save_pretrained(dest)
-    template.save(dest)
-    _set_config_template(dest / "tokenizer_config.json", template.source)
-
-
-def _set_config_template(config_path: Path, source: str) -> None:
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    config["chat_template"] = source
-    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    template.save_with_tokenizer(AutoTokenizer.from_pretrained(source), dest)
 
 
 def write_generation_config(model_src: Path, dest: Path, template: ChatTemplate) -> None:

@@ -139,6 +139,5 @@ def save_result(model: nn.Module, cfg: TrainConfig, run_dir: Path, tokenizer, te
     name = "adapter" if cfg.method in ADAPTER_METHODS else "model"
     with atomic_dir(run_dir / name) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        template.save(tmp)
+        template.save_with_tokenizer(tokenizer, tmp)  # transformers' apply_chat_template renders it too
     return run_dir / name

@@ -100,6 +100,23 @@ def test_train_yaml_runs_unchanged_then_export_yaml_merges(lf_project, capsys):
     assert (run / "adapter/adapter_model.safetensors").is_file()
     assert main(["merge", "llama3_lora_sft_merge.yaml"]) == 0
     assert (lf_project / "output/qwen_lora_sft/config.json").is_file()
+    _plain_transformers_render_the_training_template(run, lf_project / "output/qwen_lora_sft")
+
+
+def _plain_transformers_render_the_training_template(run, merged) -> None:
+    """Item 8: adapter and merged model carry the chat template in their tokenizer files."""
+    from transformers import AutoTokenizer
+
+    from tunelab.rundir import Run
+
+    template = Run(run).chat_template()
+    assert template.name == "chatml"  # LLaMA-Factory's `template: qwen`
+    conv = [{"role": "user", "content": "你好"}]
+    want = template.render(conv, add_generation_prompt=True)
+    for folder in (run / "adapter", merged):
+        got = AutoTokenizer.from_pretrained(folder).apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        assert got == want, folder
+        assert "chat_template" in json.loads((folder / "tokenizer_config.json").read_text())
 
 
 def test_unknown_key_is_named(lf_project, capsys):
