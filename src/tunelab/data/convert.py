@@ -19,7 +19,23 @@ _SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
 def convert_row(row: Row, to: str) -> dict:
-    """One row as a record of format `to`."""
+    """One row as a record of format `to`; pairs keep chosen/rejected, KTO rows their label."""
+    record = _conversation(row, to)
+    if row.label is not None:
+        record["label"] = row.label
+    if row.rejected is None:
+        return record
+    chosen, rejected = row.messages[-1], row.rejected[-1]
+    if to == "alpaca":  # LLaMA-Factory's ranking alpaca: the replies as strings
+        del record["output"]
+        return {**record, "chosen": chosen["content"], "rejected": rejected["content"]}
+    key = "messages" if to == "messages" else "conversations"
+    record[key] = record[key][:-1]  # the prompt; the replies follow as turn objects
+    turn = (lambda m: dict(m)) if to == "messages" else (lambda m: {"from": "gpt", "value": m["content"]})
+    return {**record, "chosen": turn(chosen), "rejected": turn(rejected)}
+
+
+def _conversation(row: Row, to: str) -> dict:
     if row.messages is None:
         if to == "text":
             return {"text": row.text}

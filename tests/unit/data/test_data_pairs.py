@@ -107,6 +107,17 @@ def test_bundled_preference_dataset_has_a_disjoint_held_out_split():
     assert any("你" in p for p in prompts)
 
 
+@pytest.mark.parametrize("to", ["messages", "sharegpt", "alpaca"])
+def test_convert_keeps_pairs_and_labels(to, tmp_path):
+    from tunelab.data.convert import convert_row, write_records
+
+    rows = read_datasets([_write(tmp_path, *(r for _, r in PAIRS), {"messages": Q + [A], "label": False})]).rows
+    out = write_records(tmp_path / f"out-{to}.jsonl", [convert_row(r, to) for r in rows])
+    back = read_datasets([out]).rows
+    assert [(r.messages, r.rejected, r.label) for r in back] == [(r.messages, r.rejected, r.label) for r in rows]
+    assert {r.format for r in back} == {to}
+
+
 def test_data_check_reports_pairs(capsys, model_dir, tmp_path):
     same = {"prompt": "q", "chosen": "a", "rejected": "a"}
     empty = {"prompt": "q", "chosen": "a", "rejected": " "}
