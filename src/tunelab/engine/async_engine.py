@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import torch
+
 from tunelab.engine.config import EngineConfig, SamplingParams
+from tunelab.engine.embedding import EmbedJob
 from tunelab.engine.engine import LLMEngine
 from tunelab.engine.sequence import Sequence, TokenLogprob
 
@@ -68,6 +72,7 @@ class AsyncEngine:
         self._wake = threading.Condition()
         self._stopped = False
         self._error: str | None = None
+        self._jobs: deque[tuple[EmbedJob, asyncio.Future]] = deque()  # embeddings, run between steps
         self._thread = threading.Thread(target=self._loop, name="tunelab-engine", daemon=True)
         self._thread.start()
         for name, path in (adapters or {}).items():
@@ -95,6 +100,17 @@ class AsyncEngine:
             self._wake.notify()
         async for delta in self._drain(request_id, req, params.n):
             yield delta
+
+    async def embed(self, prompts: list[list[int]], adapter: str | None = None) -> list[torch.Tensor]:
+        """Pooled embeddings of token-id prompts, computed on the engine thread between steps.
+
+        Bad input raises InvalidRequest at once; leaving early drops the rest of the work."""
+        job = self.engine.embed_job(prompts, adapter)
+        future = asyncio.get_running_loop().create_future()
+        with self._wake:
+            self._jobs.append((job, future))
+            self._wake.notify()
+        return await future
 
     def abort(self, request_id: Any) -> bool:
         """Stop a request now and free its KV blocks; its stream ends with finish_reason 'abort'."""
@@ -157,16 +173,44 @@ class AsyncEngine:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._stopped and not self.engine.has_unfinished():
+                while not self._stopped and not self.engine.has_unfinished() and not self._jobs:
                     self._wake.wait()
                 if self._stopped:
+                    self._end_jobs(RuntimeError("the engine shut down"))
                     return
+            self._run_jobs()
+            if not self.engine.has_unfinished():
+                continue
             try:
                 touched = self.engine.step()
             except Exception as err:  # a failing step must not kill the server: fail what ran
                 touched = self._fail_all(f"engine step failed: {err}")
             for seq in touched:
                 self._publish(seq)
+
+    def _run_jobs(self) -> None:
+        """One batch of each queued embedding job; a job no free blocks can serve waits for a step."""
+        for job, future in list(self._jobs):
+            if future.cancelled():  # its caller left
+                self._jobs.remove((job, future))
+                continue
+            try:
+                moved = job.advance(self.engine)
+            except Exception as err:  # reported to that caller; the engine goes on
+                self._finish_job(job, future, err)
+                continue
+            if job.done:
+                self._finish_job(job, future, None)
+            elif not moved and not self.engine.has_unfinished():  # nothing running will free blocks
+                self._finish_job(job, future, RuntimeError("no free KV blocks to embed the prompt"))
+
+    def _finish_job(self, job: EmbedJob, future: asyncio.Future, err: Exception | None) -> None:
+        self._jobs.remove((job, future))
+        future.get_loop().call_soon_threadsafe(_settle, future, job.vectors, err)
+
+    def _end_jobs(self, err: Exception) -> None:
+        while self._jobs:
+            self._finish_job(*self._jobs[0], err)
 
     def _unfinished(self) -> list[Sequence]:
         with self.engine.lock:
@@ -198,3 +242,13 @@ class AsyncEngine:
                       seq.finish_reason if seq.is_finished else None, seq.error,
                       seq.num_prompt_tokens, len(seq.output_ids))
         req.loop.call_soon_threadsafe(req.queue.put_nowait, delta)
+
+
+def _settle(future: asyncio.Future, result: Any, err: Exception | None) -> None:
+    """Resolve `future` on its loop, unless its caller already left."""
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(err)
+    else:
+        future.set_result(result)

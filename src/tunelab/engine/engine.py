@@ -17,7 +17,9 @@ import torch
 
 from tunelab.engine.config import EngineConfig, SamplingParams
 from tunelab.engine.detokenizer import IncrementalDetokenizer
+from tunelab.engine.embedding import EmbedJob
 from tunelab.engine.kv_cache import KVCache, blocks_for_budget, cuda_budget
+from tunelab.engine.pooling import read_pooling
 from tunelab.engine.runner import ModelRunner
 from tunelab.engine.sampling import sample
 from tunelab.engine.scheduler import Scheduler
@@ -47,6 +49,7 @@ class LLMEngine:
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device, cfg.quantize)
         self.tokenizer = load_tokenizer(self.model_dir)
+        self.pooling = read_pooling(self.model_dir)  # how `embed` pools hidden states
         self.config = self._finish_config(cfg)
         self.kv = KVCache.allocate(self.model.spec, self.config.num_blocks, self.config.block_size,
                                    self.dtype, self.device)
@@ -72,15 +75,36 @@ class LLMEngine:
                     adapter: str | None = None) -> list[Sequence]:
         """Queue `params.n` sequences for one prompt; seq ids are (request_id, index)."""
         self.check_prompt(prompt_ids, params)
-        if adapter is not None and adapter not in self.lora.names():
-            known = ", ".join(self.lora.names()) or "none loaded"
-            raise InvalidRequest(f"unknown adapter '{adapter}' (loaded: {known})", param="adapter")
+        self._check_adapter(adapter)
         seqs = [self._new_seq(request_id, i, prompt_ids, params, adapter) for i in range(params.n)]
         with self.lock:
             for seq in seqs:
                 self.scheduler.add(seq)
         self.total_prompt_tokens += len(prompt_ids)
         return seqs
+
+    def _check_adapter(self, adapter: str | None) -> None:
+        if adapter is not None and adapter not in self.lora.names():
+            known = ", ".join(self.lora.names()) or "none loaded"
+            raise InvalidRequest(f"unknown adapter '{adapter}' (loaded: {known})", param="adapter")
+
+    def embed_job(self, prompts: list[list[int]], adapter: str | None = None) -> EmbedJob:
+        """Check `prompts` (token ids) and `adapter`; the job embeds them when advanced (`embed`)."""
+        if self.pooling.problem:
+            raise InvalidRequest(self.pooling.problem, param="model")
+        for ids in prompts:
+            self.check_prompt(ids, SamplingParams(max_tokens=1))
+        self._check_adapter(adapter)
+        return EmbedJob(prompts, adapter, self.pooling)
+
+    def embed(self, prompts: list[list[int]], adapter: str | None = None) -> list[torch.Tensor]:
+        """Pooled embeddings (D,) fp32 on the CPU, by the model's `pooling`; on the stepping thread."""
+        job = self.embed_job(prompts, adapter)
+        while not job.done:
+            if not job.advance(self):
+                raise InvalidRequest("no free KV blocks to embed the prompt; running requests hold them",
+                                     param="input")
+        return job.vectors
 
     def abort(self, request_id: Any) -> list[Sequence]:
         """Finish every sequence of a request now, freeing its KV blocks; returns them."""

@@ -60,10 +60,15 @@ class ModelRunner:
         if self.graphs is not None and self.graphs.fits(step):
             hidden = self.graphs.forward(step)  # (B, hidden), rows in step order
         else:
-            if self.lora is not None:
-                self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0], self.device)
-            hidden = self.model(step.input_ids, step.attn, self.kv.layers)  # (T, hidden)
+            hidden = self.hidden_states(step)  # (T, hidden)
         return self.model.compute_logits(hidden[step.sample_rows])
+
+    @torch.inference_mode()
+    def hidden_states(self, step: StepInputs) -> torch.Tensor:
+        """Final (normed) hidden states (T, hidden) of every row, eagerly: the embedding path."""
+        if self.lora is not None:
+            self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0], self.device)
+        return self.model(step.input_ids, step.attn, self.kv.layers)
 
     @torch.inference_mode()
     def step(self, batch, sample_fn, inputs: StepInputs | None = None) -> tuple[list[int], list | None]:

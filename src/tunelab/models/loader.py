@@ -22,6 +22,9 @@ FUSED = {
 }
 
 
+_BACKBONE = ("embed_tokens", "layers", "norm")  # top-level names of a checkpoint saved without its LM head
+
+
 class CheckpointError(TunelabError):
     """A checkpoint is missing files or tensors, or has tensors of the wrong shape."""
 
@@ -95,6 +98,8 @@ def _fill(model: torch.nn.Module, model_dir: Path, prefix: str) -> None:
 
 def _our_name(key: str, prefix: str) -> str | None:
     """Checkpoint key -> our parameter name, or None for tensors we do not use."""
+    if not prefix and key.split(".", 1)[0] in _BACKBONE:  # a bare backbone, e.g. Qwen3-Embedding (Qwen3Model)
+        key = "model." + key
     if prefix and key.startswith(prefix):
         key = "model." + key[len(prefix):]
     elif prefix and key.startswith("lm_head."):

@@ -36,12 +36,18 @@ def _families() -> dict[str, Family]:
         "Gemma3ForConditionalGeneration": Family(
             gemma3_spec, Gemma3ForCausalLM, prefix="model.language_model.", text_config=True
         ),
+        # bare backbones, as sentence-transformers saves embedding models (they must tie embeddings)
+        "LlamaModel": Family(llama_spec, CausalLM),
+        "Qwen2Model": Family(qwen2_spec, CausalLM),
+        "Qwen3Model": Family(qwen3_spec, CausalLM),
+        "Gemma3TextModel": Family(gemma3_spec, Gemma3ForCausalLM),
     }
 
 
 SUPPORTED = (
     "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration",
+    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "LlamaModel", "Qwen2Model", "Qwen3Model",
+    "Gemma3TextModel",
 )
 
 
