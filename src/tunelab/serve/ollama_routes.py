@@ -174,8 +174,14 @@ async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
     return {"modelfile": f"FROM {svc.backend.model_path}\n", "parameters": "",
             "template": info.get("template", ""), "details": _details(svc, target.name, info),
             "model_info": {"general.architecture": info.get("family", ""),
-                           "general.context_length": svc.context_length()},
-            "capabilities": ["completion"]}
+                           "general.context_length": svc.context_length(), **_embedding_info(info)},
+            "capabilities": ["completion"] + (["embedding"] if svc.backend.capabilities.embeddings else [])}
+
+
+def _embedding_info(info: dict[str, Any]) -> dict[str, Any]:
+    """How the model embeds (pooling rule, vector length), when the backend says."""
+    keys = {"pooling": "tunelab.pooling", "embedding_length": "tunelab.embedding_length"}
+    return {ours: info[key] for key, ours in keys.items() if key in info}
 
 
 @router.get("/api/version")

@@ -14,6 +14,8 @@ from tunelab.engine.config import EngineConfig
 from tunelab.engine.pooling import Pooling, read_pooling
 from tunelab.errors import InvalidRequest
 
+from helpers.st_reference import reference, save_last_token_layout
+
 st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed "
                                                          "(pip install sentence-transformers)")
 TEXTS = ["hello world", "a", "the quick brown fox jumps over the lazy dog " * 3, "embeddings, please"]
@@ -28,21 +30,8 @@ def _ids(engine: LLMEngine, texts: list[str]) -> list[list[int]]:
     return [list(engine.tokenizer(t)["input_ids"]) for t in texts]  # as sentence-transformers tokenizes
 
 
-def _text_backbone(model_dir):
-    """sentence-transformers' Transformer reading plain text (v6 would wrap it in the chat template)."""
-    from sentence_transformers.sentence_transformer.modules import Transformer
-
-    text = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
-    return Transformer(str(model_dir), modality_config=text, module_output_name="token_embeddings")
-
-
 def _reference(model, texts=TEXTS, **kwargs) -> torch.Tensor:
-    """sentence-transformers' embeddings: of a saved layout (a path), or mean pooling over a plain model."""
-    from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
-
-    if not isinstance(model, st.SentenceTransformer):
-        model = st.SentenceTransformer(modules=[_text_backbone(model), STPooling(64, "mean")], device="cpu")
-    return torch.tensor(model.encode(texts, batch_size=4, **kwargs))
+    return reference(model, texts, **kwargs)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
@@ -57,12 +46,7 @@ def test_mean_pooling_matches_sentence_transformers(tiny_models, arch):
 @pytest.fixture(scope="module")
 def last_token_model(tiny_models, tmp_path_factory):
     """A sentence-transformers layout (bare backbone, lasttoken pooling, Normalize), as Qwen3-Embedding."""
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling as STPooling
-
-    out = tmp_path_factory.mktemp("st") / "qwen-embed"
-    modules = [_text_backbone(tiny_models["qwen2"]), STPooling(64, "lasttoken"), Normalize()]
-    st.SentenceTransformer(modules=modules, device="cpu").save(str(out))
-    return out
+    return save_last_token_layout(tiny_models["qwen2"], tmp_path_factory.mktemp("st") / "qwen-embed")
 
 
 def test_sentence_transformers_layout_is_read_and_matched(last_token_model):
@@ -71,8 +55,8 @@ def test_sentence_transformers_layout_is_read_and_matched(last_token_model):
     assert json.loads((last_token_model / "config.json").read_text())["architectures"] == ["Qwen2Model"]
     engine = _engine(last_token_model)
     ours = torch.stack(engine.embed(_ids(engine, TEXTS)))
-    reference = _reference(st.SentenceTransformer(str(last_token_model), device="cpu"))
-    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+    expected = _reference(st.SentenceTransformer(str(last_token_model), device="cpu"))
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.norm(dim=-1), torch.ones(len(TEXTS)))
 
 

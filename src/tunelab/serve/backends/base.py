@@ -24,6 +24,7 @@ class Capabilities:
 
     adapters: bool = False  # serves LoRA adapters by name (/v1/adapters, model=NAME)
     logprobs: bool = False  # can return token logprobs
+    embeddings: bool = False  # can embed prompts (pooled final hidden states)
     note: str = ""  # one line saying what this backend is good at and what it lacks
 
 
@@ -77,6 +78,10 @@ class Backend(abc.ABC):
     def abort(self, request_id: str) -> None:
         """Stop a request and free what it holds (client gone, shutdown)."""
 
+    async def embed(self, prompts: list[list[int]], adapter: str | None = None) -> Any:
+        """Pooled embeddings of token-id prompts, a float32 numpy array (B, D), by the model's pooling."""
+        raise NotImplementedError(f"the {self.name} backend cannot embed")
+
     def add_adapter(self, name: str, path: str) -> None:
         """Load a LoRA adapter under `name` without restarting."""
         raise NotImplementedError(f"the {self.name} backend cannot load adapters")
@@ -94,7 +99,7 @@ class Backend(abc.ABC):
         return {}
 
     def describe(self) -> dict[str, Any]:
-        """Facts for /api/show and /v1/models: family, parameter_size, quantization, template."""
+        """Facts for /api/show and /v1/models: family, parameter_size, quantization, template, pooling."""
         return {}
 
     def close(self) -> None:

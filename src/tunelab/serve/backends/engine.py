@@ -20,8 +20,8 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     """tunelab's own engine serving a Hugging Face model directory."""
 
     name = "engine"
-    capabilities = Capabilities(adapters=True, logprobs=True,
-                                note="continuous batching, paged KV cache, multi-LoRA, logprobs")
+    capabilities = Capabilities(adapters=True, logprobs=True, embeddings=True,
+                                note="continuous batching, paged KV cache, multi-LoRA, logprobs, embeddings")
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -51,6 +51,12 @@ class EngineBackend(HFTokenizerPrompts, Backend):
                 raise RuntimeError(d.error)
             logprobs = [self._logprob(lp) for lp in d.logprobs or ()]
             yield Delta(d.text, list(d.token_ids), logprobs or None, d.finish_reason)
+
+    async def embed(self, prompts: list[list[int]], adapter: str | None = None) -> Any:
+        """(B, D) float32: the engine pools the final hidden states between its generation steps."""
+        import torch
+
+        return torch.stack(await self.engine.embed(prompts, adapter)).numpy()
 
     def abort(self, request_id: str) -> None:
         """Finish the request now, freeing its KV blocks; its stream ends with 'abort'."""
@@ -87,7 +93,13 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         size = sum(f.stat().st_size for f in Path(self.model_path).glob("*.safetensors"))
         return {"family": getattr(hf, "model_type", ""), "format": "safetensors",
                 "parameter_size": _human(self.num_params), "quantization": str(core.dtype).split(".")[-1],
-                "size": size, "template": self.template.source}
+                "size": size, "template": self.template.source, "pooling": core.pooling.describe(),
+                "embedding_length": self.embedding_length()}
+
+    def embedding_length(self) -> int:
+        """Length of this model's embeddings (hidden size times the number of pooling modes)."""
+        core = self.engine.engine
+        return core.model.spec.hidden_size * len(core.pooling.modes)
 
     def close(self) -> None:
         """Abort what uvicorn's graceful period left running, then stop the engine thread."""
