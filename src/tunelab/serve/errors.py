@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.errors import InvalidRequest, TunelabError
+from tunelab.serve.strict import UNSUPPORTED_FIELD, UNSUPPORTED_VALUE
 
 
 class APIError(Exception):
@@ -69,7 +70,7 @@ def error_response(err: APIError) -> JSONResponse:
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
-    errors = [(_field_path(e.get("loc", ())), e) for e in err.errors()]
+    errors = [(_field_path(e.get("loc", ())) + _named_field(e), e) for e in err.errors()]
     if not errors:
         return "invalid request", None
     # of a union's failed branches, the one that got furthest says the most ([true] -> prompt.0)
@@ -78,7 +79,15 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     msg = first.get("msg", "invalid request")
     if first.get("type") == "json_invalid":
         return f"Request body is not valid JSON: {msg}", None
+    if first.get("type") in (UNSUPPORTED_FIELD, "extra_forbidden"):  # "unsupported field 'a.0.b'..."
+        return f"unsupported field '{param}'{first.get('ctx', {}).get('detail', '')}", param
     return (f"{param}: {msg}" if param else msg), param
+
+
+def _named_field(error: dict[str, Any]) -> list[str]:
+    """The field our own errors (serve/strict.py) name below their location."""
+    field = (error.get("ctx") or {}).get("field")
+    return [field] if error.get("type") in (UNSUPPORTED_FIELD, UNSUPPORTED_VALUE) and field else []
 
 
 def _field_path(loc: tuple) -> list[str]:

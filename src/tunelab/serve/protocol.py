@@ -1,8 +1,9 @@
 """Request and response schemas of the OpenAI and Ollama APIs (the subset tunelab serves).
 
 Requests are validated here, so a wrong type or range becomes a 400 naming the field
-before anything reaches the backend. Unknown fields are ignored, as OpenAI clients
-send new ones over time.
+before anything reaches the backend. No field is ignored silently: every schema is a
+`strict.RequestModel`, so a field it does not declare is a 400 naming it, unless
+`field_policy.TABLE` accepts it on purpose (it cannot change the output).
 
 These models are HTTP schemas only. `to_sampling_params` maps a request, once, onto the
 engine's `SamplingParams`, the one sampling type every backend takes: a request field
@@ -17,16 +18,16 @@ import time
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, Field, Strict
 
 from tunelab.engine.config import SamplingParams
 from tunelab.errors import InvalidRequest
+from tunelab.serve.strict import RequestModel, unsupported_value
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # Infinity/NaN: a 400
+_Lenient = RequestModel  # the old name, still imported by embeddings_protocol; strict all the same
 
 
 def _utf8(text: str) -> str:
@@ -43,14 +44,21 @@ Text = Annotated[str, AfterValidator(_utf8)]
 TokenId = Annotated[int, Strict(), Field(ge=0)]  # strict: `true` is not token id 1
 
 
-class ContentPart(_Lenient):
+class ContentPart(RequestModel):
     """One part of a multi-part message; only text is served."""
 
     type: str
     text: Text | None = None
 
+    @classmethod
+    def check_raw(cls, data: dict[str, Any]) -> None:
+        """An image, audio or file part is a 400 naming its `type`, before its other keys."""
+        if data.get("type", "text") != "text":
+            raise unsupported_value("type", f"this model serves text only; '{data['type']}' "
+                                            f"content parts are not supported")
 
-class ChatMessage(_Lenient):
+
+class ChatMessage(RequestModel):
     """One chat turn."""
 
     role: Role
@@ -59,7 +67,7 @@ class ChatMessage(_Lenient):
     reasoning_content: Text | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(RequestModel):
     """`stream_options`: include_usage adds a final chunk carrying usage."""
 
     include_usage: bool = False
@@ -76,7 +84,7 @@ def sampling_values(request: BaseModel, renames: dict[str, str] | None = None) -
     return {name: value for name, value in pairs if name in _SAMPLING_FIELDS and value is not None}
 
 
-class SamplingFields(_Lenient):
+class SamplingFields(RequestModel):
     """Parameters shared by /v1/chat/completions and /v1/completions."""
 
     model: Text
@@ -128,28 +136,28 @@ class CompletionRequest(SamplingFields):
     suffix: Text | None = None
 
 
-class AdapterLoadRequest(_Lenient):
+class AdapterLoadRequest(RequestModel):
     """POST /v1/adapters."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-/]+$")
     path: Text = Field(min_length=1)
 
 
-class LoraLoadRequest(_Lenient):
+class LoraLoadRequest(RequestModel):
     """POST /v1/load_lora_adapter (vLLM's body)."""
 
     lora_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-/]+$")
     lora_path: Text = Field(min_length=1)
 
 
-class LoraUnloadRequest(_Lenient):
+class LoraUnloadRequest(RequestModel):
     """POST /v1/unload_lora_adapter (vLLM's body; lora_int_id is accepted and not needed)."""
 
     lora_name: str = Field(min_length=1)
     lora_int_id: int | None = None
 
 
-class OllamaMessage(_Lenient):
+class OllamaMessage(RequestModel):
     """An Ollama chat turn."""
 
     role: Role
@@ -158,8 +166,9 @@ class OllamaMessage(_Lenient):
     images: list[str] | None = None
 
 
-class OllamaOptions(_Lenient):
-    """Ollama `options` we honour (others are ignored, as Ollama itself does)."""
+class OllamaOptions(RequestModel):
+    """Ollama `options` we honour; `field_policy.TABLE` says which others are accepted (resources
+    only) and which are a 400 (Ollama itself ignores unknown ones; we name them)."""
 
     ENGINE_NAMES: ClassVar[dict[str, str]] = {"repeat_penalty": "repetition_penalty", "num_predict": "max_tokens"}
     DEFAULTS: ClassVar[dict[str, Any]] = {"temperature": 0.8}  # Ollama's, where it differs from ours
@@ -186,7 +195,7 @@ class OllamaOptions(_Lenient):
             raise InvalidRequest(f"options.{api}{detail}", param=f"options.{api}") from None
 
 
-class OllamaChatRequest(_Lenient):
+class OllamaChatRequest(RequestModel):
     """POST /api/chat."""
 
     model: Text
@@ -194,10 +203,9 @@ class OllamaChatRequest(_Lenient):
     stream: bool = True
     options: OllamaOptions | None = None
     think: bool | None = None
-    format: Any = None
 
 
-class OllamaGenerateRequest(_Lenient):
+class OllamaGenerateRequest(RequestModel):
     """POST /api/generate."""
 
     model: Text
@@ -209,7 +217,7 @@ class OllamaGenerateRequest(_Lenient):
     think: bool | None = None
 
 
-class OllamaShowRequest(_Lenient):
+class OllamaShowRequest(RequestModel):
     """POST /api/show (older clients send `name`)."""
 
     model: Text | None = None

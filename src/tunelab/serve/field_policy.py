@@ -1,0 +1,127 @@
+"""The one table of request fields tunelab knows of but does not serve, by schema class name.
+
+A field a schema declares is served. A field listed here is either `accepted` on purpose (it
+cannot change the output: billing, caching, placement; dropped at the edge) or `rejected` with a
+400 that names it and says why (any value but a "not used" one: null, empty, or one listed as a
+no-op). Any other field is a 400 "unsupported field" with the closest known name.
+
+Implementing a field = declaring it on the schema and deleting its line here (a test fails while
+a declared field is still listed). Entries apply to subclasses too (SamplingFields: both OpenAI
+generation routes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_EMPTY: tuple[Any, ...] = (None, [], {}, "")  # JSON's ways of saying "not used"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What tunelab does with one undeclared field."""
+
+    why: str  # shown in the 400, or the reason it is safe to accept
+    accepted: bool = False  # True: any value is fine (has no effect on the output)
+    noop: tuple[Any, ...] = ()  # values meaning "off", accepted even when the field is rejected
+
+    def allows(self, value: Any) -> bool:
+        """Whether `value` may pass: always when accepted, else only a "not used" value."""
+        return self.accepted or any(value == v and isinstance(value, bool) == isinstance(v, bool)
+                                    for v in _EMPTY + self.noop)  # False is no 0, True no 1
+
+
+def accepted(why: str) -> Policy:
+    """A field taken on purpose and dropped: `why` says why it cannot change the output."""
+    return Policy(why, accepted=True)
+
+
+def rejected(why: str, *noop: Any) -> Policy:
+    """A field that is a 400 (saying `why`) unless null, empty or one of `noop`."""
+    return Policy(why, noop=noop)
+
+
+NOT_YET = "not implemented by tunelab yet"
+TEXT_ONLY = "this model serves text only"
+TOOLS = "tool calling is not implemented yet"
+STRUCTURED = "structured outputs are not implemented yet"
+CACHE_HINT = "a prompt-cache hint; caching never changes the output"
+
+_OLLAMA_REQUEST = {  # /api/chat and /api/generate alike
+    "keep_alive": accepted("how long Ollama keeps a model loaded; tunelab's one model stays loaded"),
+    "format": rejected(STRUCTURED),
+    "logprobs": rejected(NOT_YET, False),
+    "top_logprobs": rejected(NOT_YET, 0),
+}
+
+TABLE: dict[str, dict[str, Policy]] = {
+    "SamplingFields": {  # /v1/chat/completions and /v1/completions
+        "logit_bias": rejected(NOT_YET),
+        "metadata": accepted("tags for OpenAI's stored-completions dashboard; nothing is stored"),
+        "service_tier": accepted("OpenAI's billing and latency tier; one local tier, same output"),
+        "safety_identifier": accepted("an end-user id for abuse monitoring, like `user`"),
+        "prompt_cache_key": accepted(CACHE_HINT),
+        "prompt_cache_retention": accepted(CACHE_HINT),
+    },
+    "ChatCompletionRequest": {
+        "tools": rejected(TOOLS),
+        "tool_choice": rejected(TOOLS, "none"),
+        "parallel_tool_calls": rejected(TOOLS),
+        "functions": rejected(TOOLS),
+        "function_call": rejected(TOOLS, "none"),
+        "response_format": rejected(STRUCTURED, {"type": "text"}),
+        "modalities": rejected(TEXT_ONLY, ["text"]),
+        "audio": rejected(TEXT_ONLY),
+        "store": rejected("tunelab stores no completions", False),
+        "prediction": rejected(NOT_YET),
+        "reasoning_effort": rejected("use chat_template_kwargs, e.g. {\"enable_thinking\": false}"),
+        "verbosity": rejected(NOT_YET),
+        "web_search_options": rejected("tunelab has no web search"),
+        "moderation": rejected("tunelab runs no moderation"),
+        "prompt_cache_options": accepted(CACHE_HINT),
+    },
+    "CompletionRequest": {"best_of": rejected(NOT_YET, 1)},
+    "ChatMessage": {
+        "tool_calls": rejected(TOOLS),
+        "tool_call_id": rejected(TOOLS),
+        "function_call": rejected(TOOLS),
+        "refusal": rejected(NOT_YET),
+        "audio": rejected(TEXT_ONLY),
+    },
+    "ContentPart": {"prompt_cache_breakpoint": accepted(CACHE_HINT)},
+    "OllamaChatRequest": {**_OLLAMA_REQUEST, "tools": rejected(TOOLS)},
+    "OllamaGenerateRequest": {
+        **_OLLAMA_REQUEST,
+        "suffix": rejected(NOT_YET),
+        "images": rejected(TEXT_ONLY),
+        "template": rejected("the model's own chat template is used; set `raw` to send a prompt as is"),
+        "context": rejected("send the conversation as text (Ollama deprecated `context`)"),
+        "width": rejected("image generation is not served"),
+        "height": rejected("image generation is not served"),
+        "steps": rejected("image generation is not served"),
+    },
+    "OllamaMessage": {"tool_calls": rejected(TOOLS), "tool_name": rejected(TOOLS)},
+    "OllamaOptions": {
+        # resources only: where and how the one loaded model runs, never what it says
+        **{name: accepted("resources only (placement, threads, memory); same output")
+           for name in ("num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "use_mlock",
+                        "numa", "low_vram", "f16_kv")},
+        "num_ctx": accepted("the served context window is fixed; a prompt that does not fit is a 400, "
+                            "never truncated"),
+        "num_keep": accepted("only used when Ollama shifts an overflowing context; tunelab never does"),
+        "mirostat_tau": accepted("only used with mirostat, which is a 400 when on"),
+        "mirostat_eta": accepted("only used with mirostat, which is a 400 when on"),
+        "mirostat": rejected(NOT_YET, 0),
+        "tfs_z": rejected(NOT_YET, 1.0),
+        "typical_p": rejected(NOT_YET, 1.0),
+        "repeat_last_n": rejected("a window of the last N tokens for repeat_penalty is not "
+                                  "implemented yet"),
+        "penalize_newline": rejected("newlines are penalized like any token", True),
+        "vocab_only": rejected(NOT_YET, False),
+        "logits_all": rejected(NOT_YET, False),
+        "embedding_only": rejected("use /api/embed", False),
+    },
+    "LoraLoadRequest": {"load_inplace": rejected("unload the adapter first, then load it", False)},
+    "OllamaShowRequest": {"verbose": rejected(NOT_YET, False)},
+}
