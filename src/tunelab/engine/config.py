@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from tunelab.config import opt
+from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.errors import ConfigError, InvalidRequest
 
 MAX_TOP_LOGPROBS = 20
@@ -97,6 +98,8 @@ class SamplingParams:
     ignore_eos: bool = opt(False, "keep generating past the model's EOS token")
     n: int = opt(1, "number of independent completions for the prompt")
     logprobs: int | None = opt(None, "top logprobs per token; 0 = the chosen token's only; None = off")
+    structured_outputs: StructuredOutputsParams | None = opt(
+        None, "constrain the output to a JSON schema, any JSON object, a regex, a choice or a grammar")
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -105,6 +108,8 @@ class SamplingParams:
         self.stop_token_ids = list(self.stop_token_ids or [])
         if self.top_k == 0:  # OpenAI-style clients send 0 for "off"
             self.top_k = -1
+        if isinstance(self.structured_outputs, dict):  # vLLM users may pass the fields as a dict
+            self.structured_outputs = StructuredOutputsParams(**self.structured_outputs)
         for check in _CHECKS:
             check(self)
 

@@ -2,7 +2,7 @@
 
 The order follows vLLM and the OpenAI API:
 
-    logits (B, V) --penalties--> --/temperature--> --top-k, top-p--> softmax --min-p--> draw
+    logits (B, V) --penalties--> --constraints--> --/temperature--> --top-k, top-p--> softmax --min-p--> draw
 
 - repetition_penalty (HF semantics) over prompt+output: a seen token's logit is
   divided by the penalty when positive, multiplied when negative;
@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from tunelab.engine.config import SamplingParams
+from tunelab.engine.constraints import advance_constraints, apply_constraints
 from tunelab.engine.sequence import Sequence, TokenLogprob
 
 CANDIDATES = (1024, 16384)  # top-p looks at this many best logits before sorting them all
@@ -43,6 +44,7 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
     want_logprobs = any(s.params.logprobs is not None for s in seqs)
     raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
     logits = apply_penalties(logits, seqs)
+    logits = apply_constraints(logits, seqs)  # -inf outside each constrained row's grammar
     greedy = [s.params.greedy for s in seqs]
     if all(greedy):
         token_ids = _argmax(logits)
@@ -52,6 +54,7 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
             mask = torch.tensor(greedy, device=logits.device)
             token_ids = torch.where(mask, _argmax(logits), token_ids)
     logprobs = _collect_logprobs(raw_logprobs, token_ids, seqs) if want_logprobs else None
+    advance_constraints(token_ids, seqs)
     return SamplerOutput(token_ids, logprobs)
 
 

@@ -221,8 +221,9 @@ class Scheduler:
         k = getattr(self.cfg, "num_speculative_tokens", 0)
         p = seq.params
         if not k or seq.num_uncomputed_tokens != 1 or not p.greedy or p.logprobs is not None or (
-                p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty):
-            return []  # penalties and logprobs depend on every earlier token: verify one at a time
+                p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty
+                or p.structured_outputs is not None):
+            return []  # penalties, logprobs and grammars depend on every earlier token: one at a time
         room = min(k, budget - 1, p.max_tokens - len(seq.output_ids) - 1,
                    self.cfg.max_model_len - seq.num_tokens - 1)
         return speculative.propose(seq.token_ids, room)

@@ -95,6 +95,7 @@ class Sequence:
         self.text = ""
         self._text_sent = 0
         self.generator: Any = None  # torch.Generator, created by the sampler on first use
+        self.constraint: Any = None  # grammar state of params.structured_outputs (engine/constraints.py)
         self.arrival_time = time.monotonic()
         self.first_token_time: float | None = None
 

@@ -10,7 +10,8 @@ from tunelab.serve.backends.vllm import _logprobs, vllm_kwargs
 
 # keyword arguments of vllm.SamplingParams (vLLM 0.x), for the fields we send
 VLLM_NAMES = {"n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
-              "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "logprobs"}
+              "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "logprobs",
+              "structured_outputs"}
 
 
 def test_sampled_token_is_looked_up_by_id_and_top_is_by_rank():

@@ -104,13 +104,20 @@ def vllm_params(params: SamplingParams):
     """Ours -> vLLM's SamplingParams."""
     import vllm
 
-    return vllm.SamplingParams(**vllm_kwargs(params))
+    kwargs = vllm_kwargs(params)
+    if kwargs["structured_outputs"] is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        kwargs["structured_outputs"] = StructuredOutputsParams(**kwargs["structured_outputs"])
+    return vllm.SamplingParams(**kwargs)
 
 
 def vllm_kwargs(params: SamplingParams) -> dict:
     """vLLM's SamplingParams takes every one of our fields under the same name (a field that
-    it names differently would be mapped here)."""
-    return dataclasses.asdict(params)
+    it names differently would be mapped here); structured_outputs goes as its set field."""
+    kwargs = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    so = params.structured_outputs
+    return {**kwargs, "structured_outputs": so.to_dict() if so is not None else None}
 
 
 def _logprobs(token_ids: list[int], steps: list[dict], top: int | None) -> list[TokenLogprob]:

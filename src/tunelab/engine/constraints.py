@@ -1,0 +1,115 @@
+"""Constrained decoding inside the sampler: a per-sequence grammar matcher masks the logits.
+
+A sequence whose `params.structured_outputs` is set gets an llguidance matcher on its first
+sampled token (compiled grammars are cached, so equal constraints compile once). Each step,
+before penalties change nothing the mask cares about:
+
+    logits (B, V) --penalties--> --mask rows with constraints (-inf where disallowed)--> ...
+
+and after the draw every constrained row's token advances its matcher. Unconstrained rows
+are untouched, so constrained and free requests share a batch and each gets the output it
+would get alone. Once the grammar is complete the mask allows the end-of-turn/EOS ids the
+sequence stops at, so a constrained reply ends as soon as it parses.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from tunelab.engine.sequence import Sequence
+from tunelab.engine.structured import _llguidance
+
+_TOKENIZERS: dict[tuple[int, int], Any] = {}  # (id(hf tokenizer), vocab) -> LLTokenizer
+
+
+class SequenceConstraint:
+    """One sequence's grammar state: which tokens may come next, advanced token by token."""
+
+    def __init__(self, matcher: Any, stop_ids: list[int]):
+        self.matcher, self.stop_ids = matcher, stop_ids
+
+    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+        """Write the allowed-token bits of this sequence into `bitmask[row]` (int32 words)."""
+        import llguidance.torch as lt
+
+        lt.fill_next_token_bitmask(self.matcher, bitmask, row)
+        if self.matcher.is_accepting():  # done: the template's end-of-turn may end the reply too
+            for t in self.stop_ids:
+                bitmask[row, t // 32] |= _bit(t % 32)
+
+    def accept(self, token_id: int) -> None:
+        """Advance past the sampled token (a stop token past the end just ends the sequence)."""
+        if token_id in self.stop_ids and self.matcher.is_accepting():
+            return
+        if not self.matcher.consume_token(token_id):
+            raise RuntimeError(f"constraint rejected token {token_id}: {self.matcher.get_error()}")
+
+
+def apply_constraints(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Logits (B, V) with disallowed tokens at -inf in the rows of constrained sequences."""
+    rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+    if not rows:
+        return logits
+    import llguidance.torch as lt
+
+    vocab = logits.shape[-1]
+    bitmask = lt.allocate_token_bitmask(len(rows), vocab)  # (R, ceil(V/32)) int32 on the CPU
+    for r, i in enumerate(rows):
+        constraint_of(seqs[i], vocab).fill(bitmask, r)
+    allowed = _unpack(bitmask, vocab).to(logits.device)  # (R, V) bool
+    index = torch.tensor(rows, device=logits.device)
+    logits = logits.clone()
+    logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+    return logits
+
+
+def advance_constraints(token_ids: torch.Tensor, seqs: list[Sequence]) -> None:
+    """Feed each constrained row's sampled token (B,) to its matcher."""
+    rows = [i for i, s in enumerate(seqs) if s.constraint is not None]
+    if rows:
+        ids = token_ids.tolist()
+        for i in rows:
+            seqs[i].constraint.accept(ids[i])
+
+
+def constraint_of(seq: Sequence, vocab: int) -> SequenceConstraint:
+    """The sequence's matcher, made on first use from its tokenizer and constraint."""
+    if seq.constraint is None:
+        tokenizer = seq.detokenizer.tokenizer
+        grammar = seq.params.structured_outputs.check()
+        matcher = _compiled(_lltokenizer(tokenizer, vocab), grammar).deep_copy()
+        seq.constraint = SequenceConstraint(matcher, list(seq.params.stop_token_ids))
+    return seq.constraint
+
+
+def _lltokenizer(tokenizer: Any, vocab: int) -> Any:
+    """llguidance's view of a HF tokenizer (seconds for a 262k vocabulary: built once)."""
+    key = (id(tokenizer), vocab)
+    if key not in _TOKENIZERS:
+        import llguidance.hf
+
+        _TOKENIZERS[key] = (llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab), tokenizer)
+    return _TOKENIZERS[key][0]
+
+
+@lru_cache(maxsize=64)
+def _compiled(lltokenizer: Any, grammar: str) -> Any:
+    """A fresh matcher for `grammar`; callers deep_copy it, so each grammar compiles once."""
+    matcher = _llguidance().LLMatcher(lltokenizer, grammar)
+    if matcher.is_error():
+        raise RuntimeError(f"constraint failed to compile: {matcher.get_error()}")
+    return matcher
+
+
+def _bit(i: int) -> int:
+    return -(1 << 31) if i == 31 else 1 << i  # int32 words: bit 31 is the sign bit
+
+
+def _unpack(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """int32 words (R, W) -> allowed flags (R, V)."""
+    shifts = torch.arange(32, dtype=torch.int32)
+    bits = (bitmask[:, :, None] >> shifts) & 1  # (R, W, 32)
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab].bool()
