@@ -67,8 +67,7 @@ def quickstart(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     questions = heldout_questions(cfg.questions)
     prompts = [messages for messages, _ in questions]
     result = train(train_config(cfg, model_dir, demo_train_path()), console=console)
-    console.print(f"answering {len(questions)} held-out questions with the base model and the adapter ...")
-    before, after = answer_both(model_dir, Run(result.run_dir).adapter_dir, prompts, cfg.max_new_tokens)
+    before, after = answer_both(model_dir, Run(result.run_dir).adapter_dir, prompts, cfg.max_new_tokens, console)
     answers = [Answer(m[-1]["content"], ref, b, a) for (m, ref), b, a in zip(questions, before, after)]
     report = write_report(result.run_dir)
     print_answers(console, answers, result.run_dir, report)
@@ -105,16 +104,27 @@ def heldout_questions(n: int = 0) -> list[tuple[list[dict], str]]:
     return out
 
 
-def answer_both(model_dir: Path, adapter: Path, prompts: list[list[dict]], max_new_tokens: int
-                ) -> tuple[list[str], list[str]]:
-    """Greedy answers of the base model and of base + adapter, from one engine (no weight merge)."""
+def answer_both(model_dir: Path, adapter: Path, prompts: list[list[dict]], max_new_tokens: int,
+                console: Any = None) -> tuple[list[str], list[str]]:
+    """Greedy answers of the base model and of base + adapter, from one engine (no weight merge),
+    in one batch: each side's prompts rendered with that side's template and stop tokens."""
+    from tunelab.data.templates import encode_prompt
     from tunelab.engine import LLM, SamplingParams
+    from tunelab.engine.llm import with_template_stops
+    from tunelab.progress import progress
 
-    llm = LLM(str(model_dir), adapters={"tuned": str(adapter)})
-    params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
-    before = [o.text.strip() for o in llm.chat(prompts, params, use_tqdm=False)]
-    after = [o.text.strip() for o in llm.chat(prompts, params, use_tqdm=False, adapter="tuned")]
-    return before, after
+    with progress("loading the engine with the base model and the adapter", console=console):
+        llm = LLM(str(model_dir), adapters={"tuned": str(adapter)})
+    greedy = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
+    ids, params, sides = [], [], []
+    for side in (None, "tuned"):
+        template = llm.template(side)
+        ids += [encode_prompt(template, llm.tokenizer, p) for p in prompts]
+        params += [with_template_stops(greedy, template, llm.tokenizer)] * len(prompts)
+        sides += [side] * len(prompts)
+    with progress(f"answering {len(prompts)} held-out questions, before and after, in one batch", console=console):
+        texts = [o.outputs[0].text.strip() for o in llm.generate(ids, params, use_tqdm=False, adapter=sides)]
+    return texts[: len(prompts)], texts[len(prompts):]
 
 
 def print_answers(console: Any, answers: list[Answer], run_dir: Path, report: Path) -> None:

@@ -70,9 +70,11 @@ def _tokenizer_and_template(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> int:
     from tunelab.data.check import check_data, format_report
+    from tunelab.progress import progress
 
     cfg = _config(args)
-    tokenizer, template = _tokenizer_and_template(args)
+    with progress("loading the model's tokenizer and chat template"):
+        tokenizer, template = _tokenizer_and_template(args)
     report = check_data(args.files, template, tokenizer, cfg)
     print(format_report(report))
     if report.invalid and not args.skip_invalid:

@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tunelab.errors import RunError
+    from tunelab.numbers import format_loss
     from tunelab.rundir import list_runs
 
     runs = list_runs(args.root)
@@ -32,10 +33,9 @@ def run(args: argparse.Namespace) -> int:
         except RunError as err:  # one corrupt run must not hide the others
             status = {}
             problems.append(str(err))
-        loss = status.get("final_loss")
         table.add_row(run.name, run.state, str(status.get("method", "")),
                       f"{status.get('step', 0)}/{status.get('total_steps', '?')}",
-                      f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+                      format_loss(status.get("final_loss")),
                       str(status.get("base_model_spec") or "default"))
     console.print(table)
     for line in problems:

@@ -53,6 +53,8 @@ def _print_runs(runs: list) -> None:
     if not runs:
         print("runs: none")
         return
+    from tunelab.numbers import format_loss
+
     print("runs:")
     for r in runs:
-        print(f"  {r.name}  {r.state}  {r.method}  final_loss={r.status().get('final_loss')}")
+        print(f"  {r.name}  {r.state}  {r.method}  final_loss={format_loss(r.status().get('final_loss'))}")

@@ -83,9 +83,12 @@ def check_pairs(loaded: LoadedData, template: ChatTemplate, tokenizer: Any, cfg:
 
 def check_data(paths: list[str | Path], template: ChatTemplate, tokenizer: Any, cfg: DataConfig) -> CheckReport:
     """Read `paths` (counting invalid rows instead of stopping) and tokenize every valid row."""
-    loaded = read_datasets(paths, cfg.format, skip_invalid=True)
+    from tunelab.progress import progress, track
+
+    with progress("reading the data files"):
+        loaded = read_datasets(paths, cfg.format, skip_invalid=True)
     sft = [r for r in loaded.rows if r.kind == "sft"]
-    _, stats, lengths = tokenize_rows(sft, template, tokenizer, cfg)
+    _, stats, lengths = tokenize_rows(track(sft, "tokenizing rows", unit="row"), template, tokenizer, cfg)
     report = CheckReport(loaded, stats, cfg, template.name, lengths, pairs=check_pairs(loaded, template, tokenizer, cfg))
     report.empty_replies = [(r.source, r.line) for r in loaded.rows if _has_empty_reply(r)]
     report.duplicates = _duplicates(loaded.rows)

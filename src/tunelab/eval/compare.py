@@ -35,7 +35,10 @@ class Pair:
         else:
             from peft import PeftModel
 
-            self.tuned = PeftModel.from_pretrained(base, str(run.adapter_dir)).eval()
+            from tunelab.compat import quiet_peft_warnings
+
+            with quiet_peft_warnings():
+                self.tuned = PeftModel.from_pretrained(base, str(run.adapter_dir)).eval()
             self.base = None  # the tuned model with its adapter disabled
 
     @contextmanager
@@ -48,13 +51,16 @@ class Pair:
             yield self.tuned
 
 
-def held_out_loss(pair: Pair, examples: list[tuple[list[int], list[int]]], side: str) -> dict[str, float]:
+def held_out_loss(pair: Pair, examples: list[tuple[list[int], list[int]]], side: str,
+                  what: str = "held-out loss") -> dict[str, float]:
     """Mean token cross-entropy over loss-bearing tokens, and its perplexity."""
     import torch
 
+    from tunelab.progress import track
+
     total, count = 0.0, 0
     with pair.side(side) as model, torch.no_grad():
-        for ids, labels in examples:
+        for ids, labels in track(examples, f"{what}, {side} model", unit="example"):
             logits = model(torch.tensor([ids])).logits[0, :-1]  # (T-1, V)
             target = torch.tensor(labels[1:])
             mask = target != -100
@@ -85,13 +91,18 @@ def side_by_side(run: Run, prompts: list[dict], prompt_ids: list[list[int]], sto
     """
     from tunelab.engine import LLM, SamplingParams
 
+    from tunelab.progress import progress
+
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0, stop_token_ids=stop_ids)
-    if run.model_dir is None:
-        llm = LLM(run.base_model, adapters={"tuned": run.adapter_dir}, dtype=dtype)
-        outputs = {"base": llm.generate(prompt_ids, params), "tuned": llm.generate(prompt_ids, params, adapter="tuned")}
-    else:
-        outputs = {side: LLM(path, dtype=dtype).generate(prompt_ids, params)
-                   for side, path in (("base", run.base_model), ("tuned", run.model_dir))}
+    with progress(f"answering {len(prompts)} prompts with the base and the tuned model"):
+        if run.model_dir is None:
+            llm = LLM(run.base_model, adapters={"tuned": run.adapter_dir}, dtype=dtype)
+            both = llm.generate(prompt_ids * 2, params, use_tqdm=False, adapter=[None] * len(prompt_ids)
+                                + ["tuned"] * len(prompt_ids))  # one batch: base and adapter rows together
+            outputs = {"base": both[: len(prompt_ids)], "tuned": both[len(prompt_ids):]}
+        else:
+            outputs = {side: LLM(path, dtype=dtype).generate(prompt_ids, params, use_tqdm=False)
+                       for side, path in (("base", run.base_model), ("tuned", run.model_dir))}
     rows = []
     for i, item in enumerate(prompts):
         row = {"prompt": item["messages"][-1]["content"], "reference": item.get("reference")}
@@ -114,7 +125,7 @@ def mean_scores(rows: list[dict], side: str) -> dict[str, float]:
 def forgetting_check(pair: Pair, threshold: float) -> dict[str, Any]:
     """General-text perplexity base vs tuned; `warning` is set when it rose past `threshold`."""
     examples = general_text_examples(pair.tokenizer)
-    base, tuned = held_out_loss(pair, examples, "base"), held_out_loss(pair, examples, "tuned")
+    base, tuned = (held_out_loss(pair, examples, side, "general-text perplexity") for side in ("base", "tuned"))
     ratio = tuned["perplexity"] / base["perplexity"]
     result = {"base": base, "tuned": tuned, "ratio": ratio, "threshold": threshold, "warning": None}
     if ratio > threshold:

@@ -17,9 +17,12 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
     """Evaluate run `spec` (base vs tuned); returns the eval.json content, also written to the run."""
     from tunelab.data.templates import encode_prompt
 
+    from tunelab.progress import progress
+
     run = load_finished(spec)
     template = run.chat_template()
-    pair = Pair(run)
+    with progress("loading the base and the tuned model"):
+        pair = Pair(run)
     rows = _read_rows(options.data) if options.data else []
     result: dict[str, Any] = {"run": run.name, "base_model": str(run.base_model), "time": time.time(),
                               "template": template.name}

@@ -8,6 +8,7 @@ from pathlib import Path
 from tunelab.atomic import read_json_object, write_text_atomic
 from tunelab.errors import RunError
 from tunelab.eval.charts import line_chart
+from tunelab.numbers import format_loss
 from tunelab.rundir import Run
 
 CSS = """
@@ -41,8 +42,12 @@ def render_report(run_dir: Path) -> str:
 
 def _status_table(status: dict) -> str:
     keys = ("state", "method", "base_model", "step", "total_steps", "final_loss")
-    cells = "".join(f"<tr><th>{k}</th><td>{escape(str(status.get(k, '')))}</td></tr>" for k in keys if k in status)
+    cells = "".join(f"<tr><th>{k}</th><td>{escape(_cell(k, status[k]))}</td></tr>" for k in keys if k in status)
     return f"<table>{cells}</table>" if cells else "<p>no run status yet</p>"
+
+
+def _cell(key: str, value) -> str:
+    return format_loss(value) if key.endswith("loss") else str(value)
 
 
 def _series(metrics: list[dict], key: str) -> list[tuple[float, float]]:

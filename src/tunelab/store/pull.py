@@ -127,7 +127,7 @@ def _fetch(store: Store, src: Source, tmp: Path, dtype: str, say: Say) -> None:
         from tunelab.store.import_gguf import import_gguf
 
         say(f"importing {src.ref}")
-        import_gguf(Path(src.ref), tmp, dtype=dtype, say=say)
+        import_gguf(Path(src.ref), tmp, dtype=dtype)
 
 
 def copy_model_dir(src: Path, dest: Path) -> None:

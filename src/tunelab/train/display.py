@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+from tunelab.numbers import format_loss
 
 
 def print_summary(console: Console, facts: dict[str, Any]) -> None:
@@ -20,6 +21,11 @@ def print_summary(console: Console, facts: dict[str, Any]) -> None:
     console.print(table)
 
 
+def print_outcome(console: Console, outcome: str, step: int, loss: float | None, run_dir: Any) -> None:
+    """The run's last line: how it ended, its final loss (rounded) and where it lives."""
+    console.print(Text(f"{outcome}: step {step}, loss {format_loss(loss)}, run dir {run_dir}"))
+
+
 def human(n: float) -> str:
     """12_345_678 -> '12.3M'."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -29,30 +35,26 @@ def human(n: float) -> str:
 
 
 class ProgressView:
-    """A rich progress bar with loss, tokens/s and ETA; plain lines when not on a terminal."""
+    """The training step as a `tunelab.progress` step: a live bar updated every step with loss,
+    tokens/s and ETA on a terminal; a plain line every `every` steps (and at each eval) otherwise."""
 
-    def __init__(self, console: Console, total: int, start: int):
-        self.console = console
-        self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, disable=not self.live,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=start, loss="-", tps="-")
+    def __init__(self, console: Console, total: int, start: int, every: int = 10):
+        from tunelab.progress import progress
+
+        self._step = progress("train", total, console=console, unit="step", every=every)
+        self.start = start
 
     def __enter__(self) -> "ProgressView":
-        self.progress.__enter__()
+        self.task = self._step.__enter__()
+        self.task.update(self.start)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        self._step.__exit__(*exc)
 
     def update(self, row: dict[str, Any], total: int) -> None:
         """Advance to row['step'] and show its numbers."""
-        loss, tps = f"{row['loss']:.4f}", f"{row['tokens_per_s']:.0f}"
-        self.progress.update(self.task, completed=row["step"], loss=loss, tps=tps)
-        if not self.live and (row["step"] % 10 == 0 or row["step"] == total or "eval_loss" in row):
-            extra = f" eval_loss {row['eval_loss']:.4f}" if "eval_loss" in row else ""
-            self.console.print(f"step {row['step']}/{total} loss {loss}{extra} {tps} tok/s")
+        fields = {"loss": format_loss(row["loss"]), "tok/s": f"{row['tokens_per_s']:.0f}"}
+        if "eval_loss" in row:
+            self.task.log(f"step {row['step']}/{total} eval_loss {format_loss(row['eval_loss'])}")
+        self.task.update(row["step"], total, **fields)

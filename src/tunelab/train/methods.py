@@ -96,8 +96,11 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
         task_type="SEQ_CLS" if cfg.stage == "rm" else "CAUSAL_LM",
         base_model_name_or_path=str(model_dir),
     )
+    from tunelab.compat import quiet_peft_warnings
+
     try:
-        return get_peft_model(model, peft_cfg)
+        with quiet_peft_warnings():
+            return get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise TunelabError(f"lora.target_modules: {err}") from None
 

@@ -28,6 +28,7 @@ from tunelab.rundir import Run, default_run_name, open_run
 from tunelab.train import checkpoint as ckpt
 from tunelab.train import distributed as dist
 from tunelab.train.config import TrainConfig
+from tunelab.train.display import ProgressView, print_outcome
 from tunelab.train.metrics import MetricsWriter, peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, example_tokens, plan_epoch
 from tunelab.train.pairs import take_stats
@@ -236,11 +237,9 @@ def _truncate_metrics(run: Run, step: int) -> None:
 
 def fit(session: Session, console, on_step: StepHook | None = None) -> str:
     """The loop; returns 'finished' or 'stopped' (after saving a checkpoint)."""
-    from tunelab.train.display import ProgressView
-
     cfg, state, total = session.cfg, session.state, session.total_steps()
     session.wrapped.train()
-    with ProgressView(console, total, state.step) as view:
+    with ProgressView(console, total, state.step, every=cfg.log_every) as view:
         while state.step < total:
             started = time.perf_counter()
             steps = session.epoch_steps(state.epoch)
@@ -395,6 +394,6 @@ def _finish(session: Session, outcome: str, console) -> TrainResult:
                            "peak_mem_mb": row.get("peak_mem_mb")})
         run.update_status(state=outcome, step=state.step, final_loss=final_loss)
         run.log(f"{outcome} at step {state.step}")
-        console.print(f"{outcome}: step {state.step}, loss {final_loss}, run dir {run.path}")
+        print_outcome(console, outcome, state.step, final_loss, run.path)
     session.accelerator.wait_for_everyone()  # every process returns once the run dir is complete
     return TrainResult(run.path, outcome, state.step, final_loss, eval_loss)

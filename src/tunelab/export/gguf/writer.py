@@ -21,6 +21,7 @@ from tunelab.export.gguf.mixture import Mixture, model_facts, tensor_type
 from tunelab.export.gguf.vocab import Vocab, build_vocab, write_vocab
 from tunelab.export.quantize import encode, parse_quant
 from tunelab.models.gguf_families import GGUFFamily
+from tunelab.progress import progress, track
 
 # Prefixes of multimodal checkpoints whose language model we export.
 _PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
@@ -125,13 +126,14 @@ def _write(plan: Plan, path: Path, q: Mixture) -> None:
     hp = plan.hparams
     gqa = int(hp.get("num_key_value_heads") or hp["num_attention_heads"]) != int(hp["num_attention_heads"])
     facts = model_facts([m for _h, m, _f in plan.tensors], int(hp["num_hidden_layers"]), plan.family.arch, gqa)
-    for name, data in _tensors(plan):
+    for name, data in _tensors(plan, f"converting tensors to {q.name}"):
         qtype = tensor_type(q, facts, name, data.shape)
         writer.add_tensor(name, encode(data, qtype), raw_dtype=gguf.GGMLQuantizationType[qtype])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    with progress(f"writing {path.name}"):
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
 
 
 def _write_tokenizer(writer, plan: Plan) -> None:
@@ -139,8 +141,8 @@ def _write_tokenizer(writer, plan: Plan) -> None:
     writer.add_chat_template(plan.template.source)
 
 
-def _tensors(plan: Plan) -> Iterator[tuple[str, np.ndarray]]:
-    """(gguf name, float32 array) with the family's weight fixes applied."""
+def _tensors(plan: Plan, what: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(gguf name, float32 array) with the family's weight fixes applied, shown as progress `what`."""
     from safetensors import safe_open
 
     hp, n_head = plan.hparams, int(plan.hparams["num_attention_heads"])
@@ -148,7 +150,7 @@ def _tensors(plan: Plan) -> Iterator[tuple[str, np.ndarray]]:
     factors = fam.llama3_rope_factors(hp) if plan.family.arch == "llama" else None
     if factors is not None:
         yield "rope_freqs.weight", factors
-    for hf, mapped, file in plan.tensors:
+    for hf, mapped, file in track(plan.tensors, what, unit="tensor"):
         with safe_open(str(file), framework="pt") as st:
             data = st.get_tensor(hf).float().numpy()
         data = plan.family.to_gguf(mapped, data, n_head, n_kv)
