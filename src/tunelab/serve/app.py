@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from tunelab.serve import embeddings, ollama_routes, openai_routes
+from tunelab.serve import embeddings, ollama_routes, openai_routes, responses_routes
 from tunelab.serve.auth import bearer_token, key_matches
 from tunelab.serve.backends.base import Backend
 from tunelab.serve.config import ServeConfig
@@ -42,6 +42,7 @@ def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
     app.include_router(openai_routes.router, dependencies=secured)
     app.include_router(ollama_routes.router, dependencies=secured)
     app.include_router(embeddings.router, dependencies=secured)
+    app.include_router(responses_routes.router, dependencies=secured)
     if config.ui:  # the web UI: pages at /ui, JSON API at /ui/api (tunelab.ui.api)
         from tunelab.ui.api import mount_ui
 

@@ -34,10 +34,10 @@ class ReleasingStream(StreamingResponse):
             self._ticket.release()
 
 
-def sse_event(payload: dict[str, Any] | str) -> str:
-    """One `data:` event."""
+def sse_event(payload: dict[str, Any] | str, event: str | None = None) -> str:
+    """One `data:` event, named by an `event:` line when given (Responses and Anthropic streams)."""
     body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {body}\n\n"
+    return (f"event: {event}\n" if event else "") + f"data: {body}\n\n"
 
 
 def ndjson_line(payload: dict[str, Any]) -> str:

@@ -1,0 +1,215 @@
+"""Schemas of OpenAI's Responses API (`POST /v1/responses`), served statelessly.
+
+The request is validated here and mapped onto the engine's `SamplingParams` through the
+one mapping (`protocol.sampling_values`); `input` items become the plain chat messages
+the chat template takes. Fields tunelab cannot honour are declared so that the route can
+answer a 400 naming them (`unsupported()`), never dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunelab.engine.config import SamplingParams
+from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.protocol import Text, _Lenient, sampling_values
+
+TOOLS_MISSING = "tool calling is not served on /v1/responses yet"
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+class _Item(BaseModel):
+    """An input item or part: its `type` is judged first, then any key it should not carry."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    def check_extra(self, where: str) -> None:
+        """A 400 naming the first key this item carries that is not served."""
+        for key in self.model_extra or {}:
+            raise bad_request(f"unsupported field '{where}.{key}'", param=f"{where}.{key}")
+
+
+class InputPart(_Item):
+    """One content part of an input message: input_text (or output_text of an earlier reply)."""
+
+    type: str
+    text: Text | None = None
+    annotations: list[Any] | None = None  # an earlier reply's, sent back as context
+    logprobs: list[Any] | None = None
+
+
+class InputItem(_Item):
+    """An input item: a message (the `type` may be left out), or an earlier reasoning item."""
+
+    type: str = "message"
+    role: Literal["user", "assistant", "system", "developer"] | None = None
+    content: Text | list[InputPart] | None = None
+    id: str | None = None
+    status: str | None = None
+    summary: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+    phase: str | None = None  # an earlier reply's label (commentary | final_answer)
+
+
+class ReasoningConfig(_Lenient):
+    """`reasoning`: effort "none" turns a thinking model's thinking off; summary returns the thinking."""
+
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class TextConfig(_Lenient):
+    """`text`: the output format (plain text only until structured outputs exist)."""
+
+    format: dict[str, Any] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ResponsesRequest(_Lenient):
+    """POST /v1/responses."""
+
+    model: Text
+    input: Text | list[InputItem]
+    instructions: Text | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stream: bool = False
+    reasoning: ReasoningConfig | None = None
+    text: TextConfig | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    store: bool | None = None
+    background: bool | None = None
+    include: list[str] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    top_logprobs: int | None = None
+    prompt: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None  # echoed back; nothing is stored
+    user: Text | None = None  # accepted: identifiers that never change the output
+    safety_identifier: Text | None = None
+    prompt_cache_key: Text | None = None
+    service_tier: str | None = None
+    stream_options: dict[str, Any] | None = None
+
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        """temperature/top_p by the one mapping; `max_tokens` as checked against the context."""
+        return SamplingParams(**{**sampling_values(self), "max_tokens": max_tokens})
+
+    def unsupported(self) -> APIError | None:
+        """The first field set to something a stateless, text-only server cannot do, as a 400."""
+        checks = [
+            ("previous_response_id", self.previous_response_id is not None,
+             "tunelab's Responses API is stateless: send the whole conversation in `input`"),
+            ("conversation", self.conversation is not None, "tunelab's Responses API is stateless"),
+            ("store", self.store is True, "tunelab's Responses API is stateless and stores nothing; "
+                                          "send store: false or leave it out"),
+            ("background", self.background is True, "background responses are not served"),
+            ("tools", bool(self.tools), TOOLS_MISSING),
+            ("tool_choice", self.tool_choice not in (None, "none", "auto"), TOOLS_MISSING),
+            ("text.format", _format_type(self.text) not in (None, "text"),
+             "structured outputs (text.format) are not served on /v1/responses yet"),
+            ("include", bool(self.include), "no optional output data is served"),
+            ("truncation", self.truncation == "auto", "a prompt that does not fit is a 400, never cut"),
+            ("top_logprobs", bool(self.top_logprobs), "logprobs are not served on /v1/responses yet"),
+            ("prompt", self.prompt is not None, "stored prompt templates are not served"),
+        ]
+        for field, bad, why in checks:
+            if bad:
+                return bad_request(f"unsupported field '{field}': {why}", param=field)
+        return None
+
+    def messages(self) -> list[dict[str, str]]:
+        """`instructions` + `input` as {role, content} chat messages."""
+        items = [InputItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
+        out = [_message(item, i) for i, item in enumerate(items)]
+        turns = [m for m in out if m is not None]
+        if self.instructions:
+            turns.insert(0, {"role": "system", "content": self.instructions})
+        return turns
+
+    def summary_wanted(self) -> bool:
+        """Whether the thinking goes out as a reasoning summary (else as reasoning_text content)."""
+        r = self.reasoning
+        return bool(r and (r.summary or r.generate_summary))
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """reasoning.effort "none" asks a thinking template (Qwen3's) not to think."""
+        return {"enable_thinking": False} if self.reasoning and self.reasoning.effort == "none" else {}
+
+
+def _format_type(text: TextConfig | None) -> str | None:
+    return None if text is None or text.format is None else str(text.format.get("type"))
+
+
+def _message(item: InputItem, i: int) -> dict[str, str] | None:
+    """One input item as a chat message; earlier reasoning items carry nothing to re-send."""
+    if item.type == "reasoning":
+        return None
+    if item.type != "message":
+        why = TOOLS_MISSING if "call" in item.type else f"'{item.type}' items are not served"
+        raise bad_request(f"unsupported input item type '{item.type}': {why}", param=f"input.{i}.type")
+    if item.role is None:
+        raise bad_request("a message needs a role", param=f"input.{i}.role")
+    item.check_extra(f"input.{i}")
+    return {"role": _ROLES[item.role], "content": _text(item.content, i)}
+
+
+def _text(content: str | list[InputPart] | None, i: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    for j, part in enumerate(content):
+        if part.type not in ("input_text", "output_text", "text"):
+            raise bad_request(f"this model serves text only; '{part.type}' parts are not supported",
+                              param=f"input.{i}.content.{j}.type")
+        part.check_extra(f"input.{i}.content.{j}")
+    return "".join(part.text or "" for part in content)
+
+
+# ---- response objects ---------------------------------------------------------------------
+
+
+def response_object(rid: str, req: ResponsesRequest, model: str, created: float, status: str,
+                    output: list[dict], usage: dict | None, incomplete: str | None = None) -> dict:
+    """A `response` object; `status` in_progress | completed | incomplete."""
+    return {"id": rid, "object": "response", "created_at": created, "status": status, "model": model,
+            "output": output, "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
+            "temperature": req.temperature, "top_p": req.top_p, "tools": [], "tool_choice": "auto",
+            "parallel_tool_calls": True, "text": {"format": {"type": "text"}},
+            "reasoning": req.reasoning.model_dump() if req.reasoning else None, "store": False,
+            "previous_response_id": None, "truncation": "disabled", "metadata": req.metadata or {},
+            "incomplete_details": {"reason": incomplete} if incomplete else None, "error": None,
+            "usage": usage, "completed_at": time.time() if status != "in_progress" else None}
+
+
+def usage(prompt: int, output: int, reasoning: int) -> dict[str, Any]:
+    """Responses-style usage: input/output tokens with their details."""
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": reasoning}, "total_tokens": prompt + output}
+
+
+def message_item(mid: str, text: str, status: str) -> dict[str, Any]:
+    """An assistant output message with one output_text part."""
+    content = [output_text(text)] if status != "in_progress" else []
+    return {"id": mid, "type": "message", "role": "assistant", "status": status, "content": content}
+
+
+def output_text(text: str) -> dict[str, Any]:
+    """An output_text content part."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def reasoning_item(rid: str, text: str, as_summary: bool, status: str) -> dict[str, Any]:
+    """A reasoning item: the thinking as a summary, or as reasoning_text content."""
+    done = status != "in_progress"
+    summary = [{"type": "summary_text", "text": text}] if as_summary and done else []
+    content = [{"type": "reasoning_text", "text": text}] if not as_summary and done else []
+    return {"id": rid, "type": "reasoning", "status": status, "summary": summary, "content": content}

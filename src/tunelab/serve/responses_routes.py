@@ -1,0 +1,219 @@
+"""OpenAI's Responses API: `POST /v1/responses`, stateless, whole or streamed as typed events.
+
+One `ResponseBuilder` turns a sequence's deltas into output items -- a `reasoning` item
+for a `<think>` model's thinking (as a summary when `reasoning.summary` is asked, else as
+reasoning_text content), then the assistant `message` -- and the events a streaming
+client expects, in OpenAI's order:
+
+    response.created, response.in_progress,
+    [output_item.added(reasoning), reasoning_*.delta ..., output_item.done]
+    output_item.added(message), content_part.added, output_text.delta ..., output_text.done,
+    content_part.done, output_item.done, response.completed | response.incomplete
+
+A whole (non-streamed) response is the final event's `response`, built the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+
+from tunelab.serve import protocol as P
+from tunelab.serve import responses_protocol as R
+from tunelab.serve.backends.base import Delta
+from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.openai_routes import service_of
+from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
+from tunelab.serve.service import Service
+from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, started, until_disconnected
+
+router = APIRouter()
+
+
+@router.post("/v1/responses")
+async def create_response(req: R.ResponsesRequest, request: Request):
+    """Generate one response; `stream: true` sends the typed SSE events."""
+    svc = service_of(request)
+    target = svc.resolve(req.model)
+    problem = req.unsupported()
+    if problem:
+        raise problem
+    try:
+        prompt = svc.backend.encode_chat(req.messages(), req.template_kwargs(), target.adapter)
+    except (ValueError, TypeError, KeyError) as err:
+        raise bad_request(f"cannot apply the chat template: {err}", param="input") from None
+    params = req.to_sampling_params(_max_tokens(svc, len(prompt.ids), req.max_output_tokens))
+    thinking = svc.config.reasoning == "auto"
+    parser = ReasoningParser(opens_reasoning(prompt.text)) if thinking else None
+    ticket = svc.admit(1)
+    rid = P.new_id("resp")
+    builder = ResponseBuilder(rid, req, target.name, len(prompt.ids), parser)
+    events = svc.stream(rid, prompt.ids, params, target)
+    if req.stream:
+        events = await started(events, ticket)
+        return ReleasingStream(_sse(events, builder), ticket, "text/event-stream")
+    return await until_disconnected(request, _whole(events, builder), ticket)
+
+
+def _max_tokens(svc: Service, prompt_len: int, requested: int | None) -> int:
+    """The context check, with its errors naming this API's field."""
+    try:
+        return svc.max_tokens_for(prompt_len, requested, "input")
+    except APIError as err:
+        if err.param == "max_tokens":
+            err.param, err.message = "max_output_tokens", err.message.replace("max_tokens", "max_output_tokens")
+        raise
+
+
+async def _whole(events: AsyncIterator[tuple[int, Delta]], builder: "ResponseBuilder") -> dict[str, Any]:
+    builder.start()
+    async for _, delta in events:
+        builder.add(delta)
+    return builder.finish()[-1]["response"]
+
+
+async def _sse(events: AsyncIterator[tuple[int, Delta]], builder: "ResponseBuilder") -> AsyncIterator[str]:
+    for event in builder.start():
+        yield sse_event(event, event["type"])
+    try:
+        async for _, delta in events:
+            for event in builder.add(delta):
+                yield sse_event(event, event["type"])
+        for event in builder.finish():
+            yield sse_event(event, event["type"])
+    except Exception as err:  # the 200 header is already sent: an `error` event, as OpenAI does
+        body = error_payload(err)["error"]
+        event = builder.event("error", code=body["code"] or body["type"], message=body["message"],
+                              param=body["param"])
+        yield sse_event(event, "error")
+
+
+class ResponseBuilder:
+    """One sequence's deltas -> Responses output items and the typed stream events."""
+
+    def __init__(self, rid: str, req: R.ResponsesRequest, model: str, n_prompt: int,
+                 parser: ReasoningParser | None):
+        self.rid, self.req, self.model, self.n_prompt, self.parser = rid, req, model, n_prompt, parser
+        self.created = time.time()
+        self.seq = 0
+        self.output: list[dict[str, Any]] = []  # finished items
+        self.open: str | None = None  # the item being streamed: "reasoning" | "message"
+        self.reasoning, self.text = "", ""
+        self.tokens, self.reasoning_tokens, self.reason = 0, 0, None
+        self.summary = req.summary_wanted()
+        self.ids = {"reasoning": P.new_id("rs"), "message": P.new_id("msg")}
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """The next event of the stream (sequence numbers count from 0)."""
+        self.seq += 1
+        return {"type": kind, "sequence_number": self.seq - 1, **fields}
+
+    def start(self) -> list[dict[str, Any]]:
+        """response.created and response.in_progress."""
+        snapshot = self.snapshot("in_progress")
+        return [self.event("response.created", response=snapshot),
+                self.event("response.in_progress", response=snapshot)]
+
+    def add(self, delta: Delta) -> list[dict[str, Any]]:
+        """The events one delta makes final."""
+        self.tokens += len(delta.token_ids)
+        self.reason = delta.finish_reason or self.reason
+        last = bool(delta.finish_reason)
+        reasoning, content = self.parser.step(delta.text, last) if self.parser else ("", delta.text)
+        if reasoning and not content:
+            self.reasoning_tokens += len(delta.token_ids)
+        events = self._think(reasoning) if reasoning else []
+        return events + (self._say(content) if content else [])
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close the open items (an empty answer is still a message), then the final event."""
+        events = self._close_reasoning() if self.open == "reasoning" else []
+        if self.open != "message":
+            events += self._open_message()
+        events += self._close_message()
+        status, why = self.status()
+        return events + [self.event(f"response.{status}", response=self.snapshot(status, why))]
+
+    def status(self) -> tuple[str, str | None]:
+        """completed, or incomplete with its reason (the token limit, or an aborted request)."""
+        if self.reason == "length":
+            return "incomplete", "max_output_tokens"
+        return ("incomplete", None) if self.reason == "abort" else ("completed", None)
+
+    def snapshot(self, status: str, why: str | None = None) -> dict[str, Any]:
+        """The response object as it stands."""
+        done = status != "in_progress"
+        use = R.usage(self.n_prompt, self.tokens, self.reasoning_tokens) if done else None
+        return R.response_object(self.rid, self.req, self.model, self.created, status, list(self.output),
+                                 use, why)
+
+    # ---- reasoning item ----------------------------------------------------------------------
+
+    def _think(self, text: str) -> list[dict[str, Any]]:
+        events = self._open_reasoning() if self.open is None else []
+        self.reasoning += text
+        where = self._where("reasoning")
+        if self.summary:
+            return events + [self.event("response.reasoning_summary_text.delta", summary_index=0, delta=text,
+                                        **where)]
+        return events + [self.event("response.reasoning_text.delta", content_index=0, delta=text, **where)]
+
+    def _open_reasoning(self) -> list[dict[str, Any]]:
+        self.open = "reasoning"
+        item = R.reasoning_item(self.ids["reasoning"], "", self.summary, "in_progress")
+        added = self.event("response.output_item.added", output_index=len(self.output), item=item)
+        if self.summary:
+            part = {"type": "summary_text", "text": ""}
+            return [added, self.event("response.reasoning_summary_part.added", summary_index=0, part=part,
+                                      **self._where("reasoning"))]
+        part = {"type": "reasoning_text", "text": ""}
+        return [added, self.event("response.content_part.added", content_index=0, part=part,
+                                  **self._where("reasoning"))]
+
+    def _close_reasoning(self) -> list[dict[str, Any]]:
+        where, text = self._where("reasoning"), self.reasoning
+        if self.summary:
+            part = {"type": "summary_text", "text": text}
+            events = [self.event("response.reasoning_summary_text.done", summary_index=0, text=text, **where),
+                      self.event("response.reasoning_summary_part.done", summary_index=0, part=part, **where)]
+        else:
+            part = {"type": "reasoning_text", "text": text}
+            events = [self.event("response.reasoning_text.done", content_index=0, text=text, **where),
+                      self.event("response.content_part.done", content_index=0, part=part, **where)]
+        return events + [self._item_done(R.reasoning_item(self.ids["reasoning"], text, self.summary, "completed"))]
+
+    # ---- message item ------------------------------------------------------------------------
+
+    def _say(self, text: str) -> list[dict[str, Any]]:
+        events = self._close_reasoning() if self.open == "reasoning" else []
+        if self.open != "message":
+            events += self._open_message()
+        self.text += text
+        return events + [self.event("response.output_text.delta", content_index=0, delta=text, logprobs=[],
+                                    **self._where("message"))]
+
+    def _open_message(self) -> list[dict[str, Any]]:
+        self.open = "message"
+        item = R.message_item(self.ids["message"], "", "in_progress")
+        return [self.event("response.output_item.added", output_index=len(self.output), item=item),
+                self.event("response.content_part.added", content_index=0, part=R.output_text(""),
+                           **self._where("message"))]
+
+    def _close_message(self) -> list[dict[str, Any]]:
+        where, text = self._where("message"), self.text
+        status = "incomplete" if self.status()[0] == "incomplete" else "completed"
+        return [self.event("response.output_text.done", content_index=0, text=text, logprobs=[], **where),
+                self.event("response.content_part.done", content_index=0, part=R.output_text(text), **where),
+                self._item_done(R.message_item(self.ids["message"], text, status))]
+
+    def _item_done(self, item: dict[str, Any]) -> dict[str, Any]:
+        self.open = None
+        event = self.event("response.output_item.done", output_index=len(self.output), item=item)
+        self.output.append(item)
+        return event
+
+    def _where(self, kind: str) -> dict[str, Any]:
+        """item_id and output_index of the open item of `kind` (it is the next output slot)."""
+        return {"item_id": self.ids[kind], "output_index": len(self.output)}
