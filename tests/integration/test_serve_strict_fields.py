@@ -84,6 +84,9 @@ def test_ollama_unknown_and_unserved_options_name_them(server):
         assert words in info.value.error
     r = httpx.post(server.url + "/api/generate", json={"model": "tiny", "prompt": "hi", "suffix": "x"})
     assert r.status_code == 400 and list(r.json()) == ["error"] and "'suffix'" in r.json()["error"]
+    with pytest.raises(ResponseError) as info:
+        ollama.chat(model="tiny", messages=[{"role": "user", "content": "?", "images": ["AAAA"]}])
+    assert info.value.status_code == 400 and "messages.0.images" in info.value.error
 
 
 def test_ollama_client_defaults_and_resource_options_pass(server):

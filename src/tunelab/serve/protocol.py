@@ -18,7 +18,8 @@ import time
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, Strict
+from pydantic import AfterValidator, BaseModel, Field, Strict, field_validator
+from pydantic_core import PydanticCustomError
 
 from tunelab.engine.config import SamplingParams
 from tunelab.errors import InvalidRequest
@@ -164,6 +165,14 @@ class OllamaMessage(RequestModel):
     content: Text = ""
     thinking: Text | None = None
     images: list[str] | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _text_only(cls, images: list[str] | None) -> list[str] | None:
+        """Images are a 400 naming `messages.N.images` (an empty list is no image)."""
+        if images:
+            raise PydanticCustomError("text_only", "this model serves text only; images are not supported")
+        return images
 
 
 class OllamaOptions(RequestModel):
