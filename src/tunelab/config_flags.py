@@ -62,7 +62,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, yaml: bo
                         help=f"any {cls.__name__} key as KEY=VALUE (repeatable)")
     if positional:
         parser.add_argument("overrides", nargs="*", metavar="key=value",
-                            help="config keys, e.g. lora.rank=8 lora.target_modules=[q_proj,v_proj]")
+                            help=f"any {cls.__name__} key as key=value (each key is listed below with its default)")
     group = parser.add_argument_group(
         f"{cls.__name__} keys", "each as --key VALUE, --key=VALUE or --set key=VALUE; dashes = underscores, "
         "dots nest; lists as a,b or [a, b]; precedence: flags > YAML (--config) > defaults")
@@ -187,6 +187,8 @@ def _help(leaf: Leaf) -> str:
     elif isinstance(default, dict):
         shown = ",".join(f"{k}={v}" for k, v in default.items()) or "empty"
     elif default is None or default == "":
+        if "default" in leaf.doc or "empty =" in leaf.doc:
+            return leaf.doc.replace("%", "%%")  # the doc already says what "not set" means
         shown = "none"
     else:
         shown = str(default).lower() if isinstance(default, bool) else str(default)

@@ -8,16 +8,18 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `tunelab bench`."""
     sub = parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
-    p = sub.add_parser("serve", help="load-test a running server (tunelab, vLLM, llama-server, Ollama)")
+    what = "load-test a running server (tunelab, vLLM, llama-server, Ollama)"
+    p = sub.add_parser("serve", help=what, description=what)
     p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--model", default=None, help="model name (default: the first in /v1/models)")
-    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
-    p.add_argument("--requests", type=int, default=16, help="total requests")
-    p.add_argument("--input-len", type=int, default=128, help="synthetic prompt length in tokens (about)")
-    p.add_argument("--output-len", type=int, default=64, help="max_tokens per request")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default: 1)")
+    p.add_argument("--requests", type=int, default=16, help="total requests (default: 16)")
+    p.add_argument("--input-len", type=int, default=128, help="synthetic prompt length in tokens, about (default: 128)")
+    p.add_argument("--output-len", type=int, default=64, help="max_tokens per request (default: 64)")
     p.add_argument("--dataset", default=None, help="JSONL of {'prompt': ...} or {'messages': [...]}")
-    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
-    p.add_argument("--api-key", default=None)
+    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions",
+                   help="/v1/completions or /v1/chat/completions (default: completions)")
+    p.add_argument("--api-key", default=None, help="bearer token, when the server wants one (default: none)")
     p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the summary as JSON")
 

@@ -8,21 +8,26 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Sub-subcommands check, preview and convert."""
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    check = sub.add_parser("check", help="validate files and report rows, rejects, lengths and loss share")
+    check = _action(sub, "check", "validate files and report rows, rejects, lengths and loss share")
     check.add_argument("files", nargs="+", metavar="FILE", help="data files, directories or dataset_info.json")
     _model_options(check)
     check.add_argument("--cutoff", type=int, default=1024, help="cutoff length in tokens (default 1024)")
-    check.add_argument("--overflow", choices=("truncate", "drop"), default="truncate", help="rows over the cutoff")
-    preview = sub.add_parser("preview", help="print rendered examples with the trained part highlighted")
-    preview.add_argument("files", nargs=1, metavar="FILE")
+    check.add_argument("--overflow", choices=("truncate", "drop"), default="truncate", help="rows over the cutoff: cut at a turn boundary, or drop (default: truncate)")
+    preview = _action(sub, "preview", "print rendered examples with the trained part highlighted")
+    preview.add_argument("files", nargs=1, metavar="FILE", help="a data file, directory or dataset_info.json")
     preview.add_argument("-n", type=int, default=3, help="number of rows to show (default 3)")
     _model_options(preview)
     preview.add_argument("--cutoff", type=int, default=1024, help="cutoff length in tokens (default 1024)")
-    convert = sub.add_parser("convert", help="rewrite a dataset as messages, alpaca or sharegpt JSONL/JSON")
-    convert.add_argument("input", metavar="IN")
+    convert = _action(sub, "convert", "rewrite a dataset as messages, alpaca or sharegpt JSONL/JSON")
+    convert.add_argument("input", metavar="IN", help="a data file in any format tunelab reads")
     convert.add_argument("output", metavar="OUT", help="output .jsonl (or .json for an array)")
-    convert.add_argument("--to", required=True, choices=("messages", "alpaca", "sharegpt"))
+    convert.add_argument("--to", required=True, choices=("messages", "alpaca", "sharegpt"), help="output format")
     _read_options(convert)
+
+
+def _action(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A `tunelab data` action whose --help starts with what it does."""
+    return sub.add_parser(name, help=text, description=text)
 
 
 def _read_options(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +39,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     _read_options(parser)
     parser.add_argument("--model", default=None, help="model whose tokenizer and template to use (default: built-in)")
     parser.add_argument("--template", default=None, help="built-in chat template: llama3|chatml|gemma|mistral|default")
-    parser.add_argument("--train-on", choices=("assistant", "all", "last"), default="assistant")
+    parser.add_argument("--train-on", choices=("assistant", "all", "last"), default="assistant",
+                        help="which replies carry loss: every assistant turn, all tokens, or only the last "
+                             "reply (default: assistant)")
     parser.add_argument("--system", default=None, help="default system prompt for rows without one")
 
 

@@ -6,16 +6,18 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `tunelab quickstart`: any QuickstartConfig field as key=value."""
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. epochs=2 lr=2e-3 model=NAME output=runs/qs")
+    """Flags of `tunelab quickstart`: every QuickstartConfig key as key=value or --key value."""
+    from tunelab.config_flags import add_config_arguments
+    from tunelab.quickstart import QuickstartConfig
+
+    add_config_arguments(parser, QuickstartConfig, positional=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the quick-start; exit 0 when it finished, with the report path on stdout."""
-    from tunelab.config import load_config
+    from tunelab.config_flags import config_from_args
     from tunelab.quickstart import QuickstartConfig, quickstart
 
-    result = quickstart(load_config(QuickstartConfig, None, args.overrides))
+    result = quickstart(config_from_args(QuickstartConfig, args))
     print(result.report)
     return 0

@@ -11,7 +11,7 @@ TEMPLATE_LINES = 8
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="a model name from `tunelab list`, or a local model directory")
-    parser.add_argument("--runs-dir", default="runs", help="where to look for runs trained on it")
+    parser.add_argument("--runs-dir", default="runs", help="where to look for runs trained on it (default: runs)")
 
 
 def run(args: argparse.Namespace) -> int:
