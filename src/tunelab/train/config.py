@@ -80,7 +80,7 @@ class TrainConfig:
     grad_accum: int = opt(1, "micro-batches per optimizer step")
     packing: bool = opt(False, "pack examples into rows (block-diagonal mask; best with flash-attn on GPU); "
                                "off = length buckets, right-padded, no mask (fastest on CPU)")
-    eval_split: float = opt(0.0, "fraction of examples held out for eval loss (0 = none)")
+    eval_split: float = opt(0.05, "fraction of examples held out for eval loss (at least one; 0 = none)")
     eval_every: int = opt(0, "evaluate every N steps (0 = only at the end)")
     seed: int = opt(42, "seed for data order, LoRA init and dropout")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = opt("auto", "auto = bf16 where the device supports it, else fp32")

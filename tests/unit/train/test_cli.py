@@ -106,3 +106,12 @@ def test_a_killed_trainer_shows_as_crashed_in_runs(tiny_models, chat_file, tmp_p
     assert main(["runs", str(tmp_path / "runs")]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if "killed" in line]
     assert row and "crashed" in row[0]
+
+
+def test_plain_train_holds_out_an_eval_split(tiny_models, chat_file, tmp_path):
+    run = tmp_path / "plain"
+    assert main(["train", f"model={tiny_models['llama']}", f"datasets={chat_file}", f"output={run}",
+                 "max_steps=2", "data.cutoff_len=64"]) == 0  # no eval keys at all
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert isinstance(rows[-1].get("eval_loss"), float)
+    assert "eval_split: 0.05" in (run / "config.yaml").read_text()
