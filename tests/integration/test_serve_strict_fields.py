@@ -36,7 +36,7 @@ def _bad(call) -> dict:
 @pytest.mark.parametrize("extra, param, words", [
     ({"foo": 1}, "foo", "unsupported field 'foo'"),
     ({"top_kk": 5}, "top_kk", "did you mean 'top_k'?"),
-    ({"guided_json": {}}, "guided_json", "unsupported field 'guided_json'"),
+    ({"Temperature": 0.5}, "Temperature", "did you mean 'temperature'?"),
 ])
 def test_unknown_field_is_a_400_naming_it(client, extra, param, words):
     err = _bad(lambda: client.chat.completions.create(messages=HI, extra_body=extra, **GREEDY))
