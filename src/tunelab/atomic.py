@@ -79,7 +79,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     """Yield a temp dir beside `out`; on success it replaces `out`, on error it is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_dead(out.parent, f".{out.name}.tmp-*")
-    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(out.name), dir=out.parent))
+    tmp = make_temp_dir(out.parent, out.name)
     try:
         yield tmp
     except BaseException:
@@ -109,8 +109,24 @@ def atomic_file(out: Path) -> Iterator[Path]:
     os.replace(tmp, out)
 
 
+def make_temp_dir(parent: Path, name: str) -> Path:
+    """A fresh owner-tagged temp dir in `parent` with the user's normal permissions (umask), not
+    mkdtemp's 0700: it is renamed into place as an adapter, a merged model, an export or a store model."""
+    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(name), dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it,
+    and setting it to 0 even for a moment would leak world-writable files from other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 

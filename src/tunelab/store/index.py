@@ -100,12 +100,10 @@ class Store:
     def new_tmp_dir(self, prefix: str) -> Path:
         """A fresh temp dir on the same filesystem as the store, so a final rename is atomic;
         its name says which process owns it (see `tunelab.store.staging.sweep_leftovers`)."""
-        import tempfile
-
-        from tunelab.atomic import owned_prefix
+        from tunelab.atomic import make_temp_dir
 
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=owned_prefix(prefix), dir=self.tmp_dir))
+        return make_temp_dir(self.tmp_dir, prefix)
 
     def _read(self) -> dict[str, ModelEntry]:
         if not self.index_path.exists():
