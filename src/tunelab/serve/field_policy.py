@@ -90,6 +90,8 @@ TABLE: dict[str, dict[str, Policy]] = {
         "audio": rejected(TEXT_ONLY),
     },
     "ContentPart": {"prompt_cache_breakpoint": accepted(CACHE_HINT)},
+    "StreamOptions": {"include_obfuscation": accepted("OpenAI's random padding of stream events "
+                                                      "against side channels; the text is the same")},
     "OllamaChatRequest": {**_OLLAMA_REQUEST, "tools": rejected(TOOLS)},
     "OllamaGenerateRequest": {
         **_OLLAMA_REQUEST,

@@ -50,6 +50,13 @@ def _typed_dict_keys(module: str, name: str) -> set[str]:
 @pytest.mark.parametrize("module, name, schema", [
     ("openai.types.chat.completion_create_params", "CompletionCreateParamsBase", P.ChatCompletionRequest),
     ("openai.types.completion_create_params", "CompletionCreateParamsBase", P.CompletionRequest),
+    ("openai.types.chat.chat_completion_stream_options_param", "ChatCompletionStreamOptionsParam",
+     P.StreamOptions),
+    ("openai.types.chat.chat_completion_content_part_text_param", "ChatCompletionContentPartTextParam",
+     P.ContentPart),
+    *[(f"openai.types.chat.chat_completion_{role}_message_param",
+       f"ChatCompletion{role.title()}MessageParam", P.ChatMessage)
+      for role in ("system", "developer", "user", "assistant", "tool")],
 ])
 def test_every_openai_field_has_a_decision(module, name, schema):
     assert _typed_dict_keys(module, name) - _decided(schema) == set()
