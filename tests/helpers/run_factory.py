@@ -22,7 +22,10 @@ def make_run(base: Path, run_dir: Path, method: str = "lora", seed: int = 0, sta
     # init_lora_weights=False gives a non-zero B, so merging visibly changes the model.
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                         init_lora_weights=False)
-    peft_model = get_peft_model(model, config)
+    from tunelab.compat import quiet_peft_warnings
+
+    with quiet_peft_warnings():
+        peft_model = get_peft_model(model, config)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_" in name:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
 from tunelab.data.templates import ChatTemplate, resolve_template
-from tunelab.atomic import atomic_dir, sweep_dead
+from tunelab.atomic import atomic_dir, atomic_file, sweep_dead
 from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
 from tunelab.export.modelfile import ollama_template, render_modelfile
@@ -44,11 +46,43 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     filename = f"{name}-{q.name}.gguf" if fmt == "gguf" else f"{name}-ollama"
     dest = Path(out) if out else _default_out(run, name, filename)
     _sweep_beside(dest, log)
+    earlier = _fresh_gguf(run, name, q.name, dest)
+    if earlier is not None:  # the same run and quant, exported after the run finished: link, not redo
+        log(f"reusing {earlier} (same run and quant; the run has not changed since)")
+        if fmt == "gguf":
+            with atomic_file(dest) as tmp:
+                _link_or_copy(earlier, tmp)
+            log(f"wrote {dest}")
+            return ExportResult(dest, dest)
+        return _ollama(lambda path: _link_or_copy(earlier, path), name, q.name, template, system, dest, log)
     with _work_dir(log) as work:
         source = _merged(run, work, log) if run and run.adapter_dir else model_dir
         if fmt == "gguf":
             return ExportResult(dest, write_gguf(source, dest, q.name, template, log))
-        return _ollama(source, name, q.name, template, system, dest, log)
+        write = lambda path: write_gguf(source, path, q.name, template, log=lambda _m: None)  # noqa: E731
+        return _ollama(write, name, q.name, template, system, dest, log)
+
+
+def _fresh_gguf(run: Run | None, name: str, quant: str, dest: Path) -> Path | None:
+    """A GGUF of this run in this quant that an earlier export wrote after the run's last change."""
+    if run is None:
+        return None
+    parts = [p for d in (run.adapter_dir, run.model_dir) if d is not None for p in Path(d).rglob("*") if p.is_file()]
+    changed = max((p.stat().st_mtime for p in parts), default=float("inf"))
+    gguf = f"{name}-{quant}.gguf"
+    for earlier in (run.path / "export" / gguf, run.path / "export" / f"{name}-ollama" / gguf):
+        if earlier.resolve() != Path(dest).resolve() and earlier.is_file() and earlier.stat().st_mtime >= changed:
+            return earlier
+    return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` becomes `src`: a hard link (no second copy on disk), or a copy across filesystems."""
+    Path(dst).unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _sweep_beside(dest: Path, log: Callable[[str], None]) -> None:
@@ -94,12 +128,13 @@ def _default_out(run: Run | None, name: str, filename: str) -> Path:
     return (run.path / "export" / filename) if run else Path.cwd() / filename
 
 
-def _ollama(source: Path, name: str, quant: str, template: ChatTemplate, system: str | None,
-            out: Path, log: Callable[[str], None]) -> ExportResult:
+def _ollama(write: Callable[[Path], object], name: str, quant: str, template: ChatTemplate,
+            system: str | None, out: Path, log: Callable[[str], None]) -> ExportResult:
+    """The bundle: the GGUF (`write(path)` puts it there) beside a Modelfile."""
     out = Path(out)
     gguf_name = f"{name}-{quant}.gguf"
     with atomic_dir(out) as tmp:
-        write_gguf(source, tmp / gguf_name, quant, template, log=lambda _m: None)
+        write(tmp / gguf_name)
         (tmp / "Modelfile").write_text(render_modelfile(gguf_name, template, system), encoding="utf-8")
     command = f"ollama create {name} -f {out / 'Modelfile'}"
     log(f"wrote {out}/ (Modelfile + {gguf_name})\nimport it into Ollama with:\n  {command}")
