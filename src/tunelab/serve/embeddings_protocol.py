@@ -9,12 +9,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tunelab.serve.protocol import Text, TokenId, _Lenient
+from tunelab.serve.protocol import Text, TokenId
+from tunelab.serve.strict import RequestModel
 
 MAX_INPUTS = 2048  # OpenAI's own limit on inputs per request
 
 
-class EmbeddingRequest(_Lenient):
+class EmbeddingRequest(RequestModel):
     """POST /v1/embeddings: text, texts, token ids or lists of token ids."""
 
     model: Text
@@ -24,7 +25,7 @@ class EmbeddingRequest(_Lenient):
     user: Text | None = None
 
 
-class OllamaEmbedRequest(_Lenient):
+class OllamaEmbedRequest(RequestModel):
     """POST /api/embed; an empty input only loads the model, as in Ollama."""
 
     model: Text
@@ -35,7 +36,7 @@ class OllamaEmbedRequest(_Lenient):
     keep_alive: float | str | None = None  # the one model stays loaded
 
 
-class OllamaEmbeddingsRequest(_Lenient):
+class OllamaEmbeddingsRequest(RequestModel):
     """POST /api/embeddings (Ollama's older route: one prompt, vector as the model makes it)."""
 
     model: Text

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 import tunelab.serve
 from tunelab.serve import protocol as P
+from tunelab.serve.embeddings_protocol import EmbeddingRequest, OllamaEmbedRequest
 from tunelab.serve.field_policy import TABLE, accepted, rejected
 from tunelab.serve.strict import RequestModel, declared_fields, policies_of
 
@@ -54,6 +55,7 @@ def _typed_dict_keys(module: str, name: str) -> set[str]:
      P.StreamOptions),
     ("openai.types.chat.chat_completion_content_part_text_param", "ChatCompletionContentPartTextParam",
      P.ContentPart),
+    ("openai.types.embedding_create_params", "EmbeddingCreateParams", EmbeddingRequest),
     *[(f"openai.types.chat.chat_completion_{role}_message_param",
        f"ChatCompletion{role.title()}MessageParam", P.ChatMessage)
       for role in ("system", "developer", "user", "assistant", "tool")],
@@ -64,7 +66,7 @@ def test_every_openai_field_has_a_decision(module, name, schema):
 
 @pytest.mark.parametrize("name, schema", [
     ("ChatRequest", P.OllamaChatRequest), ("GenerateRequest", P.OllamaGenerateRequest),
-    ("Options", P.OllamaOptions), ("Message", P.OllamaMessage),
+    ("Options", P.OllamaOptions), ("Message", P.OllamaMessage), ("EmbedRequest", OllamaEmbedRequest),
 ])
 def test_every_ollama_client_field_has_a_decision(name, schema):
     import ollama._types as T
