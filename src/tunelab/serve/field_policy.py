@@ -44,13 +44,11 @@ def rejected(why: str, *noop: Any) -> Policy:
 
 NOT_YET = "not implemented by tunelab yet"
 TEXT_ONLY = "this model serves text only"
-TOOLS = "tool calling is not implemented yet"
-STRUCTURED = "structured outputs are not implemented yet"
+TOOLS = "OpenAI's legacy function calling; send `tools` and `tool_choice`"
 CACHE_HINT = "a prompt-cache hint; caching never changes the output"
 
 _OLLAMA_REQUEST = {  # /api/chat and /api/generate alike
     "keep_alive": accepted("how long Ollama keeps a model loaded; tunelab's one model stays loaded"),
-    "format": rejected(STRUCTURED),
     "logprobs": rejected(NOT_YET, False),
     "top_logprobs": rejected(NOT_YET, 0),
 }
@@ -65,12 +63,8 @@ TABLE: dict[str, dict[str, Policy]] = {
         "prompt_cache_retention": accepted(CACHE_HINT),
     },
     "ChatCompletionRequest": {
-        "tools": rejected(TOOLS),
-        "tool_choice": rejected(TOOLS, "none"),
-        "parallel_tool_calls": rejected(TOOLS),
         "functions": rejected(TOOLS),
         "function_call": rejected(TOOLS, "none"),
-        "response_format": rejected(STRUCTURED, {"type": "text"}),
         "modalities": rejected(TEXT_ONLY, ["text"]),
         "audio": rejected(TEXT_ONLY),
         "store": rejected("tunelab stores no completions", False),
@@ -83,8 +77,6 @@ TABLE: dict[str, dict[str, Policy]] = {
     },
     "CompletionRequest": {"best_of": rejected(NOT_YET, 1)},
     "ChatMessage": {
-        "tool_calls": rejected(TOOLS),
-        "tool_call_id": rejected(TOOLS),
         "function_call": rejected(TOOLS),
         "refusal": rejected(NOT_YET),
         "audio": rejected(TEXT_ONLY),
@@ -92,7 +84,7 @@ TABLE: dict[str, dict[str, Policy]] = {
     "ContentPart": {"prompt_cache_breakpoint": accepted(CACHE_HINT)},
     "StreamOptions": {"include_obfuscation": accepted("OpenAI's random padding of stream events "
                                                       "against side channels; the text is the same")},
-    "OllamaChatRequest": {**_OLLAMA_REQUEST, "tools": rejected(TOOLS)},
+    "OllamaChatRequest": _OLLAMA_REQUEST,
     "OllamaGenerateRequest": {
         **_OLLAMA_REQUEST,
         "suffix": rejected(NOT_YET),
@@ -103,7 +95,6 @@ TABLE: dict[str, dict[str, Policy]] = {
         "height": rejected("image generation is not served"),
         "steps": rejected("image generation is not served"),
     },
-    "OllamaMessage": {"tool_calls": rejected(TOOLS), "tool_name": rejected(TOOLS)},
     "OllamaOptions": {
         # resources only: where and how the one loaded model runs, never what it says
         **{name: accepted("resources only (placement, threads, memory); same output")

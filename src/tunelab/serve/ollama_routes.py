@@ -11,12 +11,15 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
 
+from tunelab.data.errors import TemplateError
 from tunelab.serve import protocol as P
 from tunelab.engine.config import SamplingParams
 from tunelab.serve.errors import bad_request
 from tunelab.serve.openai_routes import chat_messages, service_of
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
+from tunelab.serve.tool_calls import ToolPlan, ollama_calls, plan_tools, tool_step
+from tunelab.serve.tools_protocol import ollama_format
 from tunelab.serve.streaming import ReleasingStream, error_payload, ndjson_line, started, until_disconnected
 
 router = APIRouter()
@@ -27,11 +30,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def ollama_params(svc: Service, opts: P.OllamaOptions | None, prompt_len: int) -> SamplingParams:
+def ollama_params(svc: Service, opts: P.OllamaOptions | None, prompt_len: int,
+                  structured: Any = None) -> SamplingParams:
     """Ollama `options` -> SamplingParams; num_predict -1 (or none) means up to the default."""
     o = opts or P.OllamaOptions()
     wanted = o.num_predict if o.num_predict and o.num_predict > 0 else None
-    return o.to_sampling_params(svc.max_tokens_for(prompt_len, wanted, "options.num_predict"))
+    return o.to_sampling_params(svc.max_tokens_for(prompt_len, wanted, "options.num_predict"), structured)
+
+
+def _format(svc: Service, value: Any) -> Any:
+    """Ollama's `format` as the engine's constraint; a 400 where the backend cannot enforce it."""
+    structured = ollama_format(value)
+    if structured is not None and not svc.backend.capabilities.structured_outputs:
+        raise bad_request(f"the {svc.backend.name} backend does not do constrained decoding", param="format")
+    return structured
 
 
 @router.post("/api/chat")
@@ -41,13 +53,19 @@ async def chat(req: P.OllamaChatRequest, request: Request):
     target = svc.resolve(req.model)
     if not req.messages:  # Ollama's "load the model" probe: an empty reply, done at once
         return {**_piece(target, "chat", "", "", done=True), "done_reason": "load"}
-    messages = [P.ChatMessage(role=m.role, content=m.content) for m in req.messages]
+    messages = [P.ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, name=m.tool_name)
+                for m in req.messages]
     if any(m.images for m in req.messages):
         raise bad_request("images are not supported", param="messages")
-    kwargs = {} if req.think is None else {"enable_thinking": req.think}
-    prompt = svc.backend.encode_chat(chat_messages(messages), kwargs, target.adapter)
+    tools = [t.as_dict() for t in req.tools or []]
+    plan = plan_tools(tools, None, None, svc.backend.chat_template(target.adapter), False, svc.backend.name)
+    kwargs = ({} if req.think is None else {"enable_thinking": req.think}) | ({"tools": tools} if tools else {})
+    try:
+        prompt = svc.backend.encode_chat(chat_messages(messages), kwargs, target.adapter)
+    except TemplateError as err:
+        raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "chat",
-                          opens_reasoning(prompt.text))
+                          opens_reasoning(prompt.text), _format(svc, req.format), plan)
 
 
 @router.post("/api/generate")
@@ -65,32 +83,40 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
         prompt = svc.backend.encode_chat(turns + [{"role": "user", "content": req.prompt}], kwargs,
                                          target.adapter)
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "generate",
-                          opens_reasoning(prompt.text))
+                          opens_reasoning(prompt.text), _format(svc, req.format))
 
 
 async def _respond(request: Request, svc: Service, target: Target, ids: list[int],
-                   options: P.OllamaOptions | None, stream: bool, kind: str, opened: bool):
-    params = ollama_params(svc, options, len(ids))
+                   options: P.OllamaOptions | None, stream: bool, kind: str, opened: bool,
+                   structured: Any = None, plan: ToolPlan | None = None):
+    params = ollama_params(svc, options, len(ids), structured)
     svc.check_stop(params.stop, "options.stop")
     ticket = svc.admit(1)
     events = svc.stream(P.new_id("ollama"), ids, params, target)
     if stream:  # errors before the first token are an HTTP error, as with Ollama
-        lines = _lines(svc, target, ids, await started(events, ticket), kind, opened)
+        lines = _lines(svc, target, ids, await started(events, ticket), kind, opened, plan)
         return ReleasingStream(_ndjson(lines), ticket, "application/x-ndjson")
-    lines = _lines(svc, target, ids, events, kind, opened)
+    lines = _lines(svc, target, ids, events, kind, opened, plan)
     return await until_disconnected(request, _merged(lines, kind), ticket)
 
 
 async def _lines(svc: Service, target: Target, ids: list[int], events: AsyncIterator, kind: str,
-                 opened: bool) -> AsyncIterator[dict[str, Any]]:
+                 opened: bool, plan: ToolPlan | None) -> AsyncIterator[dict[str, Any]]:
     start, tokens, reason = time.perf_counter_ns(), 0, "stop"
     parser = ReasoningParser(opened) if svc.config.reasoning == "auto" else None
+    tools, sent = (plan.parser() if plan else None), 0
     async for _, d in events:
         tokens += len(d.token_ids)
         thinking, content = parser.step(d.text, bool(d.finish_reason)) if parser else ("", d.text)
+        content, _ = tool_step(tools, content, bool(d.finish_reason))
         reason = d.finish_reason or reason
         if thinking or content:
             yield _piece(target, kind, content, thinking, done=False)
+        done = [c for c in tools.calls if c.complete or d.finish_reason] if tools else []
+        if len(done) > sent:  # Ollama sends each call whole, once it is complete
+            yield {**_piece(target, kind, "", "", done=False), "message": {
+                "role": "assistant", "content": "", "tool_calls": ollama_calls(done[sent:])}}
+            sent = len(done)
     final = _piece(target, kind, "", "", done=True)
     elapsed = time.perf_counter_ns() - start
     final.update(done_reason=reason, total_duration=elapsed, load_duration=0,
@@ -125,15 +151,17 @@ async def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
 
 async def _merged(lines: AsyncIterator[dict[str, Any]], kind: str) -> dict[str, Any]:
     """Non-streaming: one object with all text joined and the final counters."""
-    text, thinking, last = "", "", {}
+    text, thinking, last, calls = "", "", {}, []
     async for line in lines:
         part = line.get("message", line)
         text += part.get("content", line.get("response", "")) or ""
         thinking += part.get("thinking", "") or ""
+        calls += part.get("tool_calls", [])
         last = line
     key = "message" if kind == "chat" else "response"
     if kind == "chat":
-        last[key] = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}
+        last[key] = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {}),
+                     **({"tool_calls": calls} if calls else {})}
     else:
         last[key] = text
         if thinking:
@@ -175,7 +203,8 @@ async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
             "template": info.get("template", ""), "details": _details(svc, target.name, info),
             "model_info": {"general.architecture": info.get("family", ""),
                            "general.context_length": svc.context_length(), **_embedding_info(info)},
-            "capabilities": ["completion"] + (["embedding"] if svc.backend.capabilities.embeddings else [])}
+            "capabilities": ["completion"] + (["embedding"] if svc.backend.capabilities.embeddings else [])
+            + (["tools"] if getattr(svc.backend.chat_template(target.adapter), "tool_format", None) else [])}
 
 
 def _embedding_info(info: dict[str, Any]) -> dict[str, Any]:

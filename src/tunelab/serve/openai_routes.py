@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
+from tunelab.data.errors import TemplateError
 from tunelab.errors import TunelabError
 from tunelab.rundir import Run
 from tunelab.serve import protocol as P
@@ -19,6 +20,8 @@ from tunelab.serve.backends.base import Delta
 from tunelab.serve.errors import APIError, bad_request
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning, split_reasoning
 from tunelab.serve.service import Service, Target
+from tunelab.serve.tool_calls import ToolPlan, finish_reason, plan_tools, tool_step
+from tunelab.tools.parser import parse_tool_calls
 from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, started, until_disconnected
 
 router = APIRouter()
@@ -116,14 +119,18 @@ async def remove_adapter(svc: Service, name: str) -> None:
 # ---- chat ---------------------------------------------------------------------------------------
 
 
-def chat_messages(messages: list[P.ChatMessage]) -> list[dict[str, str]]:
-    """OpenAI messages -> the plain {role, content} dicts the chat template takes."""
+def chat_messages(messages: list[P.ChatMessage]) -> list[dict[str, Any]]:
+    """OpenAI messages -> the dicts the chat template takes ({role, content}, plus tool_calls on
+    assistant turns and tool_call_id on tool results)."""
     out = []
     for i, m in enumerate(messages):
-        if m.role == "tool":
-            raise bad_request("tool messages are not supported", param=f"messages.{i}.role")
         content = m.content if isinstance(m.content, str) or m.content is None else _text(m.content, i)
-        out.append({"role": "system" if m.role == "developer" else m.role, "content": content or ""})
+        turn: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
+        if m.tool_calls:
+            turn["tool_calls"] = [c.as_dict(j) for j, c in enumerate(m.tool_calls)]
+        if m.role == "tool":
+            turn.update(tool_call_id=m.tool_call_id, name=m.name)
+        out.append(turn)
     return out
 
 
@@ -140,14 +147,15 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     target = svc.resolve(req.model)
     svc.check_n(req.n)
     svc.check_logprobs(req.logprobs)
+    plan, structured = chat_tools(svc, target, req)
+    kwargs = {**(req.chat_template_kwargs or {}), **({"tools": plan.tools} if plan.tools else {})}
     try:
-        prompt = svc.backend.encode_chat(chat_messages(req.messages), req.chat_template_kwargs or {},
-                                         target.adapter)
-    except (ValueError, TypeError, KeyError) as err:
+        prompt = svc.backend.encode_chat(chat_messages(req.messages), kwargs, target.adapter)
+    except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,
                                     "messages")
-    params = req.to_sampling_params(max_tokens)
+    params = req.to_sampling_params(max_tokens, structured)
     svc.check_stop(params.stop, "stop")
     thinking = svc.config.reasoning == "auto"
     opened = thinking and opens_reasoning(prompt.text)
@@ -156,10 +164,24 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     events = svc.stream(rid, prompt.ids, params, target)
     if req.stream:
         events = await started(events, ticket)
-        chunks = _chat_sse(events, rid, target, req, len(prompt.ids), thinking, opened)
+        chunks = _chat_sse(events, rid, target, req, len(prompt.ids), thinking, opened, plan)
         return ReleasingStream(chunks, ticket, "text/event-stream")
-    work = _chat_collect(events, rid, target, len(prompt.ids), thinking, opened)
+    work = _chat_collect(events, rid, target, len(prompt.ids), thinking, opened, plan)
     return await until_disconnected(request, work, ticket)
+
+
+def chat_tools(svc: Service, target: Target, req: P.ChatCompletionRequest) -> tuple[ToolPlan, Any]:
+    """The request's tool plan and output constraint (tool_choice's or response_format's)."""
+    caps = svc.backend.capabilities
+    plan = plan_tools([t.as_dict() for t in req.tools or []], req.tool_choice, req.parallel_tool_calls,
+                      svc.backend.chat_template(target.adapter), caps.structured_outputs, svc.backend.name)
+    fmt = req.response_format.constraint() if req.response_format else None
+    if fmt is not None and plan.constraint is not None:
+        raise bad_request("response_format cannot be combined with a forced tool_choice", param="response_format")
+    if fmt is not None and not caps.structured_outputs:
+        raise bad_request(f"the {svc.backend.name} backend does not do constrained decoding",
+                          param="response_format")
+    return plan, plan.constraint or fmt
 
 
 class _Acc:
@@ -184,24 +206,28 @@ async def _collect(events: AsyncIterator[tuple[int, Delta]]) -> dict[int, _Acc]:
 
 
 async def _chat_collect(events, rid: str, target: Target, n_prompt: int, thinking: bool,
-                        opened: bool) -> dict[str, Any]:
+                        opened: bool, plan: ToolPlan) -> dict[str, Any]:
     accs = await _collect(events)
     choices = []
     for i, acc in sorted(accs.items()):
         reasoning, content = split_reasoning(acc.text, opened) if thinking else (None, acc.text)
-        message = {"role": "assistant", "content": content}
+        content, calls = parse_tool_calls(plan.fmt, content, plan.max_calls) if plan.fmt else (content, [])
+        message: dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
+        if calls:
+            message["tool_calls"] = [c.to_openai() for c in calls]
         if reasoning is not None:
             message["reasoning_content"] = reasoning
-        choices.append({"index": i, "message": message, "finish_reason": acc.reason,
+        choices.append({"index": i, "message": message, "finish_reason": finish_reason(acc.reason, calls),
                         "logprobs": chat_logprobs(acc.logprobs) if acc.logprobs else None})
     use = P.usage(n_prompt, sum(a.tokens for a in accs.values()))
     return P.chat_response(rid, target.name, choices, use)
 
 
 async def _chat_sse(events, rid: str, target: Target, req: P.ChatCompletionRequest, n_prompt: int,
-                    thinking: bool, opened: bool) -> AsyncIterator[str]:
+                    thinking: bool, opened: bool, plan: ToolPlan) -> AsyncIterator[str]:
     created, with_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
     parsers = {i: ReasoningParser(opened) for i in range(req.n)}
+    tool_parsers = {i: plan.parser() for i in range(req.n)}
     chunk = lambda choices: sse_event(P.chat_chunk(rid, target.name, created, choices, with_usage))
     completion_tokens = 0
     for i in range(req.n):
@@ -210,11 +236,13 @@ async def _chat_sse(events, rid: str, target: Target, req: P.ChatCompletionReque
         async for i, d in events:
             completion_tokens += len(d.token_ids)
             r, c = parsers[i].step(d.text, bool(d.finish_reason)) if thinking else ("", d.text)
-            body = _chat_delta(i, r, c, d)
+            c, calls = tool_step(tool_parsers[i], c, bool(d.finish_reason))
+            body = _chat_delta(i, r, c, d, calls)
             if body is not None:
                 yield chunk([body])
             if d.finish_reason:
-                yield chunk([{"index": i, "delta": {}, "finish_reason": d.finish_reason}])
+                made = tool_parsers[i].calls if tool_parsers[i] else []
+                yield chunk([{"index": i, "delta": {}, "finish_reason": finish_reason(d.finish_reason, made)}])
         if with_usage:
             yield sse_event({**P.chat_chunk(rid, target.name, created, [], False),
                              "usage": P.usage(n_prompt, completion_tokens)})
@@ -223,12 +251,14 @@ async def _chat_sse(events, rid: str, target: Target, req: P.ChatCompletionReque
     yield sse_event("[DONE]")
 
 
-def _chat_delta(i: int, reasoning: str, content: str, d: Delta) -> dict | None:
+def _chat_delta(i: int, reasoning: str, content: str, d: Delta, calls: list[dict]) -> dict | None:
     delta: dict[str, Any] = {}
     if reasoning:
         delta["reasoning_content"] = reasoning
     if content:
         delta["content"] = content
+    if calls:
+        delta["tool_calls"] = calls
     if not delta and not d.logprobs:
         return None
     body: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None}

@@ -22,8 +22,10 @@ from pydantic import AfterValidator, BaseModel, Field, Strict, field_validator
 from pydantic_core import PydanticCustomError
 
 from tunelab.engine.config import SamplingParams
+from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.errors import InvalidRequest
 from tunelab.serve.strict import RequestModel, unsupported_value
+from tunelab.serve.tools_protocol import ResponseFormat, ToolCallIn, ToolChoice, ToolDefinition
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -66,6 +68,8 @@ class ChatMessage(RequestModel):
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
     reasoning_content: Text | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: Text | None = None
 
 
 class StreamOptions(RequestModel):
@@ -104,10 +108,29 @@ class SamplingFields(RequestModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
+    guided_json: dict[str, Any] | Text | None = None  # vLLM's extras: one output constraint each
+    guided_regex: Text | None = None
+    guided_choice: list[Text] | None = None
+    guided_grammar: Text | None = None
 
-    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
-        """This request's sampling as the engine's type; `max_tokens` as checked against the context."""
-        return SamplingParams(**{**sampling_values(self), **self.engine_overrides(), "max_tokens": max_tokens})
+    def to_sampling_params(self, max_tokens: int,
+                           structured: StructuredOutputsParams | None = None) -> SamplingParams:
+        """This request's sampling as the engine's type; `max_tokens` as checked against the context,
+        `structured` the constraint of response_format or tool_choice (else a guided_* one)."""
+        structured = structured or self.guided()
+        values = {**sampling_values(self), **self.engine_overrides(), "max_tokens": max_tokens}
+        return SamplingParams(**values, structured_outputs=structured)
+
+    def guided(self) -> StructuredOutputsParams | None:
+        """vLLM's guided_json/regex/choice/grammar as the engine's constraint (at most one; checked)."""
+        given = {k: getattr(self, f"guided_{k}") for k in ("json", "regex", "choice", "grammar")}
+        given = {k: v for k, v in given.items() if v is not None}
+        if not given:
+            return None
+        param = "guided_" + next(iter(given))
+        params = StructuredOutputsParams(**given, param=param if len(given) == 1 else "guided_json")
+        params.check()
+        return params
 
     def engine_overrides(self) -> dict[str, Any]:
         """Fields whose HTTP meaning differs from the engine's, mapped by hand."""
@@ -122,6 +145,10 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     def engine_overrides(self) -> dict[str, Any]:
         """Chat's `logprobs` is a switch and `top_logprobs` the count; the engine takes the count."""
@@ -165,6 +192,8 @@ class OllamaMessage(RequestModel):
     content: Text = ""
     thinking: Text | None = None
     images: list[str] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_name: Text | None = None
 
     @field_validator("images")
     @classmethod
@@ -193,9 +222,12 @@ class OllamaOptions(RequestModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
-    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
-        """These options as the engine's type; a bad value is a 400 naming `options.<name>`."""
-        values = {**self.DEFAULTS, **sampling_values(self, self.ENGINE_NAMES), "max_tokens": max_tokens}
+    def to_sampling_params(self, max_tokens: int,
+                           structured: StructuredOutputsParams | None = None) -> SamplingParams:
+        """These options as the engine's type (with `format`'s or tools' constraint); a bad value is
+        a 400 naming `options.<name>`."""
+        values = {**self.DEFAULTS, **sampling_values(self, self.ENGINE_NAMES), "max_tokens": max_tokens,
+                  "structured_outputs": structured}
         try:
             return SamplingParams(**values)
         except InvalidRequest as err:
@@ -212,6 +244,8 @@ class OllamaChatRequest(RequestModel):
     stream: bool = True
     options: OllamaOptions | None = None
     think: bool | None = None
+    tools: list[ToolDefinition] | None = None
+    format: Any = None  # "json" or a JSON schema: tools_protocol.ollama_format
 
 
 class OllamaGenerateRequest(RequestModel):
@@ -224,6 +258,7 @@ class OllamaGenerateRequest(RequestModel):
     stream: bool = True
     options: OllamaOptions | None = None
     think: bool | None = None
+    format: Any = None  # "json" or a JSON schema: tools_protocol.ollama_format
 
 
 class OllamaShowRequest(RequestModel):

@@ -24,6 +24,7 @@ class Capabilities:
 
     adapters: bool = False  # serves LoRA adapters by name (/v1/adapters, model=NAME)
     logprobs: bool = False  # can return token logprobs
+    structured_outputs: bool = False  # enforces SamplingParams.structured_outputs (JSON schema, forced tool calls)
     embeddings: bool = False  # can embed prompts (pooled final hidden states)
     note: str = ""  # one line saying what this backend is good at and what it lacks
 
@@ -70,6 +71,10 @@ class Backend(abc.ABC):
         """Raw text -> prompt ids (BOS added the way the model expects)."""
 
     @abc.abstractmethod
+    def chat_template(self, adapter: str | None = None) -> Any:
+        """The ChatTemplate `adapter`'s requests render with (its `tool_format` parses replies)."""
+        return getattr(self, "template", None)
+
     def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
                  adapter: str | None = None) -> AsyncIterator[Delta]:
         """Stream deltas of one sequence (params.n is 1); the last one carries finish_reason."""

@@ -20,7 +20,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     """tunelab's own engine serving a Hugging Face model directory."""
 
     name = "engine"
-    capabilities = Capabilities(adapters=True, logprobs=True, embeddings=True,
+    capabilities = Capabilities(adapters=True, logprobs=True, embeddings=True, structured_outputs=True,
                                 note="continuous batching, paged KV cache, multi-LoRA, logprobs, embeddings")
 
     def __init__(self, config: ServeConfig):

@@ -24,7 +24,7 @@ class VllmBackend(HFTokenizerPrompts, Backend):
     """A Hugging Face model served by vLLM's AsyncLLMEngine."""
 
     name = "vllm"
-    capabilities = Capabilities(adapters=True, logprobs=True,
+    capabilities = Capabilities(adapters=True, logprobs=True, structured_outputs=True,
                                 note="CUDA; tensor parallel via --tensor-parallel-size; LoRA adapters")
 
     def __init__(self, config: ServeConfig):
