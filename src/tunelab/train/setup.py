@@ -86,13 +86,12 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
     """The rows of the one-screen start summary."""
     from tunelab.train.display import human
     from tunelab.train.methods import ADAPTER_METHODS, count_params
-    from tunelab.train.metrics import estimate_memory_gb
+    from tunelab.plan import estimate_training, model_shape
+    from tunelab.plan.device import detect_device
+    from tunelab.plan.render import gib
 
     trainable, total = count_params(model)
-    conf = model.config
-    weight_bytes = next(model.parameters()).element_size()
-    mem = estimate_memory_gb(total, trainable, weight_bytes, cfg.micro_batch_size * cfg.data.cutoff_len,
-                             getattr(conf, "hidden_size", 0), getattr(conf, "num_hidden_layers", 0))
+    plan = estimate_training(model_shape(str(model_dir))[0], cfg, detect_device())
     steps = f"{total_steps}" + (f" (resuming at {start_step})" if start_step else "")
     return {
         "model": f"{cfg.model or 'default (Gemma 3 270M)'}  [{model_dir}]",
@@ -103,7 +102,7 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
                 f"{human(data.tokens())} tokens/epoch",
         "batch": f"micro {cfg.micro_batch_size} x accum {cfg.grad_accum}, cutoff {cfg.data.cutoff_len}, "
                  f"packing {'on' if cfg.packing else 'off'}",
-        "memory": f"~{mem:.1f} GB estimated",
+        "memory": f"~{gib(plan.total)} planned peak (`tunelab plan` shows the breakdown)",
         "steps": steps,
         "run dir": cfg.output,
     }
