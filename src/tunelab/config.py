@@ -94,12 +94,22 @@ def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     for name, raw in canonical(cls, values, where).items():
         if name not in fields:
             raise ConfigError(_unknown_key(where + name, config_keys(cls, where), where))
-        kwargs[name] = _coerce(hints[name], raw, where + name)
+        kwargs[name] = _coerce(hints[name], _with_default(fields[name], raw), where + name)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where.rstrip('.') or cls.__name__}: {err}") from None
     return obj
+
+
+def _with_default(f: dataclasses.Field, raw: Any) -> Any:
+    """A nested config given in part keeps its field's own default for the rest: chat's engine
+    default `max_num_seqs=1` survives `--dtype fp32`."""
+    if isinstance(raw, dict) and f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+        if dataclasses.is_dataclass(default):
+            return merge(dataclasses.asdict(default), raw)
+    return raw
 
 
 def load_config(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tunelab.config import opt
-from tunelab.engine.config import EngineConfig
+from tunelab.engine.config import EngineConfig, SamplingParams
 
 HELP = """commands:
   /system TEXT        set the system prompt (and start over)
@@ -30,19 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store name, model dir or run (default: the built-in Gemma 3 270M)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter dir or training run name/dir")
     parser.add_argument("--system", default=None, help="system prompt")
-    parser.add_argument("--max-tokens", type=int, default=512, help="most tokens per reply")
-    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible replies")
     from tunelab.config_flags import add_config_arguments
 
-    add_config_arguments(parser, ChatConfig, yaml=False)  # the engine keys and flags of `tunelab serve`
+    # every SamplingParams knob (--temperature, --repetition-penalty, ...) and serve's engine flags
+    add_config_arguments(parser, ChatConfig, yaml=False)
 
 
 @dataclasses.dataclass
 class ChatConfig:
-    """What chat takes besides model and sampling: the engine settings, with serve's keys and flags."""
+    """What chat takes besides the model: sampling (the one SamplingParams) and the engine settings."""
 
+    sampling: SamplingParams = opt(SamplingParams(max_tokens=512, temperature=0.7, top_p=0.95),
+                                   "sampling of each reply (max_tokens, temperature, top_p, top_k, min_p, "
+                                   "repetition_penalty, ...); also accepted without the sampling. prefix", flat=True)
     engine: EngineConfig = opt(EngineConfig(max_num_seqs=1), "engine settings (dtype, device, quantize, "
                                "max_model_len alias context_length, num_speculative_tokens, ...); also "
                                "accepted without the engine. prefix", flat=True)
@@ -50,17 +50,14 @@ class ChatConfig:
 
 def run(args: argparse.Namespace) -> int:
     from tunelab.config_flags import config_from_args
-    from tunelab.engine.config import SamplingParams
     from tunelab.engine.engine import LLMEngine
 
     model, adapter = resolve_target(args.model, args.adapter)
     print(f"loading {model or 'the default model'}{' + adapter ' + str(adapter) if adapter else ''} ...",
           file=sys.stderr)
-    cfg = config_from_args(ChatConfig, args).engine
-    engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg)
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                            seed=args.seed)
-    Chat(engine, params, args.system, "chat" if adapter else None).loop()
+    cfg = config_from_args(ChatConfig, args)
+    engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg.engine)
+    Chat(engine, cfg.sampling, args.system, "chat" if adapter else None, str(model or "the default model")).loop()
     return 0
 
 
@@ -84,9 +81,10 @@ def resolve_target(model: str | None, adapter: str | None) -> tuple[str | Path |
 class Chat:
     """The read-eval-print loop around one engine; the conversation is a list of messages."""
 
-    def __init__(self, engine, params, system: str | None, adapter: str | None):
+    def __init__(self, engine, params, system: str | None, adapter: str | None, label: str = "this model"):
         from tunelab.engine.llm import chat_template
 
+        self.label = label
         self.engine = engine
         self.params = params
         self.system = system
@@ -97,6 +95,11 @@ class Chat:
 
     def loop(self) -> None:
         """Read, answer, repeat until /exit or end of input."""
+        from tunelab.data.templates import base_model_notice
+
+        notice = base_model_notice(self.template, self.label)
+        if notice:
+            print(notice)
         print(f"chat template: {self.template.name}. /help for commands.", flush=True)
         while True:
             text = read_message()
@@ -152,7 +155,8 @@ class Chat:
             except TunelabError as err:
                 print(f"error: {err}")
                 return
-        shown = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty", "seed")
+        shown = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty", "presence_penalty",
+                 "frequency_penalty", "seed", "stop")
         print(" ".join(f"{k}={getattr(self.params, k)}" for k in shown))
 
     def reply(self, text: str) -> None:

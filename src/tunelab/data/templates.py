@@ -218,6 +218,16 @@ def choose_template(info: TokenizerInfo, override: str | None = None,
     return ChatTemplate.builtin(_builtin_for(info), info.bos, info.eos)
 
 
+def base_model_notice(template: ChatTemplate | None, model: str) -> str | None:
+    """The one line chat and serve print when `model` has no chat template of any kind (a base
+    model: the plain-text `default` template stands in), else None."""
+    if template is None or template.name != "default":
+        return None
+    return (f"note: {model} has no chat template: it is a base model, not a chat model, so replies continue "
+            "your text rather than answer it. Fine-tune it on conversations (`tunelab train model=... "
+            "datasets=...`) or pull a chat model (e.g. `tunelab pull Qwen/Qwen3-0.6B`).")
+
+
 def encode_prompt(template: ChatTemplate, tokenizer: Any, messages: list[dict], **template_kwargs: Any) -> list[int]:
     """Prompt ids for `messages` with the generation prompt: what the model continues from."""
     return encode_text(tokenizer, template.render(messages, add_generation_prompt=True, **template_kwargs))

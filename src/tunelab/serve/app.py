@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from tunelab.serve import embeddings, ollama_routes, openai_routes, responses_routes
+from tunelab.data.templates import base_model_notice
 from tunelab.serve.auth import bearer_token, key_matches
 from tunelab.serve.backends.base import Backend
 from tunelab.serve.config import ServeConfig
@@ -115,6 +116,9 @@ async def _load(app: FastAPI, svc: Service) -> None:
         return
     svc.ready = True
     log.info("ready: %s (%s backend)", svc.backend.model_id, svc.backend.name)
+    notice = base_model_notice(getattr(svc.backend, "template", None), svc.backend.model_id)
+    if notice:
+        log.warning(notice)
     if svc.config.watch:
         from tunelab.serve.watch import watch_runs
 

@@ -27,7 +27,43 @@ def resolve_model(spec: str | Path | None, store: Store | None = None) -> Path:
     path = Path(text).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         return path
+    if ":" in text and not text.startswith(("modelscope:", "hf:")):
+        return ollama_name(text, store)
     return _pull_on_first_use(text, store)
+
+
+_CHAT_SUFFIXES = ("", "it", "instruct", "chat")
+
+
+def ollama_name(text: str, store: Store) -> Path:
+    """Ollama's NAME:TAG (gemma3:270m, qwen3:0.6b, llama3.1:latest) -> a stored model.
+
+    The rule: NAME then TAG (':latest' dropped), ignoring case and - _ . : /, spell the last part of
+    a store name, optionally followed by it/instruct/chat (`qwen3:0.6b` = `Qwen/Qwen3-0.6B`,
+    `gemma3:270m` = the embedded `gemma3-270m`). Several matches are an error naming them.
+    """
+    from tunelab.store.default import DEFAULT_NAME, ensure_default_model
+
+    name, _, tag = text.partition(":")
+    wanted = _squash(name + ("" if tag == "latest" else tag))
+    lasts = {n: _squash(n.rsplit("/", 1)[-1]) for n in store.entries()}
+    found = [n for n, last in lasts.items() if wanted and last.startswith(wanted)
+             and last[len(wanted):] in _CHAT_SUFFIXES]
+    exact = [n for n in found if lasts[n] == wanted]
+    found = exact or found
+    if len(found) > 1:
+        raise ModelNotFound(f"'{text}' matches several stored models: {', '.join(sorted(found))}; name one")
+    if found:
+        return resolve_model(found[0], store)
+    if wanted == _squash(DEFAULT_NAME):
+        return ensure_default_model(store)
+    raise ModelNotFound(f"no stored model answers to the Ollama-style name '{text}' (NAME:TAG matches a store "
+                        f"name spelled NAME-TAG, e.g. gemma3:270m = gemma3-270m).{_did_you_mean(text, store)} "
+                        "See `tunelab list`, or `tunelab pull ORG/NAME` first.")
+
+
+def _squash(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "-_.:/ ")
 
 
 def _pull_on_first_use(text: str, store: Store) -> Path:
