@@ -130,12 +130,10 @@ def answer_both(model_dir: Path, adapter: Path, prompts: list[list[dict]], max_n
 
 def print_answers(console: Any, answers: list[Answer], run_dir: Path, report: Path) -> None:
     """A side-by-side table of before/after answers, then where the results are."""
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table("question", "before (base model)", "after (fine-tuned)", show_lines=True, title="quick-start")
-    for a in answers:
-        table.add_row(Text(a.question), Text(a.before or "(nothing)"), Text(a.after or "(nothing)"))
-    console.print(table)
+    from tunelab.eval.table import answers_table
+
+    console.print(answers_table([(a.question, a.before, a.after) for a in answers], "quick-start"))
     console.print(Text(f"adapter saved in {run_dir / 'adapter'}; serve it with `tunelab serve --adapter {run_dir}`"))
     console.print(Text(f"report: {report}"))

@@ -15,10 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compare the run with its base and write RUN/eval.json."""
+    """Compare the run with its base, print the answers side by side and the scores, write RUN/eval.json."""
+    from rich.console import Console
+    from rich.text import Text
+
     from tunelab.config_flags import config_from_args
     from tunelab.eval.config import EvalOptions
     from tunelab.eval.evaluate import run_eval
+    from tunelab.eval.table import generations_table
 
-    run_eval(args.run, config_from_args(EvalOptions, args))
+    console = Console()
+    run_eval(args.run, config_from_args(EvalOptions, args), log=lambda line: console.print(Text(line), soft_wrap=True),
+             show=lambda rows: console.print(generations_table(rows)))
     return 0

@@ -13,8 +13,10 @@ from tunelab.errors import RunError
 from tunelab.rundir import load_finished
 
 
-def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate run `spec` (base vs tuned); returns the eval.json content, also written to the run."""
+def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] = print,
+             show: Callable[[list[dict]], None] | None = None) -> dict[str, Any]:
+    """Evaluate run `spec` (base vs tuned); returns the eval.json content, also written to the run.
+    `show` gets the side-by-side generations before the summary lines go to `log`."""
     from tunelab.data.templates import encode_prompt
 
     from tunelab.progress import progress
@@ -38,7 +40,10 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
     compare.write_json(run.eval_file, result)
+    if show is not None:
+        show(result["generations"])
     _print_summary(result, log)
+    log(f"every answer and score: {run.eval_file}")
     return result
 
 
