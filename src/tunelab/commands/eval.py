@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from tunelab.eval.table import generations_table
 
     console = Console()
-    run_eval(args.run, config_from_args(EvalOptions, args), log=lambda line: console.print(Text(line), soft_wrap=True),
+    run_eval(args.run, config_from_args(EvalOptions, args),
+             log=lambda line: console.print(Text(line), soft_wrap=True),
              show=lambda rows: console.print(generations_table(rows)))
     return 0
