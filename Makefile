@@ -11,11 +11,18 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (about 4 minutes on 2 cores).
-# The wheel is built once into .cache/wheels and reused by later runs of `make test`.
+# The wheel is built once per machine, not per clone: pip's own wheel cache keeps it in a cache
+# dir named after the CMake flags (pip's cache key ignores CMAKE_ARGS, so a wheel built with other
+# flags must never be found there), and .cache/wheels keeps a copy beside the clone.
 # GGML_NATIVE=OFF with AVX2: a -march=native build enables AMX kernels that segfault in
 # llama_decode on these VMs (seen with Gemma 3 Q4_K_M), and a portable wheel can be cached.
+# LLAVA_BUILD=OFF skips libmtmd (multimodal), which tunelab never loads. llama.cpp's tests, tools,
+# examples and server are already off when llama-cpp-python builds it as a subdirectory.
 LLAMA_CPP_VERSION ?= 0.3.36
-LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DLLAVA_BUILD=OFF
+LLAMA_PIP_CACHE ?= $(HOME)/.cache/tunelab/pip-llama-cpp-$(shell echo '$(LLAMA_CPP_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 WHEELS := .cache/wheels/avx2
 
 .PHONY: demo test test-fast install install-test clean
@@ -34,8 +41,8 @@ install: $(VENV)/.installed
 # Test extras: llama.cpp (GGUF verification) and a browser (web UI tests).
 $(VENV)/.test-installed: $(VENV)/.installed
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps --no-cache-dir \
-		-w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+		CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(BIN)/pip wheel -q --no-deps \
+		--cache-dir "$(LLAMA_PIP_CACHE)" -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(BIN)/pip install -q --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install -q diskcache
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
