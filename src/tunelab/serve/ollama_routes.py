@@ -53,8 +53,8 @@ async def chat(req: P.OllamaChatRequest, request: Request):
     target = svc.resolve(req.model)
     if not req.messages:  # Ollama's "load the model" probe: an empty reply, done at once
         return {**_piece(target, "chat", "", "", done=True), "done_reason": "load"}
-    messages = [P.ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, name=m.tool_name)
-                for m in req.messages]
+    messages = [P.ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, name=m.tool_name,
+                              reasoning_content=m.thinking) for m in req.messages]
     if any(m.images for m in req.messages):
         raise bad_request("images are not supported", param="messages")
     tools = [t.as_dict() for t in req.tools or []]

@@ -120,12 +120,15 @@ async def remove_adapter(svc: Service, name: str) -> None:
 
 
 def chat_messages(messages: list[P.ChatMessage]) -> list[dict[str, Any]]:
-    """OpenAI messages -> the dicts the chat template takes ({role, content}, plus tool_calls on
-    assistant turns and tool_call_id on tool results)."""
+    """OpenAI messages -> the dicts the chat template takes ({role, content}, plus name and
+    reasoning_content when given, tool_calls on assistant turns, tool_call_id on tool results)."""
     out = []
     for i, m in enumerate(messages):
         content = m.content if isinstance(m.content, str) or m.content is None else _text(m.content, i)
         turn: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
+        for key in ("name", "reasoning_content"):  # the template renders them or not, as in vLLM
+            if getattr(m, key):
+                turn[key] = getattr(m, key)
         if m.tool_calls:
             turn["tool_calls"] = [c.as_dict(j) for j, c in enumerate(m.tool_calls)]
         if m.role == "tool":

@@ -115,3 +115,12 @@ def test_false_is_not_zero_and_true_is_not_one():
     assert rejected("x", 0).allows(0) and not rejected("x", 0).allows(False)
     assert rejected("x", True).allows(True) and not rejected("x", True).allows(1)
     assert accepted("x").allows({"anything": 1}) and not rejected("x").allows(3)
+
+
+def test_declared_message_fields_reach_the_template():
+    from tunelab.serve.openai_routes import chat_messages
+
+    turns = [P.ChatMessage(role="user", content="hi", name="ann"),
+             P.ChatMessage(role="assistant", content="yo", reasoning_content="mm")]
+    assert chat_messages(turns) == [{"role": "user", "content": "hi", "name": "ann"},
+                                    {"role": "assistant", "content": "yo", "reasoning_content": "mm"}]
