@@ -166,8 +166,9 @@ def _has_output(files: list[Path]) -> bool:
 
 def _info_columns(fmt: str, columns: dict, where: str) -> dict[str, str]:
     """LLaMA-Factory column names -> ours (they match except sharegpt's 'messages'); columns we
-    cannot train yet (tools, images, videos, audios) are an error, never dropped."""
-    known = {"prompt", "query", "response", "system", "history", "messages", "chosen", "rejected", "kto_tag"}
+    cannot train yet (images, videos, audios) are an error, never dropped."""
+    known = {"prompt", "query", "response", "system", "history", "messages", "chosen", "rejected", "kto_tag",
+             "tools"}
     for key in columns:
         if key in _NOT_YET:
             raise DataError("unsupported dataset", f"column '{key}': {_NOT_YET[key]}", where)
@@ -180,8 +181,6 @@ def _info_columns(fmt: str, columns: dict, where: str) -> dict[str, str]:
 
 
 _NOT_YET = {
-    "tools": "tool-calling data (function_call/observation turns) cannot be trained until tunelab has "
-             "tool calls",
     "images": "image data needs a vision model; tunelab trains text models only",
     "videos": "video data needs a vision model; tunelab trains text models only",
     "audios": "audio data needs an audio model; tunelab trains text models only",

@@ -13,6 +13,7 @@ from typing import Any
 
 from tunelab.data.errors import DataError
 from tunelab.data.pairs import LABEL_COLUMN, PAIR_COLUMNS, is_pair_record, pair_row, read_label
+from tunelab.data.tool_rows import check_calls, function_call_turn, openai_calls, read_tools
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference")
 FORMAT_ALIASES = {"openai": "messages", "chat": "messages", "prompt": "prompt_completion",
@@ -36,6 +37,7 @@ class Row:
     format: str
     rejected: list[dict] | None = None
     label: bool | None = None
+    tools: list[dict] | None = None  # functions the conversation may call (OpenAI tool dicts)
 
     @property
     def kind(self) -> str:
@@ -65,8 +67,8 @@ class LoadedData:
 
 _DEFAULT_COLUMNS = {
     "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"},
-    "sharegpt": {"messages": "conversations", "system": "system"},
-    "messages": {"messages": "messages", "system": "system"},
+    "sharegpt": {"messages": "conversations", "system": "system", "tools": "tools"},
+    "messages": {"messages": "messages", "system": "system", "tools": "tools"},
     "prompt_completion": {"prompt": "prompt", "response": "completion", "system": "system"},
     "text": {"text": "text"},
     "preference": {"prompt": "prompt", "system": "system"},
@@ -104,9 +106,12 @@ class Schema:
         system = record.get(self.columns.get("system", ""))
         if system is not None and not (messages and messages[0]["role"] == "system"):
             messages.insert(0, {"role": "system", "content": _string(system, self.columns["system"], *where)})
-        check_turns(messages, self.columns.get("messages", "messages"), *where)
+        key = self.columns.get("messages", "messages")
+        check_turns(messages, key, *where)
+        tools = read_tools(record.get(self.columns.get("tools", "tools")), self.columns.get("tools", "tools"), *where)
+        check_calls(messages, tools, key, *where)
         label = read_label(record, self.columns["kto_tag"], *where)
-        return Row(messages, None, source, line, self.format, label=label)
+        return Row(messages, None, source, line, self.format, label=label, tools=tools)
 
     def _turns(self, record: dict, columns: dict, source: str, line: int) -> list[dict]:
         key = columns["messages"]
@@ -122,20 +127,26 @@ class Schema:
         content_key = self.tags.get("content_tag") or ("value" if role_key == "from" else "content")
         role = _required(turn, role_key, source, line, f"{where}.{role_key}")
         role = self._role(role, f"{where}.{role_key}", source, line)
-        content = _content(_required(turn, content_key, source, line, f"{where}.{content_key}"),
-                           f"{where}.{content_key}", source, line)
-        return {"role": role, "content": content}
+        if role == "function_call":
+            value = _required(turn, content_key, source, line, f"{where}.{content_key}")
+            return function_call_turn(value, f"{where}.{content_key}", source, line)
+        calls = turn.get("tool_calls") if role == "assistant" else None
+        value = turn.get(content_key) if calls is not None else _required(turn, content_key, source, line,
+                                                                           f"{where}.{content_key}")
+        content = "" if value is None else _content(value, f"{where}.{content_key}", source, line)
+        out = {"role": role, "content": content}
+        if calls is not None:
+            out["tool_calls"] = openai_calls(calls, f"{where}.tool_calls", source, line)
+        if role == "tool" and turn.get("tool_call_id") is not None:
+            out["tool_call_id"] = turn["tool_call_id"]
+        return out
 
     def _role(self, role: Any, where: str, source: str, line: int) -> str:
-        names = dict(_SHAREGPT_ROLES)
-        for ours, tag in (("user", "user_tag"), ("assistant", "assistant_tag"), ("system", "system_tag")):
+        names = {**_SHAREGPT_ROLES, "function_call": "function_call", "observation": "tool", "tool": "tool"}
+        for ours, tag in (("user", "user_tag"), ("assistant", "assistant_tag"), ("system", "system_tag"),
+                          ("function_call", "function_tag"), ("tool", "observation_tag")):
             if self.tags.get(tag):
                 names[self.tags[tag]] = ours
-        tool_roles = {"function_call", "observation", "tool", self.tags.get("function_tag"),
-                      self.tags.get("observation_tag")} - {None}
-        if isinstance(role, str) and role in tool_roles and role not in names:
-            raise DataError("unknown role", f"unknown role {role!r}: a tool call or tool result; tool-calling "
-                            "data cannot be trained until tunelab has tool calls", source, line, where)
         if not isinstance(role, str) or role not in names:
             known = ", ".join(sorted(names))
             raise DataError("unknown role", f"unknown role {role!r}; expected one of {known}", source, line, where)
@@ -170,18 +181,31 @@ def detect_format(record: dict) -> str | None:
 
 
 def check_turns(messages: list[dict], key: str, source: str, line: int) -> None:
-    """An optional system turn, then user/assistant alternating, ending with the assistant."""
+    """An optional system turn, then user/assistant alternating, ending with the assistant; an
+    assistant turn with tool calls is followed by tool results, then the assistant again."""
     if not messages:
         raise DataError("empty conversation", "conversation has no turns", source, line, key)
     start = 1 if messages[0]["role"] == "system" else 0
+    previous: dict | None = None
     for i, msg in enumerate(messages[start:], start):
-        expected = "user" if (i - start) % 2 == 0 else "assistant"
-        if msg["role"] != expected:
-            raise DataError("turns do not alternate", f"turn {i} is '{msg['role']}' but '{expected}' was expected "
-                            "(system first, then user and assistant alternating)", source, line, f"{key}[{i}]")
+        expected = _next_roles(previous)
+        if msg["role"] not in expected:
+            raise DataError("turns do not alternate", f"turn {i} is '{msg['role']}' but '{' or '.join(expected)}' "
+                            "was expected (system first, then user and assistant alternating; tool results "
+                            "after an assistant's tool calls)", source, line, f"{key}[{i}]")
+        previous = msg
     if messages[-1]["role"] != "assistant":
         raise DataError("no reply", "the last turn is not from the assistant, so there is nothing to train on",
                         source, line, f"{key}[{len(messages) - 1}]")
+
+
+def _next_roles(previous: dict | None) -> tuple[str, ...]:
+    """The roles that may follow `previous` (None: the first turn after the system prompt)."""
+    if previous is None or (previous["role"] == "assistant" and not previous.get("tool_calls")):
+        return ("user",)
+    if previous["role"] == "assistant":
+        return ("tool",)
+    return ("tool", "assistant") if previous["role"] == "tool" else ("assistant",)
 
 
 def _alpaca(record: dict, columns: dict, source: str, line: int) -> list[dict]:

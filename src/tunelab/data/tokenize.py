@@ -150,7 +150,7 @@ def render_row(row: Row, template: ChatTemplate, tokenizer: Any, cfg: DataConfig
     messages = list(row.messages or [])
     if cfg.system and not (messages and messages[0]["role"] == "system"):
         messages.insert(0, {"role": "system", "content": cfg.system})
-    return _render_conversation(messages, template, tokenizer, cfg.train_on)
+    return _render_conversation(messages, template, tokenizer, cfg.train_on, row.tools)
 
 
 def _render_text(text: str, tokenizer: Any) -> Rendered:
@@ -161,14 +161,17 @@ def _render_text(text: str, tokenizer: Any) -> Rendered:
     return Rendered(ids, [IGNORE] * len(bos) + ids[len(bos):], [len(ids)], is_text=True)
 
 
-def _render_conversation(messages: list[dict], template: ChatTemplate, tokenizer: Any, train_on: str) -> Rendered:
-    full = encode_text(tokenizer, template.render(messages))
+def _render_conversation(messages: list[dict], template: ChatTemplate, tokenizer: Any, train_on: str,
+                         tools: list[dict] | None = None) -> Rendered:
+    """Ids of the whole conversation with loss on assistant replies (tool calls included; tool
+    results are not assistant turns, so they never carry loss)."""
+    full = encode_text(tokenizer, template.render(messages, tools=tools))
     out = Rendered(full, [IGNORE] * len(full))
     last = len(messages) - 1
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        span = _reply_span(messages, i, full, template, tokenizer)
+        span = _reply_span(messages, i, full, template, tokenizer, tools)
         if span is None:
             out.stable = i != last and out.stable
             out.untrained_turns += i != last
@@ -182,10 +185,11 @@ def _render_conversation(messages: list[dict], template: ChatTemplate, tokenizer
     return out
 
 
-def _reply_span(messages: list[dict], i: int, full: list[int], template: ChatTemplate, tokenizer: Any):
+def _reply_span(messages: list[dict], i: int, full: list[int], template: ChatTemplate, tokenizer: Any,
+                tools: list[dict] | None = None):
     """(start, end) token indices of reply i in `full`, or None if the prefixes do not line up."""
-    prompt = encode_prompt(template, tokenizer, messages[:i])
-    done = full if i == len(messages) - 1 else encode_text(tokenizer, template.render(messages[: i + 1]))
+    prompt = encode_prompt(template, tokenizer, messages[:i], tools=tools)
+    done = full if i == len(messages) - 1 else encode_text(tokenizer, template.render(messages[: i + 1], tools=tools))
     if full[: len(done)] != done or done[: len(prompt)] != prompt or len(done) <= len(prompt):
         return None
     return len(prompt), len(done)

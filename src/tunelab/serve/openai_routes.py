@@ -158,7 +158,7 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,
                                     "messages")
-    params = req.to_sampling_params(max_tokens, structured)
+    params = check_constraint(svc, req.to_sampling_params(max_tokens, structured))
     svc.check_stop(params.stop, "stop")
     thinking = svc.config.reasoning == "auto"
     opened = thinking and opens_reasoning(prompt.text)
@@ -171,6 +171,14 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
         return ReleasingStream(chunks, ticket, "text/event-stream")
     work = _chat_collect(events, rid, target, len(prompt.ids), thinking, opened, plan)
     return await until_disconnected(request, work, ticket)
+
+
+def check_constraint(svc: Service, params: Any) -> Any:
+    """400 when a constraint (guided_*, response_format) meets a backend that cannot enforce it."""
+    so = params.structured_outputs
+    if so is not None and not svc.backend.capabilities.structured_outputs:
+        raise bad_request(f"the {svc.backend.name} backend does not do constrained decoding", param=so.param)
+    return params
 
 
 def chat_tools(svc: Service, target: Target, req: P.ChatCompletionRequest) -> tuple[ToolPlan, Any]:
@@ -306,7 +314,7 @@ async def completions(req: P.CompletionRequest, request: Request):
     svc.check_logprobs(req.logprobs is not None)
     ids = completion_prompt(svc, req)
     max_tokens = svc.max_tokens_for(len(ids), req.max_tokens, "prompt")
-    params = req.to_sampling_params(max_tokens)
+    params = check_constraint(svc, req.to_sampling_params(max_tokens))
     svc.check_stop(params.stop, "stop")
     ticket = svc.admit(req.n)
     rid = P.new_id("cmpl")

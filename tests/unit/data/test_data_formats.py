@@ -115,7 +115,7 @@ BAD_CASES = [
     ("wrong type", {"instruction": "q", "output": 3}, "output", "expected a string, got int"),
     ("wrong type", ["not", "an", "object"], None, "expected a JSON object"),
     ("missing field", {"instruction": "q", "input": "x"}, "messages", "missing"),  # read like the file's other rows
-    ("unknown role", {"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "unknown role 'tool'"),
+    ("unknown role", {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "unknown role 'robot'"),
     ("turns do not alternate", {"messages": [USER_BOT[0], USER_BOT[0], USER_BOT[1]]}, "messages[1]", "'user' but 'assistant'"),
     ("no reply", {"messages": USER_BOT + [USER_BOT[0]]}, "messages[2]", "not from the assistant"),
     ("empty conversation", {"messages": []}, "messages", "no turns"),

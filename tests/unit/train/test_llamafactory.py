@@ -148,7 +148,10 @@ def test_dataset_info_names_on_the_command_line_and_pretraining_and_holes(lf_pro
     assert cfg.datasets == ["data/dataset_info.json#identity,alpaca_zh_demo"]
     data = lf_project / "data"
     (data / "c4.jsonl").write_text('{"text": "纯文本预训练。"}\n{"text": "second"}\n')
-    (data / "tools.json").write_text("[]")
+    calls = [{"from": "human", "value": "weather?"}, {"from": "function_call", "value": '{"name": "w", "arguments": {}}'},
+             {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}]
+    tools = json.dumps([{"name": "w", "description": "weather", "parameters": {"type": "object"}}])
+    (data / "tools.json").write_text(json.dumps([{"conversations": calls, "tools": tools}]))
     (data / "mllm.json").write_text("[]")
     info = json.loads((data / "dataset_info.json").read_text())
     info.update(c4_demo={"file_name": "c4.jsonl", "columns": {"prompt": "text"}},
@@ -159,13 +162,13 @@ def test_dataset_info_names_on_the_command_line_and_pretraining_and_holes(lf_pro
     (data / "dataset_info.json").write_text(json.dumps(info))
     rows = read_datasets(["data/dataset_info.json#c4_demo"]).rows
     assert [r.text for r in rows] == ["纯文本预训练。", "second"] and rows[0].format == "text"
-    with pytest.raises(DataError, match="tool calls"):
-        read_datasets(["data/dataset_info.json#glaive"])
+    (row,) = read_datasets(["data/dataset_info.json#glaive"]).rows
+    assert row.tools[0]["function"]["name"] == "w" and row.messages[1]["tool_calls"][0]["function"]["name"] == "w"
     with pytest.raises(DataError, match="column 'images'.*vision"):
         read_datasets(["data/dataset_info.json#mllm"])
 
 
-def test_tool_roles_in_sharegpt_rows_are_a_clear_error(tmp_path):
+def test_a_malformed_function_call_turn_names_file_line_and_field(tmp_path):
     from tunelab.data.errors import DataError
     from tunelab.data.formats import read_datasets
 
@@ -173,7 +176,7 @@ def test_tool_roles_in_sharegpt_rows_are_a_clear_error(tmp_path):
     turns = [{"from": "human", "value": "weather?"}, {"from": "function_call", "value": "{}"},
              {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}]
     path.write_text(json.dumps({"conversations": turns}) + "\n")
-    with pytest.raises(DataError, match="tool call"):
+    with pytest.raises(DataError, match=r"calls.jsonl:1: field 'conversations\[1\].value': a call needs"):
         read_datasets([path])
 
 
