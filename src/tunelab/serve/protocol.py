@@ -30,7 +30,7 @@ from tunelab.serve.tools_protocol import ResponseFormat, ToolCallIn, ToolChoice,
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-_Lenient = RequestModel  # the old name, still imported by embeddings_protocol; strict all the same
+_Lenient = RequestModel  # the old name (responses_protocol, anthropic_protocol import it); strict all the same
 
 
 def _utf8(text: str) -> str:
