@@ -30,7 +30,7 @@ from tunelab.serve.tools_protocol import ResponseFormat, ToolCallIn, ToolChoice,
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-_Lenient = RequestModel  # the old name (responses_protocol, anthropic_protocol import it); strict all the same
+_Lenient = RequestModel  # old name, still imported by responses_protocol and anthropic_protocol
 
 
 def _utf8(text: str) -> str:
