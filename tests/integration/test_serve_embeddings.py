@@ -52,7 +52,8 @@ def test_openai_client_batch_equals_sentence_transformers(openai_client, expecte
     assert [d.index for d in out.data] == [0, 1, 2, 3] and out.model == "tiny"
     close([d.embedding for d in out.data], unit(expected))
     assert out.usage.prompt_tokens == out.usage.total_tokens > len(TEXTS)
-    short = openai_client.embeddings.create(model="tiny", input=TEXTS[0], dimensions=16, encoding_format="float")
+    short = openai_client.embeddings.create(model="tiny", input=TEXTS[0], dimensions=16,
+                                            encoding_format="float")
     close([short.data[0].embedding], unit(expected[:1, :16]))
 
 
@@ -95,7 +96,8 @@ def test_sentence_transformers_layout_served(tiny_models, tmp_path):
     try:
         out = OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0).embeddings.create(
             model="embed", input=TEXTS)
-        close([d.embedding for d in out.data], reference(st.SentenceTransformer(str(model), device="cpu"), TEXTS))
+        expected = reference(st.SentenceTransformer(str(model), device="cpu"), TEXTS)
+        close([d.embedding for d in out.data], expected)
         show = Client(host=srv.url).show("embed")
         assert "embedding" in show.capabilities
         assert show.modelinfo["tunelab.pooling"] == "lasttoken pooling, L2-normalised (sentence-transformers)"

@@ -38,6 +38,7 @@ class Delta:
     error: str | None = None  # set when the engine aborted the request (e.g. no KV memory)
     prompt_tokens: int = 0
     completion_tokens: int = 0  # so far, for this completion
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended it (last delta)
 
 
 @dataclass
@@ -240,7 +241,7 @@ class AsyncEngine:
         logprobs = seq.logprobs[sent:] if seq.params.logprobs is not None else None
         delta = Delta(request_id, index, seq.take_delta(), seq.output_ids[sent:], logprobs,
                       seq.finish_reason if seq.is_finished else None, seq.error,
-                      seq.num_prompt_tokens, len(seq.output_ids))
+                      seq.num_prompt_tokens, len(seq.output_ids), seq.stop_reason if seq.is_finished else None)
         req.loop.call_soon_threadsafe(req.queue.put_nowait, delta)
 
 

@@ -100,10 +100,24 @@ _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")  # field names; tags look like 'list[
 
 
 def respond(request: Request, err: APIError) -> JSONResponse:
-    """The error as the client's API expects: Ollama's `{"error": "..."}` under /api/, else OpenAI's."""
+    """The error as the client's API expects: Ollama's `{"error": "..."}` under /api/, Anthropic's
+    under /v1/messages, else OpenAI's."""
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
+    if request.url.path.startswith("/v1/messages"):
+        return JSONResponse(anthropic_body(err), status_code=err.status, headers=err.headers)
     return error_response(err)
+
+
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error"}
+
+
+def anthropic_body(err: APIError) -> dict[str, Any]:
+    """Anthropic's error body: `{"type": "error", "error": {"type", "message"}}`, typed by status."""
+    kind = _ANTHROPIC_TYPES.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
 def as_api_error(err: Exception) -> APIError:

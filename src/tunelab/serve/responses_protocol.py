@@ -21,7 +21,7 @@ TOOLS_MISSING = "tool calling is not served on /v1/responses yet"
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
-class _Item(BaseModel):
+class ItemModel(BaseModel):
     """An input item or part: its `type` is judged first, then any key it should not carry."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -32,7 +32,7 @@ class _Item(BaseModel):
             raise bad_request(f"unsupported field '{where}.{key}'", param=f"{where}.{key}")
 
 
-class InputPart(_Item):
+class InputPart(ItemModel):
     """One content part of an input message: input_text (or output_text of an earlier reply)."""
 
     type: str
@@ -41,7 +41,7 @@ class InputPart(_Item):
     logprobs: list[Any] | None = None
 
 
-class InputItem(_Item):
+class InputItem(ItemModel):
     """An input item: a message (the `type` may be left out), or an earlier reasoning item."""
 
     type: str = "message"

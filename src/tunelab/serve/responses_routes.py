@@ -63,7 +63,8 @@ def _max_tokens(svc: Service, prompt_len: int, requested: int | None) -> int:
         return svc.max_tokens_for(prompt_len, requested, "input")
     except APIError as err:
         if err.param == "max_tokens":
-            err.param, err.message = "max_output_tokens", err.message.replace("max_tokens", "max_output_tokens")
+            err.param = "max_output_tokens"
+            err.message = err.message.replace("max_tokens", "max_output_tokens")
         raise
 
 
@@ -182,7 +183,8 @@ class ResponseBuilder:
             part = {"type": "reasoning_text", "text": text}
             events = [self.event("response.reasoning_text.done", content_index=0, text=text, **where),
                       self.event("response.content_part.done", content_index=0, part=part, **where)]
-        return events + [self._item_done(R.reasoning_item(self.ids["reasoning"], text, self.summary, "completed"))]
+        item = R.reasoning_item(self.ids["reasoning"], text, self.summary, "completed")
+        return events + [self._item_done(item)]
 
     # ---- message item ------------------------------------------------------------------------
 

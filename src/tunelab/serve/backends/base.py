@@ -37,6 +37,7 @@ class Delta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None  # stop | length | abort, on the last delta only
+    stop_string: str | None = None  # the stop string that ended it, when one did (last delta)
 
 
 @dataclasses.dataclass
@@ -156,4 +157,3 @@ class HFTokenizerPrompts:
     def encode_text(self, text: str) -> Prompt:
         """Raw completion prompt: the tokenizer adds BOS the way the model expects."""
         return Prompt(list(self.tokenizer.encode(text)), text)
-

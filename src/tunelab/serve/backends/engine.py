@@ -50,7 +50,8 @@ class EngineBackend(HFTokenizerPrompts, Backend):
             if d.error:  # the engine failed the request (step error, no KV memory)
                 raise RuntimeError(d.error)
             logprobs = [self._logprob(lp) for lp in d.logprobs or ()]
-            yield Delta(d.text, list(d.token_ids), logprobs or None, d.finish_reason)
+            stop = d.stop_reason if isinstance(d.stop_reason, str) else None
+            yield Delta(d.text, list(d.token_ids), logprobs or None, d.finish_reason, stop)
 
     async def embed(self, prompts: list[list[int]], adapter: str | None = None) -> Any:
         """(B, D) float32: the engine pools the final hidden states between its generation steps."""
