@@ -50,29 +50,32 @@ class LLM:
         """The model's Hugging Face tokenizer (as vLLM's `LLM.get_tokenizer`)."""
         return self.tokenizer
 
-    def generate(self, prompts: str | list[int] | list[str | list[int]],
+    def generate(self, prompts: str | dict | list[int] | list[str | list[int] | dict],
                  sampling_params: SamplingParams | list[SamplingParams] | None = None, use_tqdm: bool = True,
                  lora_request: Lora = None, *, adapter: str | list[str | None] | None = None) -> list[RequestOutput]:
         """Complete each prompt (text or token ids); outputs come back in prompt order."""
-        items = _as_list(prompts)
+        items = [_unwrap(p) for p in _as_list(prompts)]
         prompt_ids = [self._encode(p) for p in items]
         texts = [p if isinstance(p, str) else None for p in items]
         return self._run(prompt_ids, texts, sampling_params, self._adapters(lora_request, adapter), use_tqdm)
 
     def chat(self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None,
              use_tqdm: bool = True, lora_request: LoRARequest | None = None, *,
-             chat_template_kwargs: dict | None = None, adapter: str | None = None) -> list[RequestOutput]:
-        """Reply to each conversation using the model's (or adapter's) chat template and its stop tokens."""
+             chat_template_kwargs: dict | None = None, adapter: str | None = None,
+             tools: list[dict] | None = None) -> list[RequestOutput]:
+        """Reply to each conversation using the model's (or adapter's) chat template and its stop tokens.
+        With `tools` (OpenAI's list) each output's `tool_calls` holds the calls parsed from its text."""
         from tunelab.data.templates import encode_prompt
 
         convs = [messages] if messages and isinstance(messages[0], dict) else messages
         adapter = self._adapters(lora_request, adapter)
         template = self.template(adapter)
-        kwargs = chat_template_kwargs or {}
+        kwargs = {**(chat_template_kwargs or {}), **({"tools": tools} if tools else {})}
         prompt_ids = [encode_prompt(template, self.tokenizer, c, **kwargs) for c in convs]
         texts = [template.render(c, add_generation_prompt=True, **kwargs) for c in convs]
         params = with_template_stops(sampling_params or SamplingParams(), template, self.tokenizer)
-        return self._run(prompt_ids, texts, params, adapter, use_tqdm)
+        outputs = self._run(prompt_ids, texts, params, adapter, use_tqdm)
+        return with_tool_calls(outputs, template.tool_format) if tools else outputs
 
     def template(self, adapter: str | None = None):
         """The chat template saved with the adapter if it has one, else the model's."""
@@ -154,14 +157,35 @@ def chat_template(engine: LLMEngine, adapter: str | None = None):
     return resolve_template(engine.model_dir, engine.lora.adapters.get(adapter) if adapter else None)
 
 
+def with_tool_calls(outputs: list[RequestOutput], fmt_name: str | None) -> list[RequestOutput]:
+    """Fill each completion's `tool_calls` by the template format's parser."""
+    from tunelab.tools import get_format, parse_tool_calls
+
+    for out in outputs:
+        for completion in out.outputs:
+            completion.tool_calls = parse_tool_calls(get_format(fmt_name), completion.text)[1] if fmt_name else []
+    return outputs
+
+
 def with_template_stops(params: SamplingParams, template, tokenizer) -> SamplingParams:
     """A copy of `params` that also stops at the template's end-of-turn token ids (as the server
     does: not with ignore_eos)."""
     return params.stopping_at(template.stop_token_ids(tokenizer))
 
 
+def _unwrap(prompt: Any) -> str | list[int]:
+    """vLLM's prompt dicts ({"prompt": text} or {"prompt_token_ids": ids}) -> text or ids."""
+    if not isinstance(prompt, dict):
+        return prompt
+    extra = set(prompt) - {"prompt", "prompt_token_ids"}
+    if extra or len(prompt) != 1:
+        raise InvalidRequest(f"a prompt dict takes 'prompt' or 'prompt_token_ids', got {sorted(prompt)}",
+                             param="prompts")
+    return prompt.get("prompt", prompt.get("prompt_token_ids"))
+
+
 def _as_list(prompts) -> list:
-    if isinstance(prompts, str):
+    if isinstance(prompts, (str, dict)):
         return [prompts]
     if prompts and isinstance(prompts[0], int):
         return [prompts]

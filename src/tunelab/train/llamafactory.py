@@ -118,6 +118,12 @@ def _method(value: Any, data: dict) -> dict:
     return {"method": "qlora" if bits == 4 else "dora" if data.get("use_dora") else "lora"}
 
 
+def _bitsandbytes(value: Any) -> dict:
+    if str(value) not in ("bitsandbytes", "bnb"):
+        raise ValueError(f"'{value}': tunelab's QLoRA quantizes with bitsandbytes NF4 only")
+    return {}
+
+
 def _target(value: Any, _data: dict) -> dict:
     names = _names(value)
     return {"lora.target_modules": ["all-linear"] if names == ["all"] else names}
@@ -177,6 +183,7 @@ TRAIN: dict[str, Rule] = {
     "finetuning_type": _method,
     "use_dora": _used,
     "quantization_bit": _used,
+    "quantization_method": lambda v, _d: _bitsandbytes(v),
     "lora_target": _target,
     "lora_rank": _rank,
     "lora_alpha": _to("lora.alpha", float),

@@ -101,6 +101,18 @@ def test_lora_request_per_call_and_params_per_prompt(tutorial_model, adapter_dir
     assert capsys.readouterr().err == ""  # use_tqdm=False: no bar
 
 
+def test_prompt_dicts_as_in_vllm(tutorial_model):
+    llm = LLM(tutorial_model, dtype="fp32", max_model_len=128)
+    ids = llm.get_tokenizer().encode("The capital of France is")
+    greedy = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    by_text, by_ids = llm.generate([{"prompt": "The capital of France is"}, {"prompt_token_ids": ids}], greedy,
+                                   use_tqdm=False)
+    assert by_text.prompt == "The capital of France is" and by_ids.prompt is None
+    assert by_text.token_ids == by_ids.token_ids and by_ids.prompt_token_ids == ids
+    with pytest.raises(InvalidRequest, match="prompt_token_ids"):
+        llm.generate({"text": "x"}, use_tqdm=False)
+
+
 def test_chat_fills_prompt_with_the_rendered_text(tutorial_model):
     llm = LLM(tutorial_model, dtype="fp32", max_model_len=128)
     conv = [{"role": "user", "content": "hi"}]
