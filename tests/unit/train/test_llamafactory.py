@@ -195,3 +195,18 @@ def test_preference_entries_are_never_trained_as_sft(entry, rows, tmp_path):
     loaded = read_datasets([f"{tmp_path}/dataset_info.json#pref"])
     with pytest.raises(DataError, match="stage="):
         check_row_kinds(loaded.rows, "sft")
+
+
+def test_a_positional_yaml_of_our_own_keys_is_the_config(tmp_path, monkeypatch):
+    from tunelab.cli import parse
+    from tunelab.commands.train import build_config, take_positional_yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yml").write_text("lr: 0.01\nlora:\n  rank: 4\n")
+    args = parse(["train", "run.yml", "lora.rank=8", "--max-steps", "3"])
+    take_positional_yaml(args)
+    cfg = build_config(args)
+    assert (cfg.lr, cfg.lora.rank, cfg.max_steps) == (0.01, 8, 3)  # the command line beats the file
+    args = parse(["train", "run.yml", "--config", "other.yaml"])
+    with pytest.raises(ConfigError, match="one YAML file per run"):
+        take_positional_yaml(args)
