@@ -42,8 +42,13 @@ def is_llamafactory(data: dict) -> bool:
 
 
 def train_values(data: dict, path: str | Path) -> Translation:
-    """A `llamafactory-cli train` YAML -> TrainConfig keys."""
-    return _translate(data, path, TRAIN, TRAIN_IGNORED)
+    """A `llamafactory-cli train` YAML -> TrainConfig keys. Without val_size LLaMA-Factory trains on
+    every row, so no eval split is held out (tunelab's own default holds out 5%)."""
+    out = _translate(data, path, TRAIN, TRAIN_IGNORED)
+    if "val_size" not in data:
+        out.values["eval_split"] = 0.0
+        out.mapped.append(("val_size (absent)", "eval_split=0"))
+    return out
 
 
 def merge_values(data: dict, path: str | Path) -> Translation:

@@ -96,6 +96,7 @@ def test_train_yaml_runs_unchanged_then_export_yaml_merges(lf_project, capsys):
     run = lf_project / "saves/qwen-tiny/lora/sft"
     saved = (run / "config.yaml").read_text()
     assert "max_samples: 6" in saved and "warmup_ratio: 0.1" in saved and "rank: 8" in saved
+    assert "eval_split: 0.0" in saved  # no val_size: every row trains, as in LLaMA-Factory
     assert "alpha: 16.0" in saved and "all-linear" in saved  # LLaMA-Factory: alpha = 2 x rank, all
     assert (run / "adapter/adapter_model.safetensors").is_file()
     assert main(["merge", "llama3_lora_sft_merge.yaml"]) == 0
