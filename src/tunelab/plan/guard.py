@@ -1,6 +1,9 @@
-"""`tunelab train`'s pre-flight: refuse a plan that cannot fit, before loading anything."""
+"""`tunelab train`'s pre-flight: refuse a plan that cannot fit, after reading the data and
+before loading the model."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from tunelab.errors import TunelabError
 from tunelab.train.config import TrainConfig
@@ -10,8 +13,11 @@ class PlanDoesNotFit(TunelabError):
     """The memory plan exceeds the device; the message carries the advice."""
 
 
-def check_memory_plan(cfg: TrainConfig) -> None:
-    """Raise PlanDoesNotFit with the plan's advice unless it fits (or ignore_memory_plan is set)."""
+def check_memory_plan(cfg: TrainConfig, examples: list | None = None) -> None:
+    """Raise PlanDoesNotFit with the plan's advice unless it fits (or ignore_memory_plan is set).
+
+    Unpacked micro-batches are padded to their longest example, so the plan uses
+    min(cutoff_len, longest example) rather than the worst case `tunelab plan` shows."""
     if cfg.ignore_memory_plan:
         return
     from tunelab.plan.advice import advise
@@ -22,11 +28,23 @@ def check_memory_plan(cfg: TrainConfig) -> None:
 
     shape, _ = model_shape(cfg.model)
     device = detect_device()
-    est = estimate_training(shape, cfg, device)
+    planned = _at_data_length(cfg, examples)
+    est = estimate_training(shape, planned, device)
     if est.fits:
         return
     raise PlanDoesNotFit(
         f"memory plan: this run needs ~{gib(est.total)} but {device}. "
-        + advice_lines(advise(shape, cfg, device)).replace("\n", " |")
+        + advice_lines(advise(shape, planned, device)).replace("\n", " |")
         + " | see `tunelab plan` for the breakdown; ignore_memory_plan=true trains anyway"
     )
+
+
+def _at_data_length(cfg: TrainConfig, examples: list | None) -> TrainConfig:
+    """cfg with cutoff_len lowered to the longest example (unpacked batches are padded to it) and
+    micro_batch_size to the number of examples."""
+    lengths = [len(e.input_ids) for e in examples or () if hasattr(e, "input_ids")]
+    if not lengths:
+        return cfg
+    cutoff = cfg.data.cutoff_len if cfg.packing else min(cfg.data.cutoff_len, max(lengths))
+    return dataclasses.replace(cfg, micro_batch_size=min(cfg.micro_batch_size, len(lengths)),
+                               data=dataclasses.replace(cfg.data, cutoff_len=cutoff))

@@ -114,7 +114,6 @@ def train(
     """Run (or resume) one fine-tuning run; `examples` bypasses the data files (tests, quickstart)."""
     from rich.console import Console
 
-    from tunelab.plan.guard import check_memory_plan
     from tunelab.train.methods import check_method
 
     console = console or Console(stderr=True)
@@ -123,7 +122,6 @@ def train(
     run, cfg, created = _open_or_create(cfg, resume, overrides)
     try:
         check_method(cfg)  # before anything heavy is loaded
-        check_memory_plan(cfg)  # refuses a plan that cannot fit, with the planner's advice
         MetricsWriter.check(cfg.report_to)  # a missing tracker library, before loading
         session = _build_session(cfg, run, examples, console, resumed=resume is not None)
         session.metrics = MetricsWriter(run, to_dict(cfg), cfg.report_to) if session.accelerator.is_main_process else None
@@ -181,6 +179,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     from accelerate import Accelerator
 
     from tunelab.dtypes import resolve_dtype
+    from tunelab.plan.guard import check_memory_plan
     from tunelab.store.resolve import resolve_model
     from tunelab.train import methods
     from tunelab.train.pairs import precompute_reference
@@ -192,6 +191,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
     dist.check_supported(acc)
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
+    check_memory_plan(cfg, data.train)  # before the model loads: refuse a plan that cannot fit
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
     optimizer, scheduler = build_optimizer(model, cfg)

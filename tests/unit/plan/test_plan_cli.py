@@ -89,12 +89,23 @@ def test_train_refuses_a_plan_that_cannot_fit(tiny_models, synthetic_examples, t
     from tunelab.plan.guard import PlanDoesNotFit
     from tunelab.train.trainer import train
 
+    long = [type(e)(e.input_ids * 170, e.labels * 170) for e in synthetic_examples] * 10000  # 4080 tokens
     keys = [f"model={tiny_models['llama']}", f"output={tmp_path / 'run'}", "max_steps=1",
             "micro_batch_size=100000", "data.cutoff_len=4096"]
     with pytest.raises(PlanDoesNotFit, match="micro_batch_size=.* grad_accum=") as err:
-        train(load_config(TrainConfig, None, keys), examples=(synthetic_examples, []))
+        train(load_config(TrainConfig, None, keys), examples=(long, []))
     assert "ignore_memory_plan=true" in str(err.value)
-    assert not (tmp_path / "run" / "status.json").exists()  # refused before anything was loaded
-    result = train(load_config(TrainConfig, None, keys + ["ignore_memory_plan=true"]), examples=(synthetic_examples, []))
+    assert not (tmp_path / "run" / "status.json").exists()  # refused before the model was loaded
+    # the same settings fit when the examples are short: batches are padded to the longest one
+    result = train(load_config(TrainConfig, None, keys), examples=(synthetic_examples, []))
     assert result.state == "finished"
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_ignore_memory_plan_skips_the_check(tiny_models, synthetic_examples, tmp_path):
+    from tunelab.plan.guard import check_memory_plan
+
+    keys = [f"model={tiny_models['llama']}", "micro_batch_size=100000", "data.cutoff_len=4096"]
+    check_memory_plan(load_config(TrainConfig, None, keys + ["ignore_memory_plan=true"]))
+    with pytest.raises(TunelabError, match="memory plan"):
+        check_memory_plan(load_config(TrainConfig, None, keys))
