@@ -7,7 +7,7 @@
 Code written for `from vllm import LLM, SamplingParams` runs unchanged: `sampling_params=`
 (one or a list, one per prompt), `use_tqdm`, `lora_request=LoRARequest(name, id, path)` with
 `LLM(..., enable_lora=True)`, `get_tokenizer()`, and vLLM's engine arguments (`max_model_len`,
-`gpu_memory_utilization`, `tensor_parallel_size=1`, `trust_remote_code`, `dtype`). Any other
+`gpu_memory_utilization`, `tensor_parallel_size=1`, `trust_remote_code`, `dtype`, `seed`). Any other
 keyword is an error naming it.
 """
 
@@ -33,8 +33,14 @@ class LLM:
     """A model (store name, path or None for the default) ready to generate, with optional adapters."""
 
     def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
-                 dtype: str = "auto", device: str = "auto", *, enable_lora: bool = False, **engine_cfg: Any):
+                 dtype: str = "auto", device: str = "auto", *, enable_lora: bool = False, seed: int | None = None,
+                 **engine_cfg: Any):
         from tunelab.config import build, config_keys
+
+        if seed is not None:  # vLLM's LLM(seed=): requests without their own seed draw from this stream
+            import torch
+
+            torch.manual_seed(seed)
 
         unknown = [k for k in engine_cfg if k not in config_keys(EngineConfig)]
         if unknown:

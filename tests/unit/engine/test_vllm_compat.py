@@ -120,6 +120,13 @@ def test_chat_fills_prompt_with_the_rendered_text(tutorial_model):
     assert out.prompt == llm.template().render(conv, add_generation_prompt=True)
 
 
+def test_llm_seed_makes_unseeded_sampling_repeat(tutorial_model):
+    params = SamplingParams(temperature=1.0, max_tokens=6, ignore_eos=True)
+    first = LLM(tutorial_model, dtype="fp32", max_model_len=64, seed=7).generate("Hi", params, use_tqdm=False)
+    again = LLM(tutorial_model, dtype="fp32", max_model_len=64, seed=7).generate("Hi", params, use_tqdm=False)
+    assert first[0].token_ids == again[0].token_ids
+
+
 def test_lora_request_needs_enable_lora(tutorial_model, adapter_dir):
     from tunelab import LoRARequest
 
