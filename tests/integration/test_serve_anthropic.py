@@ -112,9 +112,10 @@ def test_count_tokens(client):
 
 def test_errors_in_anthropic_shape(client, server):
     with pytest.raises(anthropic.BadRequestError) as info:
-        client.messages.create(messages=USER, tools=[{"name": "f", "input_schema": {"type": "object"}}], **KW)
+        server_tool = {"type": "web_search_20250305", "name": "web_search"}
+        client.messages.create(messages=USER, tools=[server_tool], **KW)
     assert info.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message": (
-        "unsupported field 'tools': tool use is not served on /v1/messages yet")}}
+        "tools.0.type: 'web_search_20250305' tools are not served, only function tools")}}
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}]}], **KW)

@@ -111,11 +111,11 @@ def test_stream_answer_and_summary_events(client):
 @pytest.mark.parametrize("extra, param", [
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
     ({"store": True}, "store"),
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
-    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
+    ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
+    ({"text": {"format": {"type": "grammar"}}}, "text.format.type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input.0.content.0.type"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input.0.type"),
+    ({"input": [{"type": "computer_call_output", "call_id": "c", "output": "x"}]}, "input.0.type"),
     ({"max_output_tokens": 5000}, "max_output_tokens"),
 ])
 def test_what_is_not_served_is_a_400_naming_the_field(client, extra, param):

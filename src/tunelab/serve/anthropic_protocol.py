@@ -2,22 +2,25 @@
 
 The request maps onto the engine's `SamplingParams` through the one mapping
 (`protocol.sampling_values`, `stop_sequences` renamed to `stop`); `system` and text blocks
-become the plain chat messages the chat template takes. Tool use and other block kinds
-are declared so that the route can answer a 400 naming them (`unsupported()`).
+become the plain chat messages the chat template takes. Tool definitions, tool_use and
+tool_result blocks map onto the one tool shape (`serve/tool_items.py`); other block kinds
+and server tools are a 400 naming them.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field
 
 from tunelab.engine.config import SamplingParams
+from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import APIError, bad_request
 from tunelab.serve.protocol import Text, _Lenient, sampling_values
 from tunelab.serve.responses_protocol import ItemModel
+from tunelab.serve.tool_items import add_call, add_result
 
-TOOLS_MISSING = "tool use is not served on /v1/messages yet"
 _EARLIER_THINKING = ("thinking", "redacted_thinking")  # a reply's own thinking, sent back: not re-rendered
 
 
@@ -31,6 +34,12 @@ class ContentBlock(ItemModel):
     thinking: str | None = None
     signature: str | None = None
     data: str | None = None
+    id: str | None = None  # tool_use: an earlier reply's call
+    name: str | None = None
+    input: Any = None
+    tool_use_id: str | None = None  # tool_result: the call it answers
+    content: str | list[dict[str, Any]] | None = None
+    is_error: bool | None = None
 
 
 class AnthropicMessage(_Lenient):
@@ -75,18 +84,17 @@ class MessagesRequest(_Lenient):
     mcp_servers: list[dict[str, Any]] | None = None
     container: str | dict[str, Any] | None = None
 
-    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
-        """temperature/top_p/top_k/stop_sequences by the one mapping; `max_tokens` as checked."""
+    def to_sampling_params(self, max_tokens: int,
+                           structured: StructuredOutputsParams | None) -> SamplingParams:
+        """temperature/top_p/top_k/stop_sequences by the one mapping; `max_tokens` as checked,
+        `structured` a forced tool call's constraint."""
         values = sampling_values(self, {"stop_sequences": "stop"})
         values.pop("max_tokens", None)
-        return SamplingParams(**{**values, "max_tokens": max_tokens})
+        return SamplingParams(**{**values, "max_tokens": max_tokens}, structured_outputs=structured)
 
     def unsupported(self) -> APIError | None:
         """The first field set to something this text-only server cannot do, as a 400."""
-        checks = [("tools", bool(self.tools), TOOLS_MISSING),
-                  ("tool_choice", self.tool_choice is not None and self.tool_choice.get("type") != "none",
-                   TOOLS_MISSING),
-                  ("mcp_servers", bool(self.mcp_servers), "MCP servers are not served"),
+        checks = [("mcp_servers", bool(self.mcp_servers), "MCP servers are not served"),
                   ("container", self.container is not None, "code execution containers are not served"),
                   ("output_config.format", bool((self.output_config or {}).get("format")),
                    "structured outputs are not served on /v1/messages yet")]
@@ -95,11 +103,14 @@ class MessagesRequest(_Lenient):
                 return bad_request(f"unsupported field '{field}': {why}", param=field)
         return None
 
-    def chat_messages(self) -> list[dict[str, str]]:
-        """`system` + `messages` as {role, content} chat messages."""
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """`system` + `messages` as chat messages (tool_use and tool_result in the one tool shape)."""
         turns = [{"role": "system", "content": _text(self.system, "system")}] if self.system else []
         for i, m in enumerate(self.messages):
-            turns.append({"role": m.role, "content": _text(m.content, f"messages.{i}.content")})
+            if isinstance(m.content, str):
+                turns.append({"role": m.role, "content": m.content})
+            else:
+                _add_blocks(turns, m.role, m.content, f"messages.{i}.content")
         return turns
 
     def template_kwargs(self) -> dict[str, Any]:
@@ -107,23 +118,48 @@ class MessagesRequest(_Lenient):
         return {"enable_thinking": False} if self.thinking and self.thinking.type == "disabled" else {}
 
 
+def _add_blocks(turns: list[dict[str, Any]], role: str, blocks: list[ContentBlock], where: str) -> None:
+    """A turn's blocks in order: text runs become turns, calls join the assistant turn, results are turns."""
+    run: list[str] = []
+    for j, block in enumerate(blocks):
+        if block.type not in ("tool_use", "tool_result"):
+            run.append(_block_text(block, f"{where}.{j}"))
+            continue
+        if run:
+            turns.append({"role": role, "content": "".join(run)})
+            run = []
+        block.check_extra(f"{where}.{j}")
+        if block.type == "tool_use":
+            add_call(turns, block.id or f"toolu_{j}", block.name or "", json.dumps(block.input or {}))
+        else:
+            add_result(turns, block.tool_use_id or "", _result_text(block.content))
+    if run or not blocks:
+        turns.append({"role": role, "content": "".join(run)})
+
+
+def _result_text(content: str | list[dict[str, Any]] | None) -> str:
+    """A tool_result's content: a string or text blocks."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+
+
 def _text(content: str | list[ContentBlock] | None, where: str) -> str:
     """A string, or the text of text blocks; any other block is a 400 naming its type."""
     if content is None or isinstance(content, str):
         return content or ""
-    parts = []
-    for j, block in enumerate(content):
-        if block.type in _EARLIER_THINKING:
-            continue
-        if block.type != "text":
-            tools = block.type.startswith(("tool_", "server_tool"))
-            why = TOOLS_MISSING if tools else "this model serves text only"
-            # Anthropic's errors carry no param: the message names the field
-            raise bad_request(f"{where}.{j}.type: unsupported content block type '{block.type}': {why}",
-                              param=f"{where}.{j}.type")
-        block.check_extra(f"{where}.{j}")
-        parts.append(block.text or "")
-    return "".join(parts)
+    return "".join(_block_text(block, f"{where}.{j}") for j, block in enumerate(content))
+
+
+def _block_text(block: ContentBlock, where: str) -> str:
+    """A text block's text ("" for an earlier reply's thinking); any other kind is a 400."""
+    if block.type in _EARLIER_THINKING:
+        return ""
+    if block.type != "text":  # Anthropic's errors carry no param: the message names the field
+        raise bad_request(f"{where}.type: unsupported content block type '{block.type}': this model "
+                          "serves text and function tools only", param=f"{where}.type")
+    block.check_extra(where)
+    return block.text or ""
 
 
 # ---- response objects ---------------------------------------------------------------------
@@ -143,11 +179,13 @@ def usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
 
 
-def stop_reason(finish_reason: str | None, stop_string: str | None,
-                stops: list[str]) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence) from the engine's finish: max_tokens, stop_sequence or end_turn."""
+def stop_reason(finish_reason: str | None, stop_string: str | None, stops: list[str],
+                called: bool = False) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence) from the engine's finish: max_tokens, stop_sequence, tool_use, end_turn."""
     if finish_reason == "length":
         return "max_tokens", None
+    if called:
+        return "tool_use", None
     if stop_string is not None and stop_string in stops:
         return "stop_sequence", stop_string
     return "end_turn", None

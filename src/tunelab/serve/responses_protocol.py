@@ -14,10 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.engine.config import SamplingParams
+from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import APIError, bad_request
 from tunelab.serve.protocol import Text, _Lenient, sampling_values
+from tunelab.serve.tool_items import add_call, add_result
 
-TOOLS_MISSING = "tool calling is not served on /v1/responses yet"
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
@@ -52,6 +53,10 @@ class InputItem(ItemModel):
     summary: list[dict[str, Any]] | None = None
     encrypted_content: str | None = None
     phase: str | None = None  # an earlier reply's label (commentary | final_answer)
+    call_id: str | None = None  # function_call and function_call_output items
+    name: str | None = None
+    arguments: str | None = None
+    output: Text | list[InputPart] | None = None
 
 
 class ReasoningConfig(_Lenient):
@@ -100,9 +105,25 @@ class ResponsesRequest(_Lenient):
     service_tier: str | None = None
     stream_options: dict[str, Any] | None = None
 
-    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
-        """temperature/top_p by the one mapping; `max_tokens` as checked against the context."""
-        return SamplingParams(**{**sampling_values(self), "max_tokens": max_tokens})
+    def to_sampling_params(self, max_tokens: int,
+                           structured: StructuredOutputsParams | None) -> SamplingParams:
+        """temperature/top_p by the one mapping; `max_tokens` as checked, `structured` the constraint."""
+        return SamplingParams(**{**sampling_values(self), "max_tokens": max_tokens},
+                              structured_outputs=structured)
+
+    def text_constraint(self) -> StructuredOutputsParams | None:
+        """`text.format` (json_object, json_schema) as the engine's constraint; a bad schema is a 400."""
+        fmt = (self.text.format if self.text else None) or {"type": "text"}
+        if fmt.get("type") == "json_object":
+            return StructuredOutputsParams(json_object=True, param="text.format")
+        if fmt.get("type") == "json_schema":
+            params = StructuredOutputsParams(json=fmt.get("schema") or {}, param="text.format.schema")
+            params.check()
+            return params
+        if fmt.get("type") != "text":
+            raise bad_request(f"text.format.type '{fmt.get('type')}' is not served; use text, json_object or "
+                              "json_schema", param="text.format.type")
+        return None
 
     def unsupported(self) -> APIError | None:
         """The first field set to something a stateless, text-only server cannot do, as a 400."""
@@ -113,10 +134,6 @@ class ResponsesRequest(_Lenient):
             ("store", self.store is True, "tunelab's Responses API is stateless and stores nothing; "
                                           "send store: false or leave it out"),
             ("background", self.background is True, "background responses are not served"),
-            ("tools", bool(self.tools), TOOLS_MISSING),
-            ("tool_choice", self.tool_choice not in (None, "none", "auto"), TOOLS_MISSING),
-            ("text.format", _format_type(self.text) not in (None, "text"),
-             "structured outputs (text.format) are not served on /v1/responses yet"),
             ("include", bool(self.include), "no optional output data is served"),
             ("truncation", self.truncation == "auto", "a prompt that does not fit is a 400, never cut"),
             ("top_logprobs", bool(self.top_logprobs), "logprobs are not served on /v1/responses yet"),
@@ -127,13 +144,12 @@ class ResponsesRequest(_Lenient):
                 return bad_request(f"unsupported field '{field}': {why}", param=field)
         return None
 
-    def messages(self) -> list[dict[str, str]]:
-        """`instructions` + `input` as {role, content} chat messages."""
+    def messages(self) -> list[dict[str, Any]]:
+        """`instructions` + `input` as chat messages (tool calls and results in the one tool shape)."""
         items = [InputItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
-        out = [_message(item, i) for i, item in enumerate(items)]
-        turns = [m for m in out if m is not None]
-        if self.instructions:
-            turns.insert(0, {"role": "system", "content": self.instructions})
+        turns = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        for i, item in enumerate(items):
+            _add_item(turns, item, i)
         return turns
 
     def summary_wanted(self) -> bool:
@@ -146,31 +162,32 @@ class ResponsesRequest(_Lenient):
         return {"enable_thinking": False} if self.reasoning and self.reasoning.effort == "none" else {}
 
 
-def _format_type(text: TextConfig | None) -> str | None:
-    return None if text is None or text.format is None else str(text.format.get("type"))
-
-
-def _message(item: InputItem, i: int) -> dict[str, str] | None:
-    """One input item as a chat message; earlier reasoning items carry nothing to re-send."""
-    if item.type == "reasoning":
-        return None
-    if item.type != "message":
-        why = TOOLS_MISSING if "call" in item.type else f"'{item.type}' items are not served"
-        raise bad_request(f"unsupported input item type '{item.type}': {why}", param=f"input.{i}.type")
-    if item.role is None:
-        raise bad_request("a message needs a role", param=f"input.{i}.role")
+def _add_item(turns: list[dict[str, Any]], item: InputItem, i: int) -> None:
+    """One input item onto the chat turns; earlier reasoning items carry nothing to re-send."""
+    if item.type not in ("message", "reasoning", "function_call", "function_call_output"):
+        raise bad_request(f"unsupported input item type '{item.type}': only messages, reasoning, "
+                          "function_call and function_call_output items are served", param=f"input.{i}.type")
     item.check_extra(f"input.{i}")
-    return {"role": _ROLES[item.role], "content": _text(item.content, i)}
+    if item.type == "function_call":
+        add_call(turns, item.call_id or item.id or f"call_{i}", item.name or "", item.arguments or "{}")
+    elif item.type == "function_call_output":
+        add_result(turns, item.call_id or "", _text(item.output, i, "output"))
+    elif item.type == "reasoning":
+        return
+    elif item.role is None:
+        raise bad_request("a message needs a role", param=f"input.{i}.role")
+    else:
+        turns.append({"role": _ROLES[item.role], "content": _text(item.content, i)})
 
 
-def _text(content: str | list[InputPart] | None, i: int) -> str:
+def _text(content: str | list[InputPart] | None, i: int, key: str = "content") -> str:
     if content is None or isinstance(content, str):
         return content or ""
     for j, part in enumerate(content):
         if part.type not in ("input_text", "output_text", "text"):
             raise bad_request(f"this model serves text only; '{part.type}' parts are not supported",
-                              param=f"input.{i}.content.{j}.type")
-        part.check_extra(f"input.{i}.content.{j}")
+                              param=f"input.{i}.{key}.{j}.type")
+        part.check_extra(f"input.{i}.{key}.{j}")
     return "".join(part.text or "" for part in content)
 
 
@@ -182,8 +199,10 @@ def response_object(rid: str, req: ResponsesRequest, model: str, created: float,
     """A `response` object; `status` in_progress | completed | incomplete."""
     return {"id": rid, "object": "response", "created_at": created, "status": status, "model": model,
             "output": output, "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
-            "temperature": req.temperature, "top_p": req.top_p, "tools": [], "tool_choice": "auto",
-            "parallel_tool_calls": True, "text": {"format": {"type": "text"}},
+            "temperature": req.temperature, "top_p": req.top_p, "tools": req.tools or [],
+            "tool_choice": req.tool_choice or "auto",
+            "parallel_tool_calls": req.parallel_tool_calls is not False,
+            "text": {"format": (req.text.format if req.text else None) or {"type": "text"}},
             "reasoning": req.reasoning.model_dump() if req.reasoning else None, "store": False,
             "previous_response_id": None, "truncation": "disabled", "metadata": req.metadata or {},
             "incomplete_details": {"reason": incomplete} if incomplete else None, "error": None,
@@ -205,6 +224,12 @@ def message_item(mid: str, text: str, status: str) -> dict[str, Any]:
 def output_text(text: str) -> dict[str, Any]:
     """An output_text content part."""
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def function_call_item(fid: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    """A function_call output item."""
+    return {"id": fid, "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
 
 
 def reasoning_item(rid: str, text: str, as_summary: bool, status: str) -> dict[str, Any]:

@@ -20,13 +20,18 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
 
+from tunelab.data.errors import TemplateError
+
 from tunelab.serve import protocol as P
 from tunelab.serve import responses_protocol as R
 from tunelab.serve.backends.base import Delta
+from tunelab.tools.parser import ToolCallDelta, ToolCallParser
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.openai_routes import service_of
+from tunelab.serve.openai_routes import check_constraint, service_of
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
-from tunelab.serve.service import Service
+from tunelab.serve.service import Service, Target
+from tunelab.serve.tool_calls import ToolPlan, plan_tools
+from tunelab.serve.tool_items import function_tools, responses_choice
 from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, started, until_disconnected
 
 router = APIRouter()
@@ -40,21 +45,36 @@ async def create_response(req: R.ResponsesRequest, request: Request):
     problem = req.unsupported()
     if problem:
         raise problem
+    plan, structured = _tools(svc, target, req)
+    kwargs = {**req.template_kwargs(), **({"tools": plan.tools} if plan.tools else {})}
     try:
-        prompt = svc.backend.encode_chat(req.messages(), req.template_kwargs(), target.adapter)
-    except (ValueError, TypeError, KeyError) as err:
+        prompt = svc.backend.encode_chat(req.messages(), kwargs, target.adapter)
+    except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="input") from None
-    params = req.to_sampling_params(_max_tokens(svc, len(prompt.ids), req.max_output_tokens))
+    max_tokens = _max_tokens(svc, len(prompt.ids), req.max_output_tokens)
+    params = check_constraint(svc, req.to_sampling_params(max_tokens, structured))
     thinking = svc.config.reasoning == "auto"
     parser = ReasoningParser(opens_reasoning(prompt.text)) if thinking else None
     ticket = svc.admit(1)
     rid = P.new_id("resp")
-    builder = ResponseBuilder(rid, req, target.name, len(prompt.ids), parser)
+    builder = ResponseBuilder(rid, req, target.name, len(prompt.ids), parser, plan.parser())
     events = svc.stream(rid, prompt.ids, params, target)
     if req.stream:
         events = await started(events, ticket)
         return ReleasingStream(_sse(events, builder), ticket, "text/event-stream")
     return await until_disconnected(request, _whole(events, builder), ticket)
+
+
+def _tools(svc: Service, target: Target, req: R.ResponsesRequest) -> tuple[ToolPlan, Any]:
+    """The tool plan (tools, tool_choice, parallel_tool_calls) and the output constraint."""
+    caps = svc.backend.capabilities
+    plan = plan_tools(function_tools(req.tools, "parameters"), responses_choice(req.tool_choice),
+                      req.parallel_tool_calls, svc.backend.chat_template(target.adapter),
+                      caps.structured_outputs, svc.backend.name)
+    fmt = req.text_constraint()
+    if fmt is not None and plan.constraint is not None:
+        raise bad_request("text.format cannot be combined with a forced tool_choice", param="text.format")
+    return plan, plan.constraint or fmt
 
 
 def _max_tokens(svc: Service, prompt_len: int, requested: int | None) -> int:
@@ -95,13 +115,15 @@ class ResponseBuilder:
     """One sequence's deltas -> Responses output items and the typed stream events."""
 
     def __init__(self, rid: str, req: R.ResponsesRequest, model: str, n_prompt: int,
-                 parser: ReasoningParser | None):
+                 parser: ReasoningParser | None, tools: ToolCallParser | None = None):
         self.rid, self.req, self.model, self.n_prompt, self.parser = rid, req, model, n_prompt, parser
+        self.tools = tools  # parses the answer for function calls when the request has tools
         self.created = time.time()
         self.seq = 0
         self.output: list[dict[str, Any]] = []  # finished items
-        self.open: str | None = None  # the item being streamed: "reasoning" | "message"
+        self.open: str | None = None  # the item being streamed: "reasoning" | "message" | "call"
         self.reasoning, self.text = "", ""
+        self.call: dict[str, str] = {}  # the open function call: id, call_id, name, arguments
         self.tokens, self.reasoning_tokens, self.reason = 0, 0, None
         self.summary = req.summary_wanted()
         self.ids = {"reasoning": P.new_id("rs"), "message": P.new_id("msg")}
@@ -125,15 +147,18 @@ class ResponseBuilder:
         reasoning, content = self.parser.step(delta.text, last) if self.parser else ("", delta.text)
         if reasoning and not content:
             self.reasoning_tokens += len(delta.token_ids)
+        content, calls = self._calls(content, last)
         events = self._think(reasoning) if reasoning else []
-        return events + (self._say(content) if content else [])
+        events += self._say(content) if content else []
+        for call in calls:
+            events += self._call(call)
+        return events
 
     def finish(self) -> list[dict[str, Any]]:
-        """Close the open items (an empty answer is still a message), then the final event."""
-        events = self._close_reasoning() if self.open == "reasoning" else []
-        if self.open != "message":
-            events += self._open_message()
-        events += self._close_message()
+        """Close the open item (an answer without calls is a message, even empty), then the final event."""
+        events = self._close_open()
+        if not any(item["type"] in ("message", "function_call") for item in self.output):
+            events += self._open_message() + self._close_message()
         status, why = self.status()
         return events + [self.event(f"response.{status}", response=self.snapshot(status, why))]
 
@@ -149,6 +174,21 @@ class ResponseBuilder:
         use = R.usage(self.n_prompt, self.tokens, self.reasoning_tokens) if done else None
         return R.response_object(self.rid, self.req, self.model, self.created, status, list(self.output),
                                  use, why)
+
+    def _calls(self, content: str, last: bool) -> tuple[str, list[ToolCallDelta]]:
+        """The answer's text with function calls taken out, and the call deltas."""
+        if self.tools is None:
+            return content, []
+        parsed = self.tools.feed(content)
+        if not last:
+            return parsed.content, parsed.calls
+        tail = self.tools.finish()
+        return parsed.content + tail.content, parsed.calls + tail.calls
+
+    def _close_open(self) -> list[dict[str, Any]]:
+        closers = {"reasoning": self._close_reasoning, "message": self._close_message,
+                   "call": self._close_call}
+        return closers[self.open]() if self.open else []
 
     # ---- reasoning item ----------------------------------------------------------------------
 
@@ -189,7 +229,7 @@ class ResponseBuilder:
     # ---- message item ------------------------------------------------------------------------
 
     def _say(self, text: str) -> list[dict[str, Any]]:
-        events = self._close_reasoning() if self.open == "reasoning" else []
+        events = self._close_open() if self.open != "message" else []
         if self.open != "message":
             events += self._open_message()
         self.text += text
@@ -210,6 +250,29 @@ class ResponseBuilder:
                 self.event("response.content_part.done", content_index=0, part=R.output_text(text), **where),
                 self._item_done(R.message_item(self.ids["message"], text, status))]
 
+    # ---- function call items ------------------------------------------------------------------
+
+    def _call(self, delta: ToolCallDelta) -> list[dict[str, Any]]:
+        events = []
+        if delta.name is not None:  # a new call: id and name come first
+            events = self._close_open()
+            self.open = "call"
+            self.call = {"id": P.new_id("fc"), "call_id": delta.id or "", "name": delta.name, "arguments": ""}
+            item = R.function_call_item(self.call["id"], self.call["call_id"], delta.name, "", "in_progress")
+            events.append(self.event("response.output_item.added", output_index=len(self.output), item=item))
+        if delta.arguments:
+            self.call["arguments"] += delta.arguments
+            events.append(self.event("response.function_call_arguments.delta", delta=delta.arguments,
+                                     **self._where("call")))
+        return events
+
+    def _close_call(self) -> list[dict[str, Any]]:
+        c = self.call
+        done = self.event("response.function_call_arguments.done", name=c["name"], arguments=c["arguments"],
+                          **self._where("call"))
+        item = R.function_call_item(c["id"], c["call_id"], c["name"], c["arguments"], "completed")
+        return [done, self._item_done(item)]
+
     def _item_done(self, item: dict[str, Any]) -> dict[str, Any]:
         self.open = None
         event = self.event("response.output_item.done", output_index=len(self.output), item=item)
@@ -218,4 +281,5 @@ class ResponseBuilder:
 
     def _where(self, kind: str) -> dict[str, Any]:
         """item_id and output_index of the open item of `kind` (it is the next output slot)."""
-        return {"item_id": self.ids[kind], "output_index": len(self.output)}
+        item_id = self.call["id"] if kind == "call" else self.ids[kind]
+        return {"item_id": item_id, "output_index": len(self.output)}

@@ -1,0 +1,89 @@
+"""Tools of the Responses and Anthropic APIs in the one tool shape the chat template and
+`serve/tool_calls.py` take (OpenAI chat's): definitions, `tool_choice`, earlier calls and results.
+
+    Responses {type: function, name, parameters}      -> {type: function, function: {name, parameters}}
+    Anthropic {name, input_schema}                      -> the same
+    Responses tool_choice {type: function, name}       -> NamedToolChoice; Anthropic {type: any} -> required
+    function_call / tool_use (an earlier reply)        -> assistant turn with tool_calls
+    function_call_output / tool_result                 -> a `tool` turn
+
+Only function tools are served; hosted tools (web search, files, code) are a 400 naming the entry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from tunelab.serve.errors import bad_request
+from tunelab.serve.tools_protocol import NamedFunction, NamedToolChoice, ToolDefinition
+
+
+def function_tools(tools: list[dict[str, Any]] | None, schema_key: str, param: str = "tools") -> list[dict]:
+    """Function tools (`parameters` under `schema_key`) as the chat template takes them."""
+    out = []
+    for i, tool in enumerate(tools or []):
+        kind = tool.get("type", "function" if schema_key == "parameters" else "custom")
+        if kind not in ("function", "custom"):
+            raise bad_request(f"{param}.{i}.type: '{kind}' tools are not served, only function tools",
+                              param=f"{param}.{i}.type")
+        fn = {"name": tool.get("name"), "description": tool.get("description"),
+              "parameters": tool.get(schema_key), "strict": tool.get("strict")}
+        try:
+            out.append(ToolDefinition(function={k: v for k, v in fn.items() if v is not None}).as_dict())
+        except ValidationError as err:
+            first = err.errors()[0]
+            message = f"{param}.{i}: {first.get('msg', 'invalid tool')}"
+            raise bad_request(message, param=f"{param}.{i}") from None
+    return out
+
+
+def responses_choice(choice: str | dict[str, Any] | None) -> Any:
+    """A Responses `tool_choice` as `plan_tools` takes it."""
+    if choice is None or isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return NamedToolChoice(function=NamedFunction(name=choice["name"]))
+    raise bad_request(f"tool_choice {json.dumps(choice)[:80]} is not served; use auto, none, required or "
+                      "{\"type\": \"function\", \"name\": ...}", param="tool_choice")
+
+
+def anthropic_choice(choice: dict[str, Any] | None) -> tuple[Any, bool | None]:
+    """An Anthropic `tool_choice` as (`plan_tools`' choice, parallel calls allowed)."""
+    if choice is None:
+        return None, None
+    parallel = False if choice.get("disable_parallel_tool_use") else None
+    kind = choice.get("type")
+    if kind in ("auto", "none"):
+        return kind, parallel
+    if kind == "any":
+        return "required", parallel
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        return NamedToolChoice(function=NamedFunction(name=choice["name"])), parallel
+    raise bad_request(f"tool_choice.type '{kind}' is not served; use auto, any, tool or none",
+                      param="tool_choice.type")
+
+
+def add_call(turns: list[dict], call_id: str, name: str, arguments: str) -> None:
+    """An earlier reply's call: joins the assistant turn just before, else opens one."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    if turns and turns[-1]["role"] == "assistant":
+        turns[-1].setdefault("tool_calls", []).append(call)
+    else:
+        turns.append({"role": "assistant", "content": "", "tool_calls": [call]})
+
+
+def add_result(turns: list[dict], call_id: str, content: str) -> None:
+    """A tool's result, named after the call it answers."""
+    names = {c["id"]: c["function"]["name"] for t in turns for c in t.get("tool_calls", [])}
+    turns.append({"role": "tool", "tool_call_id": call_id, "name": names.get(call_id), "content": content})
+
+
+def arguments_object(arguments: str) -> Any:
+    """A call's arguments as Anthropic's `input` object (as written when they are not JSON)."""
+    try:
+        return json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
