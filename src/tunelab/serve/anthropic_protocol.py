@@ -17,7 +17,8 @@ from pydantic import Field
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.protocol import Text, _Lenient, sampling_values
+from tunelab.serve.protocol import Text, sampling_values
+from tunelab.serve.strict import RequestModel
 from tunelab.serve.responses_protocol import ItemModel
 from tunelab.serve.tool_items import add_call, add_result
 
@@ -42,14 +43,14 @@ class ContentBlock(ItemModel):
     is_error: bool | None = None
 
 
-class AnthropicMessage(_Lenient):
+class AnthropicMessage(RequestModel):
     """One turn: user or assistant, a string or content blocks."""
 
     role: Literal["user", "assistant"]
     content: Text | list[ContentBlock]
 
 
-class ThinkingConfig(_Lenient):
+class ThinkingConfig(RequestModel):
     """`thinking`: disabled asks a thinking template (Qwen3's) not to think; else it may think."""
 
     type: Literal["enabled", "disabled", "adaptive"]
@@ -57,7 +58,7 @@ class ThinkingConfig(_Lenient):
     display: Literal["summarized"] | None = None  # the thinking is returned as it is
 
 
-class MessagesRequest(_Lenient):
+class MessagesRequest(RequestModel):
     """POST /v1/messages (and /v1/messages/count_tokens, which needs no max_tokens)."""
 
     model: Text

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.protocol import Text, _Lenient, sampling_values
+from tunelab.serve.protocol import Text, sampling_values
+from tunelab.serve.strict import RequestModel
 from tunelab.serve.tool_items import add_call, add_result
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -59,7 +60,7 @@ class InputItem(ItemModel):
     output: Text | list[InputPart] | None = None
 
 
-class ReasoningConfig(_Lenient):
+class ReasoningConfig(RequestModel):
     """`reasoning`: effort "none" turns a thinking model's thinking off; summary returns the thinking."""
 
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
@@ -67,14 +68,14 @@ class ReasoningConfig(_Lenient):
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class TextConfig(_Lenient):
+class TextConfig(RequestModel):
     """`text`: the output format (plain text only until structured outputs exist)."""
 
     format: dict[str, Any] | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class ResponsesRequest(_Lenient):
+class ResponsesRequest(RequestModel):
     """POST /v1/responses."""
 
     model: Text
