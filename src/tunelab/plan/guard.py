@@ -4,6 +4,7 @@ before loading the model."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.train.config import TrainConfig
@@ -13,7 +14,7 @@ class PlanDoesNotFit(TunelabError):
     """The memory plan exceeds the device; the message carries the advice."""
 
 
-def check_memory_plan(cfg: TrainConfig, examples: list | None = None) -> None:
+def check_memory_plan(cfg: TrainConfig, examples: list | None = None, model_dir: Path | None = None) -> None:
     """Raise PlanDoesNotFit with the plan's advice unless it fits (or ignore_memory_plan is set).
 
     Unpacked micro-batches are padded to their longest example, so the plan uses
@@ -26,7 +27,7 @@ def check_memory_plan(cfg: TrainConfig, examples: list | None = None) -> None:
     from tunelab.plan.source import model_shape
     from tunelab.plan.train import estimate_training
 
-    shape, _ = model_shape(cfg.model)
+    shape, _ = model_shape(str(model_dir) if model_dir else cfg.model)  # the resolved dir: no hub call
     device = detect_device()
     planned = _at_data_length(cfg, examples)
     est = estimate_training(shape, planned, device)

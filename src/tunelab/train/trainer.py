@@ -191,7 +191,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
     dist.check_supported(acc)
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
-    check_memory_plan(cfg, data.train)  # before the model loads: refuse a plan that cannot fit
+    check_memory_plan(cfg, data.train, model_dir)  # before the model loads: refuse a plan that cannot fit
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
     optimizer, scheduler = build_optimizer(model, cfg)
