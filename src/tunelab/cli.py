@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None:
         return 0
+    from tunelab.progress import quiet_library_bars
+
+    quiet_library_bars()
     try:
         return int(_load(COMMANDS[args.command][0]).run(args) or 0)
     except TunelabError as err:

@@ -14,6 +14,8 @@ shows what ran and how long it took without repainting characters.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, TypeVar
@@ -133,6 +135,13 @@ def progress(description: str, total: int | None = None, *, console: Console | N
         if outer:
             _live.pop(id(console)).stop()  # draws the last frame, then clears it (transient)
         task._close(failed, nested=task.bar is not None and not outer)
+
+
+def quiet_library_bars() -> None:
+    """Off a terminal, turn off the libraries' own tqdm bars (transformers' "Loading weights", hub
+    downloads): in a log they are \\r-repainted noise, and tunelab's plain lines say the same."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
 
 
 def track(items: Iterable[T], description: str, total: int | None = None, **kwargs: Any) -> Iterator[T]:

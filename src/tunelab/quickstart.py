@@ -67,6 +67,11 @@ def quickstart(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     questions = heldout_questions(cfg.questions)
     prompts = [messages for messages, _ in questions]
     result = train(train_config(cfg, model_dir, demo_train_path()), console=console)
+    if result.state != "finished":  # stopped by a signal: no adapter to answer with
+        from tunelab.errors import TunelabError
+
+        raise TunelabError(f"training {result.state} at step {result.step}; continue it with "
+                           f"`tunelab train --resume {result.run_dir}`")
     before, after = answer_both(model_dir, Run(result.run_dir).adapter_dir, prompts, cfg.max_new_tokens, console)
     answers = [Answer(m[-1]["content"], ref, b, a) for (m, ref), b, a in zip(questions, before, after)]
     report = write_report(result.run_dir)
