@@ -18,7 +18,7 @@ from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.errors import ConfigError, InvalidRequest
 
 MAX_TOP_LOGPROBS = 20
-_QUANTIZE = re.compile(r"^(int8|int4(-g(32|64|128|256))?)(-all)?$")  # parsed by models.layers.QuantSpec
+_QUANTIZE = re.compile(r"^(int8|int4(-g(32|64|128|256))?)(-all)?$")  # parsed by models.quant.QuantSpec
 
 
 @dataclass

@@ -8,14 +8,14 @@ loader and the LoRA layer both use.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.errors import ConfigError
+if TYPE_CHECKING:
+    from tunelab.models.quant import QuantSpec, QuantWeight
 
 
 class RMSNorm(nn.Module):
@@ -103,6 +103,8 @@ class Linear(nn.Linear):
     def quantize(self, spec: "QuantSpec") -> None:
         """Replace the dense weight by a weight-only quantized copy (a tied weight is untied:
         the embedding that shared it keeps its exact values)."""
+        from tunelab.models.quant import QuantWeight
+
         self.qweight = QuantWeight.from_dense(self.weight.detach(), spec)
         del self.weight
 
@@ -203,104 +205,3 @@ def rope_inv_freq(config, head_dim: int, layer_type: str | None = None) -> tuple
     kwargs = {"layer_type": layer_type} if layer_type in (config.rope_parameters or {}) else {}
     inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"), **kwargs)
     return inv_freq, float(scaling)
-
-
-# ---- weight-only quantization -------------------------------------------------------------------
-
-_QUANT_FORM = re.compile(r"^(int8|int4)(?:-g(32|64|128|256))?(-all)?$")
-INT4_DEFAULT_GROUP = 32  # fastest of 32/64/128 for the 262k x 640 Gemma lm_head here, and the most exact
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """Parsed `quantize` option: scheme, int4 group size, and whether decoder linears are included."""
-
-    scheme: str  # "int8" (per output channel) or "int4" (asymmetric, per group of inputs)
-    group_size: int
-    all_linears: bool
-
-    @classmethod
-    def parse(cls, value: str | None) -> "QuantSpec | None":
-        """'int8' | 'int4' | 'int4-g64' | 'int8-all' | 'int4-g128-all' | None -> spec or None."""
-        if value is None:
-            return None
-        m = _QUANT_FORM.match(str(value))
-        if not m or (m.group(1) == "int8" and m.group(2)):
-            raise ConfigError(f"quantize: '{value}' is not one of int8, int4, int4-gN (N = 32, 64, 128, 256), "
-                              "optionally followed by -all (also the decoder linears), or None")
-        return cls(m.group(1), int(m.group(2) or INT4_DEFAULT_GROUP), bool(m.group(3)))
-
-
-class QuantWeight:
-    """A weight-only quantized (out, in) matrix and its torch CPU matmul kernel.
-
-    int8: symmetric per output row, w = q * s, via `torch._weight_int8pack_mm`.
-    int4: asymmetric per group of `group_size` inputs, w = (q - 8) * scale + zero, packed for
-    `torch._weight_int4pack_mm_for_cpu` (the only int4 kernel with a CPU implementation).
-    """
-
-    def __init__(self, spec: QuantSpec, shape: tuple[int, int], data: torch.Tensor, scales: torch.Tensor):
-        self.spec, self.shape, self.data, self.scales = spec, shape, data, scales
-
-    @classmethod
-    def from_dense(cls, w: torch.Tensor, spec: QuantSpec) -> "QuantWeight":
-        """Quantize `w` (out, in) keeping its device; activations must later come in `w.dtype`."""
-        out_f, in_f = w.shape
-        if spec.scheme == "int4" and w.device.type != "cpu":
-            raise ConfigError(f"quantize: int4 has a kernel only on CPU in this torch build, not on "
-                              f"'{w.device}'; use int8 or quantize=None")
-        if spec.scheme == "int4" and in_f % spec.group_size:
-            raise ConfigError(f"quantize: input size {in_f} is not a multiple of the int4 group size "
-                              f"{spec.group_size}; pick another -gN")
-        maker = _int8 if spec.scheme == "int8" else _int4
-        q = cls(spec, (out_f, in_f), *maker(w.float(), spec.group_size, w.dtype))
-        q._check_kernel(w.dtype, w.device)
-        return q
-
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (T, in) -> (T, out) in x's dtype."""
-        if self.spec.scheme == "int8":
-            return torch._weight_int8pack_mm(x, self.data, self.scales)
-        return torch._weight_int4pack_mm_for_cpu(x, self.data, self.spec.group_size, self.scales)
-
-    def dequantize(self) -> torch.Tensor:
-        """The (out, in) matrix the kernel effectively multiplies by (for LoRA/DoRA and tests)."""
-        eye = torch.eye(self.shape[1], dtype=self.scales.dtype, device=self.scales.device)
-        return self.matmul(eye).T.contiguous()
-
-    def _check_kernel(self, dtype: torch.dtype, device: torch.device) -> None:
-        try:
-            self.matmul(torch.zeros(1, self.shape[1], dtype=dtype, device=device))
-        except (RuntimeError, NotImplementedError) as err:
-            raise ConfigError(f"quantize: {self.spec.scheme} is not supported for {dtype} on '{device}' "
-                              f"by this torch build ({str(err).splitlines()[0][:120]})") from None
-
-
-def _int8(w: torch.Tensor, _group: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-10)  # (out,)
-    q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-    return q, scale.to(dtype)
-
-
-def _int4(w: torch.Tensor, group: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    out_f, in_f = w.shape
-    g = w.view(out_f, in_f // group, group)
-    lo, hi = g.amin(-1), g.amax(-1)  # (out, groups)
-    scale = ((hi - lo) / 15).clamp(min=1e-10)
-    q = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).view(out_f, in_f)
-    zero = lo + 8 * scale  # the kernel computes (q - 8) * scale + zero
-    scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()  # (groups, out, 2)
-    return torch._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros.to(dtype)
-
-
-def quantize_model(model: nn.Module, quantize: str | None) -> None:
-    """Quantize the lm_head (and with '-all' every decoder Linear) in place; None leaves it exact.
-
-    The input embedding is never quantized: with tied weights only the output projection changes.
-    """
-    spec = QuantSpec.parse(quantize)
-    if spec is None:
-        return
-    for name, module in list(model.named_modules()):
-        if isinstance(module, Linear) and (name == "lm_head" or spec.all_linears):
-            module.quantize(spec)

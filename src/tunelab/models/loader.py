@@ -41,9 +41,9 @@ def load_config(model_dir: Path):
 def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, quantize: str | None = None):
     """Build and fill the model for `model_dir`; returns (model, transformers config).
 
-    `quantize` (see `layers.QuantSpec`) is checked before any weight is read."""
+    `quantize` (see `quant.QuantSpec`) is checked before any weight is read."""
     from tunelab.models.hugepages import pack_weights_hugepages
-    from tunelab.models.layers import QuantSpec, quantize_model
+    from tunelab.models.quant import QuantSpec, quantize_model
 
     QuantSpec.parse(quantize)
     model_dir = Path(model_dir)

@@ -8,7 +8,8 @@ import torch
 from tunelab.engine import LLM, SamplingParams
 from tunelab.engine.config import EngineConfig
 from tunelab.errors import ConfigError
-from tunelab.models.layers import Linear, QuantSpec, QuantWeight
+from tunelab.models.layers import Linear
+from tunelab.models.quant import QuantSpec, QuantWeight
 
 PROMPTS = [[5 + i, 40 + 3 * i, 77, 200 + i] * (1 + i % 3) for i in range(6)]
 GREEDY = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)

@@ -1,0 +1,209 @@
+"""Weight-only quantization (int8 per output channel, int4 per group of inputs) and its matmul.
+
+torch's CPU kernels for these formats (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`)
+are matrix-vector kernels: their cost grows linearly with the rows of the input. They win for
+a decode step of a few sequences; past `CROSSOVER` rows (measured on an AVX512-BF16 CPU with
+`bench/quant_crossover.py`) the weight is instead dequantized tile by tile into one reused
+scratch buffer and multiplied with the dense GEMM, whose cost barely grows with rows:
+
+    x (M, K) --M < crossover--> kernel(x, packed)                           -> (M, N)
+             --otherwise------> for each tile of rows: W_t = dequant(tile)   (K, n) in scratch
+                                                       y[:, tile] = x @ W_t  -> (M, N)
+
+Tiles keep the scratch small (`TILE_BYTES`) and hot in cache; the full dense weight never exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tunelab.errors import ConfigError
+
+_QUANT_FORM = re.compile(r"^(int8|int4)(?:-g(32|64|128|256))?(-all)?$")
+INT4_DEFAULT_GROUP = 32  # fastest of 32/64/128 for the 262k x 640 Gemma lm_head here, and the most exact
+# Rows from which dequantize + GEMM beats the kernel (bench/quant_crossover.py, 2026-12-02, Gemma 3
+# 270M shapes, one thread, under load): int8 from 8 (lm_head) / 24 (decoder layer) rows; int4 from
+# 48 (decoder layer) / 128 (lm_head): unpacking nibbles in eager torch costs ~1-3 ns per weight.
+CROSSOVER = {"int8": 16, "int4": 64}
+TILE_BYTES = 4 << 20  # dequantized weight per tile: fits the L2 + L3 share of a core
+_NIBBLES = 0x0F0F0F0F0F0F0F0F  # low nibble of each byte of an int64 word
+_INT4_BLOCK = 64  # the CPU int4 packing: per 64 output rows, (K, 32) bytes; low nibble = row j, high = j + 32
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Parsed `quantize` option: scheme, int4 group size, and whether decoder linears are included."""
+
+    scheme: str  # "int8" (per output channel) or "int4" (asymmetric, per group of inputs)
+    group_size: int
+    all_linears: bool
+
+    @classmethod
+    def parse(cls, value: str | None) -> "QuantSpec | None":
+        """'int8' | 'int4' | 'int4-g64' | 'int8-all' | 'int4-g128-all' | None -> spec or None."""
+        if value is None:
+            return None
+        m = _QUANT_FORM.match(str(value))
+        if not m or (m.group(1) == "int8" and m.group(2)):
+            raise ConfigError(f"quantize: '{value}' is not one of int8, int4, int4-gN (N = 32, 64, 128, 256), "
+                              "optionally followed by -all (also the decoder linears), or None")
+        return cls(m.group(1), int(m.group(2) or INT4_DEFAULT_GROUP), bool(m.group(3)))
+
+
+class QuantWeight:
+    """A weight-only quantized (out, in) matrix: the kernel for few rows, tiled dequant + GEMM for many.
+
+    int8: symmetric per output row, w = q * s (`torch._weight_int8pack_mm`).
+    int4: asymmetric per group of `group_size` inputs, w = (q - 8) * scale + zero, packed for
+    `torch._weight_int4pack_mm_for_cpu` (the only int4 kernel with a CPU implementation).
+    """
+
+    def __init__(self, spec: QuantSpec, shape: tuple[int, int], data: torch.Tensor, scales: torch.Tensor):
+        self.spec, self.shape, self.data, self.scales = spec, shape, data, scales
+        self._int4_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, zero - 8 scale), lazily
+
+    @classmethod
+    def from_dense(cls, w: torch.Tensor, spec: QuantSpec) -> "QuantWeight":
+        """Quantize `w` (out, in) keeping its device; activations must later come in `w.dtype`."""
+        out_f, in_f = w.shape
+        if spec.scheme == "int4" and w.device.type != "cpu":
+            raise ConfigError(f"quantize: int4 has a kernel only on CPU in this torch build, not on "
+                              f"'{w.device}'; use int8 or quantize=None")
+        if spec.scheme == "int4" and in_f % spec.group_size:
+            raise ConfigError(f"quantize: input size {in_f} is not a multiple of the int4 group size "
+                              f"{spec.group_size}; pick another -gN")
+        maker = _int8 if spec.scheme == "int8" else _int4
+        q = cls(spec, (out_f, in_f), *maker(w.float(), spec.group_size, w.dtype))
+        q._check_kernel(w.dtype, w.device)
+        return q
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (T, in) -> (T, out) in x's dtype; the path is chosen by T (see `CROSSOVER`)."""
+        if x.shape[0] >= CROSSOVER[self.spec.scheme] and self.tileable:
+            return self._tiled_matmul(x)
+        return self.kernel(x)
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (T, in) -> (T, out) through torch's matrix-vector kernel."""
+        if self.spec.scheme == "int8":
+            return torch._weight_int8pack_mm(x, self.data, self.scales)
+        return torch._weight_int4pack_mm_for_cpu(x, self.data, self.spec.group_size, self.scales)
+
+    @property
+    def tileable(self) -> bool:
+        """The dequantize path knows the int4 packing only for whole 64-row blocks (every real vocab)."""
+        return self.spec.scheme == "int8" or self.shape[0] % _INT4_BLOCK == 0
+
+    def dequantize(self) -> torch.Tensor:
+        """The dense (out, in) matrix (for LoRA/DoRA and tests)."""
+        if not self.tileable:  # the kernel applied to the identity
+            eye = torch.eye(self.shape[1], dtype=self.scales.dtype, device=self.scales.device)
+            return self.kernel(eye).T.contiguous()
+        n, k = self.shape
+        w = self._tile(0, n, torch.empty(n * k, dtype=self.scales.dtype, device=self.scales.device)).T  # (N, K)
+        return w * self.scales[:, None] if self.spec.scheme == "int8" else w.contiguous()
+
+    def _tiled_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        n_out, k = self.shape
+        rows = max(_INT4_BLOCK, TILE_BYTES // (k * x.element_size()) // _INT4_BLOCK * _INT4_BLOCK)
+        scratch = _scratch(min(rows, n_out) * k, x.dtype, x.device)
+        out = torch.empty(x.shape[0], n_out, dtype=x.dtype, device=x.device)  # (T, N)
+        for n0 in range(0, n_out, rows):
+            n = min(rows, n_out - n0)
+            torch.mm(x, self._tile(n0, n, scratch), out=out[:, n0:n0 + n])  # (T, K) @ (K, n)
+        if self.spec.scheme == "int8":
+            out.mul_(self.scales)  # per output channel: scaling y is cheaper than scaling W
+        return out
+
+    def _tile(self, n0: int, n: int, scratch: torch.Tensor) -> torch.Tensor:
+        """Output rows [n0, n0 + n) as a (K, n) matrix in `scratch` (int8: unscaled q)."""
+        k = self.shape[1]
+        w = scratch[:n * k]
+        if self.spec.scheme == "int8":
+            return w.view(n, k).copy_(self.data[n0:n0 + n]).T  # (K, n), a transposed view
+        w = w.view(k, n)
+        _unpack_int4(self.data[n0:n0 + n], w)
+        scale, shift = self._affine(w.dtype)
+        g = self.spec.group_size
+        v = w.view(k // g, g, n)  # (groups, g, n)
+        return torch.addcmul(shift[:, None, n0:n0 + n], v, scale[:, None, n0:n0 + n], out=v).view(k, n)
+
+    def _affine(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(groups, N) scale and zero - 8 * scale (= the group's minimum), in fp32 before rounding."""
+        if self._int4_affine is None or self._int4_affine[0].dtype != dtype:
+            s, z = self.scales[..., 0].float(), self.scales[..., 1].float()
+            self._int4_affine = (s.to(dtype), (z - 8 * s).to(dtype))
+        return self._int4_affine
+
+    def _check_kernel(self, dtype: torch.dtype, device: torch.device) -> None:
+        try:
+            self.kernel(torch.zeros(1, self.shape[1], dtype=dtype, device=device))
+        except (RuntimeError, NotImplementedError) as err:
+            raise ConfigError(f"quantize: {self.spec.scheme} is not supported for {dtype} on '{device}' "
+                              f"by this torch build ({str(err).splitlines()[0][:120]})") from None
+
+
+def _unpack_int4(packed: torch.Tensor, out: torch.Tensor) -> None:
+    """packed: (n, K/2) uint8 in the CPU int4 layout -> `out` (K, n) holding q in 0..15.
+
+    Eight bytes at a time: per 64 rows, low nibbles are rows 0-31 and high nibbles rows 32-63;
+    they land (already transposed) in a uint8 scratch, then widen to out's dtype.
+    """
+    k, n = out.shape
+    words = packed.reshape(n // _INT4_BLOCK, k, 32).view(torch.int64)  # (n/64, K, 4): 32 bytes each
+    q = _scratch(k * n, torch.uint8, out.device)[:k * n].view(k, n)
+    q64 = q.view(k, n // _INT4_BLOCK, _INT4_BLOCK).view(torch.int64).transpose(0, 1)  # (n/64, K, 8)
+    torch.bitwise_and(words, _NIBBLES, out=q64[..., :4])
+    high = q64[..., 4:]
+    torch.bitwise_right_shift(words, 4, out=high)
+    high.bitwise_and_(_NIBBLES)
+    out.copy_(q)
+
+
+_SCRATCH: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One reused buffer per (dtype, device), grown to the largest tile; the engine steps one batch
+    at a time, so every quantized linear shares it."""
+    buf = _SCRATCH.get((dtype, device))
+    if buf is None or buf.numel() < numel:
+        with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
+            buf = _SCRATCH[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
+    return buf
+
+
+def _int8(w: torch.Tensor, _group: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-10)  # (out,)
+    q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+    return q, scale.to(dtype)
+
+
+def _int4(w: torch.Tensor, group: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    out_f, in_f = w.shape
+    g = w.view(out_f, in_f // group, group)
+    lo, hi = g.amin(-1), g.amax(-1)  # (out, groups)
+    scale = ((hi - lo) / 15).clamp(min=1e-10)
+    q = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).view(out_f, in_f)
+    zero = lo + 8 * scale  # the kernel computes (q - 8) * scale + zero
+    scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()  # (groups, out, 2)
+    return torch._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros.to(dtype)
+
+
+def quantize_model(model: nn.Module, quantize: str | None) -> None:
+    """Quantize the lm_head (and with '-all' every decoder Linear) in place; None leaves it exact.
+
+    The input embedding is never quantized: with tied weights only the output projection changes.
+    """
+    from tunelab.models.layers import Linear
+
+    spec = QuantSpec.parse(quantize)
+    if spec is None:
+        return
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Linear) and (name == "lm_head" or spec.all_linears):
+            module.quantize(spec)
