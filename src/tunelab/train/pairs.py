@@ -22,6 +22,7 @@ from torch import nn
 
 from tunelab.data.tokenize import IGNORE, PreferenceExample
 from tunelab.train import preference as pl
+from tunelab.train.config import PreferenceConfig
 from tunelab.train.loss import causal_lm, head_logprobs
 
 REFERENCE_STAGES = ("dpo", "kto")
@@ -72,7 +73,7 @@ class PreferenceObjective(nn.Module):
     Reward, margin and accuracy sums collect in `stats` until `take_stats` reads them.
     """
 
-    def __init__(self, model: nn.Module, stage: str, cfg) -> None:
+    def __init__(self, model: nn.Module, stage: str, cfg: PreferenceConfig) -> None:
         super().__init__()
         self.model, self.stage, self.cfg = model, stage, cfg
         self.precomputed = False  # reference log-probs come with the batch (precompute_reference)
