@@ -78,7 +78,9 @@ class Task:
         return (time.monotonic() - self.started) / self.completed * max(self.total - self.completed, 0)
 
     def _line_due(self, before: int) -> bool:
-        if self.every:  # a line every N items (train: every log_every steps) and at the last one
+        if self.total and self.completed >= self.total:
+            return False  # the done line says it
+        if self.every:  # a line every N items (train: every log_every steps)
             return self.completed // self.every > before // self.every
         return time.monotonic() - self.last_line >= self.interval_s
 
