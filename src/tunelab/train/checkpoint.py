@@ -46,8 +46,14 @@ class LoopState:
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, state: LoopState, keep_last: int) -> Path:
-    """Write checkpoints/step-N atomically and drop all but the newest `keep_last`."""
+    """Write checkpoints/step-N atomically and drop all but the newest `keep_last`
+    (an FSDP model: every process calls this and writes its own shard)."""
     from safetensors.torch import save_file
+
+    from tunelab.train import sharded_checkpoint as sharded
+
+    if sharded.is_sharded_model(model):
+        return sharded.save_sharded(folder, model, optimizer, scheduler, state, keep_last)
 
     final = folder / f"step-{state.step}"
     with atomic_dir(final) as tmp:
@@ -72,6 +78,10 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 def verify(ckpt: Path) -> None:
     """Raise CorruptCheckpoint naming the file when `ckpt` does not match its manifest."""
+    from tunelab.train.sharded_checkpoint import is_sharded, verify_sharded
+
+    if is_sharded(ckpt):  # an FSDP run's per-process shards
+        return verify_sharded(ckpt)
     manifest_path = ckpt / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -90,6 +100,10 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer, scheduler) -> LoopS
     """Verify, then restore weights, optimizer, scheduler and RNG; return the loop state."""
     from safetensors.torch import load_file
 
+    from tunelab.train import sharded_checkpoint as sharded
+
+    if sharded.is_sharded(ckpt) or sharded.is_sharded_model(model):
+        return sharded.load_sharded(ckpt, model, optimizer, scheduler)
     verify(ckpt)
     weights = load_file(str(ckpt / "trainable.safetensors"))
     missing = {n for n, p in model.named_parameters() if p.requires_grad} - set(weights)

@@ -12,13 +12,14 @@ With one process every helper returns its input unchanged and touches no process
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import torch
 
 from tunelab.errors import TunelabError
 
-UNSUPPORTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")  # shard weights: checkpoints/adapters assume whole copies
+UNSUPPORTED = ("DEEPSPEED", "MEGATRON_LM")  # FSDP (2) is handled in train/sharding.py
 
 
 def process_state():
@@ -30,11 +31,14 @@ def process_state():
 
 
 def check_supported(accelerator) -> None:
-    """Refuse sharded setups (FSDP/DeepSpeed): checkpoints and adapters hold whole weights."""
+    """Refuse DeepSpeed/Megatron launches (asked for by accelerate's state or its launch variables)."""
     kind = accelerator.distributed_type.name
+    if kind not in UNSUPPORTED and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        kind = "DEEPSPEED"  # on CPU accelerate ignores the request and would silently run DDP
     if kind in UNSUPPORTED:
-        raise TunelabError(f"{kind} is not supported by tunelab train yet; launch plain data-parallel "
-                           "(torchrun, or `accelerate launch` with a multi-GPU/CPU config)")
+        raise TunelabError(f"{kind} is not supported by tunelab train yet; shard with FSDP2 instead "
+                           "(`accelerate launch --config_file configs/accelerate_fsdp.yaml`), or launch "
+                           "plain data-parallel (torchrun, or `accelerate launch` with a multi-GPU/CPU config)")
 
 
 def broadcast(values: list[Any]) -> list[Any]:

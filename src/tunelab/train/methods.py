@@ -135,12 +135,14 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def save_result(model: nn.Module, cfg: TrainConfig, run_dir: Path, tokenizer, template) -> Path:
-    """Write the adapter (PEFT format) or the full model, with tokenizer and chat template."""
+def save_result(model: nn.Module, cfg: TrainConfig, run_dir: Path, tokenizer, template,
+                state_dict: dict | None = None) -> Path:
+    """Write the adapter (PEFT format) or the full model, with tokenizer and chat template
+    (`state_dict`: whole weights gathered from a sharded run, in place of the model's own)."""
     from tunelab.atomic import atomic_dir
 
     name = "adapter" if cfg.method in ADAPTER_METHODS else "model"
     with atomic_dir(run_dir / name) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
         template.save_with_tokenizer(tokenizer, tmp)  # transformers' apply_chat_template renders it too
     return run_dir / name

@@ -26,7 +26,7 @@ from tunelab.config import load_config, to_dict
 from tunelab.errors import TunelabError
 from tunelab.rundir import Run, default_run_name, open_run
 from tunelab.train import checkpoint as ckpt
-from tunelab.train import distributed as dist
+from tunelab.train import distributed as dist, sharding
 from tunelab.train.config import TrainConfig
 from tunelab.train.display import ProgressView, print_outcome
 from tunelab.train.metrics import MetricsWriter, peak_mem_mb
@@ -183,19 +183,18 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     from tunelab.store.resolve import resolve_model
     from tunelab.train import methods
     from tunelab.train.pairs import precompute_reference
-    from tunelab.train.setup import build_objective, build_optimizer, prepare_data, start_facts
+    from tunelab.train.setup import build_objective, prepare_data, start_facts
 
     model_dir = resolve_model(cfg.model)
     on_gpu = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.precision, "cuda" if on_gpu else "cpu", training=True)
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
-    dist.check_supported(acc)
+    sharding.check(acc, cfg)  # DeepSpeed refused; what FSDP cannot do named before loading
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
     check_memory_plan(cfg, data.train, model_dir)  # before the model loads: refuse a plan that cannot fit
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
-    optimizer, scheduler = build_optimizer(model, cfg)
-    wrapped, optimizer = acc.prepare(build_objective(model, cfg), optimizer)
+    wrapped, optimizer, scheduler = sharding.prepare(acc, build_objective(model, cfg), model, cfg)
     precompute_reference(wrapped, [data.train, data.eval], acc, tokenizer.pad_token_id or 0, cfg.micro_batch_size)
     session = Session(cfg, run, acc, model, wrapped, optimizer, scheduler, data.train, data.eval,
                       tokenizer.pad_token_id or 0, tokenizer, template)
@@ -304,7 +303,7 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
 def _clip(session: Session) -> float:
     params = [p for p in session.model.parameters() if p.requires_grad]
     max_norm = session.cfg.max_grad_norm if session.cfg.max_grad_norm > 0 else float("inf")
-    return float(session.accelerator.clip_grad_norm_(params, max_norm))
+    return float(sharding.full_tensor(session.accelerator.clip_grad_norm_(params, max_norm)))
 
 
 def _label_count(example) -> int:
@@ -356,10 +355,10 @@ def evaluate(session: Session) -> float:
     model = acc.unwrap_model(session.wrapped)
     model.eval()
     total, count = 0.0, 0
-    for mb in plan[acc.process_index :: acc.num_processes]:
+    for mb, counts in sharding.eval_share(plan, acc, sharding.is_sharded(session.wrapped)):
         batch = {k: t.to(acc.device) for k, t in collate(mb, session.eval_ex, session.pad_id).items()}
-        loss_sum, n = model(**batch)
-        total, count = total + loss_sum.item(), count + int(n)
+        loss_sum, n = model(**batch)  # under FSDP a padding forward (counts=False) keeps processes in step
+        total, count = total + counts * loss_sum.item(), count + counts * int(n)
     model.train()
     total, count = dist.all_sum(acc, [total, count])
     return total / max(count, 1)
@@ -369,10 +368,11 @@ def _maybe_save(session: Session, stopping: bool) -> bool:
     """Checkpoint every save_every steps and when stopping; True when the loop must stop."""
     cfg, state = session.cfg, session.state
     due = cfg.save_every > 0 and state.step % cfg.save_every == 0
-    if (due or stopping) and session.accelerator.is_main_process:
+    if (due or stopping) and (session.accelerator.is_main_process or sharding.is_sharded(session.wrapped)):
         path = ckpt.save_checkpoint(session.run.checkpoints, session.model, session.optimizer,
                                     session.scheduler, state, cfg.keep_last)
-        session.run.log(f"saved {path.name}")
+        if session.accelerator.is_main_process:
+            session.run.log(f"saved {path.name}")
     session.accelerator.wait_for_everyone()
     return stopping
 
@@ -383,10 +383,11 @@ def _finish(session: Session, outcome: str, console) -> TrainResult:
     run, state = session.run, session.state
     row = session.last_row or (run.metrics() or [{}])[-1]
     final_loss, eval_loss = row.get("loss"), row.get("eval_loss")
+    weights = sharding.gather_result(session.wrapped, session.cfg) if outcome == "finished" else None
     if session.accelerator.is_main_process:
         if outcome == "finished":
             model = session.accelerator.unwrap_model(session.wrapped).model
-            result_path = save_result(model, session.cfg, run.path, session.tokenizer, session.template)
+            result_path = save_result(model, session.cfg, run.path, session.tokenizer, session.template, weights)
         session.metrics.finish(result_path if outcome == "finished" else None)
         run.write_summary({"state": outcome, "steps": state.step, "final_loss": final_loss,
                            "eval_loss": eval_loss, "tokens": state.tokens, "seconds": round(state.elapsed, 2),
