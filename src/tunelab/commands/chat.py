@@ -1,7 +1,9 @@
 """`tunelab chat [MODEL] [--adapter PATH|RUN]`: a streaming terminal chat with a model or a run.
 
 Input: end a line with '\\' to continue it, or wrap several lines in triple quotes (\"\"\").
-Commands: /system TEXT, /reset, /save FILE, /params [key=value ...], /help, /exit.
+Commands: /system TEXT, /reset, /save FILE, /params [key=value ...], /result TEXT, /help, /exit.
+With --tools FILE (a JSON list of OpenAI tools) the model may call them: calls are shown as
+[tool call] lines and answered with /result TEXT.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ HELP = """commands:
   /reset              forget the conversation
   /save FILE          write the conversation as JSON
   /params [k=v ...]   show or change sampling (temperature, top_p, top_k, max_tokens, ...)
+  /result TEXT        answer the model's pending tool call with TEXT (with --tools)
   /exit               quit (or Ctrl-D)
 multi-line input: end a line with \\ or wrap lines in \"\"\""""
 
@@ -30,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store name, model dir or run (default: the built-in Gemma 3 270M)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter dir or training run name/dir")
     parser.add_argument("--system", default=None, help="system prompt")
+    parser.add_argument("--tools", default=None, help="JSON file with a list of OpenAI tools the model may call")
     from tunelab.config_flags import add_config_arguments
 
     # every SamplingParams knob (--temperature, --repetition-penalty, ...) and serve's engine flags
@@ -57,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     cfg = config_from_args(ChatConfig, args)
     engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg.engine)
-    Chat(engine, cfg.sampling, args.system, "chat" if adapter else None, str(model or "the default model")).loop()
+    tools = json.loads(Path(args.tools).read_text(encoding="utf-8")) if args.tools else None
+    Chat(engine, cfg.sampling, args.system, "chat" if adapter else None, str(model or "the default model"),
+         tools).loop()
     return 0
 
 
@@ -81,10 +87,11 @@ def resolve_target(model: str | None, adapter: str | None) -> tuple[str | Path |
 class Chat:
     """The read-eval-print loop around one engine; the conversation is a list of messages."""
 
-    def __init__(self, engine, params, system: str | None, adapter: str | None, label: str = "this model"):
+    def __init__(self, engine, params, system: str | None, adapter: str | None, label: str = "this model",
+                 tools: list[dict] | None = None):
         from tunelab.engine.llm import chat_template
 
-        self.label = label
+        self.label, self.tools = label, tools
         self.engine = engine
         self.params = params
         self.system = system
@@ -126,6 +133,8 @@ class Chat:
             print(f"saved to {self.save(rest.strip())}")
         elif name == "/params":
             self.set_params(rest.split())
+        elif name == "/result":
+            self.result(rest)
         elif name == "/help":
             print(HELP)
         else:
@@ -166,8 +175,17 @@ class Chat:
         from tunelab.errors import TunelabError
 
         self.messages.append({"role": "user", "content": text})
+        self.answer()
+
+    def answer(self) -> None:
+        """Stream the model's next turn; with tools, show the calls it makes."""
+        from tunelab.data.templates import encode_prompt
+        from tunelab.engine.llm import with_template_stops
+        from tunelab.errors import TunelabError
+
+        kwargs = {"tools": self.tools} if self.tools else {}
         try:
-            prompt = encode_prompt(self.template, self.engine.tokenizer, self.conversation())
+            prompt = encode_prompt(self.template, self.engine.tokenizer, self.conversation(), **kwargs)
             params = with_template_stops(self.params, self.template, self.engine.tokenizer)
             answer, n, seconds = self._stream(prompt, params)
         except TunelabError as err:
@@ -178,8 +196,32 @@ class Chat:
             self.engine.abort(f"turn-{self.turn}")
             answer, n, seconds = "", 0, 0.0
             print("\n[interrupted]")
-        self.messages.append({"role": "assistant", "content": answer})
+        self.messages.append(self._assistant_turn(answer))
         print(f"\n[{n} tokens, {n / seconds if seconds else 0:.1f} tok/s]", flush=True)
+
+    def _assistant_turn(self, answer: str) -> dict:
+        """The reply as a turn; calls in the template's tool format are parsed and shown."""
+        from tunelab.tools import get_format, parse_tool_calls
+
+        if not self.tools or self.template.tool_format is None:
+            return {"role": "assistant", "content": answer}
+        content, calls = parse_tool_calls(get_format(self.template.tool_format), answer)
+        for call in calls:
+            print(f"\n[tool call] {call.name}({call.arguments})  -- answer with /result TEXT", end="")
+        turn: dict = {"role": "assistant", "content": content}
+        return {**turn, "tool_calls": [c.to_openai() for c in calls]} if calls else turn
+
+    def result(self, text: str) -> None:
+        """Answer the oldest unanswered tool call with `text`; the model goes on once all are answered."""
+        calls = next((m.get("tool_calls") or [] for m in reversed(self.messages) if m["role"] == "assistant"), [])
+        answered = {m.get("tool_call_id") for m in self.messages if m["role"] == "tool"}
+        pending = [c for c in calls if c["id"] not in answered]
+        if not pending:
+            print("no tool call is waiting for a result")
+            return
+        self.messages.append({"role": "tool", "tool_call_id": pending[0]["id"], "content": text})
+        if len(pending) == 1:
+            self.answer()
 
     def _stream(self, prompt: list[int], params) -> tuple[str, int, float]:
         self.turn += 1

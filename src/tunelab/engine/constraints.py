@@ -17,6 +17,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 
 from tunelab.engine.sequence import Sequence
@@ -49,21 +50,18 @@ class SequenceConstraint:
 
 
 def apply_constraints(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-    """Logits (B, V) with disallowed tokens at -inf in the rows of constrained sequences."""
+    """Logits (B, V) with disallowed tokens at -inf in the rows of constrained sequences (in place:
+    the sampler owns this step's logits, and raw logprobs were taken before)."""
     rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
     if not rows:
         return logits
     import llguidance.torch as lt
 
-    vocab = logits.shape[-1]
-    bitmask = lt.allocate_token_bitmask(len(rows), vocab)  # (R, ceil(V/32)) int32 on the CPU
-    for r, i in enumerate(rows):
-        constraint_of(seqs[i], vocab).fill(bitmask, r)
-    allowed = _unpack(bitmask, vocab).to(logits.device)  # (R, V) bool
-    index = torch.tensor(rows, device=logits.device)
-    logits = logits.clone()
-    logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
-    return logits
+    batch, vocab = logits.shape
+    bitmask = lt.allocate_token_bitmask(batch, vocab)  # (B, ceil(V/32)) int32 on the CPU, all allowed
+    for i in rows:
+        constraint_of(seqs[i], vocab).fill(bitmask, i)
+    return logits.masked_fill_(_banned(bitmask, vocab, logits.device), float("-inf"))
 
 
 def advance_constraints(token_ids: torch.Tensor, seqs: list[Sequence]) -> None:
@@ -108,8 +106,14 @@ def _bit(i: int) -> int:
     return -(1 << 31) if i == 31 else 1 << i  # int32 words: bit 31 is the sign bit
 
 
-def _unpack(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
-    """int32 words (R, W) -> allowed flags (R, V)."""
-    shifts = torch.arange(32, dtype=torch.int32)
-    bits = (bitmask[:, :, None] >> shifts) & 1  # (R, W, 32)
-    return bits.reshape(bitmask.shape[0], -1)[:, :vocab].bool()
+def _banned(bitmask: torch.Tensor, vocab: int, device: torch.device) -> torch.Tensor:
+    """int32 words (B, W) of allowed bits -> banned flags (B, V) bool on `device`.
+
+    On CUDA the packed words travel (V/8 bytes a row) and unpack there; on the CPU numpy's
+    unpackbits does it in ~0.03 ms for a 262k vocabulary, where torch's shift-and-mask takes ~1 ms."""
+    if device.type != "cpu":
+        shifts = torch.arange(32, dtype=torch.int32, device=device)
+        bits = (bitmask.to(device, non_blocking=True)[:, :, None] >> shifts) & 1  # (B, W, 32)
+        return bits.reshape(bitmask.shape[0], -1)[:, :vocab] == 0
+    packed = (~bitmask.numpy()).view(np.uint8)  # little-endian words: byte k holds tokens 8k..8k+7
+    return torch.from_numpy(np.unpackbits(packed, axis=-1, bitorder="little")[:, :vocab].view(np.bool_))

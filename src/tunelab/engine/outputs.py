@@ -25,6 +25,7 @@ class CompletionOutput:
     error: str | None = None  # why the engine aborted it (e.g. out of KV memory)
     cumulative_logprob: float | None = None  # sum of the chosen tokens' logprobs; None unless logprobs asked
     stop_reason: int | str | None = None  # the stop token id or stop string that ended it; None for EOS/length
+    tool_calls: list[Any] | None = None  # `tunelab.tools.ToolCall`s parsed from text (LLM.chat with tools)
 
     @classmethod
     def from_sequence(cls, seq: Sequence) -> CompletionOutput:

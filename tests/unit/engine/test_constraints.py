@@ -21,7 +21,7 @@ PROMPT = [5, 40, 77, 200, 31]
 
 @pytest.fixture(scope="module")
 def llm(tiny_models) -> LLM:
-    return LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=256, block_size=4, num_blocks=512)
+    return LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=1024, block_size=4, num_blocks=1024)
 
 
 def _params(seed: int, max_tokens: int = 120, **structured) -> SamplingParams:
@@ -69,3 +69,19 @@ def test_invalid_constraints_name_the_field(fields: dict, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message) as err:
         StructuredOutputsParams(**fields, param="response_format.json_schema.schema").check()
     assert err.value.param == "response_format.json_schema.schema"
+
+
+def test_llm_chat_with_tools_returns_parsed_calls(llm) -> None:
+    """LLM.chat renders the tools through the template and parses the reply in its tool format."""
+    from tunelab.tools import get_format
+    from tunelab.tools.grammar import tool_call_grammar
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}]
+    fmt = get_format(llm.template().tool_format)
+    forced = StructuredOutputsParams(grammar=tool_call_grammar(fmt, tools, parallel=False))
+    params = SamplingParams(max_tokens=150, temperature=1.0, seed=2, structured_outputs=forced)
+    out = llm.chat([{"role": "user", "content": "weather?"}], params, use_tqdm=False, tools=tools)[0].outputs[0]
+    (call,) = out.tool_calls
+    assert call.name == "get_weather" and call.complete
+    jsonschema.validate(json.loads(call.arguments), SCHEMA)
+    assert llm.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].tool_calls is None
