@@ -20,8 +20,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from tunelab.serve import anthropic_routes, embeddings, ollama_routes, openai_routes, responses_routes
 from tunelab.data.templates import base_model_notice
+from tunelab.serve import (anthropic_routes, embeddings, ollama_models, ollama_routes, openai_routes,
+                           responses_routes)
 from tunelab.serve.auth import bearer_token, key_matches
 from tunelab.serve.backends.base import Backend
 from tunelab.serve.config import ServeConfig
@@ -42,6 +43,7 @@ def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
     secured = [Depends(_require_key)]
     app.include_router(openai_routes.router, dependencies=secured)
     app.include_router(ollama_routes.router, dependencies=secured)
+    app.include_router(ollama_models.router, dependencies=secured)
     app.include_router(embeddings.router, dependencies=secured)
     app.include_router(responses_routes.router, dependencies=secured)
     app.include_router(anthropic_routes.router, dependencies=secured)

@@ -1,4 +1,5 @@
-"""Ollama API subset: /api/chat, /api/generate (NDJSON streams), /api/tags, /api/show, /api/version.
+"""Ollama API subset: /api/chat, /api/generate (NDJSON streams), /api/version (the model routes,
+/api/tags, /api/show, /api/ps, /api/copy, /api/delete, are in `ollama_models`).
 
 Enough for Ollama clients and UIs to work unchanged against tunelab.
 """
@@ -167,50 +168,6 @@ async def _merged(lines: AsyncIterator[dict[str, Any]], kind: str) -> dict[str, 
         if thinking:
             last["thinking"] = thinking
     return last
-
-
-@router.get("/api/tags")
-async def tags(request: Request) -> dict[str, Any]:
-    """Served models in Ollama's list format."""
-    svc = service_of(request)
-    svc.require_ready()
-    names = [svc.backend.model_id, *svc.backend.adapters()]
-    info = svc.backend.describe()  # the engine's walks the weights: once, not per adapter
-    return {"models": [_tag(svc, name, info) for name in names]}
-
-
-def _tag(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
-    stamp = datetime.fromtimestamp(svc.backend.created, timezone.utc).isoformat()
-    return {"name": name, "model": name, "modified_at": stamp, "size": int(info.get("size", 0)),
-            "digest": f"{abs(hash(name)):016x}", "details": _details(svc, name, info)}
-
-
-def _details(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
-    parent = "" if name == svc.backend.model_id else svc.backend.model_id
-    family = str(info.get("family", ""))
-    return {"parent_model": parent, "format": info.get("format", "safetensors"), "family": family,
-            "families": [family] if family else None, "parameter_size": info.get("parameter_size", ""),
-            "quantization_level": info.get("quantization", "")}
-
-
-@router.post("/api/show")
-async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
-    """Model details: template, parameters, context length."""
-    svc = service_of(request)
-    target = svc.resolve(req.model or req.name or "")
-    info = svc.backend.describe()
-    return {"modelfile": f"FROM {svc.backend.model_path}\n", "parameters": "",
-            "template": info.get("template", ""), "details": _details(svc, target.name, info),
-            "model_info": {"general.architecture": info.get("family", ""),
-                           "general.context_length": svc.context_length(), **_embedding_info(info)},
-            "capabilities": ["completion"] + (["embedding"] if svc.backend.capabilities.embeddings else [])
-            + (["tools"] if getattr(svc.backend.chat_template(target.adapter), "tool_format", None) else [])}
-
-
-def _embedding_info(info: dict[str, Any]) -> dict[str, Any]:
-    """How the model embeds (pooling rule, vector length), when the backend says."""
-    keys = {"pooling": "tunelab.pooling", "embedding_length": "tunelab.embedding_length"}
-    return {ours: info[key] for key, ours in keys.items() if key in info}
 
 
 @router.get("/api/version")

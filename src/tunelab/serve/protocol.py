@@ -268,6 +268,20 @@ class OllamaShowRequest(RequestModel):
     name: Text | None = None
 
 
+class OllamaCopyRequest(RequestModel):
+    """POST /api/copy: `destination` becomes another name of `source`."""
+
+    source: Text = Field(min_length=1)
+    destination: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-/]+$")
+
+
+class OllamaDeleteRequest(RequestModel):
+    """DELETE /api/delete (older clients send `name`)."""
+
+    model: Text | None = None
+    name: Text | None = None
+
+
 # ---- responses ------------------------------------------------------------------------------
 
 

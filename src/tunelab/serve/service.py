@@ -39,6 +39,7 @@ class Service:
         self.pending = 0
         self.active: set[str] = set()
         self.stopping = False  # the shutdown deadline passed: every open request is being ended
+        self.aliases: dict[str, str] = {}  # other name -> served name (Ollama's /api/copy)
 
     # ---- checks -------------------------------------------------------------------------
 
@@ -52,11 +53,16 @@ class Service:
         self.require_ready()
         base = self.backend.model_id
         bare = name[: -len(":latest")] if name.endswith(":latest") else name
+        bare = self.aliases.get(bare, bare)
         if bare in (base, "") or (bare == self.config.model and not self.config.served_name):
             return Target(base, None)  # as in vLLM: a model given as a path answers to that path too
         if bare in self.backend.adapters():
             return Target(bare, bare)
-        raise model_not_found(name, [base, *self.backend.adapters()])
+        raise model_not_found(name, self.names())
+
+    def names(self) -> list[str]:
+        """Every name a request may use: the base model, its adapters, then other names."""
+        return [self.backend.model_id, *self.backend.adapters(), *self.aliases]
 
     def context_length(self) -> int:
         """The context window requests are checked against."""

@@ -95,6 +95,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         return {"family": getattr(hf, "model_type", ""), "format": "safetensors",
                 "parameter_size": _human(self.num_params), "quantization": str(core.dtype).split(".")[-1],
                 "size": size, "template": self.template.source, "pooling": core.pooling.describe(),
+                "device": str(core.device),
                 "embedding_length": self.embedding_length()}
 
     def embedding_length(self) -> int:

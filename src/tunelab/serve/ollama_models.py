@@ -1,0 +1,147 @@
+"""Ollama's model routes: /api/tags, /api/show, /api/ps, /api/copy, /api/delete.
+
+One server runs one base model plus its LoRA adapters, so these map onto what it holds:
+everything served is loaded (ps), stays loaded (keep_alive is accepted; nothing expires),
+`copy` gives a served model another name, and `delete` unloads an adapter or forgets a
+name -- files on disk are never removed (`tunelab rm` does that), and the base model the
+server runs cannot be deleted while it runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from tunelab.serve import protocol as P
+from tunelab.serve.errors import APIError, model_not_found
+from tunelab.serve.openai_routes import remove_adapter, service_of
+from tunelab.serve.service import Service, Target
+
+router = APIRouter()
+NEVER = "9999-12-31T23:59:59Z"  # expires_at of a model that stays loaded
+
+
+@router.get("/api/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    """Served models (base, adapters, other names) in Ollama's list format."""
+    svc = service_of(request)
+    svc.require_ready()
+    info = svc.backend.describe()  # the engine's walks the weights: once, not per adapter
+    return {"models": [_tag(svc, name, info) for name in svc.names()]}
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    """What is loaded: every served model, for good (the one base stays in memory with its adapters)."""
+    svc = service_of(request)
+    svc.require_ready()
+    info = svc.backend.describe()
+    on_gpu = str(info.get("device", "")).startswith("cuda")
+    return {"models": [{**_tag(svc, name, info), "expires_at": NEVER, "context_length": svc.context_length(),
+                        "size_vram": int(info.get("size", 0)) if on_gpu else 0} for name in svc.names()]}
+
+
+@router.post("/api/show")
+async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
+    """Model details: Modelfile, template, parameters, system prompt, model info, capabilities."""
+    svc = service_of(request)
+    target = svc.resolve(req.model or req.name or "")
+    info = svc.backend.describe()
+    template = svc.backend.chat_template(target.adapter)
+    source = getattr(template, "source", None) or info.get("template", "")
+    return {"modelfile": _modelfile(svc, target, template, source), "parameters": _parameters(template),
+            "template": source, "system": getattr(template, "system", None) or "",
+            "details": _details(svc, target.name, info), "model_info": _model_info(svc, info),
+            "capabilities": capabilities(svc, template, source), "modified_at": _stamp(svc)}
+
+
+@router.post("/api/copy")
+async def copy(req: P.OllamaCopyRequest, request: Request) -> dict[str, Any]:
+    """Serve `source` under the name `destination` too (a name only: nothing is loaded twice)."""
+    svc = service_of(request)
+    target = svc.resolve(req.source)
+    name = _bare(req.destination)
+    if name == svc.backend.model_id or name in svc.backend.adapters():
+        raise APIError(409, f"'{name}' is already a served model; choose another destination",
+                       param="destination", code="already_exists")
+    svc.aliases[name] = target.name
+    return {}
+
+
+@router.delete("/api/delete")
+async def delete(req: P.OllamaDeleteRequest, request: Request) -> dict[str, Any]:
+    """Forget a name made by copy, or unload an adapter; files on disk stay."""
+    svc = service_of(request)
+    svc.require_ready()
+    name = _bare(req.model or req.name or "")
+    if name in svc.aliases:
+        del svc.aliases[name]
+    elif name in svc.backend.adapters():
+        await remove_adapter(svc, name)
+        svc.aliases = {k: v for k, v in svc.aliases.items() if v != name}
+    elif name in (svc.backend.model_id, svc.config.model):
+        raise APIError(400, f"'{name}' is the model this server runs; it cannot be deleted while served "
+                            "(stop the server, then `tunelab rm`)", param="model")
+    else:
+        raise model_not_found(name, svc.names())
+    return {}
+
+
+def capabilities(svc: Service, template: Any, source: str) -> list[str]:
+    """What the model can be asked for: completion, embedding, tools, thinking."""
+    caps = ["completion"]
+    caps += ["embedding"] if svc.backend.capabilities.embeddings else []
+    caps += ["tools"] if getattr(template, "tool_format", None) else []
+    caps += ["thinking"] if "<think>" in source or "enable_thinking" in source else []
+    return caps
+
+
+def _modelfile(svc: Service, target: Target, template: Any, source: str) -> str:
+    """A Modelfile that describes what is served (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER)."""
+    lines = [f"FROM {svc.backend.model_path}"]
+    if target.adapter:
+        lines.append(f"ADAPTER {svc.backend.adapters()[target.adapter]}")
+    if source:
+        lines.append(f'TEMPLATE """{source}"""')
+    if getattr(template, "system", None):
+        lines.append(f'SYSTEM """{template.system}"""')
+    lines += [f"PARAMETER {line}" for line in _parameters(template).splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def _parameters(template: Any) -> str:
+    """Ollama's parameter lines: the template's stop strings."""
+    return "\n".join(f'stop "{s}"' for s in getattr(template, "stop_strings", None) or [])
+
+
+def _model_info(svc: Service, info: dict[str, Any]) -> dict[str, Any]:
+    """Architecture, context length and, when the backend embeds, the pooling rule and vector length."""
+    family = info.get("family", "")
+    out = {"general.architecture": family, "general.context_length": svc.context_length()}
+    if family:
+        out[f"{family}.context_length"] = svc.context_length()
+    keys = {"pooling": "tunelab.pooling", "embedding_length": "tunelab.embedding_length"}
+    return out | {ours: info[key] for key, ours in keys.items() if key in info}
+
+
+def _tag(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "model": name, "modified_at": _stamp(svc), "size": int(info.get("size", 0)),
+            "digest": f"{abs(hash(name)):016x}", "details": _details(svc, name, info)}
+
+
+def _details(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
+    parent = "" if svc.aliases.get(name, name) == svc.backend.model_id else svc.backend.model_id
+    family = str(info.get("family", ""))
+    return {"parent_model": parent, "format": info.get("format", "safetensors"), "family": family,
+            "families": [family] if family else None, "parameter_size": info.get("parameter_size", ""),
+            "quantization_level": info.get("quantization", "")}
+
+
+def _stamp(svc: Service) -> str:
+    return datetime.fromtimestamp(svc.backend.created, timezone.utc).isoformat()
+
+
+def _bare(name: str) -> str:
+    return name[: -len(":latest")] if name.endswith(":latest") else name
