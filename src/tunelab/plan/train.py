@@ -21,7 +21,7 @@ from tunelab.plan.shape import ModelShape
 from tunelab.train.config import TrainConfig
 
 CHUNK = 256  # rows of logits alive at once in train/loss.py (its CHUNK; kept equal by a test)
-ADAPTER_METHODS = ("lora", "dora", "qlora")
+ADAPTER_METHODS = ("lora", "dora", "qlora")  # = train.methods.ADAPTER_METHODS (which imports torch); a test keeps them equal
 
 # floats saved per token per layer = h*H + i*I + q*q_dim + kv*kv_dim + nh*heads  (fitted, see above)
 _ACT = {

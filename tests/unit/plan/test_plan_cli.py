@@ -31,7 +31,7 @@ def test_every_advised_change_fits_and_is_ranked_by_speed():
     changes = advise(shape, cfg, device)
     assert changes and [c.speed for c in changes] == sorted(c.speed for c in changes)
     for change in changes:
-        fixed = load_config(TrainConfig, None, [f"micro_batch_size=8", "data.cutoff_len=2048",
+        fixed = load_config(TrainConfig, None, ["micro_batch_size=8", "data.cutoff_len=2048",
                                                 *change.overrides.split()])
         assert estimate_training(shape, fixed, device).fits
 

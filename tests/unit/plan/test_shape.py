@@ -41,10 +41,12 @@ def test_builtin_gemma3_270m_has_its_published_size():
     assert shape_from_config(ARCHITECTURES["gemma3-270m"]).total_params() == 268_098_176
 
 
-def test_chunk_is_the_loss_chunk():
-    from tunelab.train import loss
+def test_chunk_and_adapter_methods_are_the_trainers():
+    from tunelab.plan import train as plan_train
+    from tunelab.train import loss, methods
 
     assert CHUNK == loss.CHUNK
+    assert plan_train.ADAPTER_METHODS == methods.ADAPTER_METHODS
 
 
 def _saved_floats_per_token(model_dir, method: str, tokens: int = 96) -> float:
