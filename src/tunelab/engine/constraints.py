@@ -32,12 +32,9 @@ class SequenceConstraint:
     def __init__(self, matcher: Any, stop_ids: list[int]):
         self.matcher, self.stop_ids = matcher, stop_ids
 
-    def fill(self, bitmask: torch.Tensor, row: int) -> None:
-        """Write the allowed-token bits of this sequence into `bitmask[row]` (int32 words)."""
-        import llguidance.torch as lt
-
-        lt.fill_next_token_bitmask(self.matcher, bitmask, row)
-        if self.matcher.is_accepting():  # done: the template's end-of-turn may end the reply too
+    def allow_stops(self, bitmask: torch.Tensor, row: int) -> None:
+        """Once the grammar is complete the template's end-of-turn ids may end the reply too."""
+        if self.matcher.is_accepting():
             for t in self.stop_ids:
                 bitmask[row, t // 32] |= _bit(t % 32)
 
@@ -59,8 +56,13 @@ def apply_constraints(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tenso
 
     batch, vocab = logits.shape
     bitmask = lt.allocate_token_bitmask(batch, vocab)  # (B, ceil(V/32)) int32 on the CPU, all allowed
-    for i in rows:
-        constraint_of(seqs[i], vocab).fill(bitmask, i)
+    constraints = [(constraint_of(seqs[i], vocab), i) for i in rows]
+    if len(constraints) > 1:  # llguidance's threads compute the rows' masks in parallel, without the GIL
+        lt.fill_next_token_bitmask_par(_executor(), [(c.matcher, i) for c, i in constraints], bitmask)
+    else:
+        lt.fill_next_token_bitmask(constraints[0][0].matcher, bitmask, rows[0])
+    for c, i in constraints:
+        c.allow_stops(bitmask, i)
     return logits.masked_fill_(_banned(bitmask, vocab, logits.device), float("-inf"))
 
 
@@ -81,6 +83,12 @@ def constraint_of(seq: Sequence, vocab: int) -> SequenceConstraint:
         matcher = _compiled(_lltokenizer(tokenizer, vocab), grammar).deep_copy()
         seq.constraint = SequenceConstraint(matcher, list(seq.params.stop_token_ids))
     return seq.constraint
+
+
+@lru_cache(maxsize=1)
+def _executor() -> Any:
+    """llguidance's thread pool for filling several rows' masks at once."""
+    return _llguidance().LLExecutor()
 
 
 def _lltokenizer(tokenizer: Any, vocab: int) -> Any:
