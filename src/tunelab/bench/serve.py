@@ -1,8 +1,10 @@
-"""`tunelab bench serve`: load-test any OpenAI-compatible server over streaming HTTP.
+"""`tunelab bench serve`: load-test a server over streaming HTTP, in the API of your choice.
 
 Sends N requests with at most C in flight, streams each one, and times the first
 token (TTFT), the gaps between tokens (ITL), time per output token (TPOT) and the
-whole request (e2e). Works against tunelab, vLLM, llama-server or Ollama's /v1.
+whole request (e2e). `--api` picks the wire format (`bench/apis.py`: OpenAI, Responses,
+Anthropic, Ollama), so it works against tunelab, vLLM, llama-server or Ollama; `--api
+embeddings` times /v1/embeddings requests of `--batch` inputs and reports embeddings/s.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunelab.bench.apis import STREAMING
+from tunelab.bench.apis import headers as api_headers
 from tunelab.errors import ConfigError, TunelabError
 
 WORDS = ("time person year way day thing man world life hand part child eye woman place work week "
@@ -33,7 +37,9 @@ class BenchConfig:
     input_len: int = 128
     output_len: int = 64
     dataset: str | None = None
-    endpoint: str = "completions"  # or "chat"
+    endpoint: str = "completions"  # or "chat" (openai and ollama)
+    api: str = "openai"  # openai | responses | anthropic | ollama | embeddings
+    batch: int = 1  # inputs per /v1/embeddings request (api embeddings)
     api_key: str | None = None
     ignore_eos: bool = True
     seed: int = 0
@@ -77,66 +83,53 @@ def dataset_prompts(path: str, n: int) -> list[Any]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def request_body(cfg: BenchConfig, model: str, prompt: Any) -> tuple[str, dict[str, Any]]:
-    """Path and JSON body of one streaming request."""
-    body: dict[str, Any] = {"model": model, "max_tokens": cfg.output_len, "stream": True,
-                            "stream_options": {"include_usage": True}, "temperature": 0.0}
-    if cfg.ignore_eos:
-        body["ignore_eos"] = True  # fixed output lengths; servers without it ignore the field
-    if cfg.endpoint == "chat" or isinstance(prompt, list):
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        return "/v1/chat/completions", {**body, "messages": messages}
-    return "/v1/completions", {**body, "prompt": prompt}
-
-
-def _chunk_text(chunk: dict[str, Any]) -> str:
-    choices = chunk.get("choices") or []
-    if not choices:
-        return ""
-    c = choices[0]
-    delta = c.get("delta") or {}
-    return c.get("text") or delta.get("content") or delta.get("reasoning_content") or ""
-
-
 async def one_request(client, cfg: BenchConfig, model: str, prompt: Any) -> RequestResult:
-    """Stream one request and time it."""
-    path, body = request_body(cfg, model, prompt)
+    """Stream one request through `cfg.api`'s wire format and time it."""
+    api = STREAMING[cfg.api]
+    path, body = api.request(cfg, model, prompt)
     start = time.perf_counter()
-    res, last, chunks = RequestResult(ok=False), None, 0
+    res, last, chunks, counts = RequestResult(ok=False), None, 0, {}
     try:
         async with client.stream("POST", cfg.url.rstrip("/") + path, json=body) as resp:
             if resp.status_code != 200:
                 res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
                 return res
             async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    res.error = str(chunk["error"].get("message", chunk["error"]))
-                    return res
+                text, finished = api.read(line, counts)
                 now = time.perf_counter()
-                if _chunk_text(chunk):
+                if text:
                     chunks += 1
                     if last is None:
                         res.ttft = now - start
                     else:
                         res.itls.append(now - last)
                     last = now
-                usage = chunk.get("usage") or {}
-                res.prompt_tokens = usage.get("prompt_tokens", res.prompt_tokens)
-                res.output_tokens = usage.get("completion_tokens", res.output_tokens)
+                if finished:
+                    break
     except Exception as err:  # noqa: BLE001 - every failure is a counted error, not a crash
         res.error = f"{type(err).__name__}: {err}"
         return res
     res.e2e = time.perf_counter() - start
-    res.output_tokens = res.output_tokens or chunks
+    res.prompt_tokens, res.output_tokens = counts.get("prompt", 0), counts.get("output", 0) or chunks
     res.ok = last is not None
     res.error = "" if res.ok else "no tokens received"
     return res
+
+
+async def one_embedding(client, cfg: BenchConfig, model: str, prompt: Any) -> RequestResult:
+    """One /v1/embeddings request of `cfg.batch` copies of the prompt; e2e is its latency."""
+    body = {"model": model, "input": [prompt if isinstance(prompt, str) else json.dumps(prompt)] * cfg.batch,
+            "encoding_format": "base64"}
+    start = time.perf_counter()
+    try:
+        resp = await client.post(cfg.url.rstrip("/") + "/v1/embeddings", json=body)
+    except Exception as err:  # noqa: BLE001 - a counted error
+        return RequestResult(ok=False, error=f"{type(err).__name__}: {err}")
+    if resp.status_code != 200:
+        return RequestResult(ok=False, error=f"HTTP {resp.status_code}: {resp.text[:200]!r}")
+    e2e = time.perf_counter() - start
+    usage = resp.json().get("usage") or {}
+    return RequestResult(ok=True, ttft=e2e, e2e=e2e, prompt_tokens=usage.get("prompt_tokens", 0))
 
 
 async def _discover_model(client, cfg: BenchConfig) -> str:
@@ -167,7 +160,10 @@ async def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         raise ConfigError("--concurrency and --requests must be >= 1")
     prompts = (dataset_prompts(cfg.dataset, cfg.requests) if cfg.dataset
                else synthetic_prompts(cfg.requests, cfg.input_len, cfg.seed))
-    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    if cfg.api not in (*STREAMING, "embeddings") or cfg.batch < 1:
+        raise ConfigError(f"--api must be one of {', '.join((*STREAMING, 'embeddings'))} and --batch >= 1")
+    headers = api_headers(cfg.api, cfg.api_key)
+    send = one_embedding if cfg.api == "embeddings" else one_request
     limits = httpx.Limits(max_connections=cfg.concurrency + 2)
     async with httpx.AsyncClient(timeout=cfg.timeout_s, headers=headers, limits=limits) as client:
         model = cfg.model or await _discover_model(client, cfg)
@@ -175,7 +171,7 @@ async def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
 
         async def guarded(prompt: Any) -> RequestResult:
             async with gate:
-                return await one_request(client, cfg, model, prompt)
+                return await send(client, cfg, model, prompt)
 
         start = time.perf_counter()
         results = await asyncio.gather(*(guarded(p) for p in prompts))
@@ -206,6 +202,7 @@ def summarize(results: list[RequestResult], duration: float, cfg: BenchConfig, m
         "output_token_throughput": out_tokens / duration,
         "total_token_throughput": (in_tokens + out_tokens) / duration,
         "prompt_tokens": in_tokens, "output_tokens": out_tokens,
+        "api": cfg.api, "batch": cfg.batch, "embeddings_per_s": len(ok) * cfg.batch / duration,
         "ttft_ms": ms([r.ttft for r in ok]), "tpot_ms": ms(tpots),
         "itl_ms": ms([g for r in ok for g in r.itls]), "e2e_ms": ms([r.e2e for r in ok]),
     }
@@ -213,11 +210,10 @@ def summarize(results: list[RequestResult], duration: float, cfg: BenchConfig, m
 
 def format_report(s: dict[str, Any]) -> str:
     """A plain-text table of the summary."""
-    lines = [f"model {s['model']} at {s['url']}  concurrency {s['concurrency']}",
+    lines = [f"model {s['model']} at {s['url']}  api {s['api']}  concurrency {s['concurrency']}",
              f"requests {s['completed']}/{s['requests']} ok, {s['errors']} errors, "
              f"{s['duration_s']:.2f} s",
-             f"throughput: {s['request_throughput']:.2f} req/s, "
-             f"{s['output_token_throughput']:.1f} output tok/s, {s['total_token_throughput']:.1f} total tok/s",
+             _throughput(s),
              f"tokens: {s['prompt_tokens']} prompt, {s['output_tokens']} output",
              f"{'ms':<6}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}"]
     for key in ("ttft", "tpot", "itl", "e2e"):
@@ -225,3 +221,11 @@ def format_report(s: dict[str, Any]) -> str:
         lines.append(f"{key.upper():<6}" + "".join(f"{st[q]:>10.1f}" for q in ("mean", "p50", "p90", "p99")))
     lines += [f"error: {e}" for e in s["error_samples"]]
     return "\n".join(lines)
+
+
+def _throughput(s: dict[str, Any]) -> str:
+    if s["api"] == "embeddings":
+        return (f"throughput: {s['request_throughput']:.2f} req/s, {s['embeddings_per_s']:.1f} embeddings/s "
+                f"(batch {s['batch']}), {s['total_token_throughput']:.1f} tok/s")
+    return (f"throughput: {s['request_throughput']:.2f} req/s, "
+            f"{s['output_token_throughput']:.1f} output tok/s, {s['total_token_throughput']:.1f} total tok/s")

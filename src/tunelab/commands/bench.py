@@ -1,4 +1,5 @@
-"""`tunelab bench serve`: latency and throughput of an OpenAI-compatible server."""
+"""`tunelab bench serve`: latency and throughput of a server, in the OpenAI, Responses, Anthropic,
+Ollama or embeddings API."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--output-len", type=int, default=64, help="max_tokens per request (default: 64)")
     p.add_argument("--dataset", default=None, help="JSONL of {'prompt': ...} or {'messages': [...]}")
     p.add_argument("--endpoint", choices=["completions", "chat"], default="completions",
-                   help="/v1/completions or /v1/chat/completions (default: completions)")
+                   help="raw text or chat: /v1/completions or /v1/chat/completions, Ollama's /api/generate "
+                        "or /api/chat (default: completions)")
+    apis = ["openai", "responses", "anthropic", "ollama", "embeddings"]
+    p.add_argument("--api", choices=apis, default="openai",
+                   help="wire format: OpenAI (completions/chat), /v1/responses, Anthropic /v1/messages, "
+                        "Ollama /api/*, or /v1/embeddings (default: openai)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="inputs per request with --api embeddings (default: 1)")
     p.add_argument("--api-key", default=None, help="bearer token, when the server wants one (default: none)")
     p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the summary as JSON")
@@ -39,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--dataset: file not found: {args.dataset}")
     cfg = BenchConfig(url=args.url, model=args.model, concurrency=args.concurrency,
                       requests=args.requests, input_len=args.input_len, output_len=args.output_len,
-                      dataset=args.dataset, endpoint=args.endpoint, api_key=args.api_key,
+                      dataset=args.dataset, endpoint=args.endpoint, api=args.api, batch=args.batch,
+                      api_key=args.api_key,
                       ignore_eos=not args.no_ignore_eos)
     summary = asyncio.run(run_benchmark(cfg))
     print(format_report(summary))
