@@ -18,6 +18,7 @@ from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.errors import ConfigError, InvalidRequest
 
 MAX_TOP_LOGPROBS = 20
+KV_CACHE_DTYPES = ("auto", "int8")
 _QUANTIZE = re.compile(r"^(int8|int4(-g(32|64|128|256))?)(-all)?$")  # parsed by models.quant.QuantSpec
 
 
@@ -51,6 +52,8 @@ class EngineConfig:
                                          "engine runs its own model code and never runs a repo's")
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
                                      "the decoder linears too (default: lm_head only); None = exact")
+    kv_cache_dtype: str = opt("auto", "KV cache storage: auto (the model dtype) or int8 (one scale per token and "
+                                      "head: about twice the blocks in the same memory; CPU only for now)")
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_loras", "max_lora_rank",
@@ -67,6 +70,8 @@ class EngineConfig:
         if self.quantize is not None and not _QUANTIZE.match(str(self.quantize)):
             raise ConfigError(f"quantize: '{self.quantize}' is not one of int8, int4, int4-gN (N = 32, 64, "
                               "128, 256), optionally followed by -all, or None")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ConfigError(f"kv_cache_dtype: '{self.kv_cache_dtype}' is not one of {', '.join(KV_CACHE_DTYPES)}")
         if self.cpu_kv_cache_gb <= 0:
             raise ConfigError(f"cpu_kv_cache_gb must be > 0, got {self.cpu_kv_cache_gb}")
 

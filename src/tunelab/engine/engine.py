@@ -47,12 +47,15 @@ class LLMEngine:
         if self.device.type == "cpu" and cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
+        if cfg.kv_cache_dtype == "int8" and self.device.type != "cpu":
+            raise ConfigError(f"kv_cache_dtype: int8 runs on CPU only for now (the {self.device.type} decode kernel "
+                              "reads model-dtype blocks); use kv_cache_dtype=auto")
         self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device, cfg.quantize)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.pooling = read_pooling(self.model_dir)  # how `embed` pools hidden states
         self.config = self._finish_config(cfg)
         self.kv = KVCache.allocate(self.model.spec, self.config.num_blocks, self.config.block_size,
-                                   self.dtype, self.device)
+                                   self.dtype, self.device, self.config.kv_cache_dtype)
         self.lora = LoRAManager(self.model, self.config.max_loras, self.config.max_lora_rank)
         self.runner = ModelRunner(self.model, self.kv, self.device, self.lora)
         self._setup_cuda_decode()
@@ -198,7 +201,7 @@ class LLMEngine:
             budget = cuda_budget(self.device, cfg.gpu_memory_utilization)
         else:
             budget = int(cfg.cpu_kv_cache_gb * 2**30)
-        return blocks_for_budget(self.model.spec, cfg.block_size, self.dtype, budget)
+        return blocks_for_budget(self.model.spec, cfg.block_size, self.dtype, budget, cfg.kv_cache_dtype)
 
 
 def pick_device(name: str) -> torch.device:

@@ -1,4 +1,5 @@
-"""The paged KV cache: per layer, keys and values as (num_blocks, block_size, kv_heads, head_dim).
+"""The paged KV cache: per layer, keys and values as (num_blocks, block_size, kv_heads, head_dim)
+(kv_cache_dtype int8: int8 values plus per-token scales, see `models.kv_int8`).
 
 Block ids are handed out by the (torch-free) block manager; this module only owns the memory
 and decides how many blocks fit in a budget.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tunelab.models import kv_int8
 from tunelab.models.spec import ModelSpec
 
 
@@ -31,9 +33,12 @@ class KVCache:
 
     @classmethod
     def allocate(cls, spec: ModelSpec, num_blocks: int, block_size: int,
-                 dtype: torch.dtype, device: torch.device) -> "KVCache":
-        """Zeroed pools for `num_blocks` blocks (plus the spare) of `block_size` tokens in each layer."""
+                 dtype: torch.dtype, device: torch.device, kv_cache_dtype: str = "auto") -> "KVCache":
+        """Zeroed pools for `num_blocks` blocks (plus the spare) of `block_size` tokens in each layer;
+        kv_cache_dtype 'int8' stores int8 values and per-token scales (`models.kv_int8`)."""
         shape = (num_blocks + 1, block_size, spec.num_kv_heads, spec.head_dim)
+        if kv_cache_dtype == "int8":
+            return cls([kv_int8.allocate(shape, device) for _ in range(spec.num_layers)], num_blocks, block_size)
         layers = [
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(spec.num_layers)
@@ -41,15 +46,19 @@ class KVCache:
         return cls(layers, num_blocks, block_size)
 
 
-def bytes_per_block(spec: ModelSpec, block_size: int, dtype: torch.dtype) -> int:
-    """Memory of one block across all layers, keys and values."""
-    item = torch.empty((), dtype=dtype).element_size()
-    return 2 * spec.num_layers * block_size * spec.num_kv_heads * spec.head_dim * item
+def bytes_per_block(spec: ModelSpec, block_size: int, dtype: torch.dtype, kv_cache_dtype: str = "auto") -> int:
+    """Memory of one block across all layers, keys and values (int8: values plus their scales)."""
+    if kv_cache_dtype == "int8":
+        per_head = spec.head_dim + kv_int8.SCALE_BYTES
+    else:
+        per_head = spec.head_dim * torch.empty((), dtype=dtype).element_size()
+    return 2 * spec.num_layers * block_size * spec.num_kv_heads * per_head
 
 
-def blocks_for_budget(spec: ModelSpec, block_size: int, dtype: torch.dtype, budget_bytes: int) -> int:
+def blocks_for_budget(spec: ModelSpec, block_size: int, dtype: torch.dtype, budget_bytes: int,
+                      kv_cache_dtype: str = "auto") -> int:
     """How many blocks fit in `budget_bytes` (at least one)."""
-    return max(1, int(budget_bytes // bytes_per_block(spec, block_size, dtype)))
+    return max(1, int(budget_bytes // bytes_per_block(spec, block_size, dtype, kv_cache_dtype)))
 
 
 def cuda_budget(device: torch.device, utilization: float) -> int:

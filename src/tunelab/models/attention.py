@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from tunelab.models.kv_int8 import Int8Rows
+
 
 @dataclass
 class PrefillSegment:
@@ -83,11 +85,10 @@ def paged_attention(
     window: int | None = None,
     softcap: float | None = None,
 ) -> torch.Tensor:
-    """q: (T, H, D), k/v: (T, KVH, D) for the new tokens -> attention output (T, H, D)."""
-    k_cache, v_cache = cache
-    kvh, d = k_cache.shape[-2], k_cache.shape[-1]
-    k_flat = k_cache.view(-1, kvh, d)  # (NB*BS, KVH, D)
-    v_flat = v_cache.view(-1, kvh, d)
+    """q: (T, H, D), k/v: (T, KVH, D) for the new tokens -> attention output (T, H, D).
+
+    `cache` is (keys, values), or (keys, values, key scales, value scales) for an int8 cache."""
+    k_flat, v_flat = _flat_rows(cache, q.dtype)  # (NB*BS, KVH, D) each, indexable by slots
     k_flat[batch.slot_mapping] = k.to(k_flat.dtype)
     v_flat[batch.slot_mapping] = v.to(v_flat.dtype)
     if batch.decode_rows is not None and not batch.prefills:  # decode only: row i is decode sequence i
@@ -104,6 +105,15 @@ def paged_attention(
         o = _sdpa(q[rows].transpose(0, 1), keys, vals, mask, scale, softcap)  # (H, q_len, D)
         out[rows] = o.transpose(0, 1)
     return out
+
+
+def _flat_rows(cache, dtype: torch.dtype):
+    """A layer's pools as flat (slots, KVH, D) rows: plain views, or int8 rows that (de)quantize."""
+    if len(cache) == 4:
+        return Int8Rows(cache[0], cache[2], dtype), Int8Rows(cache[1], cache[3], dtype)
+    k_cache, v_cache = cache
+    kvh, d = k_cache.shape[-2], k_cache.shape[-1]
+    return k_cache.view(-1, kvh, d), v_cache.view(-1, kvh, d)
 
 
 def _decode_rows(q, cache, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torch.Tensor:

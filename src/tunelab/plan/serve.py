@@ -43,11 +43,14 @@ class ServeEstimate:
         return self.kv_tokens // max(self.context, 1)
 
 
-def estimate_serving(shape: ModelShape, device: Device, context: int | None = None) -> ServeEstimate:
-    """Serving `shape` on `device` at bf16 (CUDA) or fp32 (CPU), sequences of `context` tokens."""
+def estimate_serving(shape: ModelShape, device: Device, context: int | None = None,
+                     kv_cache_dtype: str = "auto") -> ServeEstimate:
+    """Serving `shape` on `device` at bf16 (CUDA) or fp32 (CPU), sequences of `context` tokens;
+    kv_cache_dtype 'int8' (EngineConfig) stores a byte per value plus a 4-byte scale per token and head."""
     item = 2 if device.kind == "cuda" else 4
     weights = shape.total_params() * item
-    kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * item
+    per_head = shape.head_dim + 4 if kv_cache_dtype == "int8" else shape.head_dim * item
+    kv_per_token = 2 * shape.layers * shape.kv_heads * per_head
     if device.kind == "cuda":
         overhead = CUDA_OVERHEAD
         budget = int(device.budget * GPU_MEMORY_UTILIZATION) - weights - overhead
