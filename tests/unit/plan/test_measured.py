@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 # (arch, hidden, intermediate, layers, vocab)
 SHAPES = {"qwen2": ("qwen2", 256, 640, 4, 16000), "llama": ("llama", 320, 896, 3, 12000),
           "gemma3": ("gemma3", 192, 1024, 6, 6000)}
-CASES = [("qwen2", "lora", 1, 128), ("qwen2", "full", 4, 384), ("llama", "full", 2, 256),
+CASES = [("qwen2", "lora", 4, 384), ("qwen2", "full", 4, 384), ("llama", "full", 2, 256),
          ("gemma3", "lora", 2, 256)]
 
 pytestmark = [pytest.mark.slow,
