@@ -26,19 +26,29 @@ def process_state():
     """accelerate's PartialState (initialises the process group under a launcher)."""
     from accelerate import PartialState
 
+    refuse_deepspeed()
+
     # must match the `cpu` flag the trainer's Accelerator is built with: the state is shared
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def refuse_deepspeed() -> None:
+    """Stop a DeepSpeed launch (accelerate's ACCELERATE_USE_DEEPSPEED) before accelerate needs the
+    deepspeed package, or, on CPU where accelerate ignores the request, silently runs plain DDP."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        _unsupported("DEEPSPEED")
+
+
 def check_supported(accelerator) -> None:
-    """Refuse DeepSpeed/Megatron launches (asked for by accelerate's state or its launch variables)."""
-    kind = accelerator.distributed_type.name
-    if kind not in UNSUPPORTED and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
-        kind = "DEEPSPEED"  # on CPU accelerate ignores the request and would silently run DDP
-    if kind in UNSUPPORTED:
-        raise TunelabError(f"{kind} is not supported by tunelab train yet; shard with FSDP2 instead "
-                           "(`accelerate launch --config_file configs/accelerate_fsdp.yaml`), or launch "
-                           "plain data-parallel (torchrun, or `accelerate launch` with a multi-GPU/CPU config)")
+    """Refuse DeepSpeed/Megatron launches; FSDP2 is train/sharding.py's."""
+    if accelerator.distributed_type.name in UNSUPPORTED:
+        _unsupported(accelerator.distributed_type.name)
+
+
+def _unsupported(kind: str) -> None:
+    raise TunelabError(f"{kind} is not supported by tunelab train yet; shard with FSDP2 instead "
+                       "(`accelerate launch --config_file configs/accelerate_fsdp.yaml`), or launch "
+                       "plain data-parallel (torchrun, or `accelerate launch` with a multi-GPU/CPU config)")
 
 
 def broadcast(values: list[Any]) -> list[Any]:

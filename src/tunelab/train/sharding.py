@@ -117,4 +117,16 @@ def gather_result(wrapped: nn.Module, cfg) -> dict[str, torch.Tensor] | None:
     options = StateDictOptions(full_state_dict=True, cpu_offload=True,
                                ignore_frozen_params=cfg.method in ADAPTER_METHODS)
     whole = get_model_state_dict(wrapped, options=options)
-    return {name.removeprefix("model."): t for name, t in whole.items()}  # the objective holds it as .model
+    tied = _tied_names(wrapped)  # save_pretrained drops them from its own state dict, not from a given one
+    return {name.removeprefix("model."): t for name, t in whole.items() if name not in tied}
+
+
+def _tied_names(module: nn.Module) -> set[str]:
+    """Names that repeat an earlier parameter (e.g. lm_head.weight tied to the embeddings)."""
+    seen: set[int] = set()
+    tied: set[str] = set()
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.add(id(tensor))
+    return tied
