@@ -16,6 +16,7 @@ Tiles keep the scratch small (`TILE_BYTES`) and hot in cache; the full dense wei
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -164,16 +165,17 @@ def _unpack_int4(packed: torch.Tensor, out: torch.Tensor) -> None:
     out.copy_(q)
 
 
-_SCRATCH: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+_SCRATCH = threading.local()  # per thread: two engines stepping in one process never share a tile
 
 
 def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """One reused buffer per (dtype, device), grown to the largest tile; the engine steps one batch
-    at a time, so every quantized linear shares it."""
-    buf = _SCRATCH.get((dtype, device))
+    """One reused buffer per (dtype, device) and thread, grown to the largest tile; an engine steps
+    one batch at a time, so every quantized linear shares it."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buf = buffers.get((dtype, device))
     if buf is None or buf.numel() < numel:
         with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
-            buf = _SCRATCH[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
+            buf = buffers[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
     return buf
 
 
