@@ -103,6 +103,8 @@ class SamplingParams:
     ignore_eos: bool = opt(False, "keep generating past the model's EOS token")
     n: int = opt(1, "number of independent completions for the prompt")
     logprobs: int | None = opt(None, "top logprobs per token; 0 = the chosen token's only; None = off")
+    prompt_logprobs: int | None = opt(None, "top logprobs per prompt token (vLLM); 0 = the prompt token's own "
+                                            "only; None = off. Such a prompt skips the prefix cache")
     structured_outputs: StructuredOutputsParams | None = opt(
         None, "constrain the output to a JSON schema, any JSON object, a regex, a choice or a grammar")
 
@@ -151,6 +153,8 @@ def _check_lengths(p: SamplingParams) -> None:
     _require(p.seed is None or _is_int(p.seed), "seed", f"must be an integer, got {p.seed!r}")
     ok = p.logprobs is None or (_is_int(p.logprobs) and 0 <= p.logprobs <= MAX_TOP_LOGPROBS)
     _require(ok, "logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {p.logprobs!r}")
+    ok = p.prompt_logprobs is None or (_is_int(p.prompt_logprobs) and 0 <= p.prompt_logprobs <= MAX_TOP_LOGPROBS)
+    _require(ok, "prompt_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {p.prompt_logprobs!r}")
 
 
 def _check_distribution(p: SamplingParams) -> None:

@@ -131,8 +131,7 @@ class LLM:
             rid = f"llm-{next(self._ids)}"
             requests.append((rid, ids, self.engine.add_request(rid, ids, p, a)))
         self._step_all([seqs for _, _, seqs in requests], use_tqdm)
-        return [RequestOutput(rid, ids, [CompletionOutput.from_sequence(s) for s in seqs], text)
-                for (rid, ids, seqs), text in zip(requests, texts)]
+        return [RequestOutput.from_sequences(rid, ids, seqs, text) for (rid, ids, seqs), text in zip(requests, texts)]
 
     def _step_all(self, requests: list[list], use_tqdm: bool) -> None:
         """Step the engine until every request is done, ticking a progress bar per finished prompt."""

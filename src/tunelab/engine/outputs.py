@@ -45,6 +45,16 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     prompt: str | None = None
     finished: bool = True
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # vLLM's: [0] is None, [i] is token i's
+
+    @classmethod
+    def from_sequences(cls, request_id: Any, prompt_ids: list[int], seqs: list[Sequence],
+                       prompt: str | None = None) -> RequestOutput:
+        """The finished sequences of one prompt as its output (prompt logprobs when asked for)."""
+        first = seqs[0]
+        wanted = first.params.prompt_logprobs is not None
+        return cls(request_id, prompt_ids, [CompletionOutput.from_sequence(s) for s in seqs], prompt,
+                   prompt_logprobs=[None, *first.prompt_logprobs] if wanted else None)
 
     @property
     def text(self) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tunelab.engine import prompt_logprobs
 from tunelab.engine.kv_cache import KVCache
 from tunelab.models.attention import AttnBatch, PrefillSegment
 
@@ -28,6 +29,7 @@ class StepInputs:
     attn: AttnBatch
     sample_rows: torch.Tensor  # (N,) rows whose hidden state becomes logits
     adapter_rows: list[tuple[str | None, int, int]]  # (adapter, start, length) per item
+    prompt: prompt_logprobs.PromptRows | None = None  # rows whose logprobs the prompt asked for
 
 
 class ModelRunner:
@@ -61,6 +63,8 @@ class ModelRunner:
             hidden = self.graphs.forward(step)  # (B, hidden), rows in step order
         else:
             hidden = self.hidden_states(step)  # (T, hidden)
+        if step.prompt:
+            prompt_logprobs.collect(self.model, hidden, step.prompt)
         return self.model.compute_logits(hidden[step.sample_rows])
 
     @torch.inference_mode()
@@ -91,6 +95,7 @@ def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: 
     adapters: list[tuple[str | None, int, int]] = []
     decodes: list[tuple[int, object, int]] = []  # (row, seq, context length)
     prefills: list[tuple[int, object, int, int]] = []  # (row, seq, q_len, context length)
+    prompt = prompt_logprobs.PromptRows()
     for item in items:
         seq, start, n = item.seq, item.start_pos, item.num_tokens
         row = len(ids)
@@ -101,6 +106,7 @@ def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: 
         (decodes.append((row, seq, start + 1)) if n == 1 else prefills.append((row, seq, n, start + n)))
         sample_rows.extend(range(row + n - item.num_samples, row + n))
         adapters.append((getattr(seq, "adapter", None), row, n))
+        prompt_logprobs.plan_rows(prompt, seq, start, n, row)
     attn = AttnBatch(
         positions=torch.tensor(positions, dtype=torch.long, device=device),
         slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
@@ -112,6 +118,7 @@ def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: 
         attn=attn,
         sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device),
         adapter_rows=adapters,
+        prompt=prompt or None,
     )
 
 

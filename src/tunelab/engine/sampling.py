@@ -198,15 +198,20 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
 def _collect_logprobs(
     raw: torch.Tensor, token_ids: torch.Tensor, seqs: list[Sequence]
 ) -> list[TokenLogprob | None]:
+    return token_logprobs(raw, token_ids, [s.params.logprobs for s in seqs])
+
+
+def token_logprobs(raw: torch.Tensor, token_ids: torch.Tensor, tops: list[int | None]) -> list[TokenLogprob | None]:
+    """Per row of log-probabilities `raw` (B, V): the logprob of token_ids[i] plus the best tops[i]
+    alternatives (None: no logprob for that row). Sampled and prompt tokens both come through here."""
     chosen = raw.gather(1, token_ids[:, None]).squeeze(1).tolist()
     ids = token_ids.tolist()
-    k = max(s.params.logprobs or 0 for s in seqs)
+    k = max((n or 0 for n in tops), default=0)
     top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
     top_vals = top_vals.tolist() if k else None
     top_ids = top_ids.tolist() if k else None
     out: list[TokenLogprob | None] = []
-    for i, seq in enumerate(seqs):
-        n = seq.params.logprobs
+    for i, n in enumerate(tops):
         if n is None:
             out.append(None)
             continue

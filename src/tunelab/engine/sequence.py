@@ -84,6 +84,7 @@ class Sequence:
         self.token_ids: list[int] = list(prompt_ids)
         self.output_ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []
+        self.prompt_logprobs: list[TokenLogprob] = []  # [i]: token i+1 given tokens 0..i (params.prompt_logprobs)
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0
         self.block_table: list[int] = []
@@ -116,6 +117,11 @@ class Sequence:
     def num_uncomputed_tokens(self) -> int:
         """Tokens whose KV is not yet in the cache (1 for a decoding sequence)."""
         return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Whether the request asked for prompt logprobs and some are still to compute."""
+        return self.params.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens - 1
 
     @property
     def is_finished(self) -> bool:

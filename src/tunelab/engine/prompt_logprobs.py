@@ -1,0 +1,61 @@
+"""Prompt logprobs (vLLM's `SamplingParams(prompt_logprobs=k)`): each prompt token's logprob given
+the tokens before it, plus its k most likely alternatives. lm-eval's log-likelihoods read them.
+
+A prefill chunk of positions [start, start+n) gives at its row for position p the distribution of
+the token at p+1. `plan_rows` picks the rows whose next token is a prompt token not collected yet
+(a preempted sequence recomputes its prompt; nothing is collected twice); after the forward pass
+`collect` turns their hidden states into logprobs CHUNK rows at a time, so a 262k vocabulary never
+needs (prompt length, V) logits at once. Such a sequence reads no prefix-cache hits: cached
+positions are never run, so they would have no logprobs (vLLM v1 does the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+CHUNK = 256  # rows per lm_head + log_softmax pass
+
+
+@dataclass
+class PromptRows:
+    """Rows of one step whose logprobs go to their sequences' `prompt_logprobs`."""
+
+    rows: list[int] = field(default_factory=list)  # flat row in the step
+    targets: list[int] = field(default_factory=list)  # the prompt token that row predicts
+    tops: list[int] = field(default_factory=list)  # alternatives wanted (params.prompt_logprobs)
+    owners: list = field(default_factory=list)  # the sequence of each row
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+
+def positions(seq, start: int, n: int) -> range:
+    """Positions in [start, start+n) whose row predicts a prompt token `seq` has no logprob for yet."""
+    params = getattr(seq, "params", None)
+    if params is None or params.prompt_logprobs is None:
+        return range(0)
+    low = max(start, len(seq.prompt_logprobs))  # prompt_logprobs[i] is the logprob of token i+1
+    return range(low, max(low, min(start + n, seq.num_prompt_tokens - 1)))
+
+
+def plan_rows(plan: PromptRows, seq, start: int, n: int, row: int) -> None:
+    """Add the rows of the chunk `seq`[start, start+n), laid out from flat row `row`, to `plan`."""
+    for p in positions(seq, start, n):
+        plan.rows.append(row + p - start)
+        plan.targets.append(seq.token_ids[p + 1])
+        plan.tops.append(seq.params.prompt_logprobs)
+        plan.owners.append(seq)
+
+
+def collect(model, hidden: torch.Tensor, plan: PromptRows) -> None:
+    """Append a TokenLogprob per planned row (hidden: (T, hidden) of the whole step) to its owner."""
+    from tunelab.engine.sampling import token_logprobs
+
+    for i in range(0, len(plan.rows), CHUNK):
+        rows = torch.tensor(plan.rows[i:i + CHUNK], device=hidden.device)
+        raw = torch.log_softmax(model.compute_logits(hidden[rows]), dim=-1)  # (R, V) fp32
+        targets = torch.tensor(plan.targets[i:i + CHUNK], device=hidden.device)
+        for seq, logprob in zip(plan.owners[i:i + CHUNK], token_logprobs(raw, targets, plan.tops[i:i + CHUNK])):
+            seq.prompt_logprobs.append(logprob)
