@@ -42,9 +42,10 @@ def main() -> None:
         print(f"(a) sampler, B={batch}: free {free:.2f} ms/step, constrained {constrained:.2f} ms/step "
               f"(+{constrained - free:.2f} ms, +{(constrained - free) / batch:.3f} ms per row)")
     for streams in () if args.skip_decode else (1, args.streams):
-        free, constrained = _decode(llm, streams, args.new_tokens, None), _decode(llm, streams, args.new_tokens, SCHEMA)
-        print(f"(b) decode, {streams} stream(s): free {free:.1f} tok/s, constrained {constrained:.1f} tok/s "
-              f"({100 * (constrained / free - 1):+.1f}%)")
+        (free, n_free), (constrained, n_con) = (_decode(llm, streams, args.new_tokens, None),
+                                                _decode(llm, streams, args.new_tokens, SCHEMA))
+        print(f"(b) decode, {streams} stream(s): free {free:.1f} tok/s ({n_free} tokens), constrained "
+              f"{constrained:.1f} tok/s ({n_con} tokens) ({100 * (constrained / free - 1):+.1f}%)")
 
 
 def _sampler_ms(llm: LLM, batch: int, steps: int) -> tuple[float, float]:
@@ -74,8 +75,8 @@ def _seq(tokenizer, structured, i: int) -> Sequence:
     return Sequence([1, 2, 3], params, detokenizer=IncrementalDetokenizer(tokenizer, [1, 2, 3]))
 
 
-def _decode(llm: LLM, streams: int, new_tokens: int, schema: dict | None) -> float:
-    """Generated tokens per second over `streams` concurrent requests."""
+def _decode(llm: LLM, streams: int, new_tokens: int, schema: dict | None) -> tuple[float, int]:
+    """Generated tokens per second over `streams` concurrent requests, and how many were generated."""
     so = StructuredOutputsParams(json=schema) if schema else None
     params = [SamplingParams(max_tokens=new_tokens, temperature=1.0, seed=i, ignore_eos=so is None,
                              structured_outputs=so) for i in range(streams)]
@@ -84,7 +85,8 @@ def _decode(llm: LLM, streams: int, new_tokens: int, schema: dict | None) -> flo
     start = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
     elapsed = time.perf_counter() - start
-    return sum(len(o.outputs[0].token_ids) for o in outs) / elapsed
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    return tokens / elapsed, tokens
 
 
 def _parse() -> argparse.Namespace:

@@ -53,7 +53,15 @@ class StructuredOutputsParams:
         return matcher.grammar_from_lark(self.grammar)
 
     def check(self) -> str:
-        """The compiled grammar; an invalid one is an InvalidRequest naming `param`."""
+        """The compiled grammar; an invalid one is an InvalidRequest naming `param`. Checked once per
+        object (the edge checks it, the engine asks again per sequence)."""
+        checked = self.__dict__.get("_checked")
+        if checked is None:
+            checked = self._compile_checked()
+            object.__setattr__(self, "_checked", checked)  # frozen: a memo, not a field
+        return checked
+
+    def _compile_checked(self) -> str:
         try:
             text = self.grammar_text()
             error = _llguidance().LLMatcher.validate_grammar(text)
