@@ -71,19 +71,10 @@ class MessagesRequest(RequestModel):
     top_k: int | None = Field(None, ge=0)
     stream: bool = False
     thinking: ThinkingConfig | None = None
-    metadata: dict[str, Any] | None = None  # user_id for abuse monitoring; never changes the output
-    service_tier: str | None = None  # a billing tier; one local tier, same output
-    cache_control: dict[str, Any] | None = None  # a prompt-cache hint
-    speed: str | None = None  # a latency tier; same output
-    inference_geo: str | None = None  # where the request runs: here
-    diagnostics: dict[str, Any] | None = None
-    user_profile_id: str | None = None
-    workspace_id: str | None = None
-    output_config: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
-    mcp_servers: list[dict[str, Any]] | None = None
-    container: str | dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None  # effort is a hint; format (structured output) is a 400
+    # hosted and billing fields are field_policy.TABLE's: a 400 saying why, or accepted on purpose
 
     def to_sampling_params(self, max_tokens: int,
                            structured: StructuredOutputsParams | None) -> SamplingParams:
@@ -95,9 +86,7 @@ class MessagesRequest(RequestModel):
 
     def unsupported(self) -> APIError | None:
         """The first field set to something this text-only server cannot do, as a 400."""
-        checks = [("mcp_servers", bool(self.mcp_servers), "MCP servers are not served"),
-                  ("container", self.container is not None, "code execution containers are not served"),
-                  ("output_config.format", bool((self.output_config or {}).get("format")),
+        checks = [("output_config.format", bool((self.output_config or {}).get("format")),
                    "structured outputs are not served on /v1/messages yet")]
         for field, bad, why in checks:
             if bad:
@@ -182,7 +171,7 @@ def usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
 
 def stop_reason(finish_reason: str | None, stop_string: str | None, stops: list[str],
                 called: bool = False) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence) from the engine's finish: max_tokens, stop_sequence, tool_use, end_turn."""
+    """(stop_reason, stop_sequence) of the engine's finish: max_tokens, stop_sequence, tool_use, end_turn."""
     if finish_reason == "length":
         return "max_tokens", None
     if called:

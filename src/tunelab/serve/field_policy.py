@@ -46,6 +46,7 @@ NOT_YET = "not implemented by tunelab yet"
 TEXT_ONLY = "this model serves text only"
 TOOLS = "OpenAI's legacy function calling; send `tools` and `tool_choice`"
 CACHE_HINT = "a prompt-cache hint; caching never changes the output"
+STATELESS = "tunelab's Responses API is stateless: send the whole conversation in `input`"
 
 _OLLAMA_REQUEST = {  # /api/chat and /api/generate alike
     "keep_alive": accepted("how long Ollama keeps a model loaded; tunelab's one model stays loaded"),
@@ -117,4 +118,39 @@ TABLE: dict[str, dict[str, Policy]] = {
     },
     "LoraLoadRequest": {"load_inplace": rejected("unload the adapter first, then load it", False)},
     "OllamaShowRequest": {"verbose": rejected(NOT_YET, False)},
+    "ResponsesRequest": {  # /v1/responses is stateless and serves function tools only
+        "previous_response_id": rejected(STATELESS),
+        "conversation": rejected(STATELESS),
+        "store": rejected("tunelab stores no responses", False),
+        "background": rejected("background responses are not served", False),
+        "background_options": rejected("background responses are not served"),
+        "include": rejected("no optional output data (logprobs, encrypted reasoning) is served yet"),
+        "truncation": rejected("a prompt that does not fit is a 400, never cut", "disabled"),
+        "top_logprobs": rejected(NOT_YET, 0),
+        "prompt": rejected("stored prompt templates are not served"),
+        "context_management": rejected(NOT_YET),
+        "moderation": rejected("tunelab runs no moderation"),
+        "image": rejected("image generation is not served"),
+        "access_programs": rejected(NOT_YET),
+        "user": accepted("an end-user id for abuse monitoring"),
+        "safety_identifier": accepted("an end-user id for abuse monitoring"),
+        "service_tier": accepted("OpenAI's billing and latency tier; one local tier, same output"),
+        "prompt_cache_key": accepted(CACHE_HINT),
+        "prompt_cache_retention": accepted(CACHE_HINT),
+        "prompt_cache_options": accepted(CACHE_HINT),
+        "stream_options": accepted("stream obfuscation padding; the events are the same"),
+    },
+    "TextConfig": {"verbosity": rejected(NOT_YET)},
+    "MessagesRequest": {  # /v1/messages (and count_tokens)
+        "mcp_servers": rejected("MCP servers are not served"),
+        "container": rejected("code execution containers are not served"),
+        "metadata": accepted("user_id for abuse monitoring"),
+        "service_tier": accepted("Anthropic's billing tier; one local tier, same output"),
+        "speed": accepted("a latency tier; one local tier, same output"),
+        "inference_geo": accepted("where the request runs: here"),
+        "cache_control": accepted(CACHE_HINT),
+        "diagnostics": accepted("request diagnostics; the output is the same"),
+        "user_profile_id": accepted("an account id; the output is the same"),
+        "workspace_id": accepted("an account id; the output is the same"),
+    },
 }

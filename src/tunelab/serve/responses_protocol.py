@@ -1,9 +1,9 @@
 """Schemas of OpenAI's Responses API (`POST /v1/responses`), served statelessly.
 
 The request is validated here and mapped onto the engine's `SamplingParams` through the
-one mapping (`protocol.sampling_values`); `input` items become the plain chat messages
-the chat template takes. Fields tunelab cannot honour are declared so that the route can
-answer a 400 naming them (`unsupported()`), never dropped.
+one mapping (`protocol.sampling_values`); `input` items become the chat messages the chat
+template takes (`tool_items` for calls and results). Fields tunelab cannot honour
+(stateful, hosted) are `field_policy.TABLE`'s: a 400 saying why, never dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
-from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.errors import bad_request
 from tunelab.serve.protocol import Text, sampling_values
 from tunelab.serve.strict import RequestModel
 from tunelab.serve.tool_items import add_call, add_result
@@ -69,10 +69,9 @@ class ReasoningConfig(RequestModel):
 
 
 class TextConfig(RequestModel):
-    """`text`: the output format (plain text only until structured outputs exist)."""
+    """`text`: the output format (text, json_object, json_schema)."""
 
     format: dict[str, Any] | None = None
-    verbosity: Literal["low", "medium", "high"] | None = None
 
 
 class ResponsesRequest(RequestModel):
@@ -90,21 +89,9 @@ class ResponsesRequest(RequestModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    max_tool_calls: int | None = None
-    previous_response_id: str | None = None
-    conversation: str | dict[str, Any] | None = None
-    store: bool | None = None
-    background: bool | None = None
-    include: list[str] | None = None
-    truncation: Literal["auto", "disabled"] | None = None
-    top_logprobs: int | None = None
-    prompt: dict[str, Any] | None = None
+    max_tool_calls: int | None = Field(None, ge=1)
     metadata: dict[str, str] | None = None  # echoed back; nothing is stored
-    user: Text | None = None  # accepted: identifiers that never change the output
-    safety_identifier: Text | None = None
-    prompt_cache_key: Text | None = None
-    service_tier: str | None = None
-    stream_options: dict[str, Any] | None = None
+    # stateful and hosted fields are field_policy.TABLE's: a 400 saying why, or accepted on purpose
 
     def to_sampling_params(self, max_tokens: int,
                            structured: StructuredOutputsParams | None) -> SamplingParams:
@@ -124,25 +111,6 @@ class ResponsesRequest(RequestModel):
         if fmt.get("type") != "text":
             raise bad_request(f"text.format.type '{fmt.get('type')}' is not served; use text, json_object or "
                               "json_schema", param="text.format.type")
-        return None
-
-    def unsupported(self) -> APIError | None:
-        """The first field set to something a stateless, text-only server cannot do, as a 400."""
-        checks = [
-            ("previous_response_id", self.previous_response_id is not None,
-             "tunelab's Responses API is stateless: send the whole conversation in `input`"),
-            ("conversation", self.conversation is not None, "tunelab's Responses API is stateless"),
-            ("store", self.store is True, "tunelab's Responses API is stateless and stores nothing; "
-                                          "send store: false or leave it out"),
-            ("background", self.background is True, "background responses are not served"),
-            ("include", bool(self.include), "no optional output data is served"),
-            ("truncation", self.truncation == "auto", "a prompt that does not fit is a 400, never cut"),
-            ("top_logprobs", bool(self.top_logprobs), "logprobs are not served on /v1/responses yet"),
-            ("prompt", self.prompt is not None, "stored prompt templates are not served"),
-        ]
-        for field, bad, why in checks:
-            if bad:
-                return bad_request(f"unsupported field '{field}': {why}", param=field)
         return None
 
     def messages(self) -> list[dict[str, Any]]:

@@ -42,9 +42,6 @@ async def create_response(req: R.ResponsesRequest, request: Request):
     """Generate one response; `stream: true` sends the typed SSE events."""
     svc = service_of(request)
     target = svc.resolve(req.model)
-    problem = req.unsupported()
-    if problem:
-        raise problem
     plan, structured = _tools(svc, target, req)
     kwargs = {**req.template_kwargs(), **({"tools": plan.tools} if plan.tools else {})}
     try:
@@ -71,6 +68,8 @@ def _tools(svc: Service, target: Target, req: R.ResponsesRequest) -> tuple[ToolP
     plan = plan_tools(function_tools(req.tools, "parameters"), responses_choice(req.tool_choice),
                       req.parallel_tool_calls, svc.backend.chat_template(target.adapter),
                       caps.structured_outputs, svc.backend.name)
+    if req.max_tool_calls is not None:
+        plan.max_calls = min(plan.max_calls or req.max_tool_calls, req.max_tool_calls)
     fmt = req.text_constraint()
     if fmt is not None and plan.constraint is not None:
         raise bad_request("text.format cannot be combined with a forced tool_choice", param="text.format")
