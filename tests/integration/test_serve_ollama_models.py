@@ -45,9 +45,11 @@ def test_show_is_full(client):
     assert "ADAPTER " in client.show("a1").modelfile and client.show("a1").details.parent_model == "tiny"
 
 
-def test_copy_names_a_model_and_delete_forgets_the_name(client):
+def test_copy_names_a_model_and_delete_forgets_the_name(client, server):
     assert client.copy("tiny", "my-tiny").status == "success"
     assert "my-tiny" in [m.model for m in client.list().models]
+    listed = {m["id"]: m for m in httpx.get(server.url + "/v1/models").json()["data"]}
+    assert listed["my-tiny"]["root"] == listed["tiny"]["root"] and listed["my-tiny"]["parent"] is None
     opts = {"temperature": 0, "num_predict": 4}
     msgs = [{"role": "user", "content": "hi"}]
     a = client.chat(model="my-tiny", messages=msgs, options=opts, keep_alive="10m", think=False)

@@ -37,7 +37,7 @@ def service_of(request: Request) -> Service:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    """The base model and every adapter (adapters carry `parent`)."""
+    """The base model, every adapter (adapters carry `parent`), and other names (Ollama's copy)."""
     svc = service_of(request)
     svc.require_ready()
     b = svc.backend
@@ -45,7 +45,9 @@ async def list_models(request: Request) -> dict[str, Any]:
             "root": b.model_path, "parent": None, "max_model_len": svc.context_length()}
     adapters = [{"id": name, "object": "model", "created": b.created, "owned_by": "tunelab",
                  "root": path, "parent": b.model_id} for name, path in b.adapters().items()]
-    return {"object": "list", "data": [base, *adapters]}
+    roots = {b.model_id: base, **{a["id"]: a for a in adapters}}
+    aliases = [{**roots[target], "id": name} for name, target in svc.aliases.items() if target in roots]
+    return {"object": "list", "data": [base, *adapters, *aliases]}
 
 
 @router.post("/v1/adapters")
