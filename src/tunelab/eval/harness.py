@@ -1,0 +1,155 @@
+"""lm-eval's model backend over tunelab's engine: an `lm_eval.api.model.LM` registered as "tunelab".
+
+    llm = LLM(base, adapters={"tuned": "runs/x/adapter"})
+    base_lm, tuned_lm = TunelabLM(llm), TunelabLM(llm, adapter="tuned")  # one engine, both sides
+    lm_eval.simple_evaluate(model=tuned_lm, tasks=["hellaswag"])
+
+Log-likelihoods read the engine's prompt logprobs (`SamplingParams(prompt_logprobs=1)`): each
+context+continuation is one prompt, and a whole group of them runs as one continuous batch with no
+padding. Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
+generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
+equal that backend's on the same model. Import this module only after `require_lm_eval()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, \
+    postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+from tunelab.engine import LLM, SamplingParams
+from tunelab.engine.outputs import RequestOutput
+from tunelab.errors import ConfigError
+
+GROUP = 512  # requests per LLM.generate call: bounds the prompt logprobs held at once
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty")  # passed as they are
+
+
+@register_model("tunelab")
+class TunelabLM(TemplateLM):
+    """A tunelab engine (and optionally one of its adapters) as lm-eval's model."""
+
+    def __init__(self, pretrained: str | Path | LLM | None = None, adapter: str | Path | None = None,
+                 dtype: str = "auto", add_bos_token: bool | None = None, max_gen_toks: int = 256,
+                 **engine_kwargs: Any):
+        """`pretrained`: a model (store name, path) or an `LLM` to share; `adapter`: an adapter
+        directory to load, or with a shared `LLM` the name of one loaded on it (None: the base)."""
+        super().__init__()
+        if isinstance(pretrained, LLM):
+            self.llm, self.adapter = pretrained, adapter
+        else:
+            adapters = {"adapter": adapter} if adapter else None
+            self.llm = LLM(pretrained, adapters, dtype=dtype, **engine_kwargs)
+            self.adapter = "adapter" if adapter else None
+        self.tokenizer = self.llm.get_tokenizer()
+        self.add_bos_token = add_bos_token
+        self._max_gen_toks = int(max_gen_toks)
+
+    @property
+    def eot_token_id(self) -> int:
+        """The tokenizer's EOS, as the `hf` backend has it."""
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context is conditioned on: BOS, else EOS (as the `hf` backend)."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        """The engine's context window in tokens."""
+        return self.llm.engine.config.max_model_len
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.llm.engine.model_dir).replace("/", "__")
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        """Token ids of `string`; special tokens as the `hf` backend adds them."""
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+            add_special_tokens = False
+        if add_special_tokens is None:
+            add_special_tokens = self.add_bos_token
+        special = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        return self.tokenizer.encode(string, **special)
+
+    # ---- log-likelihoods ------------------------------------------------------------------
+
+    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        """(sum of continuation logprobs, whether greedy decoding gives it) per (key, ctx, cont)."""
+        results = []
+        for start in range(0, len(requests), GROUP):
+            group = requests[start:start + GROUP]
+            prompts = [(ctx + cont)[-self.max_length:] for _, ctx, cont in group]
+            params = SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1)
+            outs = self.llm.generate(prompts, params, use_tqdm=False, adapter=self.adapter)
+            for (key, _, cont), out in zip(group, outs):
+                answer = _continuation_score(out, len(cont))
+                if key is not None:
+                    self.cache_hook.add_partial("loglikelihood", key, answer)
+                results.append(answer)
+        return results
+
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
+        """Log-likelihood of each whole string, in disjoint windows that fit the context."""
+        windows, owners = [], []
+        for i, (string,) in enumerate(req.args for req in requests):
+            for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length - 1, context_len=1)):  # -1: context + window fit the engine
+                windows.append((None, ctx, cont))
+                owners.append(i)
+        totals = [0.0] * len(requests)
+        for i, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows)):
+            totals[i] += logprob
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        """Greedy (or the task's sampling) continuations, cut at the task's stop strings."""
+        eos = self.tokenizer.decode(self.eot_token_id)
+        texts: list[str] = []
+        for start in range(0, len(requests), GROUP):
+            group = [req.args for req in requests[start:start + GROUP]]
+            plans = [self._plan(context, gen_kwargs, eos) for context, gen_kwargs in group]
+            outs = self.llm.generate([ids for ids, _, _ in plans], [p for _, p, _ in plans], use_tqdm=False,
+                                     adapter=self.adapter)
+            for (context, gen_kwargs), (_, _, until), out in zip(group, plans, outs):
+                text = postprocess_generated_text(out.text, until, None)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                texts.append(text)
+        return texts
+
+    def _plan(self, context: str, gen_kwargs: dict, eos: str) -> tuple[list[int], SamplingParams, list[str]]:
+        """Prompt ids (left-truncated to leave room), sampling params and stop strings of one request."""
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+        max_tokens = kwargs.pop("max_gen_toks")
+        do_sample = kwargs.pop("do_sample", False)
+        unknown = sorted(set(kwargs) - set(SAMPLING_KEYS))
+        if unknown:
+            raise ConfigError(f"lm-eval generation kwargs the tunelab backend does not take: {', '.join(unknown)} "
+                              f"(it takes until, max_gen_toks, do_sample, {', '.join(SAMPLING_KEYS)})")
+        if not do_sample:
+            kwargs["temperature"] = 0.0
+        ids = self.tok_encode(context)[-(self.max_length - max_tokens):]
+        return ids, SamplingParams(max_tokens=max_tokens, stop=until, **kwargs), until
+
+
+def _continuation_score(out: RequestOutput, n: int) -> tuple[float, bool]:
+    """Sum of the last `n` prompt tokens' logprobs, and whether each was the most likely token."""
+    tail = out.prompt_logprobs[-n:] if n else []
+    return sum(lp.logprob for lp in tail), all(lp.top[0][0] == lp.token_id for lp in tail)

@@ -1,0 +1,65 @@
+"""tunelab's lm-eval backend equals lm-eval's own `hf` backend on a tiny model and local tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'tunelab[lmeval]')")
+
+TASKS = Path(__file__).parents[2] / "assets" / "lmeval"
+SPECS = [str(TASKS / f"tiny_{name}.yaml") for name in ("mc", "gen", "ppl")]
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_models):
+    """(ours, hf) on the tiny llama model in fp32; llama's tokenizer setup adds no BOS."""
+    from lm_eval.models.huggingface import HFLM
+
+    from tunelab.eval.harness import TunelabLM
+
+    model = str(tiny_models["llama"])
+    return TunelabLM(model, dtype="float32"), HFLM(pretrained=model, dtype="float32", batch_size=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def requests():
+    """request type -> the lm-eval Instances of the local tasks."""
+    from tunelab.eval.benchmarks import task_manager
+    from lm_eval.tasks import get_task_dict
+
+    by_type: dict[str, list] = {}
+    for task in get_task_dict(SPECS, task_manager(SPECS)).values():
+        task.build_all_requests(limit=None, rank=0, world_size=1)
+        for inst in task.instances:
+            by_type.setdefault(inst.request_type, []).append(inst)
+    return by_type
+
+
+def test_loglikelihoods_equal_the_hf_backend(backends, requests):
+    ours, hf = (lm.loglikelihood(requests["loglikelihood"], disable_tqdm=True) for lm in backends)
+    assert len(ours) == 40
+    assert [g for _, g in ours] == [g for _, g in hf]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(ours, hf)) < 1e-4
+
+
+def test_rolling_loglikelihoods_equal_the_hf_backend(backends, requests):
+    ours, hf = (lm.loglikelihood_rolling(requests["loglikelihood_rolling"], disable_tqdm=True) for lm in backends)
+    assert max(abs(a - b) / abs(b) for a, b in zip(ours, hf)) < 1e-5
+
+
+def test_generations_equal_the_hf_backend(backends, requests):
+    ours, hf = (lm.generate_until(requests["generate_until"], disable_tqdm=True) for lm in backends)
+    assert ours == hf and any(ours)
+
+
+def test_task_scores_equal_the_hf_backend(backends):
+    from tunelab.eval.benchmarks import evaluate, task_manager
+
+    ours, hf = (evaluate(lm, SPECS, task_manager(SPECS)) for lm in backends)
+    assert set(ours) == {"tunelab_tiny_mc", "tunelab_tiny_gen", "tunelab_tiny_ppl"}
+    for task, scores in hf.items():
+        assert ours[task].keys() == scores.keys()
+        for metric, value in scores.items():
+            assert ours[task][metric] == pytest.approx(value, rel=1e-5), (task, metric)
