@@ -127,3 +127,23 @@ def _assert_loads_in_peft(model: Path, adapter: Path) -> None:
     before = base(ids).logits
     tuned = PeftModel.from_pretrained(base, str(adapter))
     assert not torch.allclose(tuned(ids).logits, before)
+
+
+def test_two_nodes_meet_through_torchrun_rendezvous(tiny_models, chat_file, tmp_path):
+    """Two torchrun agents (`--nnodes 2`, one process each, on localhost) form one FSDP job."""
+    model = tiny_models["llama"]
+    args = [f"model={model}", f"datasets={chat_file}", "max_steps=2", *COMMON]
+    run, port = tmp_path / "nodes", _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_FSDP="true")
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+         "--node_rank", str(rank), "--rdzv_id", "t22", "--rdzv_backend", "c10d",
+         "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "tunelab", "train", *args, f"output={run}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        for rank in (0, 1)]
+    outs = [_output(agent, timeout=240) for agent in agents]
+    assert all(agent.returncode == 0 for agent in agents), outs
+    assert json.loads((run / "status.json").read_text())["processes"] == 2
+    assert main(["train", *args, f"output={tmp_path / 'one'}", "grad_accum=2"]) == 0
+    assert [r["loss"] for r in _metrics(run)] == pytest.approx([r["loss"] for r in _metrics(tmp_path / "one")],
+                                                               rel=1e-5)
