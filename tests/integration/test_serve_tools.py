@@ -168,3 +168,11 @@ def test_ollama_tools_and_format(tiny_models) -> None:
         assert client.chat(model="tiny", messages=history, tools=TOOLS[:1], options={"num_predict": 4}).done
     finally:
         srv.stop()
+
+
+def test_vllm_guided_extras_on_completions(client) -> None:
+    r = client.completions.create(model="tiny", prompt="pick one", max_tokens=20, seed=5,
+                                  extra_body={"guided_choice": ["red", "blue"]})
+    assert r.choices[0].text in ("red", "blue")
+    r = client.completions.create(model="tiny", prompt="pick one", max_tokens=20, extra_body={"guided_regex": "[0-9]{3}"})
+    assert len(r.choices[0].text) == 3 and r.choices[0].text.isdigit()
