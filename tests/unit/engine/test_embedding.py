@@ -98,3 +98,16 @@ def test_async_embeddings_run_between_generation_steps(tiny_models):
 
 async def _drain(stream) -> list:
     return [d async for d in stream]
+
+
+@pytest.mark.parametrize("mode", ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"])
+def test_every_pooling_mode_equals_sentence_transformers(mode):
+    from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
+
+    torch.manual_seed(0)
+    lengths = [5, 3, 1]
+    hidden = torch.randn(len(lengths), max(lengths), 8)  # right-padded, as ST pads
+    mask = torch.tensor([[1] * n + [0] * (max(lengths) - n) for n in lengths])
+    expected = STPooling(8, mode)({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+    ours = torch.stack([Pooling((mode,)).pool(hidden[i, :n]) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(ours, expected)
