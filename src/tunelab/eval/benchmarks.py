@@ -30,6 +30,7 @@ def require_lm_eval() -> None:
 def task_manager(specs: list[str]):
     """An lm-eval TaskManager that knows every spec; an unknown name is a ConfigError naming it.
     Only paths given: lm-eval's own task index (thousands of YAML files) is not read."""
+    require_lm_eval()
     from lm_eval.tasks import TaskManager
 
     names = [s for s in specs if not _is_path(s)]
@@ -49,21 +50,23 @@ def _is_path(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml")) or "/" in spec
 
 
-def run_tasks(run: Run, specs: list[str], dtype: str = "auto", limit: int | None = None) -> dict[str, Any]:
-    """{"tasks": specs, "base": {task: {metric: value}}, "tuned": {...}} for the run's two sides."""
-    require_lm_eval()
-    from tunelab.eval.harness import TunelabLM
+def run_tasks(run: Run, specs: list[str], manager: Any, dtype: str = "auto",
+              limit: int | None = None) -> dict[str, Any]:
+    """{"tasks": specs, "base": {task: {metric: value}}, "tuned": {...}} for the run's two sides
+    (`manager`: `task_manager(specs)`)."""
     from tunelab.engine import LLM
-
-    manager = task_manager(specs)
-    if run.model_dir is None:
-        llm = LLM(run.base_model, adapters={"tuned": run.adapter_dir}, dtype=dtype)
-        models = {"base": TunelabLM(llm), "tuned": TunelabLM(llm, adapter="tuned")}
-    else:
-        models = {side: TunelabLM(path, dtype=dtype) for side, path in zip(SIDES, (run.base_model, run.model_dir))}
+    from tunelab.eval.harness import TunelabLM
+    from tunelab.progress import progress
+    with progress("loading the engine for the benchmarks"):
+        if run.model_dir is None:
+            llm = LLM(run.base_model, adapters={"tuned": run.adapter_dir}, dtype=dtype)
+            models = {"base": TunelabLM(llm), "tuned": TunelabLM(llm, adapter="tuned")}
+        else:
+            models = {side: TunelabLM(path, dtype=dtype) for side, path in zip(SIDES, (run.base_model, run.model_dir))}
     result: dict[str, Any] = {"tasks": list(specs), "limit": limit}
     for side in SIDES:
-        result[side] = evaluate(models[side], specs, manager, limit)
+        with progress(f"lm-eval benchmarks ({', '.join(specs)}), {side} model"):
+            result[side] = evaluate(models[side], specs, manager, limit)
     return result
 
 
@@ -71,7 +74,7 @@ def evaluate(lm: Any, specs: list[str], manager: Any, limit: int | None = None) 
     """lm-eval's scores of `lm` on `specs`: {task: {metric: value}}."""
     import lm_eval
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)  # its per-task INFO lines drown our output
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-task notes drown our output
     out = lm_eval.simple_evaluate(model=lm, tasks=list(specs), task_manager=manager, limit=limit,
                                   bootstrap_iters=0, log_samples=False, verbosity="WARNING")
     return {task: scores(metrics) for task, metrics in out["results"].items()}

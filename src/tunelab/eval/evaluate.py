@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunelab.eval import compare
+from tunelab.eval import benchmarks, compare
 from tunelab.eval.compare import Pair
 from tunelab.eval.config import EvalOptions
 from tunelab.errors import RunError
@@ -22,6 +22,7 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
     from tunelab.progress import progress
 
     run = load_finished(spec)
+    manager = benchmarks.task_manager(options.tasks) if options.tasks else None  # bad names fail before loading
     template = run.chat_template()
     with progress("loading the base and the tuned model"):
         pair = Pair(run)
@@ -39,6 +40,8 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
                                                  options.dtype)
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
+    if manager is not None:
+        result["benchmarks"] = benchmarks.run_tasks(run, options.tasks, manager, options.dtype, options.task_limit)
     compare.write_json(run.eval_file, result)
     if show is not None:
         show(result["generations"])
@@ -100,3 +103,5 @@ def _print_summary(result: dict, log: Callable[[str], None]) -> None:
         f"{forgetting['tuned']['perplexity']:.2f}  ({forgetting['ratio']:.2f}x)")
     if forgetting["warning"]:
         log("WARNING: " + forgetting["warning"])
+    for task, metric, base, tuned in benchmarks.score_rows(result.get("benchmarks") or {}):
+        log(f"{task} {metric}  base {base:.4f}  tuned {tuned:.4f}  ({tuned - base:+.4f})")

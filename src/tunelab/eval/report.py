@@ -69,6 +69,7 @@ def _evaluation(ev: dict) -> str:
     warning = (ev.get("forgetting") or {}).get("warning")
     if warning:
         parts.append(f'<p class="warn">{escape(warning)}</p>')
+    parts.append(_benchmarks_table(ev.get("benchmarks") or {}))
     parts.append(_generations_table(ev.get("generations") or []))
     return "".join(parts)
 
@@ -88,6 +89,19 @@ def _summary_table(ev: dict) -> str:
             rows.append((key, base[key], tuned.get(key, float("nan"))))
     cells = "".join(f"<tr><td>{escape(n)}</td><td>{b:.4f}</td><td>{t:.4f}</td></tr>" for n, b, t in rows)
     return f"<table><tr><th>metric</th><th>base</th><th>tuned</th></tr>{cells}</table>"
+
+
+def _benchmarks_table(bench: dict) -> str:
+    """lm-eval scores by task and metric, base vs tuned (from `tunelab eval --tasks`)."""
+    from tunelab.eval.benchmarks import score_rows
+
+    rows = score_rows(bench)
+    if not rows:
+        return ""
+    head = "<tr><th>task</th><th>metric</th><th>base</th><th>tuned</th><th>change</th></tr>"
+    cells = "".join(f"<tr><td>{escape(t)}</td><td>{escape(m)}</td><td>{b:.4f}</td><td>{u:.4f}</td>"
+                    f"<td>{u - b:+.4f}</td></tr>" for t, m, b, u in rows)
+    return f"<h2>Benchmarks (lm-evaluation-harness)</h2><table>{head}{cells}</table>"
 
 
 def _generations_table(rows: list[dict]) -> str:
