@@ -22,6 +22,7 @@ import torch
 
 from tunelab.engine.sequence import Sequence
 from tunelab.engine.structured import _llguidance
+from tunelab.errors import InvalidRequest
 
 _TOKENIZERS: dict[tuple[int, int], Any] = {}  # (id(hf tokenizer), vocab) -> LLTokenizer
 
@@ -73,6 +74,14 @@ def advance_constraints(token_ids: torch.Tensor, seqs: list[Sequence]) -> None:
         ids = token_ids.tolist()
         for i in rows:
             seqs[i].constraint.accept(ids[i])
+
+
+def check_constrainable(tokenizer: Any, structured: Any) -> None:
+    """A constraint that compiles, for a tokenizer llguidance can read (a fast one); else InvalidRequest."""
+    structured.check()
+    if not getattr(tokenizer, "is_fast", False):
+        raise InvalidRequest(f"{structured.param}: constrained decoding needs a fast (tokenizer.json) tokenizer; "
+                             f"this model's is {type(tokenizer).__name__}", param=structured.param)
 
 
 def constraint_of(seq: Sequence, vocab: int) -> SequenceConstraint:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tunelab.engine.config import EngineConfig, SamplingParams
+from tunelab.engine.constraints import check_constrainable
 from tunelab.engine.detokenizer import IncrementalDetokenizer
 from tunelab.engine.embedding import EmbedJob
 from tunelab.engine.kv_cache import KVCache, blocks_for_budget, cuda_budget
@@ -79,6 +80,8 @@ class LLMEngine:
         """Queue `params.n` sequences for one prompt; seq ids are (request_id, index)."""
         self.check_prompt(prompt_ids, params)
         self._check_adapter(adapter)
+        if params.structured_outputs is not None:  # fail this request now, never the batch mid-step
+            check_constrainable(self.tokenizer, params.structured_outputs)
         seqs = [self._new_seq(request_id, i, prompt_ids, params, adapter) for i in range(params.n)]
         with self.lock:
             for seq in seqs:
