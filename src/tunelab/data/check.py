@@ -96,7 +96,8 @@ def check_data(paths: list[str | Path], template: ChatTemplate, tokenizer: Any, 
 
 
 def _has_empty_reply(row: Row) -> bool:
-    return any(m["role"] == "assistant" and not m["content"].strip() for m in row.messages or [])
+    return any(m["role"] == "assistant" and not m["content"].strip() and not m.get("tool_calls")
+               for m in row.messages or [])  # a turn of tool calls only is not empty
 
 
 def _duplicates(rows: list[Row]) -> list[tuple[str, int]]:
