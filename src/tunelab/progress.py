@@ -44,12 +44,12 @@ class Task:
     """One step's progress: `advance`/`update` it; it draws a bar or writes lines."""
 
     def __init__(self, console: Console, description: str, total: int | None, unit: str,
-                 every: int, interval_s: float, bar: Progress | None):
+                 every: int, interval_s: float, bar: Progress | None, start: int = 0):
         self.console, self.description, self.total, self.unit = console, description, total, unit
         self.every, self.interval_s, self.bar = every, interval_s, bar
-        self.completed, self.fields = 0, {}
+        self.completed, self.start, self.fields = start, start, {}  # start: done before (a resumed run)
         self.started = self.last_line = time.monotonic()
-        self.id = bar.add_task(description, total=total, extra="") if bar is not None else None
+        self.id = bar.add_task(description, total=total, completed=start, extra="") if bar is not None else None
 
     def advance(self, n: int = 1, **fields: Any) -> None:
         """`n` more items done; `fields` (e.g. loss=0.1234) are shown beside the count."""
@@ -73,9 +73,10 @@ class Task:
 
     def eta(self) -> float | None:
         """Seconds left at the rate so far; None while unknown."""
-        if not self.total or self.completed <= 0:
+        if not self.total or self.completed <= self.start:
             return None
-        return (time.monotonic() - self.started) / self.completed * max(self.total - self.completed, 0)
+        rate = (time.monotonic() - self.started) / (self.completed - self.start)  # seconds per item, this run
+        return rate * max(self.total - self.completed, 0)
 
     def _line_due(self, before: int) -> bool:
         if self.total and self.completed >= self.total:
@@ -118,7 +119,7 @@ def _bar(console: Console) -> Progress:
 
 @contextmanager
 def progress(description: str, total: int | None = None, *, console: Console | None = None, unit: str = "",
-             every: int = 0, interval_s: float = 15.0) -> Iterator[Task]:
+             every: int = 0, interval_s: float = 15.0, start: int = 0) -> Iterator[Task]:
     """Show one long step while the block runs; `total=None` is a spinner without an ETA."""
     console = console or default_console()
     outer = id(console) not in _live and console.is_terminal
@@ -126,7 +127,7 @@ def progress(description: str, total: int | None = None, *, console: Console | N
         _live[id(console)] = _bar(console)
     elif not console.is_terminal:
         console.print(Text(f"{description} ..."), soft_wrap=True, highlight=False)
-    task = Task(console, description, total, unit, every, interval_s, _live.get(id(console)))
+    task = Task(console, description, total, unit, every, interval_s, _live.get(id(console)), start)
     if outer:
         task.bar.start()  # after the task exists, so the first frame already shows it
     failed = True

@@ -46,3 +46,12 @@ def test_a_terminal_gets_a_live_bar_and_a_done_line():
     text = out.getvalue()
     assert "\x1b[?25l" in text and "3/3" in text  # the cursor hidden for a live bar, its last frame drawn
     assert "tokenizing rows: row 3/3 done in" in text
+
+
+def test_a_resumed_step_counts_from_where_it_was():
+    console, out = _log()
+    with progress("train", 10, console=console, unit="step", every=1, start=8) as task:
+        assert task.eta() is None  # no rate yet: the 8 earlier steps took no time in this process
+        task.advance()
+    lines = out.getvalue().splitlines()
+    assert re.fullmatch(r"train: step 9/10 eta \S+", lines[1]) and lines[2].startswith("train: step 9/10 done in")

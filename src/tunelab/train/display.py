@@ -41,12 +41,10 @@ class ProgressView:
     def __init__(self, console: Console, total: int, start: int, every: int = 10):
         from tunelab.progress import progress
 
-        self._step = progress("train", total, console=console, unit="step", every=every)
-        self.start = start
+        self._step = progress("train", total, console=console, unit="step", every=every, start=start)
 
     def __enter__(self) -> "ProgressView":
         self.task = self._step.__enter__()
-        self.task.update(self.start)
         return self
 
     def __exit__(self, *exc) -> None:
