@@ -103,8 +103,8 @@ def _layout_error(path: Path, model: nn.Module) -> str | None:
     """Why `path` cannot resume this launch: whole-weight and sharded checkpoints do not mix."""
     if is_sharded(path) == is_sharded_model(model):
         return None
-    saved, now = ("FSDP", "without FSDP") if is_sharded(path) else ("without FSDP", "with FSDP")
-    return f"checkpoint {path} was saved {saved}; resume it launched the same way, not {now}"
+    saved, now = ("with", "without") if is_sharded(path) else ("without", "with")
+    return f"checkpoint {path} was saved {saved} FSDP; resume it {saved} FSDP too (this launch is {now})"
 
 
 def _write_shards(tmp: Path, model: nn.Module, optimizer) -> None:
