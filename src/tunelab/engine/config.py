@@ -104,7 +104,10 @@ class SamplingParams:
     n: int = opt(1, "number of independent completions for the prompt")
     logprobs: int | None = opt(None, "top logprobs per token; 0 = the chosen token's only; None = off")
     prompt_logprobs: int | None = opt(None, "top logprobs per prompt token (vLLM); 0 = the prompt token's own "
-                                            "only; None = off. Such a prompt skips the prefix cache")
+                                            "only; None = off")
+    prompt_logprobs_start: int = opt(0, "first prompt token given a prompt logprob (earlier ones get None): "
+                                        "scoring a continuation skips the context's logits and may reuse its "
+                                        "cached KV (the prefix cache serves tokens before it)")
     structured_outputs: StructuredOutputsParams | None = opt(
         None, "constrain the output to a JSON schema, any JSON object, a regex, a choice or a grammar")
 
@@ -155,6 +158,8 @@ def _check_lengths(p: SamplingParams) -> None:
     _require(ok, "logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {p.logprobs!r}")
     ok = p.prompt_logprobs is None or (_is_int(p.prompt_logprobs) and 0 <= p.prompt_logprobs <= MAX_TOP_LOGPROBS)
     _require(ok, "prompt_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {p.prompt_logprobs!r}")
+    ok = _is_int(p.prompt_logprobs_start) and p.prompt_logprobs_start >= 0
+    _require(ok, "prompt_logprobs_start", f"must be an integer >= 0, got {p.prompt_logprobs_start!r}")
 
 
 def _check_distribution(p: SamplingParams) -> None:

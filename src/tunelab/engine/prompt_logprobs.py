@@ -5,8 +5,9 @@ A prefill chunk of positions [start, start+n) gives at its row for position p th
 the token at p+1. `plan_rows` picks the rows whose next token is a prompt token not collected yet
 (a preempted sequence recomputes its prompt; nothing is collected twice); after the forward pass
 `collect` turns their hidden states into logprobs CHUNK rows at a time, so a 262k vocabulary never
-needs (prompt length, V) logits at once. Such a sequence reads no prefix-cache hits: cached
-positions are never run, so they would have no logprobs (vLLM v1 does the same).
+needs (prompt length, V) logits at once. Cached positions are never run, so such a sequence reads
+prefix-cache hits only before `prompt_logprobs_start` (vLLM, which has no start, reads none):
+scoring a continuation after a shared context (lm-eval's multiple choice) runs the context once.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ class Scheduler:
         bm = self.block_manager
         while self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
             seq = self.waiting[0]
-            hits = [] if seq.needs_prompt_logprobs else bm.match_prefix(seq)  # cached rows have no logprobs
+            hits = bm.match_prefix(seq)[:seq.prefix_cache_limit(bm.block_size)]  # cached rows give no logprobs
             n = min(seq.num_tokens - len(hits) * bm.block_size, budget, bm.fit(seq, hits))
             if n <= 0:
                 break  # head of the queue waits for memory; no overtaking, so no starvation

@@ -84,7 +84,9 @@ class Sequence:
         self.token_ids: list[int] = list(prompt_ids)
         self.output_ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []
-        self.prompt_logprobs: list[TokenLogprob] = []  # [i]: token i+1 given tokens 0..i (params.prompt_logprobs)
+        # [i]: token i+1 given tokens 0..i (params.prompt_logprobs); None before prompt_logprobs_start
+        skipped = max(0, self.params.prompt_logprobs_start - 1) if self.params.prompt_logprobs is not None else 0
+        self.prompt_logprobs: list[TokenLogprob | None] = [None] * min(skipped, max(0, len(prompt_ids) - 1))
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0
         self.block_table: list[int] = []
@@ -118,10 +120,12 @@ class Sequence:
         """Tokens whose KV is not yet in the cache (1 for a decoding sequence)."""
         return len(self.token_ids) - self.num_computed_tokens
 
-    @property
-    def needs_prompt_logprobs(self) -> bool:
-        """Whether the request asked for prompt logprobs and some are still to compute."""
-        return self.params.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens - 1
+    def prefix_cache_limit(self, block_size: int) -> int | None:
+        """Most prefix-cache blocks this sequence may reuse: cached positions never run, so none
+        that hold a position whose prompt logprob is still to come (None: no limit)."""
+        if self.params.prompt_logprobs is None or len(self.prompt_logprobs) >= self.num_prompt_tokens - 1:
+            return None
+        return len(self.prompt_logprobs) // block_size
 
     @property
     def is_finished(self) -> bool:

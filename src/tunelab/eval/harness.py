@@ -4,15 +4,17 @@
     base_lm, tuned_lm = TunelabLM(llm), TunelabLM(llm, adapter="tuned")  # one engine, both sides
     lm_eval.simple_evaluate(model=tuned_lm, tasks=["hellaswag"])
 
-Log-likelihoods read the engine's prompt logprobs (`SamplingParams(prompt_logprobs=1)`): each
-context+continuation is one prompt, and a whole group of them runs as one continuous batch with no
-padding. Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
+Log-likelihoods read the engine's prompt logprobs (`SamplingParams(prompt_logprobs=1)`) of the
+continuation tokens only (`prompt_logprobs_start`): each context+continuation is one prompt, a whole
+group of them runs as one continuous batch with no padding, and a context shared by several
+requests (the choices of a question) runs once, its KV blocks then read from the prefix cache. Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
 generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
 equal that backend's on the same model. Import this module only after `require_lm_eval()`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,10 @@ class TunelabLM(TemplateLM):
         for start in range(0, len(requests), GROUP):
             group = requests[start:start + GROUP]
             prompts = [(ctx + cont)[-self.max_length:] for _, ctx, cont in group]
-            params = SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1)
+            starts = [max(1, len(p) - len(cont)) for p, (_, _, cont) in zip(prompts, group)]
+            self._cache_shared_contexts(prompts, starts)
+            params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1, prompt_logprobs_start=s)
+                      for s in starts]  # logits for the continuation rows only
             outs = self.llm.generate(prompts, params, use_tqdm=False, adapter=self.adapter)
             for (key, _, cont), out in zip(group, outs):
                 answer = _continuation_score(out, len(cont))
@@ -99,6 +104,16 @@ class TunelabLM(TemplateLM):
                     self.cache_hook.add_partial("loglikelihood", key, answer)
                 results.append(answer)
         return results
+
+    def _cache_shared_contexts(self, prompts: list[list[int]], starts: list[int]) -> None:
+        """Run each context that several requests share (the choices of a question) once, so their
+        full KV blocks are in the prefix cache when the scored prompts arrive in one batch."""
+        block = self.llm.engine.config.block_size
+        counts = Counter(tuple(p[:s]) for p, s in zip(prompts, starts))
+        shared = [list(ctx) for ctx, n in counts.items() if n > 1 and len(ctx) > block]
+        if shared:
+            self.llm.generate(shared, SamplingParams(max_tokens=1, temperature=0), use_tqdm=False,
+                              adapter=self.adapter)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of each whole string, in disjoint windows that fit the context."""

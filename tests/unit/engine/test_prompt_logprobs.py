@@ -42,3 +42,16 @@ def test_prompt_logprobs_are_off_by_default_and_checked(tiny_models):
     assert llm.generate(PROMPTS[:1], SamplingParams(max_tokens=1), use_tqdm=False)[0].prompt_logprobs is None
     with pytest.raises(InvalidRequest, match="prompt_logprobs"):
         SamplingParams(prompt_logprobs=-1)
+
+
+def test_prompt_logprobs_start_skips_the_context_and_may_reuse_its_cached_blocks(tiny_models):
+    llm = LLM(tiny_models["qwen2"], dtype="fp32", max_model_len=64, block_size=4)
+    llm.generate(PROMPTS[:1], SamplingParams(max_tokens=1), use_tqdm=False)  # caches blocks of positions 0..11
+    params = SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0, prompt_logprobs_start=10)
+    for prompt, out in zip(PROMPTS, llm.generate(PROMPTS, params, use_tqdm=False)):
+        start = min(10, len(prompt))
+        assert len(out.prompt_logprobs) == len(prompt) and not any(out.prompt_logprobs[:start])
+        got = torch.tensor([lp.logprob for lp in out.prompt_logprobs[start:]])
+        torch.testing.assert_close(got, _reference(tiny_models["qwen2"], prompt)[start - 1:], atol=1e-4, rtol=0)
+    with pytest.raises(InvalidRequest, match="prompt_logprobs_start"):
+        SamplingParams(prompt_logprobs_start=-2)
