@@ -147,3 +147,19 @@ def test_two_nodes_meet_through_torchrun_rendezvous(tiny_models, chat_file, tmp_
     assert main(["train", *args, f"output={tmp_path / 'one'}", "grad_accum=2"]) == 0
     assert [r["loss"] for r in _metrics(run)] == pytest.approx([r["loss"] for r in _metrics(tmp_path / "one")],
                                                                rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP over NCCL needs 2 GPUs, one per process")
+def test_fsdp_on_two_gpus_goes_through_accelerates_prepare(tiny_models, chat_file, tmp_path):
+    """The GPU path (accelerate's FSDP2 `prepare`, not ours) trains like one GPU with grad_accum 2."""
+    model = tiny_models["llama"]
+    args = [f"model={model}", f"datasets={chat_file}", "max_steps=4", "precision=fp32", "save_every=2", *COMMON]
+    proc = _launch([*args, f"output={tmp_path / 'fsdp'}"], "accelerate")
+    out = _output(proc, timeout=300)
+    assert proc.returncode == 0, out
+    assert main(["train", *args, f"output={tmp_path / 'one'}", "grad_accum=2"]) == 0
+    rows, ref = _metrics(tmp_path / "fsdp"), _metrics(tmp_path / "one")
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref], rel=1e-4)  # GPU reductions reorder
+    assert (tmp_path / "fsdp" / "checkpoints" / "step-4" / "sharded" / "__1_0.distcp").exists()
+    _assert_loads_in_peft(model, tmp_path / "fsdp" / "adapter")

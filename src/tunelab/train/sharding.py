@@ -78,9 +78,17 @@ def shard(objective: nn.Module, model: nn.Module) -> None:
 
     from tunelab.train.loss import causal_lm
 
+    reshard = reshard_after_forward()
     for layer in causal_lm(model).get_decoder().layers:
-        fully_shard(layer)
+        fully_shard(layer, reshard_after_forward=reshard)
     fully_shard(objective)
+
+
+def reshard_after_forward() -> bool:
+    """accelerate's fsdp_reshard_after_forward as its launcher exports it: false (or FSDP1's
+    SHARD_GRAD_OP) keeps gathered weights from forward to backward, like ZeRO-2; true is ZeRO-3."""
+    value = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower()
+    return value not in ("false", "0", "shard_grad_op", "no_shard")
 
 
 def is_sharded(module: nn.Module) -> bool:
