@@ -54,7 +54,7 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="store name or path (default: the embedded Gemma 3 270M)")
     p.add_argument("--tiny", action="store_true", help="the tests' tiny random llama instead")
-    p.add_argument("--tasks", default="mc,gen,ppl", help="local test tasks (tests/assets/lmeval/tiny_*.yaml)")
+    p.add_argument("--tasks", default="mc_5shot,gen,ppl", help="local test tasks (tests/assets/lmeval/tiny_*.yaml)")
     p.add_argument("--repeat", type=int, default=4, help="each task's requests this many times")
     p.add_argument("--dtype", default="float32", help="both backends' dtype")
     p.add_argument("--hf-batch", type=int, default=16, help="the hf backend's batch_size")
