@@ -33,6 +33,8 @@ def _action(sub, name: str, text: str) -> argparse.ArgumentParser:
 def _read_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default=None, help="force the input format (default: detect)")
     parser.add_argument("--skip-invalid", action="store_true", help="count invalid rows instead of failing")
+    parser.add_argument("--ignore-columns", default="", metavar="A,B",
+                        help="row columns to drop on purpose (comma-separated); any other unread column is an error")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +58,13 @@ def _config(args: argparse.Namespace):
 
     return build(DataConfig, {"format": args.format, "cutoff_len": args.cutoff, "train_on": args.train_on,
                               "overflow": getattr(args, "overflow", "truncate"), "skip_invalid": args.skip_invalid,
-                              "template": args.template, "system": args.system})
+                              "template": args.template, "system": args.system,
+                              "ignore_columns": _columns(args)})
+
+
+def _columns(args: argparse.Namespace) -> list[str]:
+    """--ignore-columns a,b as a list."""
+    return [c.strip() for c in args.ignore_columns.split(",") if c.strip()]
 
 
 def _tokenizer_and_template(args: argparse.Namespace):
@@ -100,7 +108,7 @@ def _preview(args: argparse.Namespace) -> int:
     from tunelab.data.preview import preview_row
 
     cfg = _config(args)
-    loaded = read_datasets(args.files, cfg.format, skip_invalid=args.skip_invalid)
+    loaded = read_datasets(args.files, cfg.format, skip_invalid=args.skip_invalid, ignore_columns=cfg.ignore_columns)
     tokenizer, template = _tokenizer_and_template(args)
     console = Console(highlight=False)
     console.print(f"chat template: {template.name}; trained tokens in bold green")
@@ -113,7 +121,7 @@ def _convert(args: argparse.Namespace) -> int:
     from tunelab.data.convert import convert_row, write_records
     from tunelab.data.formats import read_datasets
 
-    loaded = read_datasets([args.input], args.format, skip_invalid=args.skip_invalid)
+    loaded = read_datasets([args.input], args.format, skip_invalid=args.skip_invalid, ignore_columns=_columns(args))
     records = [convert_row(row, args.to) for row in loaded.rows]
     path = write_records(args.output, records)
     skipped = f"; {loaded.rejected_count} invalid rows skipped" if loaded.rejected_count else ""

@@ -86,7 +86,7 @@ def check_data(paths: list[str | Path], template: ChatTemplate, tokenizer: Any, 
     from tunelab.progress import progress, track
 
     with progress("reading the data files"):
-        loaded = read_datasets(paths, cfg.format, skip_invalid=True)
+        loaded = read_datasets(paths, cfg.format, skip_invalid=True, ignore_columns=cfg.ignore_columns)
     sft = [r for r in loaded.rows if r.kind == "sft"]
     _, stats, lengths = tokenize_rows(track(sft, "tokenizing rows", unit="row"), template, tokenizer, cfg)
     report = CheckReport(loaded, stats, cfg, template.name, lengths, pairs=check_pairs(loaded, template, tokenizer, cfg))
@@ -120,6 +120,8 @@ def format_report(report: CheckReport) -> str:
              f"rejected: {report.invalid}"]
     for reason, where in sorted(loaded.rejected.items()):
         lines.append(f"  {reason}: {len(where)} (first at {_places(where)})")
+    if cfg.ignore_columns:
+        lines.append(_ignored(loaded.ignored, cfg.ignore_columns))
     lines.append(_finding("empty replies", report.empty_replies))
     lines.append(_finding("duplicates", report.duplicates))
     pct = report.percentiles()
@@ -160,6 +162,13 @@ def _describe(template: str) -> str:
     if template == "tokenizer":
         return "the model's own (from its tokenizer)"
     return f"{template} (built-in)" if template in BUILTINS else template
+
+
+def _ignored(seen: dict[str, int], named: list[str]) -> str:
+    """Which data.ignore_columns were seen (and dropped) in how many rows; unseen ones are listed too."""
+    found = ", ".join(f"{c} ({seen[c]} rows)" for c in named if c in seen) or "none seen"
+    unseen = [c for c in named if c not in seen]
+    return f"ignored columns: {found}" + (f"; not in the data: {', '.join(unseen)}" if unseen else "")
 
 
 def _finding(name: str, where: list[tuple[str, int]]) -> str:

@@ -3,7 +3,8 @@
 Public API:
 - `read_datasets(paths, format=None, skip_invalid=False) -> LoadedData`:
   `.rows: list[Row]` (Row: `.messages` | `.text`, `.source`, `.line`, `.format`),
-  `.rejected` (reason -> [(source, line)]) and `.counts` (format -> rows).
+  `.rejected` (reason -> [(source, line)]), `.counts` (format -> rows) and `.ignored`
+  (column -> rows it was dropped from; `ignore_columns` names the columns to drop).
 - Formats: alpaca, sharegpt, messages (OpenAI), prompt_completion, text, preference (TRL
   prompt/chosen/rejected); detected per file from its first row, or forced with `format`.
   A row with `chosen` and `rejected` is a preference pair in any conversation format
@@ -11,15 +12,17 @@ Public API:
 - Paths: .jsonl, .json (array), .csv/.tsv, .parquet, directories of them, and
   LLaMA-Factory `dataset_info.json` (all its datasets, or `dataset_info.json#a,b`).
 An invalid row raises DataError naming file, line and field, unless skip_invalid,
-which counts it under `rejected` instead. No row is ever dropped uncounted.
+which counts it under `rejected` instead. No row is ever dropped uncounted, and no column:
+one its format does not read is an error (data/columns.py) unless named in `ignore_columns`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
+from tunelab.data.columns import drop_ignored, misspelt
 from tunelab.data.errors import DataError
 from tunelab.data.files import SUFFIXES, iter_records, list_files
 from tunelab.data.pairs import is_pair_record
@@ -30,14 +33,15 @@ __all__ = ["FORMATS", "LoadedData", "Row", "read_datasets"]
 _INFO = "dataset_info.json"
 
 
-def read_datasets(paths: list[str | Path], format: str | None = None, skip_invalid: bool = False) -> LoadedData:
+def read_datasets(paths: list[str | Path], format: str | None = None, skip_invalid: bool = False,
+                  ignore_columns: Collection[str] = ()) -> LoadedData:
     """Read every path into rows; see the module docstring."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     forced = Schema.of(format) if format else None
     loaded = LoadedData()
     for file, schema in _sources(paths):
-        _read_file(file, schema or forced, loaded, skip_invalid)
+        _read_file(file, schema or forced, loaded, skip_invalid, frozenset(ignore_columns))
     if not loaded.rows and not loaded.rejected:
         raise DataError("empty file", "no rows found in " + ", ".join(map(str, paths)))
     return loaded
@@ -84,13 +88,15 @@ def _directory(path: Path, text: str) -> Iterator[tuple[Path, Schema | None]]:
         yield from _dataset_info(info_dir / _INFO, [])
 
 
-def _read_file(path: Path, schema: Schema | None, loaded: LoadedData, skip_invalid: bool) -> None:
+def _read_file(path: Path, schema: Schema | None, loaded: LoadedData, skip_invalid: bool,
+               ignore: frozenset[str]) -> None:
     """Rows of one file; with no schema each row's format is detected from its keys."""
     rows, seen = 0, None
     for line, record in iter_records(path):
         try:
             if isinstance(record, DataError):
                 raise record
+            record = drop_ignored(record, ignore, loaded.ignored)
             row_schema = schema or _detect(record, seen, str(path), line)
             seen = seen or row_schema
             loaded.add(row_schema.to_row(record, str(path), line))
@@ -118,11 +124,17 @@ def _detect(record: dict, seen: Schema | None, source: str, line: int) -> Schema
     if fmt is None:
         raise DataError("unknown format", f"cannot tell the format from the keys {sorted(record)}; expected "
                         "instruction/output, conversations, messages, prompt/completion or text "
-                        "(or pass --format)", source, line)
+                        f"(or pass --format){_typo(record)}", source, line)
     ranking = is_pair_record(record)  # chosen + rejected replies: a preference pair
     if fmt == "sharegpt" and "conversations" not in record:  # sharegpt turns under a 'messages' key
         return Schema.of(fmt, {"messages": "messages"}, ranking=ranking)
     return Schema.of(fmt, ranking=ranking)
+
+
+def _typo(record: dict) -> str:
+    """'; is 'outptu' a misspelling of 'output'?' for a key close to a column that tells a format."""
+    keys = ("instruction", "output", "conversations", "messages", "prompt", "completion", "text", "chosen", "rejected")
+    return next((hint for k in keys if k not in record and (hint := misspelt(k, record))), "")
 
 
 def _dataset_info(info: Path, names: list[str]) -> Iterator[tuple[Path, Schema]]:

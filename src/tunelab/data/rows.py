@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunelab.data.columns import check_columns, misspelt
 from tunelab.data.errors import DataError
 from tunelab.data.pairs import LABEL_COLUMN, PAIR_COLUMNS, is_pair_record, pair_row, read_label
 from tunelab.data.tool_rows import check_calls, function_call_turn, openai_calls, read_tools
@@ -47,11 +48,12 @@ class Row:
 
 @dataclass
 class LoadedData:
-    """Rows read from all inputs, plus what was rejected (reason -> [(source, line)])."""
+    """Rows read from all inputs, plus what was rejected (reason -> [(source, line)]) and ignored."""
 
     rows: list[Row] = field(default_factory=list)
     rejected: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)  # data.ignore_columns seen -> rows it was dropped from
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
@@ -73,6 +75,11 @@ _DEFAULT_COLUMNS = {
     "text": {"text": "text"},
     "preference": {"prompt": "prompt", "system": "system"},
 }
+# the roles (keys of Schema.columns) each format reads; every other column is an error (data/columns.py)
+_READS = {"alpaca": ("prompt", "query", "response", "history"), "sharegpt": ("messages",),
+          "messages": ("messages",), "prompt_completion": ("prompt", "response")}
+_PAIR_READS = {"alpaca": ("prompt", "query", "history"), "sharegpt": ("messages",), "messages": ("messages",)}
+_TURN_EXTRAS = {"assistant": ("tool_calls",), "tool": ("tool_call_id",)}  # keys beyond role and content
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "chatgpt": "assistant", "model": "assistant"}
 
@@ -93,8 +100,24 @@ class Schema:
         defaults = {**PAIR_COLUMNS, "kto_tag": LABEL_COLUMN, **_DEFAULT_COLUMNS[fmt]}
         return cls(fmt, {**defaults, **(columns or {})}, dict(tags or {}), ranking or fmt == "preference")
 
+    def known_columns(self) -> set[str]:
+        """The record keys this schema reads; a row with any other column is an error."""
+        if self.ranking:
+            roles = ("chosen", "rejected", "system", *_PAIR_READS.get(self.format, ("prompt",)))
+        elif self.format == "text":
+            roles = ("text",)
+        else:
+            roles = (*_READS[self.format], "system", "tools", "kto_tag")
+        return {self.columns.get(role, role) for role in roles}
+
     def to_row(self, record: dict, source: str, line: int) -> Row:
-        """Convert one record, raising DataError naming the field on any problem."""
+        """Convert one record, raising DataError naming the field on any problem (an unread column too)."""
+        row = self._convert(record, source, line)
+        check_columns(record, self.known_columns(), self.format, source, line)
+        return row
+
+    def _convert(self, record: dict, source: str, line: int) -> Row:
+        """The row a record holds, by format (columns not checked here)."""
         where = (source, line)
         if self.ranking:
             return pair_row(self, record, source, line)
@@ -127,6 +150,7 @@ class Schema:
         content_key = self.tags.get("content_tag") or ("value" if role_key == "from" else "content")
         role = _required(turn, role_key, source, line, f"{where}.{role_key}")
         role = self._role(role, f"{where}.{role_key}", source, line)
+        check_columns(turn, {role_key, content_key, *_TURN_EXTRAS.get(role, ())}, self.format, source, line, where)
         if role == "function_call":
             value = _required(turn, content_key, source, line, f"{where}.{content_key}")
             return function_call_turn(value, f"{where}.{content_key}", source, line)
@@ -268,5 +292,6 @@ def _string(value: Any, key: str, source: str, line: int) -> str:
 
 def _required(record: dict, key: str, source: str, line: int, where: str | None = None) -> Any:
     if key not in record:
-        raise DataError("missing field", f"missing; the row has {sorted(record)}", source, line, where or key)
+        raise DataError("missing field", f"missing; the row has {sorted(record)}{misspelt(key, record)}",
+                        source, line, where or key)
     return record[key]

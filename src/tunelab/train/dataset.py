@@ -36,7 +36,8 @@ def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
     weights = cfg.dataset_weights or [1.0] * len(cfg.datasets)
     rows: list = []
     for i, (path, weight) in enumerate(zip(cfg.datasets, weights)):
-        loaded = read_datasets([path], format=cfg.data.format, skip_invalid=cfg.data.skip_invalid)
+        loaded = read_datasets([path], format=cfg.data.format, skip_invalid=cfg.data.skip_invalid,
+                               ignore_columns=cfg.data.ignore_columns)
         rows += mix_rows(first_rows(loaded.rows, cfg.data.max_samples), weight, seed=cfg.seed + i)
     check_row_kinds(rows, cfg.stage)
     if cfg.stage == "sft":

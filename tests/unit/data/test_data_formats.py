@@ -96,8 +96,10 @@ def test_dataset_info_columns_tags_and_names():
 def test_forced_format(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"text": "t", "instruction": "i", "output": "o"}) + "\n")
-    assert read_datasets([path]).counts == {"alpaca": 1}
-    assert read_datasets([path], format="text").counts == {"text": 1}
+    with pytest.raises(DataError, match=r"x.jsonl:1: field 'text': unknown column"):  # never dropped silently
+        read_datasets([path])
+    assert read_datasets([path], ignore_columns=["text"]).counts == {"alpaca": 1}
+    assert read_datasets([path], format="text", ignore_columns=["instruction", "output"]).counts == {"text": 1}
     with pytest.raises(DataError, match="unknown format 'yaml'"):
         read_datasets([path], format="yaml")
 
