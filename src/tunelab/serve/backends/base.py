@@ -71,11 +71,11 @@ class Backend(abc.ABC):
     def encode_text(self, text: str) -> Prompt:
         """Raw text -> prompt ids (BOS added the way the model expects)."""
 
-    @abc.abstractmethod
     def chat_template(self, adapter: str | None = None) -> Any:
         """The ChatTemplate `adapter`'s requests render with (its `tool_format` parses replies)."""
         return getattr(self, "template", None)
 
+    @abc.abstractmethod
     def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
                  adapter: str | None = None) -> AsyncIterator[Delta]:
         """Stream deltas of one sequence (params.n is 1); the last one carries finish_reason."""
