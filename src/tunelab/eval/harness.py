@@ -7,7 +7,8 @@
 Log-likelihoods read the engine's prompt logprobs (`SamplingParams(prompt_logprobs=1)`) of the
 continuation tokens only (`prompt_logprobs_start`): each context+continuation is one prompt, a whole
 group of them runs as one continuous batch with no padding, and a context shared by several
-requests (the choices of a question) runs once, its KV blocks then read from the prefix cache. Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
+requests (the choices of a question) runs once, its KV blocks then read from the prefix cache.
+Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
 generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
 equal that backend's on the same model. Import this module only after `require_lm_eval()`.
 """
@@ -87,7 +88,8 @@ class TunelabLM(TemplateLM):
 
     # ---- log-likelihoods ------------------------------------------------------------------
 
-    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False,
+                              **kwargs: Any) -> list[tuple[float, bool]]:
         """(sum of continuation logprobs, whether greedy decoding gives it) per (key, ctx, cont)."""
         results = []
         for start in range(0, len(requests), GROUP):
