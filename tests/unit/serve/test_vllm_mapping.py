@@ -6,12 +6,12 @@ import dataclasses
 from types import SimpleNamespace as Lp
 
 from tunelab.engine.config import SamplingParams
-from tunelab.serve.backends.vllm import _logprobs, vllm_kwargs
+from tunelab.serve.backends.vllm import TUNELAB_ONLY, _logprobs, vllm_kwargs
 
 # keyword arguments of vllm.SamplingParams (vLLM 0.x), for the fields we send
 VLLM_NAMES = {"n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
               "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "logprobs",
-              "structured_outputs"}
+              "prompt_logprobs", "structured_outputs"}
 
 
 def test_sampled_token_is_looked_up_by_id_and_top_is_by_rank():
@@ -29,7 +29,7 @@ def test_every_sampling_field_reaches_vllm_under_its_name():
     kw = vllm_kwargs(params.stopping_at([1, 106]))
     assert set(kw) <= VLLM_NAMES, f"map these fields for vLLM: {set(kw) - VLLM_NAMES}"
     assert kw["stop_token_ids"] == [1, 106] and kw["max_tokens"] == 9 and kw["top_k"] == 40 and kw["seed"] == 3
-    assert set(kw) == {f.name for f in dataclasses.fields(SamplingParams)}
+    assert set(kw) == {f.name for f in dataclasses.fields(SamplingParams)} - set(TUNELAB_ONLY)
 
 
 def test_ignore_eos_keeps_the_requests_stop_ids_but_not_the_templates():

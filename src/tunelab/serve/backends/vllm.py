@@ -112,10 +112,13 @@ def vllm_params(params: SamplingParams):
     return vllm.SamplingParams(**kwargs)
 
 
+TUNELAB_ONLY = ("prompt_logprobs_start",)  # vLLM has no such field: it returns every prompt logprob, a superset
+
+
 def vllm_kwargs(params: SamplingParams) -> dict:
     """vLLM's SamplingParams takes every one of our fields under the same name (a field that
-    it names differently would be mapped here); structured_outputs goes as its set field."""
-    kwargs = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    it names differently would be mapped here) but TUNELAB_ONLY's; structured_outputs goes as its set field."""
+    kwargs = {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.name not in TUNELAB_ONLY}
     so = params.structured_outputs
     return {**kwargs, "structured_outputs": so.to_dict() if so is not None else None}
 
