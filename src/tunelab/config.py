@@ -39,6 +39,13 @@ def opt(default: Any, doc: str, *, aliases: tuple[str, ...] = (), flat: bool = F
     return dataclasses.field(default=default, metadata=meta)
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """Each named field of `config` must be >= 1 (counts, sizes, limits): a ValueError naming it."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> one-line doc, for printing help."""
     return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}

@@ -16,7 +16,7 @@ Two layers, each holding text back for its own reason:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 REPLACEMENT = "\ufffd"
 _CONTEXT_TOKENS = 5  # prompt tokens decoded along with the first output tokens
@@ -118,7 +118,7 @@ class StopStrings:
         return best
 
 
-def partial_stop_len(text: str, stops: list[str]) -> int:
+def partial_stop_len(text: str, stops: Sequence[str]) -> int:
     """Length of the longest end of `text` that is a proper start of one of `stops`: the
     text to hold back because it may still grow into a stop string (or a tag)."""
     longest = 0

@@ -26,7 +26,7 @@ from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.tool_calls import ToolPlan, plan_tools
 from tunelab.serve.tool_items import anthropic_choice, arguments_object, function_tools
-from tunelab.serve.streaming import ReleasingStream, sse_event, started, until_disconnected
+from tunelab.serve.streaming import ReleasingStream, started, typed_sse, until_disconnected
 
 router = APIRouter()
 
@@ -92,17 +92,9 @@ async def _whole(events: AsyncIterator[tuple[int, Delta]], builder: "MessageBuil
     return builder.message()
 
 
-async def _sse(events: AsyncIterator[tuple[int, Delta]], builder: "MessageBuilder") -> AsyncIterator[str]:
-    for event in builder.start():
-        yield sse_event(event, event["type"])
-    try:
-        async for _, delta in events:
-            for event in builder.add(delta):
-                yield sse_event(event, event["type"])
-        for event in builder.finish():
-            yield sse_event(event, event["type"])
-    except Exception as err:  # the 200 header is already sent: an `error` event, as Anthropic does
-        yield sse_event(anthropic_body(as_api_error(err)), "error")
+def _sse(events: AsyncIterator[tuple[int, Delta]], builder: "MessageBuilder") -> AsyncIterator[str]:
+    """Anthropic's event stream; an error after the 200 header is an `error` event, as Anthropic does."""
+    return typed_sse(events, builder, lambda err: (anthropic_body(as_api_error(err)), "error"))
 
 
 class MessageBuilder:

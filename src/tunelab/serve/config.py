@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunelab.config import opt
+from tunelab.config import opt, require_positive
 from tunelab.engine.config import EngineConfig
 
 
@@ -50,9 +50,7 @@ class ServeConfig:
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n", "max_pending",
-                     "max_stop_sequences", "max_stop_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n",
+                         "max_pending", "max_stop_sequences", "max_stop_length")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")

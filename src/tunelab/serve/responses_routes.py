@@ -32,7 +32,7 @@ from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.tool_calls import ToolPlan, plan_tools
 from tunelab.serve.tool_items import function_tools, responses_choice
-from tunelab.serve.streaming import ReleasingStream, error_payload, sse_event, started, until_disconnected
+from tunelab.serve.streaming import ReleasingStream, error_payload, started, typed_sse, until_disconnected
 
 router = APIRouter()
 
@@ -94,20 +94,14 @@ async def _whole(events: AsyncIterator[tuple[int, Delta]], builder: "ResponseBui
     return builder.finish()[-1]["response"]
 
 
-async def _sse(events: AsyncIterator[tuple[int, Delta]], builder: "ResponseBuilder") -> AsyncIterator[str]:
-    for event in builder.start():
-        yield sse_event(event, event["type"])
-    try:
-        async for _, delta in events:
-            for event in builder.add(delta):
-                yield sse_event(event, event["type"])
-        for event in builder.finish():
-            yield sse_event(event, event["type"])
-    except Exception as err:  # the 200 header is already sent: an `error` event, as OpenAI does
-        body = error_payload(err)["error"]
-        event = builder.event("error", code=body["code"] or body["type"], message=body["message"],
-                              param=body["param"])
-        yield sse_event(event, "error")
+def _sse(events: AsyncIterator[tuple[int, Delta]], builder: "ResponseBuilder") -> AsyncIterator[str]:
+    """The Responses API's typed events; an error after the 200 header is an `error` event, as OpenAI does."""
+    return typed_sse(events, builder, lambda err: (_error_event(builder, err), "error"))
+
+
+def _error_event(builder: "ResponseBuilder", err: Exception) -> dict[str, Any]:
+    body = error_payload(err)["error"]
+    return builder.event("error", code=body["code"] or body["type"], message=body["message"], param=body["param"])
 
 
 class ResponseBuilder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Awaitable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 from starlette.responses import StreamingResponse
@@ -38,6 +38,23 @@ def sse_event(payload: dict[str, Any] | str, event: str | None = None) -> str:
     """One `data:` event, named by an `event:` line when given (Responses and Anthropic streams)."""
     body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return (f"event: {event}\n" if event else "") + f"data: {body}\n\n"
+
+
+async def typed_sse(events: AsyncIterator[tuple[int, Any]], builder: Any,
+                    error_event: Callable[[Exception], tuple[dict[str, Any], str]]) -> AsyncIterator[str]:
+    """Stream an API's typed events: `builder.start()`, `.add(delta)` and `.finish()` each give a
+    list of events named by their "type". An error after the 200 header is sent becomes the
+    API's own `error` event (`error_event(err)` -> (payload, name))."""
+    for event in builder.start():
+        yield sse_event(event, event["type"])
+    try:
+        async for _, delta in events:
+            for event in builder.add(delta):
+                yield sse_event(event, event["type"])
+        for event in builder.finish():
+            yield sse_event(event, event["type"])
+    except Exception as err:
+        yield sse_event(*error_event(err))
 
 
 def ndjson_line(payload: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from tunelab.engine.detokenizer import partial_stop_len
 from tunelab.tools.formats import ToolFormat
 from tunelab.tools.messages import new_call_id
 
@@ -101,7 +102,7 @@ class ToolCallParser:
         at, marker = _find_marker(text, self.fmt.starts)
         if marker:
             return self._open_region(out, text[:at], text[at:])
-        keep = 0 if final else _partial_marker(text, self.fmt.starts)
+        keep = 0 if final else partial_stop_len(text, self.fmt.starts)
         self._emit_content(out, text[: len(text) - keep])
         self._pending = text[len(text) - keep:]
 
@@ -282,14 +283,3 @@ def _find_marker(text: str, markers: tuple[str, ...]) -> tuple[int, str | None]:
 
 def _marker_len(region: str, markers: tuple[str, ...]) -> int:
     return next((len(m) for m in markers if region.startswith(m)), 0)
-
-
-def _partial_marker(text: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest tail of `text` that begins some marker."""
-    best = 0
-    for m in markers:
-        for n in range(min(len(m) - 1, len(text)), best, -1):
-            if text.endswith(m[:n]):
-                best = n
-                break
-    return best

@@ -8,11 +8,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunelab.config import opt
+from tunelab.config import opt, require_positive
 from tunelab.data.config import DataConfig
 
 Method = Literal["lora", "dora", "qlora", "full", "freeze"]
-Tracker = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
 Tracker = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
 Stage = Literal["sft", "dpo", "kto", "orpo", "simpo", "rm"]
 
@@ -91,16 +90,12 @@ class TrainConfig:
     output: str = opt("", "run directory; empty = runs/<model>-<method>-<time>")
     report_to: list[Tracker] = opt([], "experiment trackers that also get the metrics: tensorboard, wandb, mlflow, swanlab")
     ignore_memory_plan: bool = opt(False, "train even when the memory plan (`tunelab plan`) says it cannot fit")
-    report_to: list[Tracker] = opt([], "experiment trackers that also get the metrics: tensorboard, wandb, mlflow, swanlab")
-    ignore_memory_plan: bool = opt(False, "train even when the memory plan (`tunelab plan`) says it cannot fit")
 
     def __post_init__(self) -> None:
         from tunelab.data.formats import join_dataset_names
 
         self.datasets = join_dataset_names(self.datasets)  # `info.json#a,b` names two datasets, not a file `b`
-        for name in ("micro_batch_size", "grad_accum", "epochs", "keep_last", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "micro_batch_size", "grad_accum", "epochs", "keep_last", "log_every")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
