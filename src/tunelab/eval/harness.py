@@ -88,16 +88,17 @@ class TunelabLM(TemplateLM):
 
     # ---- log-likelihoods ------------------------------------------------------------------
 
-    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False,
+    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, greedy: bool = True,
                               **kwargs: Any) -> list[tuple[float, bool]]:
-        """(sum of continuation logprobs, whether greedy decoding gives it) per (key, ctx, cont)."""
+        """(sum of continuation logprobs, whether greedy decoding gives it) per (key, ctx, cont);
+        greedy=False skips the argmax (a top-1 search over the vocabulary per token) and says False."""
         results = []
         for start in range(0, len(requests), GROUP):
             group = requests[start:start + GROUP]
             prompts = [(ctx + cont)[-self.max_length:] for _, ctx, cont in group]
             starts = [max(1, len(p) - len(cont)) for p, (_, _, cont) in zip(prompts, group)]
             self._cache_shared_contexts(prompts, starts)
-            params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1, prompt_logprobs_start=s)
+            params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=int(greedy), prompt_logprobs_start=s)
                       for s in starts]  # logits for the continuation rows only
             outs = self.llm.generate(prompts, params, use_tqdm=False, adapter=self.adapter)
             for (key, _, cont), out in zip(group, outs):
@@ -127,7 +128,7 @@ class TunelabLM(TemplateLM):
                 windows.append((None, ctx, cont))
                 owners.append(i)
         totals = [0.0] * len(requests)
-        for i, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows)):
+        for i, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows, greedy=False)):
             totals[i] += logprob
         for req, total in zip(requests, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
@@ -169,4 +170,4 @@ class TunelabLM(TemplateLM):
 def _continuation_score(out: RequestOutput, n: int) -> tuple[float, bool]:
     """Sum of the last `n` prompt tokens' logprobs, and whether each was the most likely token."""
     tail = out.prompt_logprobs[-n:] if n else []
-    return sum(lp.logprob for lp in tail), all(lp.top[0][0] == lp.token_id for lp in tail)
+    return sum(lp.logprob for lp in tail), all(lp.top and lp.top[0][0] == lp.token_id for lp in tail)
