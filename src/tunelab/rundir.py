@@ -3,6 +3,7 @@
     runs/NAME/
       status.json  config.yaml  metrics.jsonl  train.log  summary.json  eval.json  report.html
       adapter/ (PEFT, with tunelab_template.json) or model/ (full, freeze)   checkpoints/step-N/
+      tensorboard/ (event files, with report_to: tensorboard)
 
 `tunelab train` writes it through `Run`; serve, export, eval, the UI and the CLI read it through
 `Run` too and never open its files themselves. The trainer writes the states starting, running,
@@ -41,6 +42,7 @@ class Run:
         self.status_file = self.path / STATUS_FILE
         self.eval_file = self.path / "eval.json"
         self.report_file = self.path / "report.html"
+        self.tensorboard_dir = self.path / "tensorboard"
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -128,6 +130,12 @@ class Run:
     def is_qlora(self) -> bool:
         """QLoRA trains against a 4-bit base; merging must use a dequantized 16-bit one."""
         return self.method.lower() == "qlora"
+
+    def tensorboard_logs(self) -> Path | None:
+        """tensorboard/ once the run's TensorBoard tracker has written event files there, else None."""
+        if not self.tensorboard_dir.is_dir():
+            return None
+        return self.tensorboard_dir if any(self.tensorboard_dir.glob("events.out.tfevents.*")) else None
 
     def chat_template(self) -> ChatTemplate:
         """The ChatTemplate training used (saved with the adapter or model), by `resolve_template`."""

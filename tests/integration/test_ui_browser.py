@@ -205,20 +205,26 @@ def test_training_run_from_the_form_charts_live(page, server, runs_dir, tiny_mod
     page.set_input_files("#dataset-file", str(data))  # goes through the chunked upload
     # Enough steps that a quiet machine still trains across several 1 s UI polls (~6 ms a step).
     for name, value in {"max_steps": "600", "lora.rank": "4", "micro_batch_size": "2",
-                        "data.cutoff_len": "64", "lr": "1e-3"}.items():
+                        "data.cutoff_len": "64", "lr": "1e-3", "lora.dropout": "0.05",
+                        "lora.target_modules": "q_proj, v_proj"}.items():
         page.fill(f"[name='{name}']", value)
+    page.select_option("select[name='data.template']", "llama3")  # its options come from the server
     page.click("#check-button")
     page.wait_for_function("document.querySelector('#data-report').textContent.includes('rows: 24 valid')",
                            timeout=90_000)
     assert "tunelab train" in page.locator("#train-cli").inner_text()
     assert "max_steps: 600" in page.locator("#train-yaml").inner_text()
+    cli = page.locator("#train-cli").inner_text()
+    for arg in ("lora.dropout=0.05", "lora.target_modules=q_proj,v_proj", "data.template=llama3"):
+        assert arg in cli
     page.screenshot(path=str(output_dir / "ui-train-check.png"), full_page=True)
     page.click("#start-button")
     page.wait_for_url("**/#/runs/ui-run")
     seen = _watch_chart(page, timeout_s=150)
     assert len([n for n in seen if n > 0]) >= 2 and seen[-1] > min(n for n in seen if n > 0), seen
     page.wait_for_selector("#page-run .badge.state-finished", timeout=60_000)
-    assert page.locator("#chart-loss svg").get_attribute("data-points") == "600"
+    # 600 train-loss points and the final eval_loss (the default eval_split holds one example out)
+    assert page.locator("#chart-loss svg").get_attribute("data-points") == "601"
     assert page.locator("#run-log").inner_text().strip()
     page.screenshot(path=str(output_dir / "ui-run.png"), full_page=True)
     assert (runs_dir / "ui-run" / "adapter" / "adapter_config.json").exists()

@@ -1,7 +1,7 @@
 """Experiment trackers (`report_to`): the rows of metrics.jsonl, the resolved config and the
 final adapter path, sent through each tool's own library.
 
-    tensorboard  event files in RUN/tensorboard/
+    tensorboard  event files in RUN/tensorboard/ (`Run.tensorboard_dir`, which the UI links to)
     wandb        wandb.init(dir=RUN); WANDB_MODE=offline keeps it on disk (RUN/wandb/)
     mlflow       MLFLOW_TRACKING_URI, else a SQLite store RUN/mlflow.db (MLflow 3 retired ./mlruns)
     swanlab      swanlab.init(logdir=RUN/swanlog); SWANLAB_MODE (default: local)
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import MissingExtra
+from tunelab.rundir import Run
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "swanlab": "swanlab"}
 PROJECT = "tunelab"
@@ -53,7 +54,7 @@ class TensorBoard:
         import yaml
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_path / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(Run(run_path).tensorboard_dir))
         self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```")
 
     def log(self, row: dict[str, Any]) -> None:

@@ -115,6 +115,10 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
         return await run_cli_or_fail(["report", str(_run_path(ctx, name))], CHECK_TIMEOUT_S,
                                      f"could not write the report of '{name}'", {"written": name})
 
+    @router.get("/train/choices")
+    def train_choices() -> dict:
+        return ui_forms.choices()
+
     @router.post("/runs/plan")
     def plan(form: dict) -> Any:
         return _plan(ctx, form)
@@ -165,7 +169,7 @@ def _form_flat(ctx: UIContext, form: dict) -> tuple[str, dict]:
     except TunelabError as err:
         raise ui_forms.FormError("name", str(err)) from None
     flat["output"] = str(ctx.runs_dir / name)
-    return name, flat
+    return name, ui_forms.split_lists(flat)
 
 
 def _path_list(value: str | list[str]) -> list[str]:

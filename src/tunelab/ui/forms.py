@@ -8,7 +8,9 @@ its errors name the same keys.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,31 @@ def nested(flat: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return out
+
+
+def choices() -> dict[str, list[str]]:
+    """The Train form's fixed choices: chat templates are the built-ins ('' = the model's own)."""
+    from tunelab.data.builtin_templates import BUILTINS
+
+    return {"data.template": list(BUILTINS)}
+
+
+def split_lists(flat: dict[str, Any]) -> dict[str, Any]:
+    """Comma-separated text for a list-typed key (`lora.target_modules=q_proj,v_proj`) as a list,
+    so the CLI line, the YAML and the trainer read it alike; TrainConfig's types say which keys."""
+    from tunelab.config import split_list
+
+    return {k: split_list(v, k) if isinstance(v, str) and _is_list(k) else v for k, v in flat.items()}
+
+
+def _is_list(key: str) -> bool:
+    from tunelab.train.config import TrainConfig
+
+    cls: Any = TrainConfig
+    *parents, leaf = key.split(".")
+    for part in parents:
+        cls = typing.get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+    return dataclasses.is_dataclass(cls) and typing.get_origin(typing.get_type_hints(cls).get(leaf)) is list
 
 
 def validate_train(flat: dict[str, Any]) -> Any:

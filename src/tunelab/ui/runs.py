@@ -7,6 +7,7 @@ shows up the same as one started from the browser.
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -67,7 +68,17 @@ def run_detail(path: Path) -> dict:
     detail["eta_s"] = eta_seconds(detail)
     detail["has_report"] = run.report_file.is_file()
     detail["has_adapter"] = run.adapter_dir is not None
+    detail |= tensorboard(run)
     return detail
+
+
+def tensorboard(run: Run) -> dict:
+    """Where the run's TensorBoard event files are, and the command that shows them (None without)."""
+    logs = run.tensorboard_logs()
+    if logs is None:
+        return {"tensorboard_dir": None, "tensorboard_command": None}
+    path = str(logs.resolve())
+    return {"tensorboard_dir": path, "tensorboard_command": f"tensorboard --logdir {shlex.quote(path)}"}
 
 
 def _status_or_empty(run: Run) -> dict:

@@ -14,6 +14,7 @@ import pytest
 
 from tunelab.config import load_config
 from tunelab.errors import MissingExtra
+from tunelab.rundir import Run
 from tunelab.train.config import TrainConfig
 from tunelab.train.trackers import TRACKERS, scalars
 
@@ -60,7 +61,9 @@ def test_tensorboard_event_files_hold_the_metrics(tracked_run):
     _need("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tracked_run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    logs = Run(tracked_run).tensorboard_logs()  # where the UI's run page points TensorBoard
+    assert logs == tracked_run / "tensorboard"
+    events = EventAccumulator(str(logs), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     expected = _expected(tracked_run)
     assert "eval_loss" in expected

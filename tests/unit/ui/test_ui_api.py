@@ -68,6 +68,18 @@ def test_runs_list_detail_metrics_since_and_log_tail(ui):
     assert log == ["line 497", "line 498", "line 499"]
 
 
+def test_run_detail_gives_the_tensorboard_command_once_event_files_exist(ui):
+    client, runs = ui
+    run = _write_run(runs, "tb", steps=1)
+    assert client.get("/ui/api/runs/tb").json()["tensorboard_command"] is None
+    (run / "tensorboard").mkdir()
+    assert client.get("/ui/api/runs/tb").json()["tensorboard_dir"] is None  # report_to made it, nothing written yet
+    (run / "tensorboard" / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"")
+    detail = client.get("/ui/api/runs/tb").json()
+    assert detail["tensorboard_dir"] == str((run / "tensorboard").resolve())
+    assert detail["tensorboard_command"] == f"tensorboard --logdir {detail['tensorboard_dir']}"
+
+
 def test_unknown_or_unsafe_run_names_are_rejected(ui):
     client, _ = ui
     assert client.get("/ui/api/runs/nope").status_code == 404
@@ -81,15 +93,30 @@ def test_plan_turns_the_form_into_cli_and_yaml(ui, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
     form = {"name": "r1", "model": "tiny", "datasets": [str(data)], "method": "dora", "lr": "1e-3",
-            "lora.rank": "8", "data.cutoff_len": "128", "epochs": ""}
+            "lora.rank": "8", "lora.dropout": "0.05", "lora.target_modules": " q_proj, v_proj ",
+            "data.cutoff_len": "128", "data.template": "chatml", "epochs": ""}
     plan = client.post("/ui/api/runs/plan", json=form).json()
     assert plan["cli"] == (f"tunelab train model=tiny datasets={data} method=dora lr=1e-3 lora.rank=8 "
-                           f"data.cutoff_len=128 output={runs / 'r1'}")
+                           f"lora.dropout=0.05 lora.target_modules=q_proj,v_proj data.cutoff_len=128 "
+                           f"data.template=chatml output={runs / 'r1'}")
     import yaml
 
     assert yaml.safe_load(plan["yaml"]) == {"model": "tiny", "datasets": [str(data)], "method": "dora", "lr": 0.001,
-                                            "lora": {"rank": 8}, "data": {"cutoff_len": 128},
+                                            "lora": {"rank": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+                                            "data": {"cutoff_len": 128, "template": "chatml"},
                                             "output": str(runs / "r1")}
+    from tunelab.config import load_config
+    from tunelab.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, None, plan["args"])  # what the started job's `tunelab train` reads
+    assert (cfg.lora.target_modules, cfg.lora.dropout, cfg.data.template) == (["q_proj", "v_proj"], 0.05, "chatml")
+
+
+def test_train_choices_are_the_builtin_templates(ui):
+    from tunelab.data.builtin_templates import BUILTINS
+
+    client, _ = ui
+    assert client.get("/ui/api/train/choices").json() == {"data.template": list(BUILTINS)}
 
 
 @pytest.mark.parametrize("change, field, words", [
@@ -99,6 +126,8 @@ def test_plan_turns_the_form_into_cli_and_yaml(ui, tmp_path):
     ({"lora.rank": "2.5"}, "lora.rank", "lora.rank"),
     ({"method": "magic"}, "method", "not one of"),
     ({"epochs": "0"}, "epochs", "epochs must be >= 1"),
+    ({"lora.dropout": "1.5"}, "lora.dropout", "lora.dropout must be in [0, 1)"),
+    ({"data.template": "vicuna"}, "data.template", "template 'vicuna' is not one of"),
     ({"name": "a b"}, "name", "run name"),
 ])
 def test_bad_form_values_name_the_field_and_start_nothing(ui, tmp_path, change, field, words):

@@ -57,6 +57,10 @@ function header(d) {
   ui.bar.style.width = `${pct.toFixed(1)}%`;
   ui.bar.parentElement.dataset.state = d.state;
   ui.stop.hidden = !["running", "starting"].includes(d.state);
+  // Event files are read by TensorBoard only, on the machine that holds them: so the page shows
+  // the command to run there, not a download.
+  ui.tensorboard.hidden = !d.tensorboard_command;
+  ui.tensorboard.replaceChildren("TensorBoard logs: ", h("code", {}, d.tensorboard_command || ""));
   const error = d.error || d.job?.error;
   ui.error.textContent = d.state === "failed" && error ? error : "";
 }
@@ -107,6 +111,7 @@ function buildRun(root) {
   ui.facts = h("div.facts");
   ui.bar = h("div.bar-fill");
   ui.error = h("div.form-error#run-error");
+  ui.tensorboard = h("p.muted#run-tensorboard", { hidden: true });
   ui.stop = h("button#stop-run.danger", { onclick: stopRun, hidden: true }, "Stop run");
   ui.loss = h("div.chart-box#chart-loss");
   ui.lr = h("div.chart-box#chart-lr");
@@ -115,7 +120,7 @@ function buildRun(root) {
   ui.summary = h("div#run-final");
   ui.config = h("pre.code#run-config");
   root.append(h("div.panel", {}, h("div.row", {}, h("a", { href: "#/runs" }, "← Runs"), ui.title, ui.stop),
-    ui.facts, h("div.bar", {}, ui.bar), ui.error),
+    ui.facts, h("div.bar", {}, ui.bar), ui.tensorboard, ui.error),
     h("div.charts", {}, ui.loss, ui.lr, ui.speed),
     h("div.two", {}, h("div.panel", {}, h("h3", {}, "Log"), ui.log),
       h("div.panel", {}, h("h3", {}, "Final report"), ui.summary, h("h3", {}, "Config"), ui.config)));

@@ -13,6 +13,7 @@ const NUMBERS = [
   ["lr", "Learning rate", "2e-4", "float", ""],
   ["lora.rank", "LoRA rank", "16", "int", ""],
   ["lora.alpha", "LoRA alpha", "32", "float", ""],
+  ["lora.dropout", "LoRA dropout", "", "float", "below 1, e.g. 0.05"],
   ["micro_batch_size", "Micro-batch size", "4", "int", ""],
   ["grad_accum", "Grad accumulation", "1", "int", ""],
   ["data.cutoff_len", "Cutoff length", "", "int", "tokens per example"],
@@ -24,6 +25,7 @@ function form() {
   const num = ([name, label, value, kind, hint]) =>
     field(label, h("input", { name, value, inputmode: kind === "int" ? "numeric" : "decimal", "data-kind": kind }), hint);
   ui.models = h("datalist#store-models");
+  ui.template = h("select", { name: "data.template" }, h("option", { value: "" }, "model's own"));
   ui.file = h("input#dataset-file", { type: "file", name: "upload", accept: ".jsonl,.json,.csv,.tsv,.parquet,.txt" });
   ui.form = h("form#train-form.panel", { onsubmit: (e) => { e.preventDefault(); start(); }, novalidate: true },
     h("h2", {}, "New training run"),
@@ -34,6 +36,9 @@ function form() {
     field("Dataset path", h("input", { name: "datasets", placeholder: "/path/to/data.jsonl (comma-separate several)" })),
     field("…or upload a file", ui.file),
     field("Method", h("select", { name: "method" }, ...["lora", "dora", "qlora", "full", "freeze"].map((m) => h("option", { value: m }, m)))),
+    h("div.grid2", {},
+      field("Target modules", h("input", { name: "lora.target_modules", placeholder: "all-linear" }), "comma-separated, e.g. q_proj,v_proj"),
+      field("Chat template", ui.template)),
     h("div.grid3", {}, ...NUMBERS.map(num)),
     h("div.form-error#train-error"),
     h("div.buttons", {},
@@ -146,7 +151,15 @@ export function build(root) {
     h("div.panel", {}, h("h2", {}, "Data check ", ui.reportStatus), ui.report, ui.preview)));
 }
 
+/** The built-in chat templates, from the server (once); the first option stays "model's own". */
+function loadTemplates() {
+  ui.templates ||= api("/ui/api/train/choices").then((choices) =>
+    ui.template.append(...choices["data.template"].map((t) => h("option", { value: t }, t))));
+  ui.templates.catch((err) => { ui.templates = null; console.warn(err); });
+}
+
 export async function show() {
+  loadTemplates();
   try {
     const { models } = await api("/ui/api/models");
     ui.models.replaceChildren(...models.map((m) => h("option", { value: m.name })));
