@@ -16,11 +16,11 @@ PYTEST_ARGS ?=
 # flags must never be found there), and .cache/wheels keeps a copy beside the clone.
 # GGML_NATIVE=OFF with AVX2: a -march=native build enables AMX kernels that segfault in
 # llama_decode on these VMs (seen with Gemma 3 Q4_K_M), and a portable wheel can be cached.
-# LLAVA_BUILD=OFF skips libmtmd (multimodal), which tunelab never loads. llama.cpp's tests, tools,
-# examples and server are already off when llama-cpp-python builds it as a subdirectory.
+# llama.cpp's tests, tools, examples and server are already off when llama-cpp-python builds it
+# as a subdirectory. (LLAVA_BUILD=OFF would also skip libmtmd, which tunelab never loads; it is
+# left on until a build with it off has been checked.)
 LLAMA_CPP_VERSION ?= 0.3.36
-LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-	-DLLAVA_BUILD=OFF
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_PIP_CACHE ?= $(HOME)/.cache/tunelab/pip-llama-cpp-$(shell echo '$(LLAMA_CPP_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 WHEELS := .cache/wheels/avx2
