@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train_speed import _model_dir, _step_timer  # bench/ is the script dir
+from train_speed import _model_dir, _step_timer, interleaved_rounds  # bench/ is the script dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="tunelab-dpo-bench-") as work:
         (Path(work) / "setup.json").write_text(json.dumps({"model_dir": str(_model_dir(args, Path(work)))}))
-        rounds = []
-        for r in range(args.rounds):
-            order = ("baseline", "tunelab") if r % 2 == 0 else ("tunelab", "baseline")
-            rounds.append({side: _run(side, [*(argv or sys.argv[1:]), "--round", str(r)], work) for side in order})
+        rounds = interleaved_rounds(__file__, argv or sys.argv[1:], work, args.rounds)
     for r, results in enumerate(rounds):
         print(f"round {r + 1}")
         report(results)
@@ -56,17 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         print("all rounds (pairs over seconds, max peak)")
         report({side: _pool([res[side] for res in rounds]) for side in ("baseline", "tunelab")})
     return 0
-
-
-def _run(side: str, argv: list[str], work: str) -> dict:
-    import subprocess
-
-    out = subprocess.run([sys.executable, __file__, *argv, "--only", side, "--work", work], capture_output=True, text=True)
-    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    if out.returncode != 0 or not line:
-        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
-        raise SystemExit(f"{side} run failed")
-    return json.loads(line[-1][7:])
 
 
 def _pool(results: list[dict]) -> dict:

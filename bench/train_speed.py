@@ -52,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as work:
         prepare(args, Path(work))
-        rounds = []
-        for r in range(args.rounds):
-            order = ("baseline", "tunelab") if r % 2 == 0 else ("tunelab", "baseline")
-            rounds.append({side: _subprocess(side, [*(argv or sys.argv[1:]), "--round", str(r)], work)
-                           for side in order})
+        rounds = interleaved_rounds(__file__, argv or sys.argv[1:], work, args.rounds)
     for r, results in enumerate(rounds):
         print(f"round {r + 1}")
         report(results)
@@ -74,8 +70,19 @@ def _pool(results: list[dict]) -> dict:
             "loaded_mb": min(r.get("loaded_mb") or 0.0 for r in results), "tokens": tokens, "seconds": seconds}
 
 
-def _subprocess(side: str, argv: list[str], work: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *argv, "--only", side, "--work", work],
+def interleaved_rounds(script: str, argv: list[str], work: str, rounds: int) -> list[dict]:
+    """Run each side of `script` in its own process, `rounds` times, alternating which goes first
+    (ABBA...) so load from other processes hits both; one {side: result} dict per round."""
+    results = []
+    for r in range(rounds):
+        order = ("baseline", "tunelab") if r % 2 == 0 else ("tunelab", "baseline")
+        results.append({side: side_subprocess(script, side, [*argv, "--round", str(r)], work) for side in order})
+    return results
+
+
+def side_subprocess(script: str, side: str, argv: list[str], work: str) -> dict:
+    """One side of `script` in a fresh process (`--only SIDE`); its RESULT line, parsed."""
+    out = subprocess.run([sys.executable, script, *argv, "--only", side, "--work", work],
                          capture_output=True, text=True)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
