@@ -156,11 +156,8 @@ class MessageBuilder:
         """The answer's text with tool calls taken out, and the call deltas."""
         if self.tools is None:
             return text, []
-        parsed = self.tools.feed(text)
-        if not last:
-            return parsed.content, parsed.calls
-        tail = self.tools.finish()
-        return parsed.content + tail.content, parsed.calls + tail.calls
+        parsed = self.tools.step(text, last)
+        return parsed.content, parsed.calls
 
     def _call(self, delta: ToolCallDelta) -> list[dict[str, Any]]:
         events = []

@@ -172,11 +172,8 @@ class ResponseBuilder:
         """The answer's text with function calls taken out, and the call deltas."""
         if self.tools is None:
             return content, []
-        parsed = self.tools.feed(content)
-        if not last:
-            return parsed.content, parsed.calls
-        tail = self.tools.finish()
-        return parsed.content + tail.content, parsed.calls + tail.calls
+        parsed = self.tools.step(content, last)
+        return parsed.content, parsed.calls
 
     def _close_open(self) -> list[dict[str, Any]]:
         closers = {"reasoning": self._close_reasoning, "message": self._close_message,

@@ -76,10 +76,7 @@ def tool_step(parser: ToolCallParser | None, text: str, final: bool) -> tuple[st
     """One streamed piece of a choice -> (content, OpenAI tool-call deltas); `final` flushes."""
     if parser is None:
         return text, []
-    parsed = parser.feed(text)
-    if final:
-        tail = parser.finish()
-        parsed = ParsedDelta(parsed.content + tail.content, parsed.calls + tail.calls)
+    parsed = parser.step(text, final)
     return parsed.content, openai_deltas(parsed)
 
 

@@ -89,6 +89,14 @@ class ToolCallParser:
             self._scan_region(out, final=True)
         return out
 
+    def step(self, text: str, final: bool) -> ParsedDelta:
+        """`feed(text)`, and when `final` also `finish()`, as one delta."""
+        parsed = self.feed(text)
+        if not final:
+            return parsed
+        tail = self.finish()
+        return ParsedDelta(parsed.content + tail.content, parsed.calls + tail.calls)
+
     # ---- content ------------------------------------------------------------------------
 
     def _scan_content(self, out: ParsedDelta, final: bool) -> None:
