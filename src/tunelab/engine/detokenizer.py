@@ -12,6 +12,10 @@ Two layers, each holding text back for its own reason:
    is set so the sequence finishes with "stop".
 
 `flush()` at the end of a sequence releases whatever is still held back.
+
+Special tokens are dropped from the text, except a tool-call marker that is one
+(`tools.formats.CALL_MARKERS`: Mistral's `[TOOL_CALLS]`, Llama's `<|python_tag|>`): the
+tool-call parser finds calls by it, so dropping it would turn a call into prose.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class IncrementalDetokenizer:
         self._prefix_offset = 0  # window start
         self._read_offset = len(self.tokens)  # tokens before this are already emitted
         self.text = ""  # everything emitted so far
+        self._dropped = _dropped_specials(tokenizer)  # None: no marker is a special token here
 
     def add(self, token_id: int) -> str:
         """Add one output token; return the text it finalizes (often '', never half a char)."""
@@ -60,7 +65,10 @@ class IncrementalDetokenizer:
         return out
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if self._dropped is None:
+            return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        kept = [i for i in ids if i not in self._dropped]  # the markers stay, spaced as generated
+        return self.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _new_utf8_text(self, final: bool) -> str:
         if self._read_offset == len(self.tokens):
@@ -128,6 +136,30 @@ def partial_stop_len(text: str, stops: Sequence[str]) -> int:
                 longest = k
                 break
     return longest
+
+
+_DROPPED: dict[int, tuple[Any, frozenset[int] | None]] = {}  # id(tokenizer) -> (tokenizer, ids)
+
+
+def _dropped_specials(tokenizer: Any) -> frozenset[int] | None:
+    """Ids of the special tokens the text leaves out: all but the tool-call markers; None when
+    no marker is a special token of `tokenizer` (then decoding skips every special token)."""
+    key = id(tokenizer)
+    if key not in _DROPPED or _DROPPED[key][0] is not tokenizer:
+        _DROPPED[key] = (tokenizer, _find_dropped(tokenizer))
+    return _DROPPED[key][1]
+
+
+def _find_dropped(tokenizer: Any) -> frozenset[int] | None:
+    from tunelab.tools.formats import CALL_MARKERS  # here: tools.parser imports this module
+
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special = {i for i, t in added.items() if getattr(t, "special", False)}
+    special |= set(getattr(tokenizer, "all_special_ids", None) or ())
+    markers = {added[i].content for i in special if i in added} & set(CALL_MARKERS)
+    if not markers:
+        return None
+    return frozenset(i for i in special if i not in added or added[i].content not in markers)
 
 
 def _common_prefix(a: str, b: str) -> int:

@@ -168,6 +168,9 @@ FORMATS: dict[str, ToolFormat] = {
     "gemma": GemmaFormat("gemma", starts=("```tool_call",), skips=("```tool_call", "```")),
 }
 
+# Texts that open a call region; where a tokenizer has one as a special token, detokenizing keeps it.
+CALL_MARKERS: tuple[str, ...] = tuple(dict.fromkeys(s for f in FORMATS.values() for s in f.starts))
+
 # built-in template family -> the format lowered into it
 BY_FAMILY = {"chatml": "hermes", "llama3": "llama3_json", "mistral": "mistral", "gemma": "gemma"}
 

@@ -77,3 +77,28 @@ def test_nothing_after_stop(tok):
     ids = tok.encode("ax more", add_special_tokens=False)
     out = "".join(detok.add(i) for i in ids) + detok.flush()
     assert out == "a" and detok.add(ids[0]) == ""
+
+
+def test_a_special_tool_call_marker_reaches_the_parser(tiny_tokenizer_dir):
+    """Mistral's [TOOL_CALLS] is a special token: skip_special_tokens would drop it, and the
+    mistral parser would see prose. The detokenizer keeps it; other specials still go."""
+    from tunelab.tools import ToolCallParser, get_format
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["[TOOL_CALLS]"]})
+    marker = tok.convert_tokens_to_ids("[TOOL_CALLS]")
+    reply = '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}]'
+    ids = tok.encode(reply, add_special_tokens=False)
+    assert marker in ids and "[TOOL_CALLS]" not in tok.decode(ids, skip_special_tokens=True)
+    ids = ids[:3] + [tok.convert_tokens_to_ids("<pad>")] + ids[3:]  # another special: still dropped
+    detok = IncrementalDetokenizer(tok, tok.encode("[INST] hi [/INST]", add_special_tokens=False))
+    text = "".join(detok.add(i) for i in ids) + detok.flush()
+    assert text == reply
+    (call,) = ToolCallParser(get_format("mistral")).step(text, True).calls
+    assert call.name == "get_weather" and call.arguments == '{"city": "Paris"}'
+
+
+def test_without_a_special_marker_every_special_token_is_dropped(tok):
+    ids = tok.encode("<|im_start|>hi<pad> there", add_special_tokens=False)
+    detok = IncrementalDetokenizer(tok, [])
+    assert "".join(detok.add(i) for i in ids) + detok.flush() == "hi there"
