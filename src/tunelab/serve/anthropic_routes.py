@@ -21,7 +21,8 @@ from tunelab.serve import protocol as P
 from tunelab.serve.backends.base import Delta, Prompt
 from tunelab.tools.parser import ToolCallDelta, ToolCallParser
 from tunelab.serve.errors import anthropic_body, as_api_error, bad_request
-from tunelab.serve.openai_routes import check_constraint, service_of
+from tunelab.serve.models_manager import service_for
+from tunelab.serve.openai_routes import check_constraint
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.tool_calls import ToolPlan, plan_tools
@@ -40,7 +41,7 @@ class CountTokensRequest(A.MessagesRequest):
 @router.post("/v1/messages")
 async def create_message(req: A.MessagesRequest, request: Request):
     """One assistant message; `stream: true` sends Anthropic's SSE events."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     plan = _plan(svc, target, req)
     prompt = _prompt(svc, req, target, plan)
@@ -61,7 +62,7 @@ async def create_message(req: A.MessagesRequest, request: Request):
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(req: CountTokensRequest, request: Request) -> dict[str, int]:
     """The prompt's token count, rendered exactly as /v1/messages renders it."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     return {"input_tokens": len(_prompt(svc, req, target, _plan(svc, target, req)).ids)}
 

@@ -28,6 +28,7 @@ from tunelab.serve.backends.base import Backend
 from tunelab.serve.config import ServeConfig
 from tunelab.serve.errors import APIError, error_response, install_handlers, unauthorized
 from tunelab.serve.metrics import backend_gauges
+from tunelab.serve.library_service import LibraryBackend, LibraryService
 from tunelab.serve.service import Service
 
 log = logging.getLogger("tunelab.serve")
@@ -36,7 +37,7 @@ access_log = logging.getLogger("tunelab.serve.access")
 
 def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
     """The ASGI app serving `backend` under `config`."""
-    service = Service(backend, config)
+    service = LibraryService(backend, config) if isinstance(backend, LibraryBackend) else Service(backend, config)
     app = FastAPI(title="tunelab", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     install_handlers(app)
@@ -122,6 +123,8 @@ async def _load(app: FastAPI, svc: Service) -> None:
     notice = base_model_notice(getattr(svc.backend, "template", None), svc.backend.model_id)
     if notice:
         log.warning(notice)
+    if isinstance(svc, LibraryService):  # --models: unload what keep_alive lets go
+        await svc.models.reap_forever()
     if svc.config.watch:
         from tunelab.serve.watch import watch_runs
 

@@ -46,11 +46,31 @@ class ServeConfig:
     engine: EngineConfig = opt(EngineConfig, "engine settings (dtype, device, quantize, max_num_seqs, "
                                "max_model_len alias context_length, num_threads alias n_threads, ...); "
                                "also accepted without the engine. prefix", flat=True)
+    models: list = opt([], "serve a library, each model loaded on its first request: 'all' (every store "
+                           "model and finished run) or names; instead of `model`")
+    keep_alive: str = opt("5m", "with models: how long an idle model stays loaded (Ollama durations: 30s, 5m, "
+                                "1h; a number is seconds; 0 = unload after each request; negative = forever)")
+    max_loaded_models: int = opt(3, "with models: most base models loaded at once (least recently used "
+                                    "unloaded first)")
+    max_loaded_bytes: int = opt(0, "with models: most weight bytes loaded at once; 0 = no byte budget")
     ui: bool = opt(False, "serve the web UI at /ui (its JSON API under /ui/api, same API key)")
     runs_dir: str = opt("runs", "web UI: folder where training runs are listed and started")
 
     def __post_init__(self) -> None:
         require_positive(self, "max_body_bytes", "max_tokens_limit", "default_max_tokens", "max_n",
-                         "max_pending", "max_stop_sequences", "max_stop_length")
+                         "max_pending", "max_stop_sequences", "max_stop_length", "max_loaded_models")
+        if self.max_loaded_bytes < 0:
+            raise ValueError(f"max_loaded_bytes must be >= 0, got {self.max_loaded_bytes}")
+        from tunelab.errors import InvalidRequest
+        from tunelab.serve.keep_alive import parse_keep_alive
+
+        try:  # a bad duration fails at start, naming the key
+            parse_keep_alive(self.keep_alive, "keep_alive")
+        except InvalidRequest as err:
+            raise ValueError(str(err)) from None
+        if self.models and (self.model or self.adapters or self.watch):
+            given = "model" if self.model else "adapters" if self.adapters else "watch"
+            raise ValueError(f"models serves a library loaded on demand; drop {given} (finished runs "
+                             "are served by name, no watch needed)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")

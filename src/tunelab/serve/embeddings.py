@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from tunelab.serve.embeddings_protocol import (MAX_INPUTS, EmbeddingRequest, OllamaEmbeddingsRequest,
                                                OllamaEmbedRequest)
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.openai_routes import service_of
+from tunelab.serve.models_manager import service_for
 from tunelab.serve.service import Service, Target
 from tunelab.serve.streaming import until_disconnected
 
@@ -29,7 +29,7 @@ router = APIRouter()
 @router.post("/v1/embeddings")
 async def openai_embeddings(req: EmbeddingRequest, request: Request) -> dict[str, Any]:
     """OpenAI embeddings: unit vectors as floats or base64 little-endian float32."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     prompts = _openai_prompts(svc, req.input)
     vectors = unit(await embed(request, svc, target, prompts, "input"), req.dimensions, "dimensions")
@@ -43,7 +43,8 @@ async def openai_embeddings(req: EmbeddingRequest, request: Request) -> dict[str
 @router.post("/api/embed")
 async def ollama_embed(req: OllamaEmbedRequest, request: Request) -> dict[str, Any]:
     """Ollama embed: unit vectors; inputs longer than the context are cut unless truncate is false."""
-    svc, start = service_of(request), time.perf_counter_ns()
+    start = time.perf_counter_ns()
+    svc = await service_for(request, req.model, req.keep_alive)
     target = svc.resolve(req.model)
     texts = [req.input] if isinstance(req.input, str) and req.input else req.input or []
     prompts = [svc.backend.encode_text(t).ids for t in texts]
@@ -58,7 +59,7 @@ async def ollama_embed(req: OllamaEmbedRequest, request: Request) -> dict[str, A
 @router.post("/api/embeddings")
 async def ollama_embeddings(req: OllamaEmbeddingsRequest, request: Request) -> dict[str, Any]:
     """Ollama's older route: one prompt, the model's own vector (not normalised by the API)."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model, req.keep_alive)
     target = svc.resolve(req.model)
     if not req.prompt:  # a load request
         return {"embedding": []}

@@ -33,7 +33,7 @@ class OllamaEmbedRequest(RequestModel):
     truncate: bool = True  # cut each input to the context window instead of failing
     dimensions: int | None = Field(None, ge=1)
     options: dict[str, Any] | None = None  # sampling options mean nothing to an embedding
-    keep_alive: float | str | None = None  # the one model stays loaded
+    keep_alive: float | str | None = None  # serve.keep_alive: how long the model stays loaded after
 
 
 class OllamaEmbeddingsRequest(RequestModel):

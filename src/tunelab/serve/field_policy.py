@@ -49,7 +49,6 @@ CACHE_HINT = "a prompt-cache hint; caching never changes the output"
 STATELESS = "tunelab's Responses API is stateless: send the whole conversation in `input`"
 
 _OLLAMA_REQUEST = {  # /api/chat and /api/generate alike
-    "keep_alive": accepted("how long Ollama keeps a model loaded; tunelab's one model stays loaded"),
     "logprobs": rejected(NOT_YET, False),
     "top_logprobs": rejected(NOT_YET, 0),
 }

@@ -1,10 +1,11 @@
 """Ollama's model routes: /api/tags, /api/show, /api/ps, /api/copy, /api/delete.
 
-One server runs one base model plus its LoRA adapters, so these map onto what it holds:
-everything served is loaded (ps), stays loaded (keep_alive is accepted; nothing expires),
-`copy` gives a served model another name, and `delete` unloads an adapter or forgets a
-name -- files on disk are never removed (`tunelab rm` does that), and the base model the
-server runs cannot be deleted while it runs.
+A server of one base model plus its LoRA adapters maps these onto what it holds: everything
+served is loaded (ps) and stays loaded (keep_alive is checked; nothing expires), `copy` gives a
+served model another name, and `delete` unloads an adapter or forgets a name -- files on disk
+are never removed (`tunelab rm` does that), and the base model cannot be deleted while it runs.
+Under `--models` (the `ModelManager`) tags lists every servable model, ps what is loaded with
+its expiry, and delete removes a store model as Ollama does (runs are never deleted).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from fastapi import APIRouter, Request
 
 from tunelab.serve import protocol as P
 from tunelab.serve.errors import APIError, model_not_found
+from tunelab.serve.library import ollama_tag
+from tunelab.serve.models_manager import service_for
 from tunelab.serve.openai_routes import remove_adapter, service_of
 from tunelab.serve.service import Service, Target
 
@@ -28,25 +31,41 @@ async def tags(request: Request) -> dict[str, Any]:
     """Served models (base, adapters, other names) in Ollama's list format."""
     svc = service_of(request)
     svc.require_ready()
+    manager = getattr(svc, "models", None)
+    if manager is not None:
+        items = manager.catalog()
+        aliases = [{**ollama_tag(items[t]), "name": n, "model": n} for n, t in manager.aliases.items() if t in items]
+        return {"models": [ollama_tag(item) for item in items.values()] + aliases}
     info = svc.backend.describe()  # the engine's walks the weights: once, not per adapter
     return {"models": [_tag(svc, name, info) for name in svc.names()]}
 
 
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
-    """What is loaded: every served model, for good (the one base stays in memory with its adapters)."""
+    """What is loaded, with size and expiry (one base without --models: every name, for good)."""
     svc = service_of(request)
     svc.require_ready()
+    manager = getattr(svc, "models", None)
+    if manager is None:
+        return {"models": _loaded(svc, svc.names(), None)}
+    return {"models": [m for lo in list(manager.loaded.values()) for m in
+                       _loaded(lo.service, [lo.service.backend.model_id, *lo.service.backend.adapters()],
+                               lo.expires_wall())]}
+
+
+def _loaded(svc: Service, names: list[str], expires: float | None) -> list[dict[str, Any]]:
+    """/api/ps entries of one loaded base model and its adapters."""
     info = svc.backend.describe()
     on_gpu = str(info.get("device", "")).startswith("cuda")
-    return {"models": [{**_tag(svc, name, info), "expires_at": NEVER, "context_length": svc.context_length(),
-                        "size_vram": int(info.get("size", 0)) if on_gpu else 0} for name in svc.names()]}
+    stamp = NEVER if expires is None else datetime.fromtimestamp(expires, timezone.utc).isoformat()
+    return [{**_tag(svc, name, info), "expires_at": stamp, "context_length": svc.context_length(),
+             "size_vram": int(info.get("size", 0)) if on_gpu else 0} for name in names]
 
 
 @router.post("/api/show")
 async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
     """Model details: Modelfile, template, parameters, system prompt, model info, capabilities."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model or req.name or "")
     target = svc.resolve(req.model or req.name or "")
     info = svc.backend.describe()
     template = svc.backend.chat_template(target.adapter)
@@ -61,6 +80,9 @@ async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
 async def copy(req: P.OllamaCopyRequest, request: Request) -> dict[str, Any]:
     """Serve `source` under the name `destination` too (a name only: nothing is loaded twice)."""
     svc = service_of(request)
+    if getattr(svc, "models", None) is not None:
+        svc.models.copy(req.source, req.destination)
+        return {}
     target = svc.resolve(req.source)
     name = _bare(req.destination)
     if name == svc.backend.model_id or name in svc.backend.adapters():
@@ -75,6 +97,9 @@ async def delete(req: P.OllamaDeleteRequest, request: Request) -> dict[str, Any]
     """Forget a name made by copy, or unload an adapter; files on disk stay."""
     svc = service_of(request)
     svc.require_ready()
+    if getattr(svc, "models", None) is not None:
+        await svc.models.delete(req.model or req.name or "")
+        return {}
     name = _bare(req.model or req.name or "")
     if name in svc.aliases:
         del svc.aliases[name]

@@ -16,7 +16,9 @@ from tunelab.data.errors import TemplateError
 from tunelab.serve import protocol as P
 from tunelab.engine.config import SamplingParams
 from tunelab.serve.errors import bad_request
-from tunelab.serve.openai_routes import chat_messages, service_of
+from tunelab.serve.keep_alive import parse_keep_alive
+from tunelab.serve.models_manager import service_for
+from tunelab.serve.openai_routes import chat_messages
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.tool_calls import ToolPlan, ollama_calls, plan_tools, tool_step
@@ -50,10 +52,10 @@ def _format(svc: Service, value: Any) -> Any:
 @router.post("/api/chat")
 async def chat(req: P.OllamaChatRequest, request: Request):
     """Ollama chat; streams NDJSON unless stream is false."""
-    svc = service_of(request)
+    if not req.messages:  # Ollama's "load the model" probe (keep_alive 0: unload): done at once
+        return await _probe(request, req.model, req.keep_alive, "chat")
+    svc = await service_for(request, req.model, req.keep_alive)
     target = svc.resolve(req.model)
-    if not req.messages:  # Ollama's "load the model" probe: an empty reply, done at once
-        return {**_piece(target, "chat", "", "", done=True), "done_reason": "load"}
     messages = [P.ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, name=m.tool_name,
                               reasoning_content=m.thinking) for m in req.messages]
     if any(m.images for m in req.messages):
@@ -72,10 +74,10 @@ async def chat(req: P.OllamaChatRequest, request: Request):
 @router.post("/api/generate")
 async def generate(req: P.OllamaGenerateRequest, request: Request):
     """Ollama generate: raw text, or the prompt wrapped in the chat template."""
-    svc = service_of(request)
-    target = svc.resolve(req.model)
     if not req.prompt and not req.system:  # Ollama's "load the model" probe
-        return {**_piece(target, "generate", "", "", done=True), "done_reason": "load"}
+        return await _probe(request, req.model, req.keep_alive, "generate")
+    svc = await service_for(request, req.model, req.keep_alive)
+    target = svc.resolve(req.model)
     if req.raw:
         prompt = svc.backend.encode_text(req.prompt)
     else:
@@ -85,6 +87,18 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
                                          target.adapter)
     return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "generate",
                           opens_reasoning(prompt.text), _format(svc, req.format))
+
+
+async def _probe(request: Request, model: str, keep_alive: float | str | None, kind: str) -> dict[str, Any]:
+    """An empty request loads the model; with keep_alive 0 it unloads it (the one model of a server
+    without --models stays loaded: done_reason 'load')."""
+    svc: Service = request.app.state.service
+    if getattr(svc, "models", None) is not None and keep_alive is not None \
+            and parse_keep_alive(keep_alive, "keep_alive") == 0:
+        name = await svc.models.unload_name(model)
+        return {**_piece(Target(name, None), kind, "", "", done=True), "done_reason": "unload"}
+    target = (await service_for(request, model, keep_alive)).resolve(model)
+    return {**_piece(target, kind, "", "", done=True), "done_reason": "load"}
 
 
 async def _respond(request: Request, svc: Service, target: Target, ids: list[int],

@@ -18,6 +18,7 @@ from tunelab.serve import protocol as P
 from tunelab.engine.sequence import TokenLogprob
 from tunelab.serve.backends.base import Delta
 from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.models_manager import service_for
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning, split_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.tool_calls import ToolPlan, finish_reason, plan_tools, tool_step
@@ -40,6 +41,8 @@ async def list_models(request: Request) -> dict[str, Any]:
     """The base model, every adapter (adapters carry `parent`), and other names (Ollama's copy)."""
     svc = service_of(request)
     svc.require_ready()
+    if getattr(svc, "models", None) is not None:  # --models: everything servable, loaded or not
+        return {"object": "list", "data": svc.models.openai_list()}
     b = svc.backend
     base = {"id": b.model_id, "object": "model", "created": b.created, "owned_by": "tunelab",
             "root": b.model_path, "parent": None, "max_model_len": svc.context_length()}
@@ -148,7 +151,7 @@ def _text(parts: list[P.ContentPart], i: int) -> str:
 @router.post("/v1/chat/completions")
 async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     """Chat completion, streamed as SSE or returned whole."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     svc.check_n(req.n)
     svc.check_logprobs(req.logprobs)
@@ -308,7 +311,7 @@ def completion_prompt(svc: Service, req: P.CompletionRequest) -> list[int]:
 @router.post("/v1/completions")
 async def completions(req: P.CompletionRequest, request: Request):
     """Text completion, streamed as SSE or returned whole."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     if req.echo or req.suffix:
         raise bad_request("echo and suffix are not supported", param="echo" if req.echo else "suffix")

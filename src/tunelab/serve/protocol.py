@@ -246,6 +246,7 @@ class OllamaChatRequest(RequestModel):
     think: bool | None = None
     tools: list[ToolDefinition] | None = None
     format: Any = None  # "json" or a JSON schema: tools_protocol.ollama_format
+    keep_alive: float | str | None = None  # serve.keep_alive: how long the model stays loaded after
 
 
 class OllamaGenerateRequest(RequestModel):
@@ -259,6 +260,7 @@ class OllamaGenerateRequest(RequestModel):
     options: OllamaOptions | None = None
     think: bool | None = None
     format: Any = None  # "json" or a JSON schema: tools_protocol.ollama_format
+    keep_alive: float | str | None = None  # serve.keep_alive: how long the model stays loaded after
 
 
 class OllamaShowRequest(RequestModel):

@@ -27,7 +27,8 @@ from tunelab.serve import responses_protocol as R
 from tunelab.serve.backends.base import Delta
 from tunelab.tools.parser import ToolCallDelta, ToolCallParser
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.openai_routes import check_constraint, service_of
+from tunelab.serve.models_manager import service_for
+from tunelab.serve.openai_routes import check_constraint
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
 from tunelab.serve.tool_calls import ToolPlan, plan_tools
@@ -40,7 +41,7 @@ router = APIRouter()
 @router.post("/v1/responses")
 async def create_response(req: R.ResponsesRequest, request: Request):
     """Generate one response; `stream: true` sends the typed SSE events."""
-    svc = service_of(request)
+    svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     plan, structured = _tools(svc, target, req)
     kwargs = {**req.template_kwargs(), **({"tools": plan.tools} if plan.tools else {})}

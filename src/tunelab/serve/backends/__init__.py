@@ -9,7 +9,12 @@ __all__ = ["Backend", "Capabilities", "Delta", "Prompt", "make_backend"]
 
 
 def make_backend(config: ServeConfig) -> Backend:
-    """The backend `config.backend` names (not loaded yet: the app loads it in a thread)."""
+    """The backend `config.backend` names (not loaded yet: the app loads it in a thread); with
+    `config.models`, the library that loads each model on demand through that backend."""
+    if config.models:
+        from tunelab.serve.library_service import LibraryBackend
+
+        return LibraryBackend(config)
     if config.backend == "llamacpp":
         from tunelab.serve.backends.llamacpp import LlamaCppBackend
 

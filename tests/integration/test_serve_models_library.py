@@ -1,0 +1,157 @@
+"""`tunelab serve --models all`: models load on their first request, unload when idle or for room.
+
+A private store holds three tiny random models and a finished run's adapter; the official
+ollama and openai clients talk to a real server on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from ollama import Client, ResponseError
+from openai import NotFoundError, OpenAI
+
+from serve_util import finish_run, make_lora_adapter, start_server
+
+OPTS = {"temperature": 0, "num_predict": 3}
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def home(tiny_models, tmp_path_factory):
+    """A private $TUNELAB_HOME with models a, b, c (and a run on a), for this module only."""
+    from tunelab.store.pull import pull
+
+    old = os.environ["TUNELAB_HOME"]
+    root = tmp_path_factory.mktemp("library")
+    os.environ["TUNELAB_HOME"] = str(root / "home")
+    for name, arch in (("a", "llama"), ("b", "qwen2"), ("c", "gemma3")):
+        pull(str(tiny_models[arch]), name=name)
+    a_dir = Path(root / "home" / "models" / "a")
+    adapter = make_lora_adapter(a_dir, root / "adapter")
+    finish_run(root / "runs" / "run-a", adapter, a_dir, "finished")
+    yield root
+    os.environ["TUNELAB_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    srv = start_server(None, models=["all"], runs_dir=str(home / "runs"), max_loaded_models=2,
+                       keep_alive="10m", dtype="float32", context_length=256)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(host=server.url)
+
+
+def loaded(client: Client) -> dict:
+    return {m.model: m for m in client.ps().models}
+
+
+def wait_unloaded(client: Client, name: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while name in loaded(client):
+        assert time.monotonic() < deadline, f"{name} still loaded"
+        time.sleep(0.1)
+
+
+def test_everything_is_listed_and_nothing_loaded_at_start(client, server):
+    assert {m.model for m in client.list().models} == {"a", "b", "c", "run-a"}
+    assert loaded(client) == {}
+    ids = {m.id: m for m in OpenAI(base_url=server.url + "/v1", api_key="x").models.list().data}
+    assert set(ids) == {"a", "b", "c", "run-a"} and ids["run-a"].parent == "a"
+
+
+def test_first_request_loads_adapter_shares_base_and_lru_evicts(client, server):
+    reply = client.chat(model="a", messages=HI, options=OPTS)
+    assert reply.message.content and reply.done_reason in ("stop", "length")
+    ps = loaded(client)
+    assert set(ps) == {"a"} and ps["a"].size > 0 and ps["a"].expires_at.year < 9999
+    plain = client.generate(model="a", prompt="hi", options=OPTS).response
+    tuned = client.generate(model="run-a", prompt="hi", options=OPTS).response
+    assert set(loaded(client)) == {"a", "run-a"} and loaded(client)["run-a"].details.parent_model == "a"
+    assert plain != tuned  # the adapter really runs, on the one base in memory
+    oa = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    assert len(oa.embeddings.create(model="b", input=["x", "y z"]).data) == 2
+    assert set(loaded(client)) == {"a", "run-a", "b"}
+    time.sleep(1.1)  # past the grace of a model just handed out
+    client.chat(model="b", messages=HI, options=OPTS)  # b is now the most recently used
+    time.sleep(1.1)
+    client.embed(model="c", input="hello")  # room for c: a (least recently used) goes, with its adapter
+    assert set(loaded(client)) == {"b", "c"}
+
+
+def test_keep_alive_zero_and_unload_requests(client):
+    client.chat(model="a", messages=HI, options=OPTS, keep_alive=0)
+    wait_unloaded(client, "a")
+    client.generate(model="b", prompt="", keep_alive=-1)  # a load request: b stays forever
+    assert loaded(client)["b"].expires_at.year == 9999
+    done = client.generate(model="b", prompt="", keep_alive=0)  # an unload request
+    assert done.done_reason == "unload" and "b" not in loaded(client)
+    short = client.embed(model="c", input="x", keep_alive="1s")
+    assert len(short.embeddings) == 1
+    wait_unloaded(client, "c")
+
+
+def test_requests_for_a_loading_model_wait_for_it(client):
+    results: list = []
+
+    def ask() -> None:
+        results.append(client.chat(model="b", messages=HI, options=OPTS).message.content)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 3 and len(set(results)) == 1 and "b" in loaded(client)
+
+
+def test_unknown_model_is_404_naming_close_names(client, server):
+    with pytest.raises(ResponseError) as err:
+        client.chat(model="run-b", messages=HI)
+    assert err.value.status_code == 404 and "Did you mean: run-a" in str(err.value)
+    with pytest.raises(NotFoundError) as oa:
+        OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+            model="bb", messages=HI)
+    assert "Did you mean: b" in str(oa.value)
+    r = httpx.post(server.url + "/v1/messages", json={"model": "zz", "max_tokens": 4, "messages": HI})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = httpx.post(server.url + "/api/chat", json={"model": "a", "messages": HI, "keep_alive": "5 min"})
+    assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+
+
+def test_a_model_that_cannot_load_fails_alone_and_is_retried(client, home):
+    weights = next((home / "home" / "models" / "c").glob("*.safetensors"))
+    good = weights.read_bytes()
+    weights.write_bytes(good[:100])  # truncated: the load fails
+    try:
+        with pytest.raises(ResponseError) as err:
+            client.chat(model="c", messages=HI, options=OPTS)
+        assert err.value.status_code == 500 and "failed to load" in str(err.value)
+        assert client.chat(model="b", messages=HI, options=OPTS).message.content  # others go on
+    finally:
+        weights.write_bytes(good)
+    assert client.chat(model="c", messages=HI, options=OPTS).message.content  # the next request retries
+
+
+def test_copy_then_delete_removes_a_store_model(client, home):
+    assert client.copy("b", "bee").status == "success"
+    assert client.chat(model="bee", messages=HI, options=OPTS).model == "b"
+    assert client.delete("bee").status == "success"
+    shutil.copytree(home / "home" / "models" / "c", home / "c-copy")
+    assert client.delete("c").status == "success"
+    assert "c" not in {m.model for m in client.list().models} and "c" not in loaded(client)
+    assert not (home / "home" / "models" / "c").exists()
+    with pytest.raises(ResponseError) as err:
+        client.delete("run-a")
+    assert err.value.status_code == 400 and "never deletes runs" in str(err.value)
