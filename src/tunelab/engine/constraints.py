@@ -14,6 +14,9 @@ sequence stops at, so a constrained reply ends as soon as it parses.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -24,7 +27,9 @@ from tunelab.engine.sequence import Sequence
 from tunelab.engine.structured import _llguidance
 from tunelab.errors import InvalidRequest
 
-_TOKENIZERS: dict[tuple[int, int], Any] = {}  # (id(hf tokenizer), vocab) -> LLTokenizer
+_TOKENIZERS: dict[tuple[int, int], Any] = {}  # (id(hf tokenizer), vocab) -> (LLTokenizer, hf tokenizer)
+_BUILD_LOCK = threading.Lock()  # one build per tokenizer: a request waits for a prewarm in progress
+log = logging.getLogger("tunelab.engine")
 
 
 class SequenceConstraint:
@@ -100,14 +105,50 @@ def _executor() -> Any:
     return _llguidance().LLExecutor()
 
 
+def prewarm(tokenizer: Any, vocab: int) -> threading.Thread | None:
+    """Build llguidance's tokenizer for `tokenizer` on a background thread (about 20 s for a 262k
+    vocabulary on a CPU), so the first constrained request does not pay for it; None when the
+    tokenizer cannot be constrained (not a fast one) or llguidance is not installed."""
+    if not getattr(tokenizer, "is_fast", False) or cached_lltokenizer(tokenizer, vocab) is not None:
+        return None
+    try:
+        _llguidance()
+    except Exception:  # noqa: BLE001 - a missing extra is reported when a constrained request asks for it
+        return None
+    thread = threading.Thread(target=_prewarm, args=(tokenizer, vocab), name="tunelab-llguidance", daemon=True)
+    thread.start()
+    return thread
+
+
+def _prewarm(tokenizer: Any, vocab: int) -> None:
+    start = time.perf_counter()
+    try:
+        _lltokenizer(tokenizer, vocab)
+    except Exception as err:  # noqa: BLE001 - a request building it later reports the error
+        log.warning("constrained decoding: building llguidance's tokenizer failed: %s", err)
+        return
+    log.info("constrained decoding ready (llguidance tokenizer built in %.1f s)", time.perf_counter() - start)
+
+
+def cached_lltokenizer(tokenizer: Any, vocab: int) -> Any:
+    """llguidance's tokenizer for `tokenizer` if already built, else None."""
+    entry = _TOKENIZERS.get((id(tokenizer), vocab))
+    return entry[0] if entry is not None and entry[1] is tokenizer else None
+
+
 def _lltokenizer(tokenizer: Any, vocab: int) -> Any:
     """llguidance's view of a HF tokenizer (seconds for a 262k vocabulary: built once)."""
-    key = (id(tokenizer), vocab)
-    if key not in _TOKENIZERS:
-        import llguidance.hf
+    built = cached_lltokenizer(tokenizer, vocab)
+    if built is not None:
+        return built
+    with _BUILD_LOCK:
+        built = cached_lltokenizer(tokenizer, vocab)  # a prewarm may have finished while we waited
+        if built is None:
+            import llguidance.hf
 
-        _TOKENIZERS[key] = (llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab), tokenizer)
-    return _TOKENIZERS[key][0]
+            built = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab)
+            _TOKENIZERS[(id(tokenizer), vocab)] = (built, tokenizer)
+    return built
 
 
 @lru_cache(maxsize=64)

@@ -26,10 +26,13 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     def __init__(self, config: ServeConfig):
         self.config = config
         self.engine: Any = None  # the AsyncEngine, once loaded
+        self.prewarm_thread: Any = None  # building llguidance's tokenizer after load (None: not needed)
 
     def load(self) -> None:
-        """Load the model, tokenizer and chat template; the engine thread starts with it."""
+        """Load the model, tokenizer and chat template; the engine thread starts with it, and
+        llguidance's tokenizer starts building on its own thread for constrained requests."""
         from tunelab.engine.async_engine import AsyncEngine
+        from tunelab.engine.constraints import prewarm
 
         self.engine = AsyncEngine(self.config.model, config=self.config.engine)
         self.tokenizer = self.engine.tokenizer
@@ -39,6 +42,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         self.model_path, self.created = str(model_dir), int(model_dir.stat().st_mtime)
         self.model_id = self.config.served_name or model_dir.name
         self.num_params = sum(p.numel() for p in self.engine.engine.model.parameters())  # once, not per /api/show
+        self.prewarm_thread = prewarm(self.tokenizer, self.engine.engine.model.spec.vocab_size)
 
     # ---- generation -----------------------------------------------------------------------
 
