@@ -44,3 +44,16 @@ class HubUnreachable(TunelabError):
 
 class RunError(TunelabError):
     """A run directory is missing, unfinished or corrupt, or its adapter does not fit its base model."""
+
+
+class RewardFunctionError(TunelabError):
+    """A GRPO reward function cannot be imported, raises, or returns the wrong rewards; names it."""
+
+
+class RewardModelError(TunelabError):
+    """A reward model (stage=rm: a scalar score head, no LM head) was asked to generate."""
+
+    def __init__(self, where: str, action: str):
+        super().__init__(f"{where} is a reward model (stage=rm: a scalar score head, no LM head); it scores "
+                         f"text but cannot generate, so it cannot be {action}. `tunelab eval` reports its held-out "
+                         "pairwise accuracy; `tunelab merge` writes it as a Hugging Face sequence-classification model")

@@ -2,6 +2,7 @@
 
     runs/NAME/
       status.json  config.yaml  metrics.jsonl  train.log  summary.json  eval.json  report.html
+      heldout.jsonl (the eval split the trainer held out, tokenized: what `tunelab eval` scores)
       adapter/ (PEFT, with tunelab_template.json) or model/ (full, freeze)   checkpoints/step-N/
       tensorboard/ (event files, with report_to: tensorboard)
 
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 STATUS_FILE = "status.json"
 LIVE_STATES = ("starting", "running")  # written while the trainer works; `crashed` once it is gone
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-_OWN_FILES = (STATUS_FILE, "config.yaml", "metrics.jsonl", "train.log", "summary.json")
+HELD_OUT_FILE = "heldout.jsonl"
+_OWN_FILES = (STATUS_FILE, "config.yaml", "metrics.jsonl", "train.log", "summary.json", HELD_OUT_FILE)
 
 
 class Run:
@@ -42,6 +44,7 @@ class Run:
         self.status_file = self.path / STATUS_FILE
         self.eval_file = self.path / "eval.json"
         self.report_file = self.path / "report.html"
+        self.held_out_file = self.path / HELD_OUT_FILE
         self.tensorboard_dir = self.path / "tensorboard"
 
     def __repr__(self) -> str:
@@ -127,6 +130,23 @@ class Run:
         return str(self.status().get("method", "lora"))
 
     @property
+    def stage(self) -> str:
+        """sft, dpo, kto, orpo, simpo, rm ... as configured (config.yaml); sft when not recorded."""
+        return str(self.read_config().get("stage") or "sft") if (self.path / "config.yaml").is_file() else "sft"
+
+    @property
+    def is_reward_model(self) -> bool:
+        """stage=rm: a scalar score head in place of the LM head; it scores text, it cannot generate."""
+        return self.stage == "rm"
+
+    def require_generative(self, action: str) -> None:
+        """RewardModelError naming the run when it is a reward model (`action`: what was asked of it)."""
+        from tunelab.errors import RewardModelError
+
+        if self.is_reward_model:
+            raise RewardModelError(f"run '{self.name}'", action)
+
+    @property
     def is_qlora(self) -> bool:
         """QLoRA trains against a 4-bit base; merging must use a dequantized 16-bit one."""
         return self.method.lower() == "qlora"
@@ -204,6 +224,27 @@ class Run:
             f.seek(max(0, f.tell() - 256 * 1024))
             text = f.read().decode("utf-8", errors="replace")
         return [ln for ln in text.replace("\r", "\n").split("\n") if ln.strip()][-lines:]
+
+    def train_config(self):
+        """config.yaml as the trainer's TrainConfig (pref.beta, seed, data.cutoff_len ...)."""
+        from tunelab.config import load_config
+        from tunelab.train.config import TrainConfig
+
+        return load_config(TrainConfig, self.path / "config.yaml")
+
+    def write_held_out(self, examples: list) -> None:
+        """heldout.jsonl: the tokenized eval split (SFT examples, pairs or KTO replies), one per line."""
+        lines = (json.dumps({k: v for k, v in vars(e).items() if k != "ref_logps"}) + "\n" for e in examples)
+        write_text_atomic(self.held_out_file, "".join(lines))
+
+    def held_out(self) -> list:
+        """The eval split the trainer held out, as `Example`s or `PreferenceExample`s ([] when none)."""
+        from tunelab.data.tokenize import Example, PreferenceExample
+
+        if not self.held_out_file.is_file():
+            return []
+        rows = [json.loads(line) for line in self.held_out_file.read_text(encoding="utf-8").splitlines() if line]
+        return [PreferenceExample(**r) if "prompt_ids" in r else Example(**r) for r in rows]
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json: the final numbers of the run."""

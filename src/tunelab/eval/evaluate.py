@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunelab.eval import benchmarks, compare
+from tunelab.eval import benchmarks, compare, preference
 from tunelab.eval.compare import Pair
 from tunelab.eval.config import EvalOptions
 from tunelab.errors import RunError
@@ -22,32 +22,62 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
     from tunelab.progress import progress
 
     run = load_finished(spec)
+    if options.tasks:
+        run.require_generative("run on lm-eval tasks (--tasks)")
     manager = benchmarks.task_manager(options.tasks) if options.tasks else None  # bad names fail before loading
     template = run.chat_template()
-    with progress("loading the base and the tuned model"):
-        pair = Pair(run)
     rows = _read_rows(options.data) if options.data else []
     result: dict[str, Any] = {"run": run.name, "base_model": str(run.base_model), "time": time.time(),
-                              "template": template.name}
-    if rows:
-        examples = _examples(rows[: options.max_examples], template, pair.tokenizer)
-        result["held_out"] = {side: compare.held_out_loss(pair, examples, side) for side in ("base", "tuned")}
-        result["held_out"]["data"] = str(options.data)
+                              "template": template.name, "stage": run.stage}
+    if run.is_reward_model:  # a score head: preference accuracy is all it has to show
+        return _finish(run, result | {"preference": _preference(run, options, rows, template, None)}, log, show)
+    with progress("loading the base and the tuned model"):
+        pair = Pair(run)
+    held = _held_out_examples(run, options, rows, template, pair.tokenizer)
+    if held:
+        result["held_out"] = {side: compare.held_out_loss(pair, held, side) for side in ("base", "tuned")}
+        result["held_out"]["data"] = str(options.data or run.held_out_file)
+    if run.stage in preference.STAGES:
+        result["preference"] = _preference(run, options, rows, template, pair)
     prompts = _prompts(options, rows)[: options.num_generations]
     stop_ids = template.stop_token_ids(pair.tokenizer)
     prompt_ids = [encode_prompt(template, pair.tokenizer, item["messages"]) for item in prompts]
     result["generations"] = compare.side_by_side(run, prompts, prompt_ids, stop_ids, options.max_new_tokens,
-                                                 options.dtype)
+                                                 options.dtype) if prompts else []
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
     if manager is not None:
         result["benchmarks"] = benchmarks.run_tasks(run, options.tasks, manager, options.dtype, options.task_limit)
+    return _finish(run, result, log, show)
+
+
+def _finish(run, result: dict[str, Any], log: Callable[[str], None], show) -> dict[str, Any]:
     compare.write_json(run.eval_file, result)
-    if show is not None:
+    if show is not None and result.get("generations"):
         show(result["generations"])
     _print_summary(result, log)
     log(f"every answer and score: {run.eval_file}")
     return result
+
+
+def _held_out_examples(run, options: EvalOptions, rows: list, template, tokenizer) -> list:
+    """(ids, labels) to score for loss: `--data`'s rows, else an SFT run's own held-out split."""
+    if rows:
+        return _examples(rows[: options.max_examples], template, tokenizer)
+    if run.stage != "sft":
+        return []
+    return [(ex.input_ids, ex.labels) for ex in run.held_out()[: options.max_examples]]
+
+
+def _preference(run, options: EvalOptions, rows: list, template, pair: Pair | None) -> dict[str, Any] | None:
+    """Held-out preference accuracy base vs tuned (eval/preference.py); None without pairs."""
+    from transformers import AutoTokenizer
+
+    tokenizer = pair.tokenizer if pair else AutoTokenizer.from_pretrained(run.model_dir or run.adapter_dir)
+    pairs, source = preference.held_out_pairs(run, options.data, rows, tokenizer, template)
+    if not pairs:
+        return None
+    return preference.evaluate(run, pairs[: options.max_examples], source, pair)
 
 
 def _read_rows(path: Path) -> list:
@@ -94,11 +124,18 @@ def _print_summary(result: dict, log: Callable[[str], None]) -> None:
     if held:
         log(f"held-out loss   base {held['base']['loss']:.4f} (ppl {held['base']['perplexity']:.2f})"
             f"  tuned {held['tuned']['loss']:.4f} (ppl {held['tuned']['perplexity']:.2f})")
+    if result.get("preference"):
+        for line in preference.summary_lines(result["preference"]):
+            log(line)
+    elif result["stage"] in preference.STAGES:
+        log(f"no held-out pairs to score preference accuracy on (stage={result['stage']}): pass --data PAIRS.jsonl")
     for side in ("base", "tuned"):
-        if result["scores"].get(side):
+        if result.get("scores", {}).get(side):
             scores = "  ".join(f"{k} {v:.3f}" for k, v in result["scores"][side].items())
             log(f"{side:<6} scores  {scores}")
-    forgetting = result["forgetting"]
+    forgetting = result.get("forgetting")
+    if not forgetting:
+        return
     log(f"general-text ppl base {forgetting['base']['perplexity']:.2f}  tuned "
         f"{forgetting['tuned']['perplexity']:.2f}  ({forgetting['ratio']:.2f}x)")
     if forgetting["warning"]:

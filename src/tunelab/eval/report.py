@@ -59,13 +59,19 @@ def _charts(metrics: list[dict]) -> str:
     charts = [line_chart("loss", {"train loss": _series(metrics, "loss"), "eval loss": _series(metrics, "eval_loss")}),
               line_chart("learning rate", {"lr": _series(metrics, "lr")}),
               line_chart("throughput (tokens/s)", {"tokens/s": _series(metrics, "tokens_per_s")})]
+    if any("rewards/chosen" in m for m in metrics):  # a preference stage
+        charts += [line_chart("rewards", {k: _series(metrics, k) for k in ("rewards/chosen", "rewards/rejected")}),
+                   line_chart("reward margin", {"margin": _series(metrics, "margin"),
+                                                "eval margin": _series(metrics, "eval_margin")}),
+                   line_chart("preference accuracy", {"accuracy": _series(metrics, "accuracy"),
+                                                      "eval accuracy": _series(metrics, "eval_accuracy")})]
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
 def _evaluation(ev: dict) -> str:
     if not ev:
         return "<h2>Evaluation</h2><p>No eval.json yet: run <code>tunelab eval RUN</code>.</p>"
-    parts = ["<h2>Evaluation</h2>", _summary_table(ev)]
+    parts = ["<h2>Evaluation</h2>", _summary_table(ev), _preference_note(ev.get("preference"))]
     warning = (ev.get("forgetting") or {}).get("warning")
     if warning:
         parts.append(f'<p class="warn">{escape(warning)}</p>')
@@ -80,6 +86,13 @@ def _summary_table(ev: dict) -> str:
     if held:
         rows.append(("held-out loss", held["base"]["loss"], held["tuned"]["loss"]))
         rows.append(("held-out perplexity", held["base"]["perplexity"], held["tuned"]["perplexity"]))
+    pref = ev.get("preference")
+    if pref:
+        rows.append(("preference accuracy", pref["base"]["accuracy"], pref["tuned"]["accuracy"]))
+        rows.append(("reward margin", pref["base"]["margin"], pref["tuned"]["margin"]))
+        if "logp_accuracy" in pref["base"]:
+            rows.append(("preference by mean log-prob per token", pref["base"]["logp_accuracy"],
+                         pref["tuned"]["logp_accuracy"]))
     forgetting = ev.get("forgetting")
     if forgetting:
         rows.append(("general-text perplexity", forgetting["base"]["perplexity"], forgetting["tuned"]["perplexity"]))
@@ -89,6 +102,13 @@ def _summary_table(ev: dict) -> str:
             rows.append((key, base[key], tuned.get(key, float("nan"))))
     cells = "".join(f"<tr><td>{escape(n)}</td><td>{b:.4f}</td><td>{t:.4f}</td></tr>" for n, b, t in rows)
     return f"<table><tr><th>metric</th><th>base</th><th>tuned</th></tr>{cells}</table>"
+
+
+def _preference_note(pref: dict | None) -> str:
+    if not pref:
+        return ""
+    return (f"<p>Preference accuracy: share of {pref['pairs']} held-out pairs ({escape(str(pref['data']))}) "
+            f"whose chosen reply gets the higher reward; reward = {escape(pref['reward'])}.</p>")
 
 
 def _benchmarks_table(bench: dict) -> str:

@@ -40,7 +40,7 @@ def check_method(cfg: TrainConfig) -> None:
 def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Module:
     """The base causal LM from a local HF directory, quantised to NF4 for qlora
     (stage=rm: the same base with a new scalar `score` head, train/reward.py)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"dtype": dtype, "attn_implementation": "sdpa"}
     if cfg.method == "qlora":
@@ -51,9 +51,9 @@ def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Modu
             bnb_4bit_use_double_quant=True,
         )
     if cfg.stage == "rm":
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1, **kwargs)
-        if model.config.pad_token_id is None:  # HF pipelines find the last token through it
-            model.config.pad_token_id = model.config.eos_token_id
+        from tunelab.train.reward import load_reward_model
+
+        model = load_reward_model(model_dir, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     model.config.use_cache = False

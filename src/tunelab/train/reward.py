@@ -42,6 +42,17 @@ class RewardObjective(PreferenceObjective):
         return terms.losses.sum(), len(terms.losses)
 
 
+def load_reward_model(model_dir, **kwargs) -> nn.Module:
+    """A base (new head) or a saved reward model as *ForSequenceClassification with one label; the
+    pad id is set so HF pipelines can find each row's last real token."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1, **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
 def reward_head(model: nn.Module) -> nn.Module:
     """The scalar head of a reward model (to keep it trainable under method=freeze)."""
     return causal_lm(model).score

@@ -194,7 +194,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     check_memory_plan(cfg, data.train, model_dir)  # before the model loads: refuse a plan that cannot fit
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
-    wrapped, optimizer, scheduler = sharding.prepare(acc, build_objective(model, cfg), model, cfg)
+    wrapped, optimizer, scheduler = sharding.prepare(acc, build_objective(model, cfg, data), model, cfg)
     precompute_reference(wrapped, [data.train, data.eval], acc, tokenizer.pad_token_id or 0, cfg.micro_batch_size)
     session = Session(cfg, run, acc, model, wrapped, optimizer, scheduler, data.train, data.eval,
                       tokenizer.pad_token_id or 0, tokenizer, template)
@@ -209,7 +209,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
         run.mark_owner("running", step=session.state.step, total_steps=total, base_model=str(model_dir),
                        base_model_spec=cfg.model, method=cfg.method, processes=acc.num_processes,
                        started=run.status().get("started", time.time()), final_loss=None)
-
+        run.write_held_out(data.eval)  # `tunelab eval` scores the very examples held out here
         print_summary(console, start_facts(cfg, model, model_dir, data, total, session.state.step))
     return session
 

@@ -37,25 +37,58 @@ def _metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_dpo_raises_held_out_preference_accuracy_pinned(tiny_models, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny_models, tmp_path_factory):
+    """stage -> a finished run on tiny llama: the 48 bundled pairs trained, the 12 held-out ones held out."""
+    model_dir, root = tiny_models["llama"], tmp_path_factory.mktemp("pref")
+    examples = (_pairs(model_dir, preference_train_path()), _pairs(model_dir, preference_heldout_path()))
+    return {stage: train(_cfg(model_dir, root / stage, f"stage={stage}", f"lr={lr}", "max_steps=12"),
+                         examples=examples).run_dir for stage, lr in (("dpo", "5e-3"), ("rm", "1e-2"))}
+
+
+def test_dpo_raises_held_out_preference_accuracy_pinned(trained, tiny_models):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from tunelab.train.pairs import preference_accuracy
 
     model_dir = tiny_models["llama"]
-    train_ex, held = _pairs(model_dir, preference_train_path()), _pairs(model_dir, preference_heldout_path())
+    held = _pairs(model_dir, preference_heldout_path())
     before = preference_accuracy(AutoModelForCausalLM.from_pretrained(model_dir).eval(), held)
-    result = train(_cfg(model_dir, tmp_path / "run", "stage=dpo", "max_steps=12"), examples=(train_ex, held))
-    rows = _metrics(result.run_dir)
+    rows = _metrics(trained["dpo"])
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
     assert {"rewards/chosen", "rewards/rejected", "margin", "accuracy"} <= set(rows[0])
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), result.run_dir / "adapter")
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), trained["dpo"] / "adapter")
     after = preference_accuracy(tuned.eval(), held)
     # pinned on the 12 held-out pairs: the model's own preference (mean log-prob per token) and
     # DPO's implicit reward accuracy, which is 0 before training (policy == reference)
     assert (before, after) == (pytest.approx(6 / 12), pytest.approx(10 / 12))
     assert rows[-1]["eval_accuracy"] == pytest.approx(12 / 12) and rows[-1]["eval_margin"] > 0.2
+
+
+def test_eval_reports_held_out_preference_accuracy_before_and_after(trained, capsys):
+    from tunelab.cli import main
+    from tunelab.eval.report import render_report
+
+    run_dir, last = trained["dpo"], _metrics(trained["dpo"])[-1]
+    assert len((run_dir / "heldout.jsonl").read_text().splitlines()) == 12  # the split the trainer held out
+    assert main(["eval", str(run_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    pref = json.loads((run_dir / "eval.json").read_text())["preference"]
+    # the tuned side is the trainer's own last eval of the same pairs; the base is the reference (reward 0)
+    assert pref["pairs"] == 12 and pref["data"] == "the run's held-out split"
+    assert pref["tuned"]["accuracy"] == pytest.approx(last["eval_accuracy"])
+    assert pref["tuned"]["margin"] == pytest.approx(last["eval_margin"], abs=1e-4)
+    assert pref["base"] == {"accuracy": 0.0, "margin": 0.0, "logp_accuracy": pytest.approx(6 / 12)}
+    assert pref["tuned"]["logp_accuracy"] == pytest.approx(10 / 12)  # as pinned above
+    assert "preference accuracy (12 pairs from the run's held-out split" in out
+    assert f"base 0.000 tuned {last['eval_accuracy']:.3f}" in out
+    html = render_report(run_dir)
+    assert "preference accuracy</td><td>0.0000</td><td>1.0000" in html and 'aria-label="reward margin"' in html
+    assert main(["eval", str(run_dir), "--data", str(preference_heldout_path()), "num_generations=0"]) == 0
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["preference"]["data"] == str(preference_heldout_path()) and saved["preference"]["pairs"] == 12
+    assert saved["preference"]["tuned"]["accuracy"] == pytest.approx(last["eval_accuracy"])
 
 
 @pytest.mark.parametrize("stage", ["kto", "orpo", "simpo", "rm"])
@@ -73,7 +106,7 @@ def test_other_stages_train_and_log_rewards(stage, tiny_models, tmp_path):
     assert ("score" in (adapter["modules_to_save"] or [])) == (stage == "rm")
 
 
-def test_reward_model_learns_held_out_pairs_and_reloads_with_its_head(tiny_models, tmp_path):
+def test_reward_model_learns_held_out_pairs_and_reloads_with_its_head(trained, tiny_models):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
@@ -82,17 +115,31 @@ def test_reward_model_learns_held_out_pairs_and_reloads_with_its_head(tiny_model
     from tunelab.train.reward import reward_scores
 
     model_dir = tiny_models["llama"]
-    train_ex, held = _pairs(model_dir, preference_train_path()), _pairs(model_dir, preference_heldout_path())
-    result = train(_cfg(model_dir, tmp_path / "run", "stage=rm", "lr=1e-2", "max_steps=12"), examples=(train_ex, held))
-    last = _metrics(result.run_dir)[-1]
+    held = _pairs(model_dir, preference_heldout_path())
+    last = _metrics(trained["rm"])[-1]
     assert last["eval_accuracy"] == pytest.approx(12 / 12)  # pinned; 0.5 is chance
     base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
-    reloaded = PeftModel.from_pretrained(base, result.run_dir / "adapter").eval()
+    reloaded = PeftModel.from_pretrained(base, trained["rm"] / "adapter").eval()
     batch = collate_preference(range(len(held)), held, pad_id=0)
     with torch.no_grad():
         chosen, rejected = reward_scores(reloaded, batch["input_ids"], batch["labels"], batch["position_ids"]).chunk(2)
     assert (chosen > rejected).float().mean().item() == pytest.approx(last["eval_accuracy"])
     assert (chosen - rejected).mean().item() == pytest.approx(last["eval_margin"], abs=1e-4)
+
+
+def test_reward_model_eval_scores_with_its_head_and_nothing_else(trained, capsys):
+    from tunelab.cli import main
+
+    run_dir, last = trained["rm"], _metrics(trained["rm"])[-1]
+    assert main(["eval", str(run_dir)]) == 0
+    saved = json.loads((run_dir / "eval.json").read_text())
+    pref = saved["preference"]
+    assert pref["reward"] == "the reward head's score" and pref["pairs"] == 12
+    assert pref["tuned"]["accuracy"] == pytest.approx(last["eval_accuracy"])
+    assert pref["tuned"]["margin"] == pytest.approx(last["eval_margin"], abs=1e-4)
+    assert pref["base"]["accuracy"] < pref["tuned"]["accuracy"] and "logp_accuracy" not in pref["base"]
+    assert "generations" not in saved and "forgetting" not in saved  # no LM head: nothing to generate
+    assert "reward head's score" in capsys.readouterr().out
 
 
 def test_full_fine_tuning_precomputes_the_reference(tiny_models, tmp_path):
