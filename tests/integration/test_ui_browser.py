@@ -274,3 +274,27 @@ def test_report_and_export_of_the_ui_run(page, server, finished_run, output_dir)
     assert res.status_code == 200 and res.content[:4] == b"GGUF"
     no_key = httpx.get(server.url + download.get_attribute("href").split("?")[0], timeout=10)
     assert no_key.status_code == 401
+
+
+def test_preference_run_page_charts_rewards_margin_and_accuracy(page, server, runs_dir, tiny_models, output_dir):
+    from helpers.run_factory import write_metrics, write_status
+
+    run = runs_dir / "dpo-run"
+    write_status(run, tiny_models["llama"])
+    rows = [{"step": s, "loss": 0.69 - 0.05 * s, "lr": 1e-4, "tokens_per_s": 500.0, "rewards/chosen": 0.02 * s,
+             "rewards/rejected": -0.01 * s, "margin": 0.03 * s, "accuracy": min(1.0, 0.1 * s)} for s in range(1, 11)]
+    for row in rows[4::5]:
+        row.update(eval_loss=row["loss"], eval_margin=row["margin"], eval_accuracy=row["accuracy"])
+    write_metrics(run, rows)
+    page.goto(server.url + "/ui/#/runs/dpo-run")
+    page.wait_for_selector("#chart-rewards svg[data-points='20']", timeout=30_000)
+    points = {key: page.locator(f"#chart-{key} svg").get_attribute("data-points") for key in ("margin", "accuracy")}
+    assert points == {"margin": "12", "accuracy": "12"}  # 10 train points + 2 eval points each
+    assert page.locator("#chart-rewards svg polyline[data-name='rejected']").count() == 1
+    assert page.locator("#chart-kl").is_hidden()  # only KTO logs kl
+    page.screenshot(path=str(output_dir / "ui-run-preference.png"), full_page=True)
+    write_status(runs_dir / "sft-run", tiny_models["llama"])
+    write_metrics(runs_dir / "sft-run", [{"step": 1, "loss": 1.0, "lr": 1e-4}])
+    page.goto(server.url + "/ui/#/runs/sft-run")
+    page.wait_for_selector("#chart-loss svg[data-points='1']", timeout=30_000)
+    assert page.locator("#chart-rewards").is_hidden() and page.locator("#chart-accuracy").is_hidden()

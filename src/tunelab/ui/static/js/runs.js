@@ -1,5 +1,6 @@
 // Runs: the list of training runs with their status, and one run's page with live
-// charts (loss and eval loss, learning rate, tokens/s), progress, ETA, log tail and report.
+// charts (loss and eval loss, learning rate, tokens/s; rewards, margin, accuracy and KL for
+// preference stages), progress, ETA, log tail and report.
 
 import { api, downloadUrl } from "./api.js";
 import { lineChart, fmt } from "./chart.js";
@@ -35,7 +36,14 @@ export function hide() { listGen += 1; }
 
 // ---- one run ---------------------------------------------------------------------------------
 
-const COLORS = { loss: "#2563eb", eval_loss: "#dc2626", lr: "#059669", tokens_per_s: "#9333ea" };
+const COLORS = { loss: "#2563eb", eval_loss: "#dc2626", lr: "#059669", tokens_per_s: "#9333ea",
+  "rewards/chosen": "#16a34a", "rewards/rejected": "#dc2626", margin: "#2563eb", eval_margin: "#f59e0b",
+  accuracy: "#2563eb", eval_accuracy: "#f59e0b", kl: "#9333ea" };
+// preference stages (dpo, kto, orpo, simpo, rm) log these; their charts show once a row has them
+const PREFERENCE = [["rewards", "rewards", [["rewards/chosen", "chosen"], ["rewards/rejected", "rejected"]]],
+  ["margin", "reward margin", [["margin", "train margin"], ["eval_margin", "eval margin"]]],
+  ["accuracy", "preference accuracy", [["accuracy", "train accuracy"], ["eval_accuracy", "eval accuracy"]]],
+  ["kl", "KL (KTO reference point)", [["kl", "kl"]]]];
 const run = { name: null, rows: [], next: 0, gen: 0 };
 let ui = {};
 
@@ -45,6 +53,11 @@ function charts() {
   lineChart(ui.loss, "loss", [series("loss", "train loss"), series("eval_loss", "eval loss")]);
   lineChart(ui.lr, "learning rate", [series("lr")]);
   lineChart(ui.speed, "tokens/s", [series("tokens_per_s", "tokens/s")]);
+  for (const [key, title, keys] of PREFERENCE) {
+    const box = ui.pref[key];
+    box.hidden = !run.rows.some((r) => typeof r[keys[0][0]] === "number");
+    if (!box.hidden) lineChart(box, title, keys.map(([k, name]) => series(k, name)));
+  }
 }
 
 function header(d) {
@@ -116,12 +129,13 @@ function buildRun(root) {
   ui.loss = h("div.chart-box#chart-loss");
   ui.lr = h("div.chart-box#chart-lr");
   ui.speed = h("div.chart-box#chart-speed");
+  ui.pref = Object.fromEntries(PREFERENCE.map(([key]) => [key, h(`div.chart-box#chart-${key}`, { hidden: true })]));
   ui.log = h("pre.code.log#run-log");
   ui.summary = h("div#run-final");
   ui.config = h("pre.code#run-config");
   root.append(h("div.panel", {}, h("div.row", {}, h("a", { href: "#/runs" }, "← Runs"), ui.title, ui.stop),
     ui.facts, h("div.bar", {}, ui.bar), ui.tensorboard, ui.error),
-    h("div.charts", {}, ui.loss, ui.lr, ui.speed),
+    h("div.charts", {}, ui.loss, ui.lr, ui.speed, ...Object.values(ui.pref)),
     h("div.two", {}, h("div.panel", {}, h("h3", {}, "Log"), ui.log),
       h("div.panel", {}, h("h3", {}, "Final report"), ui.summary, h("h3", {}, "Config"), ui.config)));
 }
