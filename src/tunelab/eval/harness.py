@@ -6,8 +6,10 @@
 
 Log-likelihoods read the engine's prompt logprobs (`SamplingParams(prompt_logprobs=1)`) of the
 continuation tokens only (`prompt_logprobs_start`): each context+continuation is one prompt, a whole
-group of them runs as one continuous batch with no padding, and a context shared by several
-requests (the choices of a question) runs once, its KV blocks then read from the prefix cache.
+group of them runs as one continuous batch with no padding, identical requests run once, and a
+context shared by several requests (the choices of a question) runs once: one choice first, whose
+top-20 logprobs at the context's end settle the one-token choices found there, then the others on
+the context's KV blocks from the prefix cache.
 Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
 generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
 equal that backend's on the same model. Import this module only after `require_lm_eval()`.
@@ -15,7 +17,6 @@ equal that backend's on the same model. Import this module only after `require_l
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,13 @@ from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normaliz
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from tunelab.engine import LLM, SamplingParams
+from tunelab.engine.config import MAX_TOP_LOGPROBS as TOP_LOGPROBS
 from tunelab.engine.outputs import RequestOutput
+from tunelab.engine.sequence import TokenLogprob
 from tunelab.errors import ConfigError
 
 GROUP = 512  # requests per LLM.generate call: bounds the prompt logprobs held at once
+Scored = tuple[tuple[int, ...], int]  # (prompt ids, continuation length): one distinct scoring request
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty")  # passed as they are
 
 
@@ -95,28 +99,47 @@ class TunelabLM(TemplateLM):
         results = []
         for start in range(0, len(requests), GROUP):
             group = requests[start:start + GROUP]
-            prompts = [(ctx + cont)[-self.max_length:] for _, ctx, cont in group]
-            starts = [max(1, len(p) - len(cont)) for p, (_, _, cont) in zip(prompts, group)]
-            self._cache_shared_contexts(prompts, starts)
-            params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=int(greedy), prompt_logprobs_start=s)
-                      for s in starts]  # logits for the continuation rows only
-            outs = self.llm.generate(prompts, params, use_tqdm=False, adapter=self.adapter)
-            for (key, _, cont), out in zip(group, outs):
-                answer = _continuation_score(out, len(cont))
+            items = [(tuple((ctx + cont)[-self.max_length:]), len(cont)) for _, ctx, cont in group]
+            scores = self._score(list(dict.fromkeys(items)), greedy)  # identical requests run once
+            for (key, _, _), item in zip(group, items):
                 if key is not None:
-                    self.cache_hook.add_partial("loglikelihood", key, answer)
-                results.append(answer)
+                    self.cache_hook.add_partial("loglikelihood", key, scores[item])
+                results.append(scores[item])
         return results
 
-    def _cache_shared_contexts(self, prompts: list[list[int]], starts: list[int]) -> None:
-        """Run each context that several requests share (the choices of a question) once, so their
-        full KV blocks are in the prefix cache when the scored prompts arrive in one batch."""
-        block = self.llm.engine.config.block_size
-        counts = Counter(tuple(p[:s]) for p, s in zip(prompts, starts))
-        shared = [list(ctx) for ctx, n in counts.items() if n > 1 and len(ctx) > block]
-        if shared:
-            self.llm.generate(shared, SamplingParams(max_tokens=1, temperature=0), use_tqdm=False,
-                              adapter=self.adapter)
+    def _score(self, items: list[Scored], greedy: bool) -> dict[Scored, tuple[float, bool]]:
+        """Score distinct (prompt, continuation length) items in two rounds. The first runs one item
+        per context (the choices of a question share one) and leaves the context's KV blocks in the
+        prefix cache; its first scored row also carries the top logprobs, which settle the other
+        one-token choices found there (MMLU's ' A'..' D'). The rest run after, on the cached context."""
+        groups: dict[tuple[int, ...], list[Scored]] = {}
+        for item in items:
+            groups.setdefault(item[0][:_start(item)], []).append(item)
+        leads = [members[0] for members in groups.values()]
+        wide = [any(n == 1 for _, n in members[1:]) for members in groups.values()]
+        outs = self._prompt_logprobs(leads, [TOP_LOGPROBS if w else int(greedy) for w in wide])
+        scores = {lead: _continuation_score(out, lead[1]) for lead, out in zip(leads, outs)}
+        rest = []
+        for members, out in zip(groups.values(), outs):
+            row = out.prompt_logprobs[_start(members[0])]  # the distribution after the shared context
+            for item in members[1:]:
+                found = _from_top(row, item) if item[1] == 1 else None
+                if found is None:
+                    rest.append(item)
+                else:
+                    scores[item] = found
+        outs = self._prompt_logprobs(rest, [int(greedy)] * len(rest))
+        scores.update({item: _continuation_score(out, item[1]) for item, out in zip(rest, outs)})
+        return scores
+
+    def _prompt_logprobs(self, items: list[Scored], tops: list[int]) -> list[RequestOutput]:
+        """One engine batch: each prompt's logprobs from its continuation on (`tops` alternatives each)."""
+        if not items:
+            return []
+        params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=k,
+                                 prompt_logprobs_start=_start(item))  # logits for the continuation rows only
+                  for item, k in zip(items, tops)]
+        return self.llm.generate([list(p) for p, _ in items], params, use_tqdm=False, adapter=self.adapter)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of each whole string, in disjoint windows that fit the context."""
@@ -165,6 +188,21 @@ class TunelabLM(TemplateLM):
             kwargs["temperature"] = 0.0
         ids = self.tok_encode(context)[-(self.max_length - max_tokens):]
         return ids, SamplingParams(max_tokens=max_tokens, stop=until, **kwargs), until
+
+
+def _start(item: Scored) -> int:
+    """The first scored position of a (prompt, continuation length) item (position 0 has no logprob)."""
+    return max(1, len(item[0]) - item[1])
+
+
+def _from_top(row: TokenLogprob, item: Scored) -> tuple[float, bool] | None:
+    """A one-token continuation's score read from another prompt's `row` at the same position, if its
+    token is among that row's top alternatives."""
+    token = item[0][-1]
+    for rank, (token_id, logprob) in enumerate(row.top):
+        if token_id == token:
+            return logprob, rank == 0
+    return None
 
 
 def _continuation_score(out: RequestOutput, n: int) -> tuple[float, bool]:

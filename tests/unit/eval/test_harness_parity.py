@@ -64,3 +64,22 @@ def test_task_scores_equal_the_hf_backend(backends):
         assert ours[task].keys() == scores.keys()
         for metric, value in scores.items():
             assert ours[task][metric] == pytest.approx(value, rel=1e-5), (task, metric)
+
+
+def test_one_token_choices_of_a_shared_context_read_the_first_choice_s_top_logprobs(backends):
+    """Choices among the top 20 at the context's end come from one prompt's row; the others (and a
+    duplicate of every request) cost one engine request each at most: scores still equal the hf backend's."""
+    import torch
+
+    ours, hf = backends
+    ctx = list(range(3, 40))  # longer than a KV block: the later prompts read it from the prefix cache
+    with torch.no_grad():
+        ranked = hf.model(torch.tensor([ctx])).logits[0, -1].argsort(descending=True).tolist()
+    choices = ranked[:5] + ranked[-5:]  # five settled by the first prompt's top 20, five that are not
+    requests = [(None, ctx, [token]) for token in choices] * 2
+    before = ours.llm.engine.stats()["generation_tokens_total"]  # one generated token per engine request
+    got = ours._loglikelihood_tokens(requests)
+    assert ours.llm.engine.stats()["generation_tokens_total"] - before == 1 + 5
+    want = hf._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert [g for _, g in got] == [g for _, g in want] and sum(g for _, g in got) == 2
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, want)) < 1e-4
