@@ -30,8 +30,8 @@ from typing import Any
 from tunelab.errors import TunelabError
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
 def _args(arguments: str) -> Any:
@@ -44,7 +44,11 @@ def _args(arguments: str) -> Any:
 
 @dataclass(frozen=True)
 class ToolFormat:
-    """The text conventions of one tool-call format (see the module docstring)."""
+    """The text conventions of one tool-call format (see the module docstring).
+
+    The texts are data, so the Python rendering here, the jinja a GGUF carries
+    (`tools.jinja`) and the Go template of an Ollama Modelfile (`export.ollama_template`)
+    write the same prompt from one definition."""
 
     name: str
     starts: tuple[str, ...]  # a call region opens at any of these (or at `{` if json_start)
@@ -54,14 +58,35 @@ class ToolFormat:
     native_markers: tuple[str, ...] = ()  # a jinja source with `tools` and one of these is native
     result_role: str = "user"
     merge_results: bool = True  # consecutive tool results share one turn
+    tools_head: str = ""  # the tool description: head, the tools as JSON joined by tools_sep, tail
+    tools_sep: str = "\n"
+    tools_tail: str = ""
+    tools_indent: int | None = None  # JSON indent of each listed tool (None: one line)
+    calls_head: str = ""  # a reply's calls: head, each call wrapped in call_open/close, joined by calls_sep, tail
+    call_open: str = ""
+    call_close: str = ""
+    calls_sep: str = "\n"
+    calls_tail: str = ""
+    call_ids: bool = False  # each call's JSON also carries its "id" (Mistral)
+    result_open: str = ""  # one tool result: open, the content, close
+    result_close: str = ""
+    result_json: bool = False  # the result is `{"content": <JSON string>, "call_id": ..}` (Mistral)
 
     def describe(self, tools: list[dict]) -> str:
         """The text that tells the model which functions it may call (goes in the system turn)."""
-        raise NotImplementedError
+        listed = self.tools_sep.join(_dumps(t, self.tools_indent) for t in tools)
+        return f"{self.tools_head}{listed}{self.tools_tail}"
 
     def render_calls(self, calls: list[dict]) -> str:
         """Assistant text for `calls` ({id, name, arguments: JSON string} dicts)."""
-        raise NotImplementedError
+        return self.calls_head + self.calls_sep.join(self.render_call(c) for c in calls) + self.calls_tail
+
+    def render_call(self, call: dict) -> str:
+        """One call: `{"name": .., "<args_key>": ..[, "id": ..]}` in its wrapper."""
+        body = {"name": call["name"], self.args_key: _args(call["arguments"])}
+        if self.call_ids:
+            body["id"] = call.get("id", "")
+        return f"{self.call_open}{_dumps(body)}{self.call_close}"
 
     def render_results(self, results: list[dict]) -> str:
         """Turn text for consecutive tool results ({content, tool_call_id, name} dicts)."""
@@ -69,103 +94,46 @@ class ToolFormat:
 
     def render_result(self, result: dict) -> str:
         """Text of one tool result."""
-        raise NotImplementedError
+        content = result["content"]
+        if self.result_json:
+            content = _dumps({"content": content, "call_id": result.get("tool_call_id") or ""})
+        return f"{self.result_open}{content}{self.result_close}"
 
     def call_grammar_parts(self) -> tuple[str, str, str]:
         """(before the first call, between calls, after the last) for constrained decoding."""
-        raise NotImplementedError
+        return (self.calls_head + self.call_open, self.call_close + self.calls_sep + self.call_open,
+                self.call_close + self.calls_tail)
 
 
-class HermesFormat(ToolFormat):
-    """Qwen / Hermes `<tool_call>` JSON."""
-
-    def describe(self, tools: list[dict]) -> str:
-        listed = "\n".join(_dumps(t) for t in tools)
-        return ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-                "You are provided with function signatures within <tools></tools> XML tags:\n"
-                f"<tools>\n{listed}\n</tools>\n\nFor each function call, return a json object with "
-                "function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
-                '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
-
-    def render_calls(self, calls: list[dict]) -> str:
-        return "\n".join(f'<tool_call>\n{_dumps({"name": c["name"], "arguments": _args(c["arguments"])})}'
-                         f"\n</tool_call>" for c in calls)
-
-    def render_result(self, result: dict) -> str:
-        return f"<tool_response>\n{result['content']}\n</tool_response>"
-
-    def call_grammar_parts(self) -> tuple[str, str, str]:
-        return "<tool_call>\n", "\n</tool_call>\n<tool_call>\n", "\n</tool_call>"
-
-
-class Llama3JsonFormat(ToolFormat):
-    """Llama 3.1+ JSON calls: the reply is `{"name": .., "parameters": {..}}`."""
-
-    def describe(self, tools: list[dict]) -> str:
-        listed = "\n\n".join(json.dumps(t, indent=4, ensure_ascii=False) for t in tools)
-        return ("Given the following functions, please respond with a JSON for a function call with its "
-                "proper arguments that best answers the given prompt.\n\nRespond in the format "
-                '{"name": function name, "parameters": dictionary of argument name and its value}. '
-                f"Do not use variables.\n\n{listed}")
-
-    def render_calls(self, calls: list[dict]) -> str:
-        return "\n".join(_dumps({"name": c["name"], "parameters": _args(c["arguments"])}) for c in calls)
-
-    def render_result(self, result: dict) -> str:
-        return result["content"]
-
-    def call_grammar_parts(self) -> tuple[str, str, str]:
-        return "", "\n", ""
-
-
-class MistralFormat(ToolFormat):
-    """Mistral `[TOOL_CALLS] [..]` with `[TOOL_RESULTS]` replies."""
-
-    def describe(self, tools: list[dict]) -> str:
-        return f"[AVAILABLE_TOOLS] {_dumps(tools)}[/AVAILABLE_TOOLS]"
-
-    def render_calls(self, calls: list[dict]) -> str:
-        items = [{"name": c["name"], "arguments": _args(c["arguments"]), "id": c.get("id", "")} for c in calls]
-        return f"[TOOL_CALLS] {_dumps(items)}"
-
-    def render_result(self, result: dict) -> str:
-        body = {"content": result["content"], "call_id": result.get("tool_call_id") or ""}
-        return f"[TOOL_RESULTS] {_dumps(body)}[/TOOL_RESULTS]"
-
-    def call_grammar_parts(self) -> tuple[str, str, str]:
-        return "[TOOL_CALLS] [", ", ", "]"
-
-
-class GemmaFormat(ToolFormat):
-    """Gemma: JSON calls in ```tool_call fenced blocks, results in ```tool_output blocks."""
-
-    def describe(self, tools: list[dict]) -> str:
-        listed = "\n".join(_dumps(t) for t in tools)
-        return ("You can call functions. To call one, reply with a block like this (one block per call):\n"
+_HERMES_TOOLS = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                 "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n")
+_HERMES_AFTER = ("\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+                 'within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+                 "<args-json-object>}\n</tool_call>")
+_LLAMA3_TOOLS = ("Given the following functions, please respond with a JSON for a function call with its proper "
+                 'arguments that best answers the given prompt.\n\nRespond in the format {"name": function name, '
+                 '"parameters": dictionary of argument name and its value}. Do not use variables.\n\n')
+_GEMMA_TOOLS = ("You can call functions. To call one, reply with a block like this (one block per call):\n"
                 '```tool_call\n{"name": <function-name>, "arguments": <args-json-object>}\n```\n'
-                "Function results come back in ```tool_output blocks.\n"
-                f"Functions you can call:\n{listed}")
-
-    def render_calls(self, calls: list[dict]) -> str:
-        return "\n".join(f'```tool_call\n{_dumps({"name": c["name"], "arguments": _args(c["arguments"])})}\n```'
-                         for c in calls)
-
-    def render_result(self, result: dict) -> str:
-        return f"```tool_output\n{result['content']}\n```"
-
-    def call_grammar_parts(self) -> tuple[str, str, str]:
-        return "```tool_call\n", "\n```\n```tool_call\n", "\n```"
-
+                "Function results come back in ```tool_output blocks.\nFunctions you can call:\n")
 
 FORMATS: dict[str, ToolFormat] = {
-    "hermes": HermesFormat("hermes", starts=("<tool_call>",), skips=("<tool_call>", "</tool_call>"),
-                           native_markers=("<tool_call>",)),
-    "llama3_json": Llama3JsonFormat("llama3_json", starts=("<|python_tag|>",), skips=(";", "<|python_tag|>"),
-                                    args_key="parameters", json_start=True, native_markers=("<|python_tag|>",),
-                                    result_role="ipython", merge_results=False),
-    "mistral": MistralFormat("mistral", starts=("[TOOL_CALLS]",), skips=("[TOOL_CALLS]", "[", "]", ","),
-                             native_markers=("[TOOL_CALLS]",)),
-    "gemma": GemmaFormat("gemma", starts=("```tool_call",), skips=("```tool_call", "```")),
+    "hermes": ToolFormat("hermes", starts=("<tool_call>",), skips=("<tool_call>", "</tool_call>"),
+                         native_markers=("<tool_call>",), tools_head=_HERMES_TOOLS, tools_tail=_HERMES_AFTER,
+                         call_open="<tool_call>\n", call_close="\n</tool_call>",
+                         result_open="<tool_response>\n", result_close="\n</tool_response>"),
+    "llama3_json": ToolFormat("llama3_json", starts=("<|python_tag|>",), skips=(";", "<|python_tag|>"),
+                              args_key="parameters", json_start=True, native_markers=("<|python_tag|>",),
+                              result_role="ipython", merge_results=False, tools_head=_LLAMA3_TOOLS,
+                              tools_sep="\n\n", tools_indent=4),
+    "mistral": ToolFormat("mistral", starts=("[TOOL_CALLS]",), skips=("[TOOL_CALLS]", "[", "]", ","),
+                          native_markers=("[TOOL_CALLS]",), tools_head="[AVAILABLE_TOOLS] [", tools_sep=", ",
+                          tools_tail="][/AVAILABLE_TOOLS]", calls_head="[TOOL_CALLS] [", calls_sep=", ",
+                          calls_tail="]", call_ids=True, result_open="[TOOL_RESULTS] ",
+                          result_close="[/TOOL_RESULTS]", result_json=True),
+    "gemma": ToolFormat("gemma", starts=("```tool_call",), skips=("```tool_call", "```"), tools_head=_GEMMA_TOOLS,
+                        call_open="```tool_call\n", call_close="\n```",
+                        result_open="```tool_output\n", result_close="\n```"),
 }
 
 # Texts that open a call region; where a tokenizer has one as a special token, detokenizing keeps it.
