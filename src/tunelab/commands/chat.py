@@ -76,6 +76,7 @@ def resolve_target(model: str | None, adapter: str | None) -> tuple[str | Path |
         run = find_run(spec) if spec else None
         if run is None:
             continue
+        run.require_generative("chatted with")
         if run.model_dir is not None:
             return run.model_dir, None
         if run.adapter_dir is None:

@@ -41,7 +41,18 @@ def build_config(args: argparse.Namespace):
         extra.setdefault("adapters", {})[name] = path
     if args.model_arg is not None:
         extra["model"] = args.model_arg
+    refuse_reward_models([args.model_arg, *extra.get("adapters", {}).values()])
     return config_from_args(ServeConfig, args, extra)
+
+
+def refuse_reward_models(specs: list) -> None:
+    """A reward-model run (stage=rm) named as MODEL or adapter is its clear error, before anything loads."""
+    from tunelab.rundir import find_run
+
+    for spec in specs:
+        run = find_run(spec) if spec else None
+        if run is not None:
+            run.require_generative("served")
 
 
 def _lora_module(item: str) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from tunelab.export.errors import ExportError
 from tunelab.export.gguf import families, write_gguf
 from tunelab.export.modelfile import ollama_template, render_modelfile
 from tunelab.export.quantize import parse_quant
+from tunelab.errors import RewardModelError
+from tunelab.models.registry import is_reward_model
 from tunelab.rundir import Run, find_run, load_finished
 
 FORMATS = ("gguf", "ollama")
@@ -37,6 +39,8 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
         raise ExportError(f"--format: unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
     q = parse_quant(quant)
     run = load_finished(spec) if find_run(spec) is not None else None
+    if run is not None:
+        run.require_generative("exported to GGUF or Ollama")
     model_dir = (run.model_dir or run.base_model) if run else _resolve(spec)
     _check_supported(model_dir)
     name = _slug(run.name if run else model_dir.name)
@@ -111,6 +115,8 @@ def _resolve(spec: str) -> Path:
 def _check_supported(model_dir: Path) -> None:
     config_path = model_dir / "config.json"
     config = families.text_config(json.loads(config_path.read_text(encoding="utf-8")))
+    if is_reward_model(config.get("architectures") or []):
+        raise RewardModelError(str(config_path), "exported to GGUF or Ollama")
     families.family_for(config, str(config_path))
 
 

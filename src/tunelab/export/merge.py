@@ -21,7 +21,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def merge_run(run: Run, out: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Write base + adapter (or a full fine-tune) to `out` (default RUN/merged); return it."""
+    """Write base + adapter (or a full fine-tune) to `out` (default RUN/merged); return it.
+    A reward model (stage=rm) becomes a *ForSequenceClassification model with its score head,
+    without a generation config: it scores text, it does not generate."""
     out = Path(out) if out else run.path / "merged"
     with atomic_dir(out) as tmp:
         if run.model_dir is not None:
@@ -30,7 +32,8 @@ def merge_run(run: Run, out: Path | None = None, log: Callable[[str], None] = pr
             _merge_adapter(run, tmp, log)
         template = run.chat_template()
         write_tokenizer_and_template(_tokenizer_source(run), tmp, template)
-        write_generation_config(run.model_dir or run.base_model, tmp, template)
+        if not run.is_reward_model:
+            write_generation_config(run.model_dir or run.base_model, tmp, template)
     log(f"merged model written to {out}")
     return out
 
@@ -44,7 +47,6 @@ def _copy_model(model_dir: Path, dest: Path) -> None:
 def _merge_adapter(run: Run, dest: Path, log: Callable[[str], None]) -> None:
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from tunelab.compat import quiet_peft_warnings
 
@@ -54,13 +56,24 @@ def _merge_adapter(run: Run, dest: Path, log: Callable[[str], None]) -> None:
             "not into 4-bit weights")
     # Merge in float32 so the low-rank update is not rounded twice, then cast once.
     with progress("loading the base model and the adapter"):
-        base = AutoModelForCausalLM.from_pretrained(run.base_model, dtype=torch.float32)
+        base = _load_base(run, torch.float32)
         with quiet_peft_warnings():
             model = PeftModel.from_pretrained(base, str(run.adapter_dir))
     with progress("folding the adapter into the base weights"):
         merged = model.merge_and_unload()
     with progress(f"saving the merged model ({str(target).split('.')[-1]})"):
         merged.to(target).save_pretrained(dest, safe_serialization=True)
+
+
+def _load_base(run: Run, dtype):
+    """The base as the adapter was trained on it: a causal LM, or a reward model's sequence classifier."""
+    from transformers import AutoModelForCausalLM
+
+    if run.is_reward_model:
+        from tunelab.train.reward import load_reward_model
+
+        return load_reward_model(run.base_model, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(run.base_model, dtype=dtype)
 
 
 def merge_dtype(run: Run):

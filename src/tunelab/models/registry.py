@@ -51,9 +51,19 @@ SUPPORTED = (
 )
 
 
+def is_reward_model(architectures: list[str]) -> bool:
+    """A *ForSequenceClassification checkpoint (stage=rm): a scalar score head, no LM head."""
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
 def family_for(config, where: str = "config.json") -> Family:
-    """The `Family` for a transformers config, or UnsupportedModel naming the supported ones."""
+    """The `Family` for a transformers config, or UnsupportedModel naming the supported ones
+    (RewardModelError for a reward model)."""
     archs = list(getattr(config, "architectures", None) or [])
+    if is_reward_model(archs):
+        from tunelab.errors import RewardModelError
+
+        raise RewardModelError(where, "loaded by the engine (serve, chat, generation)")
     families = _families()
     for arch in archs:
         if arch in families:
