@@ -210,6 +210,10 @@ def _read_config(path: Path) -> dict:
     cfg = json.loads((path / "adapter_config.json").read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{path}/adapter_config.json: peft_type '{cfg['peft_type']}' is not LoRA")
+    if cfg.get("task_type") == "SEQ_CLS":  # before modules_to_save: merging would not help here
+        from tunelab.errors import RewardModelError
+
+        raise RewardModelError(f"{path}/adapter_config.json", "served as an adapter")
     if cfg.get("modules_to_save"):
         raise AdapterError(f"{path}/adapter_config.json: modules_to_save {cfg['modules_to_save']} "
                            "is not supported for serving; merge the adapter instead")
