@@ -43,8 +43,10 @@ class LLMEngine:
             raise ConfigError(f"tensor_parallel_size={cfg.tensor_parallel_size}: the tunelab engine runs a model "
                               "on one device; for tensor parallelism serve it with `tunelab serve MODEL "
                               f"--backend vllm --tensor-parallel-size {cfg.tensor_parallel_size}`")
-        self.model_dir = resolve.resolve_model(model)
         self.device = pick_device(cfg.device)
+        # a .gguf on CPU runs its own quantized tensors (models.gguf_weights), with no float copy
+        gguf_direct = cfg.quantize is None and self.device.type == "cpu" and resolve.is_gguf_file(model)
+        self.model_dir = resolve.gguf_view(model) if gguf_direct else resolve.resolve_model(model)
         if self.device.type == "cpu" and cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
