@@ -51,7 +51,8 @@ class EngineConfig:
     trust_remote_code: bool = opt(False, "allow the model repo's own Python code (vllm backend); the tunelab "
                                          "engine runs its own model code and never runs a repo's")
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
-                                     "the decoder linears too (default: lm_head only); None = exact")
+                                     "the decoder linears too (default: lm_head only); None = exact (a .gguf model on CPU: "
+                                     "its own Q4_K/Q6_K/Q8_0/Q5_0/Q4_0 tensors, as they are)")
     kv_cache_dtype: str = opt("auto", "KV cache storage: auto (the model dtype) or int8 (one scale per token and "
                                       "head: about twice the blocks in the same memory; CPU only for now)")
 

@@ -105,7 +105,11 @@ class Linear(nn.Linear):
         the embedding that shared it keeps its exact values)."""
         from tunelab.models.quant import QuantWeight
 
-        self.qweight = QuantWeight.from_dense(self.weight.detach(), spec)
+        self.use_quantized(QuantWeight.from_dense(self.weight.detach(), spec))
+
+    def use_quantized(self, qweight) -> None:
+        """Run on `qweight` (a `models.quant` weight of this layer's shape) instead of the dense weight."""
+        self.qweight = qweight
         del self.weight
 
     def __getattr__(self, name: str):

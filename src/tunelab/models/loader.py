@@ -42,6 +42,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     """Build and fill the model for `model_dir`; returns (model, transformers config).
 
     `quantize` (see `quant.QuantSpec`) is checked before any weight is read."""
+    from tunelab.models.gguf_weights import check_gguf_load, fill_from_gguf, gguf_source
     from tunelab.models.hugepages import pack_weights_hugepages
     from tunelab.models.quant import QuantSpec, quantize_model
 
@@ -61,6 +62,11 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     model.to_empty(device=device)
     if spec.tie_embeddings:  # to_empty materialises shared parameters separately
         model.lm_head.weight = model.model.embed_tokens.weight
+    gguf = gguf_source(model_dir)
+    if gguf is not None:  # the file's own quantized tensors (models.gguf_weights)
+        check_gguf_load(quantize, device, gguf)
+        fill_from_gguf(model, gguf, text_config, dtype)
+        return model.eval(), text_config
     if device.type == "cpu" and quantize is None:  # quantizing replaces weights: the arena would keep the old
         pack_weights_hugepages(model, copy=False)  # 2 MB pages, filled by _fill: decode reads weights faster
     _fill(model, model_dir, family.prefix)

@@ -82,9 +82,35 @@ class QuantWeight:
         q._check_kernel(w.dtype, w.device)
         return q
 
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None,
+                   dtype: torch.dtype) -> "QuantWeight":
+        """Integer codes that are already chosen (a GGUF's blocks): w = scale * q - offset per group.
+
+        codes: (out, in) integers; scale, offset: (out, groups) fp32. int4 (q in 0..15, group 32,
+        offset may be None) keeps the kernel; int8 (q in -128..127, no offset) with one scale per
+        group runs the tiled path at every row count (torch's int8 kernel scales whole rows only).
+        """
+        out_f, in_f = codes.shape
+        group = in_f // scale.shape[1]
+        if offset is None:  # int8, grouped
+            return cls(QuantSpec("int8", group, True), (out_f, in_f), codes.to(torch.int8).contiguous(),
+                       scale.to(dtype).contiguous())
+        zero = 8 * scale - offset  # the kernel computes (q - 8) * scale + zero
+        scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)  # (groups, out, 2)
+        q = cls(QuantSpec("int4", group, True), (out_f, in_f),
+                torch._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1), scales_zeros)
+        q._int4_affine = (scale.t().contiguous().to(dtype), (-offset).t().contiguous().to(dtype))  # exact shift
+        return q
+
+    @property
+    def grouped_int8(self) -> bool:
+        """int8 with one scale per group of inputs (from a GGUF) rather than per output row."""
+        return self.spec.scheme == "int8" and self.scales.dim() == 2
+
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, in) -> (T, out) in x's dtype; the path is chosen by T (see `CROSSOVER`)."""
-        if x.shape[0] >= CROSSOVER[self.spec.scheme] and self.tileable:
+        if self.grouped_int8 or (x.shape[0] >= CROSSOVER[self.spec.scheme] and self.tileable):
             return self._tiled_matmul(x)
         return self.kernel(x)
 
@@ -106,7 +132,7 @@ class QuantWeight:
             return self.kernel(eye).T.contiguous()
         n, k = self.shape
         w = self._tile(0, n, torch.empty(n * k, dtype=self.scales.dtype, device=self.scales.device)).T  # (N, K)
-        return w * self.scales[:, None] if self.spec.scheme == "int8" else w.contiguous()
+        return w * self.scales[:, None] if self.spec.scheme == "int8" and not self.grouped_int8 else w.contiguous()
 
     def _tiled_matmul(self, x: torch.Tensor) -> torch.Tensor:
         n_out, k = self.shape
@@ -116,7 +142,7 @@ class QuantWeight:
         for n0 in range(0, n_out, rows):
             n = min(rows, n_out - n0)
             torch.mm(x, self._tile(n0, n, scratch), out=out[:, n0:n0 + n])  # (T, K) @ (K, n)
-        if self.spec.scheme == "int8":
+        if self.spec.scheme == "int8" and not self.grouped_int8:
             out.mul_(self.scales)  # per output channel: scaling y is cheaper than scaling W
         return out
 
@@ -124,6 +150,11 @@ class QuantWeight:
         """Output rows [n0, n0 + n) as a (K, n) matrix in `scratch` (int8: unscaled q)."""
         k = self.shape[1]
         w = scratch[:n * k]
+        if self.grouped_int8:  # (n, groups, g) int8 * (n, groups, 1) scale, in one pass
+            g = self.spec.group_size
+            torch.mul(self.data[n0:n0 + n].view(n, k // g, g), self.scales[n0:n0 + n, :, None],
+                      out=w.view(n, k // g, g))
+            return w.view(n, k).T
         if self.spec.scheme == "int8":
             return w.view(n, k).copy_(self.data[n0:n0 + n]).T  # (K, n), a transposed view
         w = w.view(k, n)
@@ -146,6 +177,83 @@ class QuantWeight:
         except (RuntimeError, NotImplementedError) as err:
             raise ConfigError(f"quantize: {self.spec.scheme} is not supported for {dtype} on '{device}' "
                               f"by this torch build ({str(err).splitlines()[0][:120]})") from None
+
+
+class QuantSum:
+    """Quantized matrices of one shape whose products add up: an 8-bit code split into two 4-bit
+    planes, q = 16 * hi + lo, keeps torch's int4 kernel for a GGUF's Q8_0 / Q5_0 blocks (8 bits a
+    weight, like int8, but int8's kernel has no per-group scales)."""
+
+    def __init__(self, terms: list):
+        self.terms, self.shape = terms, terms[0].shape
+
+    @classmethod
+    def nibbles(cls, codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> "QuantSum":
+        """codes (out, in) in -128..127, scale (out, groups of 32) fp32: w = scale * codes, exactly."""
+        codes = codes.to(torch.int16)
+        lo, hi = codes & 15, (codes >> 4) + 8  # hi in 0..15 stands for hi - 8
+        return cls([QuantWeight.from_codes(lo, scale, torch.zeros_like(scale), dtype),
+                    QuantWeight.from_codes(hi, 16 * scale, 128 * scale, dtype)])
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (T, in) -> (T, out), the sum of each term's product."""
+        y = self.terms[0].matmul(x)
+        for term in self.terms[1:]:
+            y += term.matmul(x)
+        return y
+
+    def dequantize(self) -> torch.Tensor:
+        """The dense (out, in) matrix."""
+        return sum(t.dequantize().float() for t in self.terms).to(self.terms[0].scales.dtype)
+
+
+class QuantRows:
+    """Quantized matrices stacked along outputs: a fused q/k/v whose parts a GGUF stores in
+    different formats (Q4_K queries, Q6_K values)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (T, in) -> (T, out), each part's rows in order."""
+        return torch.cat([p.matmul(x) for p in self.parts], dim=1)
+
+    def dequantize(self) -> torch.Tensor:
+        """The dense (out, in) matrix."""
+        return torch.cat([p.dequantize() for p in self.parts], dim=0)
+
+
+def stack_rows(parts: list):
+    """One quantized matrix holding `parts` (same input size) one after another along outputs:
+    a single QuantWeight when their formats allow (one call per step), else a QuantRows."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if all(isinstance(p, QuantSum) and len(p.terms) == len(first.terms) for p in parts):
+        return QuantSum([stack_rows([p.terms[i] for p in parts]) for i in range(len(first.terms))])
+    if all(_joinable(first, p) for p in parts):
+        return _join(parts)
+    return QuantRows(parts)
+
+
+def _joinable(a, b) -> bool:
+    if not (isinstance(a, QuantWeight) and isinstance(b, QuantWeight)):
+        return False
+    same = a.spec == b.spec and a.shape[1] == b.shape[1] and a.scales.dim() == b.scales.dim()
+    blocks = a.spec.scheme == "int8" or (a.shape[0] % _INT4_BLOCK == 0 and b.shape[0] % _INT4_BLOCK == 0)
+    return same and blocks and a.scales.dtype == b.scales.dtype
+
+
+def _join(parts: list[QuantWeight]) -> QuantWeight:
+    first = parts[0]
+    out = QuantWeight(first.spec, (sum(p.shape[0] for p in parts), first.shape[1]),
+                      torch.cat([p.data for p in parts]),  # int4: whole 64-row blocks, so rows simply follow
+                      torch.cat([p.scales for p in parts], dim=1 if first.spec.scheme == "int4" else 0))
+    affines = [p._int4_affine for p in parts]
+    if first.spec.scheme == "int4" and all(a is not None for a in affines):
+        out._int4_affine = (torch.cat([a[0] for a in affines], 1), torch.cat([a[1] for a in affines], 1))
+    return out
 
 
 def _unpack_int4(packed: torch.Tensor, out: torch.Tensor) -> None:

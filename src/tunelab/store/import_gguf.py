@@ -54,9 +54,14 @@ def read_metadata(reader) -> dict[str, Any]:
 
 def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> None:
     """Write a Hugging Face model directory for `gguf_path` into the existing `out_dir`,
-    showing each phase (read, dequantize per tensor, tokenizer) as a `tunelab.progress` step."""
+    showing each phase (read, dequantize per tensor, tokenizer) as a `tunelab.progress` step.
+
+    dtype "gguf" writes no weights: the directory points at the file (`models.gguf_weights`),
+    whose quantized tensors the engine then runs as they are."""
     from tunelab.progress import progress
 
+    if dtype == "gguf":
+        return _import_pointer(Path(gguf_path), out_dir)
     if dtype not in DTYPES:
         raise TunelabError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
     gguf_path = Path(gguf_path)
@@ -74,6 +79,23 @@ def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> None:
         stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
+
+
+def _import_pointer(gguf_path: Path, out_dir: Path) -> None:
+    """Config, tokenizer and generation config of `gguf_path`, and a pointer to its tensors."""
+    from tunelab.models.gguf_weights import GGUF_POINTER, pointer_text
+    from tunelab.progress import progress
+
+    with progress(f"reading {gguf_path.name}"):
+        reader = open_gguf(gguf_path)
+        meta = read_metadata(reader)
+        family = _family(gguf_path, meta)
+        config = build_config(family, meta, {t.name: _numpy_shape(t) for t in reader.tensors}, "bfloat16")
+    with progress("converting the tokenizer (once)"):
+        stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
+    config.save_pretrained(str(out_dir))
+    write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
+    write_text(out_dir / GGUF_POINTER, pointer_text(gguf_path))
 
 
 def _counted(spec: TensorSpec, task) -> TensorSpec:

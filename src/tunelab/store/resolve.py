@@ -32,6 +32,34 @@ def resolve_model(spec: str | Path | None, store: Store | None = None) -> Path:
     return _pull_on_first_use(text, store)
 
 
+def gguf_view(path: str | Path, store: Store | None = None) -> Path:
+    """A directory with the config and tokenizer of the GGUF file `path` that points at the file
+    for its weights (`models.gguf_weights`), built once per file version; never a float copy."""
+    import hashlib
+
+    from tunelab.store.import_gguf import import_gguf
+    from tunelab.store.staging import publish, staged
+
+    store = store or Store()
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ModelNotFound(f"GGUF file not found: {path}")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    final = store.home / "gguf-views" / f"{path.stem}-{key}"
+    with store.model_lock(f"gguf-view-{final.name}"):
+        if not (final / "config.json").is_file():
+            with staged(store, final.name) as tmp:
+                import_gguf(path, tmp, dtype="gguf")
+                publish(tmp, final)
+    return final
+
+
+def is_gguf_file(spec: str | Path | None) -> bool:
+    """`spec` names an existing .gguf file (rather than a store name or directory)."""
+    return spec is not None and str(spec).lower().endswith(".gguf") and Path(str(spec)).expanduser().is_file()
+
+
 _CHAT_SUFFIXES = ("", "it", "instruct", "chat")
 
 
