@@ -1,10 +1,9 @@
-"""`tunelab train`'s pre-flight: refuse a plan that cannot fit, after reading the data and
-before loading the model."""
+"""`tunelab train`'s pre-flight: refuse a plan that cannot fit before anything loads (the data,
+the tokenizer, the weights, or a download of them): the model's shape comes from its config.json."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.train.config import TrainConfig
@@ -14,11 +13,12 @@ class PlanDoesNotFit(TunelabError):
     """The memory plan exceeds the device; the message carries the advice."""
 
 
-def check_memory_plan(cfg: TrainConfig, examples: list | None = None, model_dir: Path | None = None) -> None:
+def check_memory_plan(cfg: TrainConfig, examples: list | None = None) -> None:
     """Raise PlanDoesNotFit with the plan's advice unless it fits (or ignore_memory_plan is set).
 
-    Unpacked micro-batches are padded to their longest example, so the plan uses
-    min(cutoff_len, longest example) rather than the worst case `tunelab plan` shows."""
+    The plan is `tunelab plan`'s for the same keys: micro-batches of cutoff_len tokens. Examples
+    already in memory (`train(examples=...)`) lower that to the longest one when unpacked, since
+    micro-batches are padded to their longest example; data files are not read for it."""
     if cfg.ignore_memory_plan:
         return
     from tunelab.plan.advice import advise
@@ -27,7 +27,7 @@ def check_memory_plan(cfg: TrainConfig, examples: list | None = None, model_dir:
     from tunelab.plan.source import model_shape
     from tunelab.plan.train import estimate_training
 
-    shape, _ = model_shape(str(model_dir) if model_dir else cfg.model)  # the resolved dir: no hub call
+    shape, _ = model_shape(cfg.model)  # a hub id fetches config.json only
     device = detect_device()
     planned = _at_data_length(cfg, examples)
     est = estimate_training(shape, planned, device)

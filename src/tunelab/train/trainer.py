@@ -114,6 +114,7 @@ def train(
     """Run (or resume) one fine-tuning run; `examples` bypasses the data files (tests, quickstart)."""
     from rich.console import Console
 
+    from tunelab.plan.guard import check_memory_plan
     from tunelab.train.methods import check_method
 
     console = console or Console(stderr=True)
@@ -123,6 +124,7 @@ def train(
     try:
         check_method(cfg)  # before anything heavy is loaded
         MetricsWriter.check(cfg.report_to)  # a missing tracker library, before loading
+        check_memory_plan(cfg, examples[0] if examples else None)  # from config.json: before data and weights
         session = _build_session(cfg, run, examples, console, resumed=resume is not None)
         session.metrics = MetricsWriter(run, to_dict(cfg), cfg.report_to) if session.accelerator.is_main_process else None
     except BaseException:
@@ -179,7 +181,6 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     from accelerate import Accelerator
 
     from tunelab.dtypes import resolve_dtype
-    from tunelab.plan.guard import check_memory_plan
     from tunelab.store.resolve import resolve_model
     from tunelab.train import methods
     from tunelab.train.pairs import precompute_reference
@@ -191,7 +192,6 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
     sharding.check(acc, cfg)  # DeepSpeed refused; what FSDP cannot do named before loading
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
-    check_memory_plan(cfg, data.train, model_dir)  # before the model loads: refuse a plan that cannot fit
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
     wrapped, optimizer, scheduler = sharding.prepare(acc, build_objective(model, cfg, data), model, cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,8 @@ from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.plan import advise, estimate_serving, estimate_training, model_shape, parse_device
 from tunelab.train.config import TrainConfig
+
+from tiny_models import TOKENIZER_DIR as TINY_TOKENIZER
 
 
 def test_plan_llama3_8b_on_24gib_does_not_fit_and_advises(capsys):
@@ -109,3 +112,20 @@ def test_ignore_memory_plan_skips_the_check(tiny_models, synthetic_examples, tmp
     check_memory_plan(load_config(TrainConfig, None, keys + ["ignore_memory_plan=true"]))
     with pytest.raises(TunelabError, match="memory plan"):
         check_memory_plan(load_config(TrainConfig, None, keys))
+
+
+def test_train_refuses_before_reading_data_or_weights_and_the_flag_overrides(tmp_path, capsys):
+    from tunelab.plan.shape import ARCHITECTURES
+
+    model = tmp_path / "huge"  # a 70B config.json and a tokenizer, no weights: loading them would fail
+    shutil.copytree(TINY_TOKENIZER, model)
+    (model / "config.json").write_text(json.dumps(ARCHITECTURES["llama3-70b"]))
+    argv = ["train", "--model", str(model), "--datasets", str(tmp_path / "absent.jsonl"),
+            "--output", str(tmp_path / "run")]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "memory plan" in err and "ignore_memory_plan=true" in err and "absent.jsonl" not in err
+    assert not (tmp_path / "run").exists()
+    assert main(argv + ["--ignore-memory-plan"]) != 0  # then it goes on to read the data
+    err = capsys.readouterr().err
+    assert "memory plan" not in err and "absent.jsonl" in err
