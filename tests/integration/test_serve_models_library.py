@@ -83,9 +83,7 @@ def test_first_request_loads_adapter_shares_base_and_lru_evicts(client, server):
     oa = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     assert len(oa.embeddings.create(model="b", input=["x", "y z"]).data) == 2
     assert set(loaded(client)) == {"a", "run-a", "b"}
-    time.sleep(1.1)  # past the grace of a model just handed out
     client.chat(model="b", messages=HI, options=OPTS)  # b is now the most recently used
-    time.sleep(1.1)
     client.embed(model="c", input="hello")  # room for c: a (least recently used) goes, with its adapter
     assert set(loaded(client)) == {"b", "c"}
 
@@ -155,3 +153,43 @@ def test_copy_then_delete_removes_a_store_model(client, home):
     with pytest.raises(ResponseError) as err:
         client.delete("run-a")
     assert err.value.status_code == 400 and "never deletes runs" in str(err.value)
+
+
+def test_pull_streams_progress_and_serves_the_model(client, tiny_models):
+    lines = list(client.pull(str(tiny_models["llama"]), stream=True))
+    assert lines[-1].status == "success" and any("copying" in (x.status or "") for x in lines[:-1])
+    assert client.pull("llama", stream=False).status == "success"  # now a store name: done at once
+    assert "llama" in {m.model for m in client.list().models}
+    assert client.chat(model="llama:latest", messages=HI, options=OPTS).message.content
+    with pytest.raises(ResponseError) as err:
+        client.pull("/no/such/model.gguf")
+    assert err.value.status_code == 404 and "not found" in str(err.value)
+
+
+def test_create_from_a_modelfile_and_from_fields(client, home):
+    modelfile = f'FROM b\nADAPTER {home / "adapter"}\nSYSTEM """Be brief."""\nPARAMETER stop "###"\n'
+    r = httpx.post(client._client.base_url.join("/api/create"),
+                   json={"model": "b-tuned", "modelfile": modelfile, "stream": False})
+    assert r.status_code == 200 and r.json() == {"status": "success"}, r.text
+    info = client.show("b-tuned")
+    assert 'SYSTEM """Be brief."""' in info.modelfile and 'stop "###"' in info.parameters
+    assert info.details.parent_model == "b" and "ADAPTER " in info.modelfile
+    assert client.create("b-sys", from_="b", system="Say hi.", stream=False).status == "success"
+    assert 'SYSTEM """Say hi."""' in client.show("b-sys").modelfile and "SYSTEM" not in client.show("b").modelfile
+    names = {m.model for m in client.list().models}
+    assert {"b-tuned", "b-sys"} <= names
+    plain = client.generate(model="b", prompt="hi", options=OPTS).response
+    assert client.generate(model="b-tuned", prompt="hi", options=OPTS).response != plain
+    assert client.delete("b-tuned").status == "success" and client.delete("b-sys").status == "success"
+    assert not {"b-tuned", "b-sys"} & {m.model for m in client.list().models}
+    assert "b" in loaded(client)  # the base stays; only the created adapter went
+
+
+def test_create_names_what_it_cannot_do(client):
+    for body, word in [({"modelfile": "FROM b\nMESSAGE user hi\n"}, "MESSAGE is not supported"),
+                       ({"from": "b", "parameters": {"temperature": 0.1}}, "PARAMETER temperature"),
+                       ({"from": "b", "quantize": "q4_K_M"}, "quantize"),
+                       ({"from": "nope"}, "FROM nope"),
+                       ({"from": "b", "template": "{{ .Prompt }}"}, "Go template")]:
+        r = httpx.post(client._client.base_url.join("/api/create"), json={"model": "x", "stream": False, **body})
+        assert r.status_code in (400, 404) and word in r.json()["error"], (body, r.text)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from tunelab.data.templates import base_model_notice
 from tunelab.serve import (anthropic_routes, embeddings, ollama_models, ollama_routes, openai_routes,
-                           responses_routes)
+                           responses_routes, store_routes)
 from tunelab.serve.auth import bearer_token, key_matches
 from tunelab.serve.backends.base import Backend
 from tunelab.serve.config import ServeConfig
@@ -48,6 +48,7 @@ def create_app(backend: Backend, config: ServeConfig) -> FastAPI:
     app.include_router(embeddings.router, dependencies=secured)
     app.include_router(responses_routes.router, dependencies=secured)
     app.include_router(anthropic_routes.router, dependencies=secured)
+    app.include_router(store_routes.router, dependencies=secured)
     if config.ui:  # the web UI: pages at /ui, JSON API at /ui/api (tunelab.ui.api)
         from tunelab.ui.api import mount_ui
 

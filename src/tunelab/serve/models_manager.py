@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Request
 
 from tunelab.errors import ModelNotFound
+from tunelab.rundir import Run
 from tunelab.serve import library
 from tunelab.serve.backends.base import Backend
 from tunelab.serve.config import ServeConfig
@@ -31,7 +32,6 @@ from tunelab.serve.library import Servable
 from tunelab.serve.service import Service
 
 log = logging.getLogger("tunelab.serve.models")
-GRACE_S = 1.0  # a model just handed to a request is not reaped before the request admits itself
 REAP_EVERY_S = 0.25
 
 
@@ -54,9 +54,10 @@ class Loaded:
         """Requests are running or queued on it."""
         return self.service.pending > 0 or bool(self.service.active)
 
-    def idle(self, now: float) -> bool:
-        """Nothing runs and no request was just handed the model."""
-        return not self.busy() and now - self.used > GRACE_S
+    def idle(self) -> bool:
+        """Nothing runs or waits on it. A route admits its request before it first awaits after
+        `service_for`, so a model just handed out is never seen idle by the reaper or an eviction."""
+        return not self.busy()
 
     def expires_wall(self) -> float | None:
         """The expiry as a wall-clock time (for /api/ps), None = never."""
@@ -146,11 +147,16 @@ class ModelManager:
             del self.aliases[bare]
             return
         item = self.find(name)
-        if item.adapter is not None or item.base_path != self._store_path(item.name):
+        made = Run(item.adapter.parent) if item.adapter is not None else None
+        if made is not None and made.status().get("created_by") == "create":  # /api/create made it
+            await self.unload_name(item.name)
+            made.discard(created=True)
+        elif item.adapter is not None or item.base_path != self._store_path(item.name):
             raise APIError(400, f"'{item.name}' is a training run ({item.adapter or item.base_path}); "
                            "tunelab never deletes runs: remove the run's folder yourself", param="model")
-        await self.unload_name(item.name)
-        await asyncio.to_thread(remove_model, item.name)
+        else:
+            await self.unload_name(item.name)
+            await asyncio.to_thread(remove_model, item.name)
         self.aliases = {k: v for k, v in self.aliases.items() if v != item.name}
 
     @staticmethod
@@ -170,13 +176,12 @@ class ModelManager:
         """One pass: a busy model's clock restarts; an idle expired one is unloaded."""
         now = time.monotonic()
         for key, loaded in list(self.loaded.items()):
-            if not loaded.idle(now):
-                if loaded.busy():
-                    loaded.touch(loaded.keep_alive)  # idle time counts from the end of the last request
+            if not loaded.idle():
+                loaded.touch(loaded.keep_alive)  # idle time counts from the end of the last request
                 continue
             if loaded.expires is not None and now >= loaded.expires:
                 async with self._lock:
-                    if key in self.loaded and self.loaded[key].idle(time.monotonic()):
+                    if key in self.loaded and self.loaded[key].idle():
                         await self._unload(key)
 
     # ---- loading ------------------------------------------------------------------------------
@@ -214,9 +219,7 @@ class ModelManager:
                            f"max_loaded_bytes ({cfg.max_loaded_bytes})", type="server_error",
                            param="model", code="model_too_large")
         while self._over_budget(base.size):
-            now = time.monotonic()
-            idle = [(lo.used, key) for key, lo in self.loaded.items() if not lo.busy()
-                    and now - lo.used > GRACE_S]
+            idle = [(lo.used, key) for key, lo in self.loaded.items() if lo.idle()]
             if not idle:
                 raise APIError(503, f"no room to load '{base.name}': the {len(self.loaded)} loaded models are "
                                f"busy (max_loaded_models {cfg.max_loaded_models}); retry shortly",
