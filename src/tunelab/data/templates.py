@@ -20,7 +20,9 @@ Public API (others build against these names):
   (default system prompt applied when a conversation has none),
   `.render(messages, add_generation_prompt=False, **template_kwargs) -> str`,
   `.stop_token_ids(tokenizer) -> list[int]`, `.builtin_family() -> str | None` (the built-in
-  a template is or renders like; export uses it to pick per-format equivalents).
+  a template is or renders like; export uses it to pick per-format equivalents),
+  `.tool_format` (the tool-call format it renders, or None), `.tool_aware_source()` (jinja that
+  renders tool conversations by itself: what a GGUF carries).
 - `encode_prompt(template, tokenizer, messages, **template_kwargs) -> list[int]`: the ONLY
   way training and serving turn a conversation prefix into prompt ids.
 
@@ -153,6 +155,16 @@ class ChatTemplate:
         if native is not None:
             return native.name
         return TOOL_FORMAT_BY_FAMILY.get(self.builtin_family() or "")
+
+    def tool_aware_source(self) -> str:
+        """Jinja that renders tools, calls and results by itself exactly as `render(tools=)` does, for
+        files other programs render (a GGUF's chat template): the source when it handles tools
+        natively, else the source behind its tool format's lowering written in jinja."""
+        from tunelab.tools.jinja import tool_aware_source
+
+        if native_format(self.source) is not None or self.tool_format is None:
+            return self.source
+        return tool_aware_source(self.source, get_format(self.tool_format))
 
     def _tool_messages(self, messages: list[dict], tools: list[dict] | None,
                        kwargs: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:

@@ -138,7 +138,7 @@ def _write(plan: Plan, path: Path, q: Mixture) -> None:
 
 def _write_tokenizer(writer, plan: Plan) -> None:
     write_vocab(writer, plan.vocab)
-    writer.add_chat_template(plan.template.source)
+    writer.add_chat_template(plan.template.tool_aware_source())  # tool calling survives the export
 
 
 def _tensors(plan: Plan, what: str) -> Iterator[tuple[str, np.ndarray]]:
