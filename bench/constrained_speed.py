@@ -6,7 +6,8 @@
 (a) sampler only: ms per step of `sample()` on (B, V) logits with and without a JSON-schema
     constraint on every row (the mask's own cost, model excluded), B = 1 and --streams.
 (b) end to end: decode tok/s of one stream and of --streams streams, free vs constrained to a
-    JSON schema whose replies run long (an array of strings), same prompts and token budget.
+    JSON schema whose replies run long (an array of strings), same prompts and token budget;
+    each line ends with the ratio constrained/free and the cost (1 - ratio) against the 10% target.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     llm = LLM(args.model, dtype=args.dtype, max_model_len=1024)
     print(f"model: {llm.engine.model_dir}  vocab: {llm.engine.model.spec.vocab_size}  "
-          f"threads: {torch.get_num_threads()}")
+          f"threads: {torch.get_num_threads()}  load average: {_load()}")
     for batch in (1, args.streams):
         free, constrained = _sampler_ms(llm, batch, args.steps)
         print(f"(a) sampler, B={batch}: free {free:.2f} ms/step, constrained {constrained:.2f} ms/step "
@@ -44,8 +45,18 @@ def main() -> None:
     for streams in () if args.skip_decode else (1, args.streams):
         (free, n_free), (constrained, n_con) = (_decode(llm, streams, args.new_tokens, None),
                                                 _decode(llm, streams, args.new_tokens, SCHEMA))
+        ratio = constrained / free
         print(f"(b) decode, {streams} stream(s): free {free:.1f} tok/s ({n_free} tokens), constrained "
-              f"{constrained:.1f} tok/s ({n_con} tokens) ({100 * (constrained / free - 1):+.1f}%)")
+              f"{constrained:.1f} tok/s ({n_con} tokens); constrained/free {ratio:.3f}, "
+              f"cost {100 * (1 - ratio):.1f}% (target <= 10%)")
+    print(f"load average after: {_load()}")
+
+
+def _load() -> str:
+    """The machine's 1/5/15-minute load (timings on a busy machine are labelled with it)."""
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _sampler_ms(llm: LLM, batch: int, steps: int) -> tuple[float, float]:
