@@ -86,18 +86,10 @@ class _ChunkedHeadCE(torch.autograd.Function):
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start:start + chunk], targets[start:start + chunk]
-            logits = (h @ weight.t()).float()  # (c, V)
-            if cap:
-                capped = torch.tanh(logits / cap)
-                logits = capped * cap
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            logp, capped = _chunk_logp(h, weight, cap)  # (c, V) fp32
+            total -= logp.gather(1, t[:, None]).sum()
             if need_h or need_w:
-                grad = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place over the logits
-                grad[torch.arange(len(t)), t] -= 1.0
-                if cap:
-                    grad.mul_(1.0 - capped * capped)
-                grad = grad.to(weight.dtype)
+                grad = _dloss_dlogits(logp, capped, t).to(weight.dtype)  # softmax - onehot
                 if need_h:
                     grad_h[start:start + chunk] = grad @ weight
                 if need_w:
@@ -131,20 +123,23 @@ def head_logprobs(lm: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, ch
     return _ChunkedHeadLogp.apply(hidden, head.weight, targets, chunk, float(cap), need)
 
 
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, cap: float):
-    """(float logits, tanh of the capped logits or None) for one chunk of rows."""
-    logits = (h @ weight.t()).float()  # (c, V)
+def _chunk_logp(h: torch.Tensor, weight: torch.Tensor, cap: float):
+    """(log-softmax of lm_head(h) in fp32, tanh of the capped logits or None) for one chunk of rows.
+
+    One fused log_softmax reads the (c, V) logits in the weight dtype and writes fp32: a
+    separate upcast, logsumexp and subtraction each made a full (c, V) pass (and a temporary).
+    """
+    logits = h @ weight.t()  # (c, V)
     if not cap:
-        return logits, None
-    capped = torch.tanh(logits / cap)
-    return capped * cap, capped
+        return torch.log_softmax(logits, dim=-1, dtype=torch.float32), None
+    capped = torch.tanh(logits.float() / cap)
+    return torch.log_softmax(capped * cap, dim=-1), capped
 
 
-def _dlogp_dlogits(logits, capped, t):
-    """d log p(t) / d logits = onehot - softmax (times the cap's tanh derivative), in place."""
-    lse = torch.logsumexp(logits, dim=-1)
-    grad = torch.exp(logits.sub_(lse[:, None])).neg_()
-    grad[torch.arange(len(t)), t] += 1.0
+def _dloss_dlogits(logp, capped, t):
+    """d (-log p(t)) / d logits = softmax - onehot (times the cap's tanh derivative), in place over logp."""
+    grad = logp.exp_()
+    grad[torch.arange(len(t)), t] -= 1.0
     if capped is not None:
         grad.mul_(1.0 - capped * capped)
     return grad
@@ -160,10 +155,10 @@ class _ChunkedHeadLogp(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start:start + chunk], targets[start:start + chunk]
-            logits, capped = _chunk_logits(h, weight, cap)
-            out[start:start + chunk] = logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
-            if need_h:
-                grad_h[start:start + chunk] = _dlogp_dlogits(logits, capped, t).to(weight.dtype) @ weight
+            logp, capped = _chunk_logp(h, weight, cap)
+            out[start:start + chunk] = logp.gather(1, t[:, None]).squeeze(1)
+            if need_h:  # d log p(t) / d logits = -(softmax - onehot)
+                grad_h[start:start + chunk] = _dloss_dlogits(logp, capped, t).neg_().to(weight.dtype) @ weight
         ctx.save_for_backward(grad_h, hidden if need_w else None, weight if need_w else None, targets)
         ctx.chunk, ctx.cap = chunk, cap
         return out
@@ -177,7 +172,7 @@ class _ChunkedHeadLogp(torch.autograd.Function):
             dw = torch.zeros_like(weight, dtype=torch.float32)
             for start in range(0, hidden.shape[0], ctx.chunk):
                 h, t = hidden[start:start + ctx.chunk], targets[start:start + ctx.chunk]
-                grad = _dlogp_dlogits(*_chunk_logits(h, weight, ctx.cap), t) * grad_out[start:start + ctx.chunk, None]
+                grad = _dloss_dlogits(*_chunk_logp(h, weight, ctx.cap), t).neg_() * grad_out[start:start + ctx.chunk, None]
                 dw += grad.t() @ h.float()
             dw = dw.to(weight.dtype)
         return dh, dw, None, None, None, None
