@@ -193,3 +193,24 @@ def test_create_names_what_it_cannot_do(client):
                        ({"from": "b", "template": "{{ .Prompt }}"}, "Go template")]:
         r = httpx.post(client._client.base_url.join("/api/create"), json={"model": "x", "stream": False, **body})
         assert r.status_code in (400, 404) and word in r.json()["error"], (body, r.text)
+
+
+def test_ps_command_asks_the_running_server(client, server, capsys):
+    from tunelab.cli import main
+
+    client.generate(model="b", prompt="", keep_alive=-1)
+    assert main(["ps", "--url", server.url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["NAME", "SIZE", "BASE", "UNTIL"]
+    assert any(line.startswith("b ") and line.endswith("forever") for line in out[1:])
+    assert main(["ps", "--url", "http://127.0.0.1:9"]) == 1
+    assert "no server answers" in capsys.readouterr().err
+
+
+def test_run_command_answers_one_prompt(home, capsys):
+    from tunelab.cli import main
+
+    assert main(["run", "b", "hello", "--max-tokens", "3", "--temperature", "0", "--dtype", "float32"]) == 0
+    assert "[3 tokens" in capsys.readouterr().out
+    assert main(["run", "bb", "hello"]) == 1
+    assert "Did you mean" in capsys.readouterr().err

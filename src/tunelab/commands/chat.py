@@ -53,18 +53,22 @@ class ChatConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    open_chat(args, *resolve_target(args.model, args.adapter)).loop()
+    return 0
+
+
+def open_chat(args: argparse.Namespace, model: str | Path | None, adapter: Path | None) -> "Chat":
+    """Load the model (and adapter) with the command line's engine and sampling flags."""
     from tunelab.config_flags import config_from_args
     from tunelab.engine.engine import LLMEngine
 
-    model, adapter = resolve_target(args.model, args.adapter)
     print(f"loading {model or 'the default model'}{' + adapter ' + str(adapter) if adapter else ''} ...",
           file=sys.stderr)
     cfg = config_from_args(ChatConfig, args)
     engine = LLMEngine(model, {"chat": adapter} if adapter else None, cfg.engine)
     tools = json.loads(Path(args.tools).read_text(encoding="utf-8")) if args.tools else None
-    Chat(engine, cfg.sampling, args.system, "chat" if adapter else None, str(model or "the default model"),
-         tools).loop()
-    return 0
+    return Chat(engine, cfg.sampling, args.system, "chat" if adapter else None, str(model or "the default model"),
+                tools)
 
 
 def resolve_target(model: str | None, adapter: str | None) -> tuple[str | Path | None, Path | None]:
