@@ -1,7 +1,8 @@
 """Standard benchmarks for `tunelab eval --tasks`: lm-eval tasks on the base and the tuned model.
 
-Both sides run through `TunelabLM` (eval/harness.py) on one engine when the run is an adapter
-(the adapter named per request), on two when it is a full fine-tune. A task is any lm-eval task,
+Both sides run through `TunelabLM` (eval/harness.py) on the engines `tunelab eval` loaded for
+its generations (`compare.load_engines`): one when the run is an adapter (named per request), two
+for a full fine-tune. A task is any lm-eval task,
 group or tag name, or the path of a task YAML (a local task over local data; nothing is fetched
 for it). Scores are lm-eval's metrics by task, without their stderr and the ",none" filter tag.
 """
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import ConfigError, MissingExtra
-from tunelab.rundir import Run
 
 SIDES = ("base", "tuned")
 
@@ -50,23 +50,18 @@ def _is_path(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml")) or "/" in spec
 
 
-def run_tasks(run: Run, specs: list[str], manager: Any, dtype: str = "auto",
+def run_tasks(engines: dict[str, tuple[Any, str | None]], specs: list[str], manager: Any,
               limit: int | None = None) -> dict[str, Any]:
     """{"tasks": specs, "base": {task: {metric: value}}, "tuned": {...}} for the run's two sides
-    (`manager`: `task_manager(specs)`)."""
-    from tunelab.engine import LLM
+    (`engines`: `compare.load_engines(run)`; `manager`: `task_manager(specs)`)."""
     from tunelab.eval.harness import TunelabLM
     from tunelab.progress import progress
-    with progress("loading the engine for the benchmarks"):
-        if run.model_dir is None:
-            llm = LLM(run.base_model, adapters={"tuned": run.adapter_dir}, dtype=dtype)
-            models = {"base": TunelabLM(llm), "tuned": TunelabLM(llm, adapter="tuned")}
-        else:
-            models = {side: TunelabLM(path, dtype=dtype) for side, path in zip(SIDES, (run.base_model, run.model_dir))}
+
     result: dict[str, Any] = {"tasks": list(specs), "limit": limit}
     for side in SIDES:
+        llm, adapter = engines[side]
         with progress(f"lm-eval benchmarks ({', '.join(specs)}), {side} model"):
-            result[side] = evaluate(models[side], specs, manager, limit)
+            result[side] = evaluate(TunelabLM(llm, adapter=adapter), specs, manager, limit)
     return result
 
 

@@ -42,12 +42,16 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
     prompts = _prompts(options, rows)[: options.num_generations]
     stop_ids = template.stop_token_ids(pair.tokenizer)
     prompt_ids = [encode_prompt(template, pair.tokenizer, item["messages"]) for item in prompts]
-    result["generations"] = compare.side_by_side(run, prompts, prompt_ids, stop_ids, options.max_new_tokens,
-                                                 options.dtype) if prompts else []
+    engines = None
+    if prompts or manager is not None:
+        with progress("loading the engine for the generations and benchmarks"):
+            engines = compare.load_engines(run, options.dtype)  # an adapter run: one engine for both sides
+    result["generations"] = compare.side_by_side(engines, prompts, prompt_ids, stop_ids,
+                                                 options.max_new_tokens) if prompts else []
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
     if manager is not None:
-        result["benchmarks"] = benchmarks.run_tasks(run, options.tasks, manager, options.dtype, options.task_limit)
+        result["benchmarks"] = benchmarks.run_tasks(engines, options.tasks, manager, options.task_limit)
     return _finish(run, result, log, show)
 
 

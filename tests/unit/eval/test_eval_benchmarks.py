@@ -14,13 +14,18 @@ from tunelab.errors import ConfigError, MissingExtra
 TASKS = Path(__file__).parents[2] / "assets" / "lmeval"
 
 
-def test_eval_tasks_put_base_and_tuned_scores_in_eval_json_terminal_and_report(eval_run, capsys):
+def test_eval_tasks_put_base_and_tuned_scores_in_eval_json_terminal_and_report(eval_run, capsys, monkeypatch):
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'tunelab[lmeval]')")
+    from tunelab.engine import LLM
     from tunelab.eval.report import render_report
 
+    loaded = []  # the real LLM, counted: the generations and the benchmarks share one adapter engine
+    init = LLM.__init__
+    monkeypatch.setattr(LLM, "__init__", lambda self, *a, **k: loaded.append(a[0]) or init(self, *a, **k))
     run_dir, _ = eval_run
     tasks = f"{TASKS / 'tiny_mc.yaml'},{TASKS / 'tiny_gen.yaml'}"
     assert main(["eval", str(run_dir), "--tasks", tasks, "max_new_tokens=2", "num_generations=1", "dtype=fp32"]) == 0
+    assert len(loaded) == 1
     bench = json.loads((run_dir / "eval.json").read_text())["benchmarks"]
     assert set(bench["base"]) == set(bench["tuned"]) == {"tunelab_tiny_mc", "tunelab_tiny_gen"}
     assert set(bench["base"]["tunelab_tiny_mc"]) == {"acc", "acc_norm"}
