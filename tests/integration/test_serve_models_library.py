@@ -214,3 +214,14 @@ def test_run_command_answers_one_prompt(home, capsys):
     assert "[3 tokens" in capsys.readouterr().out
     assert main(["run", "bb", "hello"]) == 1
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_bench_times_a_cold_load(server, client, capsys):
+    from tunelab.cli import main
+
+    client.generate(model="b", prompt="")  # loaded: the bench must unload it first
+    argv = ["bench", "serve", "--url", server.url, "--model", "b", "--requests", "2", "--input-len", "4",
+            "--output-len", "2", "--cold-load"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "cold load: first token" in out and "b" in loaded(client)

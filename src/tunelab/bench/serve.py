@@ -44,6 +44,7 @@ class BenchConfig:
     ignore_eos: bool = True
     seed: int = 0
     timeout_s: float = 300.0
+    cold_load: bool = False  # first unload the model (Ollama's keep_alive 0) and time one cold request
 
 
 @dataclasses.dataclass
@@ -167,6 +168,7 @@ async def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=cfg.concurrency + 2)
     async with httpx.AsyncClient(timeout=cfg.timeout_s, headers=headers, limits=limits) as client:
         model = cfg.model or await _discover_model(client, cfg)
+        cold = await cold_request(client, cfg, model, prompts[0], send) if cfg.cold_load else None
         gate = asyncio.Semaphore(cfg.concurrency)
 
         async def guarded(prompt: Any) -> RequestResult:
@@ -176,7 +178,22 @@ async def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         start = time.perf_counter()
         results = await asyncio.gather(*(guarded(p) for p in prompts))
         duration = time.perf_counter() - start
-    return summarize(results, duration, cfg, model)
+    summary = summarize(results, duration, cfg, model)
+    if cold is not None:
+        summary["cold_ttft_ms"] = cold.ttft * 1000 if cold.ok else None
+        summary["error_samples"] += [f"cold request: {cold.error}"] if not cold.ok else []
+    return summary
+
+
+async def cold_request(client, cfg: BenchConfig, model: str, prompt: Any, send: Any) -> RequestResult:
+    """Unload `model` (an empty /api/generate with keep_alive 0, as `ollama stop` does), then send one
+    request: its TTFT includes loading the model (`tunelab serve --models`, Ollama)."""
+    resp = await client.post(cfg.url.rstrip("/") + "/api/generate",
+                             json={"model": model, "prompt": "", "keep_alive": 0, "stream": False})
+    if resp.status_code != 200 or resp.json().get("done_reason") != "unload":
+        raise TunelabError(f"--cold-load: the server did not unload '{model}' ({resp.status_code}: "
+                           f"{resp.text[:200]}); serve with `tunelab serve --models ...`, which loads on demand")
+    return await send(client, cfg, model, prompt)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -219,6 +236,9 @@ def format_report(s: dict[str, Any]) -> str:
     for key in ("ttft", "tpot", "itl", "e2e"):
         st = s[f"{key}_ms"]
         lines.append(f"{key.upper():<6}" + "".join(f"{st[q]:>10.1f}" for q in ("mean", "p50", "p90", "p99")))
+    if s.get("cold_ttft_ms") is not None:
+        lines.append(f"cold load: first token {s['cold_ttft_ms']:.0f} ms after an unload "
+                     f"(warm TTFT p50 {s['ttft_ms']['p50']:.0f} ms)")
     lines += [f"error: {e}" for e in s["error_samples"]]
     return "\n".join(lines)
 

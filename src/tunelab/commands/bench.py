@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="inputs per request with --api embeddings (default: 1)")
     p.add_argument("--api-key", default=None, help="bearer token, when the server wants one (default: none)")
     p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
+    p.add_argument("--cold-load", action="store_true",
+                   help="first unload the model and time one request that must load it (servers that load "
+                        "on demand: tunelab serve --models, Ollama)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the summary as JSON")
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(url=args.url, model=args.model, concurrency=args.concurrency,
                       requests=args.requests, input_len=args.input_len, output_len=args.output_len,
                       dataset=args.dataset, endpoint=args.endpoint, api=args.api, batch=args.batch,
-                      api_key=args.api_key,
+                      api_key=args.api_key, cold_load=args.cold_load,
                       ignore_eos=not args.no_ignore_eos)
     summary = asyncio.run(run_benchmark(cfg))
     print(format_report(summary))
