@@ -91,19 +91,40 @@ def test_eval_reports_held_out_preference_accuracy_before_and_after(trained, cap
     assert saved["preference"]["tuned"]["accuracy"] == pytest.approx(last["eval_accuracy"])
 
 
-@pytest.mark.parametrize("stage", ["kto", "orpo", "simpo", "rm"])
-def test_other_stages_train_and_log_rewards(stage, tiny_models, tmp_path):
-    model_dir = tiny_models["qwen2"]
-    examples = _pairs(model_dir, preference_heldout_path(), unpair=stage == "kto")
-    result = train(_cfg(model_dir, tmp_path / "run", f"stage={stage}", "max_steps=2"), examples=(examples, []))
-    last = _metrics(result.run_dir)[-1]
-    assert result.state == "finished" and (result.run_dir / "adapter/adapter_model.safetensors").exists()
-    assert {"rewards/chosen", "rewards/rejected", "margin"} <= set(last) and math.isfinite(last["loss"])
-    assert ("kl" in last) == (stage == "kto") and ("accuracy" in last) == (stage != "kto")
-    adapter = json.loads((result.run_dir / "adapter/adapter_config.json").read_text())
-    # the reward model's new scalar head is saved with its adapter
-    assert adapter["task_type"] == ("SEQ_CLS" if stage == "rm" else "CAUSAL_LM")
-    assert ("score" in (adapter["modules_to_save"] or [])) == (stage == "rm")
+@pytest.mark.parametrize("stage", ["dpo", "kto", "orpo", "simpo", "rm"])
+def test_every_stage_stops_on_sigterm_resumes_exactly_and_merges_and_exports_like_sft(stage, tiny_models, tmp_path,
+                                                                                   capsys):
+    """From the files, as `tunelab train` runs: eval split, SIGTERM checkpoint, resume, merge, export."""
+    import os
+    import signal
+
+    from tunelab.cli import main
+    from tunelab.rundir import Run
+
+    args = [f"stage={stage}", f"datasets=[{preference_heldout_path()}]", "eval_split=0.25", "max_steps=2",
+            "micro_batch_size=2"]
+    full = train(_cfg(tiny_models["qwen2"], tmp_path / "full", *args)).run_dir
+    stopped = train(_cfg(tiny_models["qwen2"], tmp_path / "run", *args),
+                    on_step=lambda row: os.kill(os.getpid(), signal.SIGTERM))  # a real SIGTERM after step 1
+    assert (stopped.state, stopped.step) == ("stopped", 1) and (tmp_path / "run/checkpoints/step-1").is_dir()
+    resumed = train(resume=tmp_path / "run")
+    assert (resumed.state, resumed.step) == ("finished", 2)
+    rows, want = _metrics(tmp_path / "run"), _metrics(full)
+    keys = ("loss", "rewards/chosen", "rewards/rejected", "margin", "eval_loss", "eval_margin")
+    assert [{k: r[k] for k in keys if k in r} for r in rows] == [
+        {k: pytest.approx(w[k], rel=1e-5, abs=1e-6) for k in keys if k in w} for w in want]
+    assert "eval_margin" in rows[-1]
+    assert ("kl" in rows[-1]) == (stage == "kto") and ("eval_accuracy" in rows[-1]) == (stage != "kto")
+    held = Run(tmp_path / "run").held_out()  # 12 pairs (kto: 24 replies), a quarter held out, as eval scores them
+    assert len(held) == (6 if stage == "kto" else 3) and held == Run(full).held_out()
+    adapter = json.loads((tmp_path / "run/adapter/adapter_config.json").read_text())
+    assert adapter["task_type"] == ("SEQ_CLS" if stage == "rm" else "CAUSAL_LM")  # the RM head is saved with it
+    assert main(["merge", str(tmp_path / "run")]) == 0
+    merged = json.loads((tmp_path / "run/merged/config.json").read_text())["architectures"][0]
+    assert merged.endswith("ForSequenceClassification" if stage == "rm" else "ForCausalLM")
+    code = main(["export", str(tmp_path / "run"), "--quant", "f16", "--out", str(tmp_path / "m.gguf")])
+    assert (code, (tmp_path / "m.gguf").is_file()) == ((1, False) if stage == "rm" else (0, True))
+    assert ("cannot be exported to GGUF" in capsys.readouterr().err) == (stage == "rm")
 
 
 def test_reward_model_learns_held_out_pairs_and_reloads_with_its_head(trained, tiny_models):
@@ -149,19 +170,6 @@ def test_full_fine_tuning_precomputes_the_reference(tiny_models, tmp_path):
     rows = _metrics(train(cfg, examples=(examples, [])).run_dir)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert all(ex.ref_logps is not None and len(ex.ref_logps) == 2 for ex in examples)
-
-
-def test_dpo_resume_gives_the_same_losses(tiny_models, tmp_path):
-    model_dir = tiny_models["gemma3"]
-    examples = _pairs(model_dir, preference_heldout_path())
-    full = train(_cfg(model_dir, tmp_path / "a", "stage=dpo", "max_steps=3", "micro_batch_size=2"),
-                 examples=(examples, []))
-    train(_cfg(model_dir, tmp_path / "b", "stage=dpo", "max_steps=3", "micro_batch_size=2"), examples=(examples, []),
-          on_step=lambda row: row["step"] == 1)
-    resumed = train(resume=tmp_path / "b", examples=(examples, []))
-    assert resumed.state == "finished" and resumed.step == 3
-    losses = lambda run: [v for r in _metrics(run) for v in (r["loss"], r["margin"])]  # noqa: E731
-    assert losses(tmp_path / "b") == pytest.approx(losses(full.run_dir), rel=1e-5, abs=1e-6)
 
 
 def test_rows_that_do_not_fit_the_stage_are_named(tiny_models, tmp_path):
