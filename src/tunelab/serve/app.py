@@ -120,12 +120,13 @@ async def _load(app: FastAPI, svc: Service) -> None:
         log.error("model failed to load: %s", svc.load_error)
         return
     svc.ready = True
+    if isinstance(svc, LibraryService):  # --models: unload what keep_alive lets go
+        log.info("ready: %d models servable, each loaded on its first request", len(svc.names()))
+        await svc.models.reap_forever()
     log.info("ready: %s (%s backend)", svc.backend.model_id, svc.backend.name)
     notice = base_model_notice(getattr(svc.backend, "template", None), svc.backend.model_id)
     if notice:
         log.warning(notice)
-    if isinstance(svc, LibraryService):  # --models: unload what keep_alive lets go
-        await svc.models.reap_forever()
     if svc.config.watch:
         from tunelab.serve.watch import watch_runs
 

@@ -60,8 +60,9 @@ def serve_forever(config: ServeConfig) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests then get `shutdown_timeout_s` to finish."""
     configure_logging(config.access_log)
     server = uvicorn_server(create_app(make_backend(config), config), config)
+    what = "the model is loaded" if not config.models else "the store is read; each model loads on its first request"
     print(f"tunelab serve: {config.backend} backend on http://{config.host}:{config.port} "
-          f"(/health turns 200 when the model is loaded)", flush=True)
+          f"(/health turns 200 when {what})", flush=True)
     server.run()
 
 
