@@ -172,13 +172,24 @@ def test_full_fine_tuning_precomputes_the_reference(tiny_models, tmp_path):
     assert all(ex.ref_logps is not None and len(ex.ref_logps) == 2 for ex in examples)
 
 
-def test_rows_that_do_not_fit_the_stage_are_named(tiny_models, tmp_path):
-    sft = tmp_path / "sft.jsonl"
-    sft.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
-    for stage, path, match in [("dpo", sft, f"{sft}:1: stage=dpo needs 'chosen' and 'rejected'"),
-                               ("kto", sft, f"{sft}:1: field 'label': stage=kto needs a boolean 'label'"),
+def test_rows_that_do_not_fit_the_stage_are_named_before_the_model_loads(tiny_models, tmp_path):
+    import shutil
+
+    # config and tokenizer, no weights: any error below comes before the model would load
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "no-weights", ignore=shutil.ignore_patterns("*.safetensors"))
+    q, a = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
+    files = {"sft": {"messages": [q, a]}, "empty": {"prompt": "q", "chosen": "a", "rejected": "  "},
+             "bad_label": {"messages": [q, a], "label": "maybe"}}
+    good = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"})  # line 1 everywhere: errors name line 2
+    for name, record in files.items():
+        (tmp_path / f"{name}.jsonl").write_text(good + "\n" + json.dumps(record) + "\n")
+    sft, empty, bad_label = (tmp_path / f"{n}.jsonl" for n in files)
+    for stage, path, match in [("dpo", sft, f"{sft}:2: stage=dpo needs 'chosen' and 'rejected'"),
+                               ("kto", sft, f"{sft}:2: field 'label': stage=kto needs a boolean 'label'"),
+                               ("kto", bad_label, f"{bad_label}:2: field 'label': expected true or false"),
+                               ("dpo", empty, f"{empty}:2: field 'rejected': the reply is empty"),
                                ("sft", preference_heldout_path(), "heldout.jsonl:1: a preference pair")]:
-        cfg = _cfg(tiny_models["llama"], tmp_path / stage, f"stage={stage}", f"datasets=[{path}]", "max_steps=1")
+        cfg = _cfg(model, tmp_path / stage, f"stage={stage}", f"datasets=[{path}]", "max_steps=1")
         with pytest.raises(DataError, match=match):
             train(cfg)
     with pytest.raises(ConfigError, match="packing: stage=dpo keeps each pair in its own rows"):
