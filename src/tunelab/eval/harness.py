@@ -108,21 +108,29 @@ class TunelabLM(TemplateLM):
         return results
 
     def _score(self, items: list[Scored], greedy: bool) -> dict[Scored, tuple[float, bool]]:
-        """Score distinct (prompt, continuation length) items in two rounds. The first runs one item
-        per context (the choices of a question share one) and leaves the context's KV blocks in the
-        prefix cache; its first scored row also carries the top logprobs, which settle the other
-        one-token choices found there (MMLU's ' A'..' D'). The rest run after, on the cached context."""
+        """Score distinct (prompt, continuation length) items in two rounds. Of the items sharing a
+        context (the choices of a question) the first runs alone in round one, leaving the context's
+        KV blocks in the prefix cache; its first scored row also carries the top logprobs, which
+        settle the other one-token choices found there (MMLU's ' A'..' D'). The rest run in round
+        two on the cached context. Contexts too short to share (a rolling window's) run in round one."""
         groups: dict[tuple[int, ...], list[Scored]] = {}
         for item in items:
             groups.setdefault(item[0][:_start(item)], []).append(item)
-        leads = [members[0] for members in groups.values()]
-        wide = [any(n == 1 for _, n in members[1:]) for members in groups.values()]
-        outs = self._prompt_logprobs(leads, [TOP_LOGPROBS if w else int(greedy) for w in wide])
-        scores = {lead: _continuation_score(out, lead[1]) for lead, out in zip(leads, outs)}
+        block = self.llm.engine.config.block_size
+        leads, tops, followers = [], [], []  # followers: (index of their lead, items after it)
+        for context, members in groups.items():
+            wide = any(n == 1 for _, n in members[1:])
+            if len(members) > 1 and (wide or len(context) >= block):
+                followers.append((len(leads), members[1:]))
+                members = members[:1]
+            leads.extend(members)
+            tops.extend([TOP_LOGPROBS if wide else int(greedy)] * len(members))
+        outs = self._prompt_logprobs(leads, tops)
+        scores = {item: _continuation_score(out, item[1]) for item, out in zip(leads, outs)}
         rest = []
-        for members, out in zip(groups.values(), outs):
-            row = out.prompt_logprobs[_start(members[0])]  # the distribution after the shared context
-            for item in members[1:]:
+        for lead, members in followers:
+            row = outs[lead].prompt_logprobs[_start(leads[lead])]  # the distribution after the context
+            for item in members:
                 found = _from_top(row, item) if item[1] == 1 else None
                 if found is None:
                     rest.append(item)
