@@ -155,3 +155,29 @@ def track(items: Iterable[T], description: str, total: int | None = None, **kwar
         for item in items:
             yield item
             task.advance()
+
+
+class Phases:
+    """Wall time of a command's named phases, summed per name, for one summary line at the end:
+
+        phases = Phases()
+        with phases("train"):
+            ...
+        console.print(phases.line())   # "phases: train 1m02s, total 1m02s"
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
+
+    def line(self) -> str:
+        """'phases: import 0.1s, train 1m02s, ..., total 1m30s' (the order phases first ran)."""
+        parts = [f"{name} {format_duration(s)}" for name, s in self.seconds.items()]
+        return f"phases: {', '.join([*parts, f'total {format_duration(sum(self.seconds.values()))}'])}"

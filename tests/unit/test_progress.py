@@ -55,3 +55,16 @@ def test_a_resumed_step_counts_from_where_it_was():
         task.advance()
     lines = out.getvalue().splitlines()
     assert re.fullmatch(r"train: step 9/10 eta \S+", lines[1]) and lines[2].startswith("train: step 9/10 done in")
+
+
+def test_phases_sum_per_name_in_first_run_order():
+    from tunelab.progress import Phases
+
+    phases = Phases()
+    for name in ("import", "train", "import"):
+        with phases(name):
+            pass
+    with pytest.raises(ValueError), phases("report"):
+        raise ValueError("a failed phase still counts its time")
+    assert list(phases.seconds) == ["import", "train", "report"]
+    assert re.fullmatch(r"phases: import \S+s, train \S+s, report \S+s, total \S+s", phases.line())
