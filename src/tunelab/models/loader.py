@@ -65,7 +65,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     gguf = gguf_source(model_dir)
     if gguf is not None:  # the file's own quantized tensors (models.gguf_weights)
         check_gguf_load(quantize, device, gguf)
-        fill_from_gguf(model, gguf, text_config, dtype)
+        fill_from_gguf(model, model_dir, text_config, dtype)
         return model.eval(), text_config
     if device.type == "cpu" and quantize is None:  # quantizing replaces weights: the arena would keep the old
         pack_weights_hugepages(model, copy=False)  # 2 MB pages, filled by _fill: decode reads weights faster

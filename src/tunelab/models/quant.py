@@ -83,19 +83,16 @@ class QuantWeight:
         return q
 
     @classmethod
-    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None,
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
                    dtype: torch.dtype) -> "QuantWeight":
         """Integer codes that are already chosen (a GGUF's blocks): w = scale * q - offset per group.
 
-        codes: (out, in) integers; scale, offset: (out, groups) fp32. int4 (q in 0..15, group 32,
-        offset may be None) keeps the kernel; int8 (q in -128..127, no offset) with one scale per
-        group runs the tiled path at every row count (torch's int8 kernel scales whole rows only).
+        codes: (out, in) in 0..15; scale, offset: (out, groups) fp32, groups of 32..256 inputs (the
+        int4 kernel's). Signed 8-bit codes go through `QuantSum.nibbles`: torch's int8 kernel
+        scales whole rows only.
         """
         out_f, in_f = codes.shape
         group = in_f // scale.shape[1]
-        if offset is None:  # int8, grouped
-            return cls(QuantSpec("int8", group, True), (out_f, in_f), codes.to(torch.int8).contiguous(),
-                       scale.to(dtype).contiguous())
         zero = 8 * scale - offset  # the kernel computes (q - 8) * scale + zero
         scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)  # (groups, out, 2)
         q = cls(QuantSpec("int4", group, True), (out_f, in_f),
@@ -103,14 +100,9 @@ class QuantWeight:
         q._int4_affine = (scale.t().contiguous().to(dtype), (-offset).t().contiguous().to(dtype))  # exact shift
         return q
 
-    @property
-    def grouped_int8(self) -> bool:
-        """int8 with one scale per group of inputs (from a GGUF) rather than per output row."""
-        return self.spec.scheme == "int8" and self.scales.dim() == 2
-
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, in) -> (T, out) in x's dtype; the path is chosen by T (see `CROSSOVER`)."""
-        if self.grouped_int8 or (x.shape[0] >= CROSSOVER[self.spec.scheme] and self.tileable):
+        if x.shape[0] >= CROSSOVER[self.spec.scheme] and self.tileable:
             return self._tiled_matmul(x)
         return self.kernel(x)
 
@@ -132,7 +124,7 @@ class QuantWeight:
             return self.kernel(eye).T.contiguous()
         n, k = self.shape
         w = self._tile(0, n, torch.empty(n * k, dtype=self.scales.dtype, device=self.scales.device)).T  # (N, K)
-        return w * self.scales[:, None] if self.spec.scheme == "int8" and not self.grouped_int8 else w.contiguous()
+        return w * self.scales[:, None] if self.spec.scheme == "int8" else w.contiguous()
 
     def _tiled_matmul(self, x: torch.Tensor) -> torch.Tensor:
         n_out, k = self.shape
@@ -142,7 +134,7 @@ class QuantWeight:
         for n0 in range(0, n_out, rows):
             n = min(rows, n_out - n0)
             torch.mm(x, self._tile(n0, n, scratch), out=out[:, n0:n0 + n])  # (T, K) @ (K, n)
-        if self.spec.scheme == "int8" and not self.grouped_int8:
+        if self.spec.scheme == "int8":
             out.mul_(self.scales)  # per output channel: scaling y is cheaper than scaling W
         return out
 
@@ -150,11 +142,6 @@ class QuantWeight:
         """Output rows [n0, n0 + n) as a (K, n) matrix in `scratch` (int8: unscaled q)."""
         k = self.shape[1]
         w = scratch[:n * k]
-        if self.grouped_int8:  # (n, groups, g) int8 * (n, groups, 1) scale, in one pass
-            g = self.spec.group_size
-            torch.mul(self.data[n0:n0 + n].view(n, k // g, g), self.scales[n0:n0 + n, :, None],
-                      out=w.view(n, k // g, g))
-            return w.view(n, k).T
         if self.spec.scheme == "int8":
             return w.view(n, k).copy_(self.data[n0:n0 + n]).T  # (K, n), a transposed view
         w = w.view(k, n)
@@ -189,9 +176,17 @@ class QuantSum:
 
     @classmethod
     def nibbles(cls, codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> "QuantSum":
-        """codes (out, in) in -128..127, scale (out, groups of 32) fp32: w = scale * codes, exactly."""
+        """codes (out, in) in -128..127, scale (out, groups of 32 or 16) fp32: w = scale * codes, exactly.
+
+        Groups of 16 (Q6_K), which the int4 kernel cannot scale, become two sums over groups of 32:
+        one keeps the even sixteens (the odd ones coded 0), the other the odd ones."""
+        out_f, in_f = codes.shape
+        if in_f // scale.shape[1] == 16:
+            halves = codes.view(out_f, in_f // 32, 2, 16)
+            parts = [torch.where(torch.arange(2).view(1, 1, 2, 1) == p, halves, 0).view(out_f, in_f) for p in (0, 1)]
+            return cls([t for p in (0, 1) for t in cls.nibbles(parts[p], scale[:, p::2], dtype).terms])
         codes = codes.to(torch.int16)
-        lo, hi = codes & 15, (codes >> 4) + 8  # hi in 0..15 stands for hi - 8
+        lo, hi = codes & 15, (codes >> 4) + 8  # hi in 0..15 stands for hi - 8; a 0 code gives 0 exactly
         return cls([QuantWeight.from_codes(lo, scale, torch.zeros_like(scale), dtype),
                     QuantWeight.from_codes(hi, 16 * scale, 128 * scale, dtype)])
 
@@ -240,7 +235,7 @@ def stack_rows(parts: list):
 def _joinable(a, b) -> bool:
     if not (isinstance(a, QuantWeight) and isinstance(b, QuantWeight)):
         return False
-    same = a.spec == b.spec and a.shape[1] == b.shape[1] and a.scales.dim() == b.scales.dim()
+    same = a.spec == b.spec and a.shape[1] == b.shape[1]
     blocks = a.spec.scheme == "int8" or (a.shape[0] % _INT4_BLOCK == 0 and b.shape[0] % _INT4_BLOCK == 0)
     return same and blocks and a.scales.dtype == b.scales.dtype
 

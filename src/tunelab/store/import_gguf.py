@@ -95,7 +95,7 @@ def _import_pointer(gguf_path: Path, out_dir: Path) -> None:
         stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
-    write_text(out_dir / GGUF_POINTER, pointer_text(gguf_path))
+    write_text(out_dir / GGUF_POINTER, pointer_text(gguf_path, reader))
 
 
 def _counted(spec: TensorSpec, task) -> TensorSpec:

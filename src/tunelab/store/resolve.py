@@ -45,7 +45,7 @@ def gguf_view(path: str | Path, store: Store | None = None) -> Path:
     if not path.is_file():
         raise ModelNotFound(f"GGUF file not found: {path}")
     stat = path.stat()
-    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|2".encode()).hexdigest()[:12]  # |2: format
     final = store.home / "gguf-views" / f"{path.stem}-{key}"
     with store.model_lock(f"gguf-view-{final.name}"):
         if not (final / "config.json").is_file():

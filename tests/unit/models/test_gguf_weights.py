@@ -25,9 +25,7 @@ def _weight(qtype: str, dtype: torch.dtype = torch.float32):
     codes, scale, offset = decode(qtype, raw, ROWS, COLS)
     if offset is not None:
         return QuantWeight.from_codes(codes, scale, offset, dtype), ref
-    if COLS // scale.shape[1] == 32:
-        return QuantSum.nibbles(codes, scale, dtype), ref
-    return QuantWeight.from_codes(codes, scale, None, dtype), ref
+    return QuantSum.nibbles(codes, scale, dtype), ref
 
 
 @pytest.mark.parametrize("qtype", sorted(LAYOUTS))
