@@ -17,7 +17,7 @@ import pytest
 from ollama import Client, ResponseError
 from openai import NotFoundError, OpenAI
 
-from serve_util import finish_run, make_lora_adapter, start_server
+from serve_util import finish_run, make_lora_adapter, metrics, start_server
 
 OPTS = {"temperature": 0, "num_predict": 3}
 HI = [{"role": "user", "content": "hi"}]
@@ -83,6 +83,7 @@ def test_first_request_loads_adapter_shares_base_and_lru_evicts(client, server):
     oa = OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     assert len(oa.embeddings.create(model="b", input=["x", "y z"]).data) == 2
     assert set(loaded(client)) == {"a", "run-a", "b"}
+    assert metrics(server.url)["tunelab_num_requests_running"] == 0  # /metrics adds up the loaded models
     client.chat(model="b", messages=HI, options=OPTS)  # b is now the most recently used
     client.embed(model="c", input="hello")  # room for c: a (least recently used) goes, with its adapter
     assert set(loaded(client)) == {"b", "c"}
@@ -146,6 +147,9 @@ def test_copy_then_delete_removes_a_store_model(client, home):
     assert client.copy("b", "bee").status == "success"
     assert client.chat(model="bee", messages=HI, options=OPTS).model == "b"
     assert client.delete("bee").status == "success"
+    with pytest.raises(ResponseError) as gone:
+        client.chat(model="bee", messages=HI, options=OPTS)
+    assert gone.value.status_code == 404
     shutil.copytree(home / "home" / "models" / "c", home / "c-copy")
     assert client.delete("c").status == "success"
     assert "c" not in {m.model for m in client.list().models} and "c" not in loaded(client)

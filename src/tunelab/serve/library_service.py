@@ -42,11 +42,12 @@ class LibraryBackend(Backend):
         """Requests run on the loaded models' Services, which abort their own."""
 
     def stats(self) -> dict[str, float]:
-        """The loaded models' stats added up (kv_usage: the fullest)."""
+        """The loaded models' numeric stats added up (kv_usage: the fullest)."""
         total: dict[str, float] = {}
         for svc in self.manager.services():
             for key, value in svc.backend.stats().items():
-                total[key] = max(total.get(key, 0.0), value) if key == "kv_usage" else total.get(key, 0.0) + value
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    total[key] = max(total.get(key, 0.0), value) if key == "kv_usage" else total.get(key, 0.0) + value
         return total
 
     def close(self) -> None:

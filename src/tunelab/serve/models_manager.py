@@ -107,16 +107,27 @@ class ModelManager:
     async def acquire(self, name: str, keep_alive: float | str | None = None) -> Service:
         """The Service serving `name`, loading its base and adapter first when needed."""
         seconds = self.default_keep_alive if keep_alive is None else parse_keep_alive(keep_alive, "keep_alive")
-        item = self.find(name)
-        loaded = self.loaded.get(item.key)
-        if loaded is None or not _attached(loaded, item):
-            async with self._lock:  # a second request for a loading model waits here, then finds it
-                loaded = self.loaded.get(item.key) or await self._load(item)
-                await _attach(loaded, item)
-        if _bare(name) != item.name:
-            loaded.service.aliases[_bare(name)] = item.name
+        loaded, served = self._held(name)  # the common case: no store or runs scan per request
+        if loaded is None:
+            item = self.find(name)
+            loaded, served = self.loaded.get(item.key), item.name
+            if loaded is None or not _attached(loaded, item):
+                async with self._lock:  # a second request for a loading model waits here, then finds it
+                    loaded = self.loaded.get(item.key) or await self._load(item)
+                    await _attach(loaded, item)
+        if _bare(name) != served:  # so the Service resolves the name the request used
+            loaded.service.aliases[_bare(name)] = served
         loaded.touch(seconds)
         return loaded.service
+
+    def _held(self, name: str) -> tuple[Loaded | None, str]:
+        """The loaded model already serving `name` (base, adapter or other name) and its served name."""
+        bare = self.aliases.get(_bare(name), _bare(name))
+        for loaded in self.loaded.values():
+            backend, aliases = loaded.service.backend, loaded.service.aliases
+            if bare == backend.model_id or bare in backend.adapters() or bare in aliases:
+                return loaded, aliases.get(bare, bare)
+        return None, bare
 
     async def unload_name(self, name: str) -> str:
         """Unload `name` now (a base with its adapters, or one adapter); its servable name."""
@@ -145,6 +156,8 @@ class ModelManager:
         bare = _bare(name)
         if bare in self.aliases:
             del self.aliases[bare]
+            for svc in self.services():  # a loaded model forgets the name too
+                svc.aliases.pop(bare, None)
             return
         item = self.find(name)
         made = Run(item.adapter.parent) if item.adapter is not None else None
