@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from tunelab.cli import parse
+from tunelab.commands.serve import build_config
 from tunelab.config import build
 from tunelab.serve.app import create_app
 from tunelab.serve.backends import make_backend
@@ -81,3 +83,16 @@ def finish_run(run_dir: Path, adapter_src: Path, base: Path, state: str) -> None
     tmp = run_dir / "status.json.tmp"
     tmp.write_text(json.dumps(status))
     tmp.replace(run_dir / "status.json")
+
+
+def start_vllm_server(model: Path, adapter: Path, *flags: str) -> ThreadedServer:
+    """`tunelab serve --backend vllm` on a free loopback port with adapter `sql`, once /health is 200."""
+    cfg = build_config(parse(["serve", "--backend", "vllm", "--model", str(model), "--host", "127.0.0.1",
+                              "--port", "0", "--enable-lora", "--lora-modules", f"sql={adapter}",
+                              "--access-log", "false", *flags]))
+    server = ThreadedServer(create_app(make_backend(cfg), cfg), cfg).start()
+    deadline = time.monotonic() + 300
+    while httpx.get(server.url + "/health").status_code != 200:
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.05)
+    return server

@@ -2,7 +2,8 @@
 
 For users who outgrow one GPU. tunelab keeps its HTTP layer, chat template and
 reasoning parser; vLLM's AsyncLLMEngine does the generation. Supports adapters
-(LoRARequest) and logprobs. Needs CUDA; it cannot be exercised on a CPU-only machine.
+(LoRARequest) and logprobs. Needs CUDA; on CPU-only machines the tests run this module against a
+test double of the `vllm` package (tests/fakes/vllm), and against real vLLM under the `gpu` marker.
 """
 
 from __future__ import annotations
