@@ -31,3 +31,14 @@ def preference_train_path() -> Path:
 def preference_heldout_path() -> Path:
     """12 held-out pairs on prompts that never appear in training, for preference accuracy."""
     return _DEMO.parent / "preference" / "heldout.jsonl"
+
+
+def grpo_train_path() -> Path:
+    """The GRPO arithmetic task: 240 prompts ('What is 8 * 6? ... <answer></answer> tags') with an
+    `answer` column, for the built-in `format` and `accuracy` rewards, under tunelab/assets/grpo/."""
+    return _DEMO.parent / "grpo" / "train.jsonl"
+
+
+def grpo_heldout_path() -> Path:
+    """48 held-out arithmetic prompts (questions that never appear in training)."""
+    return _DEMO.parent / "grpo" / "heldout.jsonl"

@@ -153,6 +153,12 @@ class LLMEngine:
             self.lora.add(name, path)
             self.scheduler.block_manager.reset_prefix_cache()  # cached KV may be from the old weights
 
+    def add_adapter_weights(self, name: str, weights: dict[str, torch.Tensor], config: dict) -> None:
+        """Load (or replace) adapter `name` from in-memory PEFT tensors and its adapter config."""
+        with self.lock:
+            self.lora.add_weights(name, weights, config, f"<in-memory adapter '{name}'>")
+            self.scheduler.block_manager.reset_prefix_cache()  # cached KV may be from the old weights
+
     def remove_adapter(self, name: str) -> None:
         """Unload adapter `name`; requests running with it are aborted first."""
         with self.lock:

@@ -94,14 +94,20 @@ class LoRAManager:
     def add(self, name: str, path: str | Path) -> None:
         """Load a PEFT adapter dir (adapter_config.json + adapter_model.safetensors) as `name`."""
         path = _adapter_dir(Path(path))
+        cfg = _read_config(path)  # the config's problems first: they name what to change
+        self.add_weights(name, _load_weights(path), cfg, path)
+
+    def add_weights(self, name: str, weights: dict[str, torch.Tensor], cfg: dict, where: str | Path) -> None:
+        """Install adapter `name` from in-memory PEFT tensors and adapter config (as saved);
+        `where` names it in errors. GRPO rollouts take the policy's current LoRA this way."""
         if name not in self.adapters and len(self.adapters) >= self.max_loras:
             raise AdapterError(f"max_loras is {self.max_loras}; remove an adapter before adding '{name}'")
         self._wrap()
-        parts = self._read(path)
+        parts = self._parts(weights, check_config(cfg, where), Path(where))
         self.remove(name)
         for module, module_parts in parts.items():
             self.layers[module].parts[name] = module_parts
-        self.adapters[name] = path
+        self.adapters[name] = Path(where)
 
     def remove(self, name: str) -> None:
         """Forget adapter `name` (no error if it is not loaded)."""
@@ -132,15 +138,7 @@ class LoRAManager:
                 setattr(parent, leaf, wrapped)
                 self.layers[name] = wrapped
 
-    def _read(self, path: Path) -> dict[str, list[LoRAPart]]:
-        from safetensors.torch import load_file
-
-        cfg = _read_config(path)
-        file = path / "adapter_model.safetensors"
-        try:
-            weights = load_file(str(file))
-        except Exception as err:  # noqa: BLE001 - SafetensorError: empty, garbage or truncated
-            raise AdapterError(f"{file}: not a readable safetensors file ({err})") from None
+    def _parts(self, weights: dict[str, torch.Tensor], cfg: dict, path: Path) -> dict[str, list[LoRAPart]]:
         grouped: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in weights.items():
             m = _KEY.match(key)
@@ -206,8 +204,22 @@ def _adapter_dir(path: Path) -> Path:
     return path
 
 
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    file = path / "adapter_model.safetensors"
+    try:
+        return load_file(str(file))
+    except Exception as err:  # noqa: BLE001 - SafetensorError: empty, garbage or truncated
+        raise AdapterError(f"{file}: not a readable safetensors file ({err})") from None
+
+
 def _read_config(path: Path) -> dict:
-    cfg = json.loads((path / "adapter_config.json").read_text())
+    return check_config(json.loads((path / "adapter_config.json").read_text()), path)
+
+
+def check_config(cfg: dict, path: str | Path) -> dict:
+    """`cfg` (an adapter_config.json's content) when the engine can serve it; else AdapterError."""
     if cfg.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{path}/adapter_config.json: peft_type '{cfg['peft_type']}' is not LoRA")
     if cfg.get("task_type") == "SEQ_CLS":  # before modules_to_save: merging would not help here

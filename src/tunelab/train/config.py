@@ -10,10 +10,11 @@ from typing import Literal
 
 from tunelab.config import opt, require_positive
 from tunelab.data.config import DataConfig
+from tunelab.train.grpo_config import GRPOConfig
 
 Method = Literal["lora", "dora", "qlora", "full", "freeze"]
 Tracker = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
-Stage = Literal["sft", "dpo", "kto", "orpo", "simpo", "rm"]
+Stage = Literal["sft", "dpo", "kto", "orpo", "simpo", "rm", "grpo"]
 
 
 @dataclasses.dataclass
@@ -63,8 +64,10 @@ class TrainConfig:
     dataset_weights: list[float] = opt([], "mixing weight per dataset: its rows are repeated/subsampled to weight x size")
     data: DataConfig = opt(DataConfig, "how rows become training examples (format, template, cutoff_len, ...)")
     method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, CUDA) | full | freeze")
-    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (reward model: scalar head on pairs)")
+    stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (reward model: "
+                              "scalar head on pairs) | grpo (prompts + reward functions, rollouts on tunelab's engine)")
     pref: PreferenceConfig = opt(PreferenceConfig, "preference-stage settings (beta, loss, label_smoothing, ...)")
+    grpo: GRPOConfig = opt(GRPOConfig, "stage=grpo settings (reward_funcs, sampling.n, beta, epsilon, loss_type, ...)")
     lora: LoraConfig = opt(LoraConfig, "LoRA/DoRA/QLoRA settings")
     freeze_trainable_layers: int = opt(2, "method=freeze: train only the last N decoder layers")
     lr: float = opt(2e-4, "peak learning rate")
@@ -104,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
         if self.stage != "sft" and self.packing:
             raise ValueError(f"packing: stage={self.stage} keeps each pair in its own rows; set packing=false")
+        if self.stage == "grpo":
+            self.grpo.check_stage(self.method)
         if self.dataset_weights and len(self.dataset_weights) != len(self.datasets):
             raise ValueError(
                 f"dataset_weights has {len(self.dataset_weights)} entries for {len(self.datasets)} datasets"

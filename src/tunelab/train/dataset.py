@@ -33,6 +33,10 @@ def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
 
     if not cfg.datasets:
         raise TunelabError("datasets: no training data given; pass datasets=FILE.jsonl (or try `tunelab quickstart`)")
+    if cfg.stage == "grpo":  # prompts plus reward-function columns, not conversations
+        from tunelab.train.grpo_setup import load_prompt_examples
+
+        return load_prompt_examples(cfg, tokenizer, template)
     weights = cfg.dataset_weights or [1.0] * len(cfg.datasets)
     rows: list = []
     for i, (path, weight) in enumerate(zip(cfg.datasets, weights)):

@@ -108,6 +108,12 @@ def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
         from tunelab.train.pairs import collate_preference
 
         return collate_preference(batch.indices, examples, pad_id)
+    from tunelab.data.prompts import PromptExample
+
+    if isinstance(examples[batch.indices[0]], PromptExample):  # GRPO: rollouts come in the forward (train/grpo.py)
+        from tunelab.train.grpo import collate_prompts
+
+        return collate_prompts(batch.indices, examples)
 
     if batch.packed:
         rows = [_packed_row([examples[i] for i in r]) for r in (batch.rows or [batch.indices])]

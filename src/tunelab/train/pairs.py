@@ -146,7 +146,10 @@ def take_stats(module: nn.Module, accelerator) -> dict[str, float]:
     """rewards/chosen, rewards/rejected, margin, accuracy (and kl) since the last call, over all processes."""
     from tunelab.train import distributed as dist
 
-    stats = getattr(accelerator.unwrap_model(module), "stats", None)
+    objective = accelerator.unwrap_model(module)
+    if hasattr(objective, "take_metrics"):  # GRPO: rewards per function, lengths, clipping (train/grpo.py)
+        return objective.take_metrics(accelerator)
+    stats = getattr(objective, "stats", None)
     if stats is None:  # SFT
         return {}
     sums = dict(zip(_STAT_KEYS, dist.all_sum(accelerator, [stats[k] for k in _STAT_KEYS])))

@@ -25,8 +25,13 @@ def prepare_data(cfg: TrainConfig, model_dir: Path, examples: tuple[list, list] 
     return tokenizer, template, load_examples(cfg, tokenizer, template)
 
 
-def build_objective(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
-    """The module accelerate wraps: token cross-entropy for sft, the pair/KTO loss otherwise."""
+def build_objective(model: torch.nn.Module, cfg: TrainConfig, data: Examples | None = None) -> torch.nn.Module:
+    """The module accelerate wraps: token cross-entropy for sft, GRPO with its rollout engine (needs
+    the prompt `data`), the pair/KTO loss otherwise."""
+    if cfg.stage == "grpo":
+        from tunelab.train.grpo_setup import build_grpo_objective
+
+        return build_grpo_objective(model, cfg, data)
     if cfg.stage == "sft":
         from tunelab.train.loss import SelectedLogitsLoss
 
@@ -110,6 +115,10 @@ def start_facts(cfg: TrainConfig, model: torch.nn.Module, model_dir: Path, data:
 
 def _stage(cfg: TrainConfig) -> str:
     """', stage dpo (beta 0.1, sigmoid)' for preference stages; empty for sft."""
+    if cfg.stage == "grpo":
+        from tunelab.train.grpo_setup import describe
+
+        return describe(cfg)
     if cfg.stage in ("sft", "rm"):
         return f", stage {cfg.stage}" if cfg.stage == "rm" else ""
     beta = cfg.pref.beta_for(cfg.stage)

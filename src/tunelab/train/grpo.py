@@ -1,0 +1,154 @@
+"""stage=grpo: the objective the one trainer steps, rollouts included.
+
+A micro-batch names B prompts (their `key`s). Its forward pass is one GRPO iteration:
+
+    sync the policy's LoRA into the engine -> G completions per prompt (train/rollout.py)
+    -> rewards (N = B·G, F functions; train/reward_funcs.py) -> group advantages (N,)
+    -> rows prompt + completion (N, T) --decoder--> hidden at completion tokens --head/T--> logp
+    -> clipped-ratio loss with optional KL to the reference (adapter disabled; train/grpo_loss.py)
+
+Each batch is used once (TRL's num_iterations = 1), so the sampling policy's log-probs equal the
+policy's own, detached. The forward returns (loss x B, B): the trainer divides by the step's prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from tunelab.data.prompts import PromptExample
+from tunelab.data.tokenize import IGNORE
+from tunelab.train.grpo_config import GRPOConfig
+from tunelab.train.grpo_loss import GRPOTerms, group_advantages, grpo_loss
+from tunelab.train.loss import causal_lm, head_logprobs
+from tunelab.train.pairs import _rows, reference_weights
+from tunelab.train.reward_funcs import RewardFunction
+from tunelab.train.rollout import Completions, Rollout
+
+
+def collate_prompts(indices: Sequence[int], examples: Sequence[PromptExample]) -> dict:
+    """A GRPO micro-batch is the keys of its prompts; rollouts happen in the forward pass."""
+    return {"prompt_keys": torch.tensor([examples[i].key for i in indices])}
+
+
+def completion_logps(lm: nn.Module, batch: dict, temperature: float) -> torch.Tensor:
+    """log p(token) of every completion token under logits / temperature, (R, T), 0 off the labels."""
+    out = lm.get_decoder()(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+    keep = batch["labels"] != IGNORE  # (R, T)
+    hidden = out.last_hidden_state[keep]  # (N, H)
+    if temperature != 1.0:
+        if getattr(lm.config, "final_logit_softcapping", None):
+            raise ValueError("grpo: temperature != 1 with final_logit_softcapping is not supported")
+        hidden = hidden / temperature  # logits are linear in hidden: W (h / T) = logits / T
+    logp = head_logprobs(lm, hidden, batch["labels"][keep])
+    return torch.zeros(keep.shape, dtype=logp.dtype, device=logp.device).masked_scatter(keep, logp)
+
+
+@dataclasses.dataclass
+class GRPOStats:
+    """Sums since the last `take`: per reward function, total reward, KL, clipping, lengths."""
+
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            number = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + number
+
+
+class GRPOObjective(nn.Module):
+    """Wraps the PEFT model like SelectedLogitsLoss; forward(prompt_keys) -> (loss x B, B)."""
+
+    def __init__(self, model: nn.Module, cfg: GRPOConfig, funcs: list[RewardFunction], examples: Sequence,
+                 rollout: Rollout):
+        super().__init__()
+        self.model, self.cfg, self.funcs, self.rollout = model, cfg, funcs, rollout
+        self.examples = {ex.key: ex for ex in examples}
+        self.weights = torch.tensor(cfg.weights(), dtype=torch.float32)
+        self.stats = GRPOStats()
+
+    def forward(self, prompt_keys: torch.Tensor) -> tuple[torch.Tensor, int]:
+        items = [self.examples[int(k)] for k in prompt_keys]
+        G = self.cfg.group_size
+        self.rollout.sync(self.model)
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))  # from the global RNG, which checkpoints restore
+        done = self.rollout.generate([ex.prompt_ids for ex in items], seed)
+        per_func = self.score(items, done)  # (N, F)
+        adv = group_advantages(per_func, self.weights, G, self.cfg.scale_rewards)
+        device = prompt_keys.device
+        batch = {k: t.to(device) for k, t in _rows([ex.prompt_ids for ex in items for _ in range(G)],
+                                                     [ids or [] for ids in done.token_ids], 0).items()}
+        terms = self.loss(batch, adv.advantages.to(device))
+        self._record(per_func, adv, terms, done, batch)
+        return terms.loss * len(items), len(items)
+
+    def score(self, items: Sequence[PromptExample], done: Completions) -> torch.Tensor:
+        """Rewards (N, F) of the completions, each function checked (reward_funcs.RewardFunction)."""
+        G = self.cfg.group_size
+        prompts = [ex.messages for ex in items for _ in range(G)]
+        columns = {c: [ex.columns.get(c) for ex in items for _ in range(G)] for c in items[0].columns}
+        out = [f(prompts, done.texts, done.token_ids, columns) for f in self.funcs]
+        return torch.tensor(out, dtype=torch.float32).t().reshape(len(prompts), len(self.funcs))
+
+    def loss(self, batch: dict, advantages: torch.Tensor) -> GRPOTerms:
+        """The GRPO loss of completions `batch` (rows from train/pairs._rows) with these advantages."""
+        lm, temp = causal_lm(self.model), self.cfg.sampling.temperature or 1.0
+        logp = completion_logps(lm, batch, temp)
+        ref = None
+        if self.cfg.beta != 0.0:
+            with torch.no_grad(), reference_weights(self.model):
+                ref = completion_logps(causal_lm(self.model), batch, temp)
+        mask = batch["labels"] != IGNORE
+        return grpo_loss(logp, logp.detach(), ref, advantages, mask, self.cfg.beta, self.cfg.clip,
+                         self.cfg.loss_type, self.cfg.sampling.max_tokens)
+
+    def _record(self, per_func, adv, terms: GRPOTerms, done: Completions, batch: dict) -> None:
+        lengths = (batch["labels"] != IGNORE).sum(dim=1).float()
+        G = self.cfg.group_size
+        for k, f in enumerate(self.funcs):
+            column = per_func[:, k]
+            seen = ~torch.isnan(column)
+            self.stats.add(**{f"rewards/{f.name}/sum": column[seen].sum(), f"rewards/{f.name}/n": seen.sum(),
+                              f"rewards/{f.name}/sq": (column[seen] ** 2).sum()})
+        seen = ~torch.isnan(adv.rewards)
+        group_std = adv.std.view(-1, G)[:, 0]
+        self.stats.add(reward_sum=adv.rewards[seen].sum(), reward_n=seen.sum(),
+                       std_sum=torch.nan_to_num(group_std).sum(), groups=len(group_std),
+                       zero_std=torch.isclose(group_std, torch.zeros_like(group_std)).sum(),
+                       len_sum=lengths.sum(), completions=len(lengths), truncated=sum(done.truncated),
+                       clip_low=terms.clip_low, clip_high=terms.clip_high, batches=1,
+                       kl=0.0 if terms.kl is None else terms.kl)
+
+    def take_metrics(self, accelerator: Any) -> dict[str, float]:
+        """metrics.jsonl fields since the last call (TRL's names), summed over processes."""
+        from tunelab.train import distributed as dist
+
+        keys = sorted(self.stats.sums)
+        if not keys:
+            return {}
+        s = dict(zip(keys, dist.all_sum(accelerator, [self.stats.sums[k] for k in keys])))
+        self.stats = GRPOStats()
+        return grpo_metrics(s, [f.name for f in self.funcs], self.cfg.beta != 0.0)
+
+
+def grpo_metrics(s: dict[str, float], names: list[str], with_kl: bool) -> dict[str, float]:
+    """Means and stds from the summed stats."""
+    out: dict[str, float] = {}
+    for name in names:
+        n = max(s[f"rewards/{name}/n"], 1.0)
+        mean = s[f"rewards/{name}/sum"] / n
+        out[f"rewards/{name}/mean"] = mean
+        out[f"rewards/{name}/std"] = max(s[f"rewards/{name}/sq"] / n - mean * mean, 0.0) ** 0.5
+    out["reward"] = s["reward_sum"] / max(s["reward_n"], 1.0)
+    out["reward_std"] = s["std_sum"] / max(s["groups"], 1.0)
+    out["frac_reward_zero_std"] = s["zero_std"] / max(s["groups"], 1.0)
+    out["completions/mean_length"] = s["len_sum"] / max(s["completions"], 1.0)
+    out["completions/clipped_ratio"] = s["truncated"] / max(s["completions"], 1.0)
+    out["clip_ratio/low_mean"] = s["clip_low"] / max(s["batches"], 1.0)
+    out["clip_ratio/high_mean"] = s["clip_high"] / max(s["batches"], 1.0)
+    if with_kl:
+        out["kl"] = s["kl"] / max(s["batches"], 1.0)
+    return out
