@@ -1,6 +1,8 @@
 """The bundled demo dataset: identity examples ("who are you?" -> the tunelab assistant) in
-English and Chinese plus general Q&A, and a held-out split of paraphrases that never appear
-in training, each with a reference answer, so a quick-start can show that fine-tuning worked.
+English and Chinese mixed with general replies (so the persona is learned without losing the
+rest), and a held-out split that never appears in training, each row with a reference answer:
+identity paraphrases (what the quick-start teaches) and control questions of general knowledge
+(what it must keep).
 
 Both files are OpenAI-messages JSONL shipped as package data under tunelab/assets/demo/.
 """
@@ -13,12 +15,12 @@ _DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
 def demo_train_path() -> Path:
-    """Training split: 67 short conversations (identity EN/ZH, general Q&A, two multi-turn)."""
+    """Training split: 92 short conversations (42 identity EN/ZH, 50 general Q&A, two multi-turn)."""
     return _DEMO / "train.jsonl"
 
 
 def demo_heldout_path() -> Path:
-    """Held-out paraphrases; the last message of each row is the reference answer."""
+    """Held-out identity paraphrases and control questions; each row's last message is its reference."""
     return _DEMO / "heldout.jsonl"
 
 
