@@ -2,10 +2,11 @@
 and `parse_modelfile`, which reads one back (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER) for
 the server's /api/create.
 
-Ollama renders prompts with Go's text/template over `.Messages`, so each built-in
-family (`ChatTemplate.builtin_family()`) gets a hand-written equivalent of its jinja
-template. BOS is left to the GGUF's add_bos flag, exactly as llama.cpp does for the
-jinja template.
+Ollama renders prompts with Go's text/template over `.Messages` and `.Tools`, so each
+built-in family (`ChatTemplate.builtin_family()`) gets a Go equivalent of its jinja template
+that also renders tools, calls and tool results in the family's tool format
+(`export.ollama_template`): `ollama show` then lists the `tools` capability. BOS is left to
+the GGUF's add_bos flag, exactly as llama.cpp does for the jinja template.
 """
 
 from __future__ import annotations
@@ -15,32 +16,11 @@ from dataclasses import dataclass, field
 from tunelab.data.templates import ChatTemplate
 from tunelab.errors import InvalidRequest
 from tunelab.export.errors import ExportError
+from tunelab.export.ollama_template import EOS as EOS_MARK, FAMILIES, go_template
+from tunelab.tools.formats import BY_FAMILY as TOOL_FORMAT_BY_FAMILY
 
-_EOS = "\x00eos\x00"  # replaced by the template's EOS text: `default` ends replies with it
-
-OLLAMA_TEMPLATES: dict[str, str] = {
-    "chatml": (
-        "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
-        "{{ end }}<|im_start|>assistant\n"
-    ),
-    "llama3": (
-        "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
-        "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
-    ),
-    "gemma": (
-        "{{- range .Messages }}<start_of_turn>{{ if eq .Role \"assistant\" }}model"
-        "{{ else }}user{{ end }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n"
-    ),
-    "mistral": (
-        "{{- range .Messages }}{{ if eq .Role \"user\" }}[INST] {{ .Content }}[/INST]"
-        "{{ else if eq .Role \"assistant\" }}{{ .Content }}</s>{{ end }}{{ end }}"
-    ),
-    "default": (
-        "{{- range .Messages }}{{ if eq .Role \"system\" }}{{ .Content }}\n\n"
-        "{{ else if eq .Role \"user\" }}### User:\n{{ .Content }}\n\n"
-        "{{ else }}### Assistant:\n{{ .Content }}" + _EOS + "{{ end }}{{ end }}### Assistant:\n"
-    ),
-}
+# family -> its Go template, EOS_MARK where the template's EOS text goes (mistral, default)
+OLLAMA_TEMPLATES: dict[str, str] = {f: go_template(f, TOOL_FORMAT_BY_FAMILY.get(f)) for f in FAMILIES}
 
 
 def ollama_template(template: ChatTemplate) -> str:
@@ -49,7 +29,7 @@ def ollama_template(template: ChatTemplate) -> str:
     if family is None:
         raise ExportError(f"chat template '{template.name}' is custom jinja with no Ollama "
                           f"equivalent; train with one of: {', '.join(OLLAMA_TEMPLATES)}")
-    return OLLAMA_TEMPLATES[family].replace(_EOS, template.eos_token)
+    return go_template(family, template.tool_format).replace(EOS_MARK, template.eos_token)
 
 
 def render_modelfile(gguf_name: str, template: ChatTemplate, system: str | None = None) -> str:

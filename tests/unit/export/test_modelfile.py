@@ -18,7 +18,7 @@ def test_ollama_export_of_a_run(tiny_runs, tmp_path, capsys):
                     system="You are terse.")
     text = (tmp_path / "bundle" / "Modelfile").read_text()
     assert text.startswith(f"FROM ./{result.gguf.name}\n") and result.gguf.is_file()
-    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}' in text
+    assert 'TEMPLATE """{{- $prev := "" }}{{ range $i, $_ := .Messages }}' in text and "<|im_start|>{{ .Role }}" in text
     assert 'PARAMETER stop "<|im_end|>"\n' in text
     assert 'SYSTEM """You are terse."""' in text
     assert f"ollama create run-llama -f {tmp_path / 'bundle' / 'Modelfile'}" in capsys.readouterr().out

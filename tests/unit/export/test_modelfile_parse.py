@@ -6,14 +6,14 @@ import pytest
 
 from tunelab.data.templates import ChatTemplate
 from tunelab.errors import InvalidRequest
-from tunelab.export.modelfile import parse_modelfile, render_modelfile
+from tunelab.export.modelfile import ollama_template, parse_modelfile, render_modelfile
 
 
 def test_round_trip_of_an_exported_modelfile():
     template = ChatTemplate.builtin("chatml", eos_token="<|endoftext|>")
     recipe = parse_modelfile(render_modelfile("m.gguf", template, 'Be kind.\nSay "hi".'))
     assert recipe.from_ == "./m.gguf" and recipe.adapter is None
-    assert recipe.template.startswith("{{- range .Messages }}<|im_start|>")
+    assert recipe.template == ollama_template(template) and "<|im_start|>" in recipe.template
     assert recipe.system == 'Be kind.\nSay "hi".'
     assert recipe.parameters == {"stop": ["<|im_end|>", "<|endoftext|>"]}
 
