@@ -23,10 +23,23 @@ def test_unknown_name_names_the_setting_and_the_choices():
         resolve_dtype("int3", "cpu")
 
 
-def test_auto_on_cpu_is_bf16_only_for_inference_on_a_bf16_cpu():
-    assert resolve_dtype("auto", "cpu", training=True) is torch.float32
+def test_auto_on_cpu_is_bf16_on_a_bf16_cpu_for_inference_and_adapter_training_only():
     expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     assert resolve_dtype("auto", torch.device("cpu")) is expected
+    assert resolve_dtype("auto", "cpu", training=True, frozen_base=True) is expected
+    # full/freeze would update bf16 weights in place: those stay fp32 on CPU
+    assert resolve_dtype("auto", "cpu", training=True) is torch.float32
+
+
+def test_train_config_pins_which_methods_train_over_a_bf16_base_on_cpu():
+    from tunelab.train.config import TrainConfig
+
+    bf16 = "bf16" if cpu_has_fast_bf16() else "fp32"
+    for method, stage, expected in (("lora", "sft", bf16), ("dora", "dpo", bf16), ("lora", "rm", "fp32"),
+                                    ("full", "sft", "fp32"), ("freeze", "sft", "fp32")):
+        assert TrainConfig(method=method, stage=stage).dtype_name("cpu") == expected, (method, stage)
+    assert TrainConfig(precision="fp32").dtype_name("cpu") == "fp32"
+    assert TrainConfig(method="full", precision="bf16").dtype_name("cpu") == "bf16"
 
 
 def test_auto_on_cuda_is_bf16_when_the_gpu_has_it_for_both_paths():

@@ -20,11 +20,6 @@ class Device:
     budget: int  # bytes
     note: str  # where the budget came from
 
-    @property
-    def bf16(self) -> bool:
-        """precision=auto trains in bf16 here (CUDA), else in fp32 (as train.methods.resolve_dtype)."""
-        return self.kind == "cuda"
-
     def __str__(self) -> str:
         return f"{self.kind} {self.budget / GiB:.1f} GiB ({self.note})"
 

@@ -85,7 +85,8 @@ class TrainConfig:
     eval_split: float = opt(0.05, "fraction of examples held out for eval loss (at least one; 0 = none)")
     eval_every: int = opt(0, "evaluate every N steps (0 = only at the end)")
     seed: int = opt(42, "seed for data order, LoRA init and dropout")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = opt("auto", "auto = bf16 where the device supports it, else fp32")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = opt("auto", "auto = bf16 where the device computes it natively "
+                                                             "(CPU: lora/dora, adapter weights kept fp32), else fp32")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward: less memory, ~30% slower")
     save_every: int = opt(0, "write a checkpoint every N steps (0 = only when stopping)")
     keep_last: int = opt(2, "checkpoints to keep")
@@ -113,3 +114,15 @@ class TrainConfig:
             raise ValueError(
                 f"dataset_weights has {len(self.dataset_weights)} entries for {len(self.datasets)} datasets"
             )
+
+    def dtype_name(self, kind: str) -> str:
+        """The base weights' dtype on a device kind ("cpu"/"cuda"): precision, with auto resolved
+        by tunelab.dtypes. Only lora/dora keep every trainable weight fp32 over a frozen base
+        (peft upcasts adapter weights; stage=rm's new score head is not one, and stage=grpo's
+        rollouts have not been checked over a bf16 base)."""
+        from tunelab.dtypes import auto_dtype_name
+
+        if self.precision != "auto":
+            return self.precision
+        frozen_base = self.method in ("lora", "dora") and self.stage not in ("rm", "grpo")
+        return auto_dtype_name(kind, training=True, frozen_base=frozen_base)

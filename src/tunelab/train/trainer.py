@@ -187,9 +187,9 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     from tunelab.train.setup import build_objective, prepare_data, start_facts
 
     model_dir = resolve_model(cfg.model)
-    on_gpu = torch.cuda.is_available()
-    dtype = resolve_dtype(cfg.precision, "cuda" if on_gpu else "cpu", training=True)
-    acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and on_gpu else "no", cpu=not on_gpu)
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype(cfg.dtype_name(kind), kind)  # CPU bf16: frozen bf16 base, fp32 adapter (no autocast)
+    acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and kind == "cuda" else "no", cpu=kind == "cpu")
     sharding.check(acc, cfg)  # DeepSpeed refused; what FSDP cannot do named before loading
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
