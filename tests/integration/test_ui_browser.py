@@ -298,3 +298,8 @@ def test_preference_run_page_charts_rewards_margin_and_accuracy(page, server, ru
     page.goto(server.url + "/ui/#/runs/sft-run")
     page.wait_for_selector("#chart-loss svg[data-points='1']", timeout=30_000)
     assert page.locator("#chart-rewards").is_hidden() and page.locator("#chart-accuracy").is_hidden()
+    (runs_dir / "sft-run" / "config.yaml").write_text("stage: rm\n")  # the same run, now a reward model
+    page.goto(server.url + "/ui/#/runs/sft-run")
+    note = page.locator("#run-reward-model")
+    note.wait_for(timeout=30_000)
+    assert "tunelab merge" in note.inner_text() and "Serve it" not in page.locator("#run-final").inner_text()

@@ -68,6 +68,7 @@ def run_detail(path: Path) -> dict:
     detail["eta_s"] = eta_seconds(detail)
     detail["has_report"] = run.report_file.is_file()
     detail["has_adapter"] = run.adapter_dir is not None
+    detail["is_reward_model"] = _reward_model(run)
     detail |= tensorboard(run)
     return detail
 
@@ -79,6 +80,14 @@ def tensorboard(run: Run) -> dict:
         return {"tensorboard_dir": None, "tensorboard_command": None}
     path = str(logs.resolve())
     return {"tensorboard_dir": path, "tensorboard_command": f"tensorboard --logdir {shlex.quote(path)}"}
+
+
+def _reward_model(run: Run) -> bool:
+    """stage=rm (a score head: merged, never served); False when config.yaml cannot be read."""
+    try:
+        return run.is_reward_model
+    except TunelabError:
+        return False
 
 
 def _status_or_empty(run: Run) -> dict:

@@ -83,7 +83,8 @@ function finalReport(d) {
   if (d.has_report) parts.push(h("a.button", { href: downloadUrl(`/ui/api/runs/${encodeURIComponent(d.name)}/report/download`), target: "_blank" }, "Open final report"));
   else if (d.state === "finished") parts.push(h("button#write-report", { onclick: writeReport }, "Write final report"));
   if (d.summary && Object.keys(d.summary).length) parts.push(h("pre.code#run-summary", {}, JSON.stringify(d.summary, null, 2)));
-  if (d.state === "finished" && d.has_adapter) parts.push(h("p.muted", {}, "Serve it: ", h("code", {}, `tunelab serve ${d.status?.base_model_spec || ""} --adapter ${d.name}=${d.path}/adapter`)));
+  if (d.state === "finished" && d.is_reward_model) parts.push(h("p.muted#run-reward-model", {}, "A reward model scores replies and does not generate, so it is not served or exported to GGUF. Merge it into a Hugging Face sequence classifier: ", h("code", {}, `tunelab merge ${d.path}`)));
+  else if (d.state === "finished" && d.has_adapter) parts.push(h("p.muted", {}, "Serve it: ", h("code", {}, `tunelab serve ${d.status?.base_model_spec || ""} --adapter ${d.name}=${d.path}/adapter`)));
   ui.summary.replaceChildren(...(parts.length ? parts : [h("p.muted", {}, d.state === "running" ? "The summary appears when training ends." : "No summary.")]));
   ui.config.textContent = d.config_yaml || "";
 }
