@@ -74,6 +74,7 @@ class ModelManager:
         self.aliases: dict[str, str] = {}  # /api/copy: other name -> servable name
         self.metrics: Any = None  # the app's ServerMetrics, shared by every loaded Service
         self._lock = asyncio.Lock()  # loads, unloads and evictions happen one at a time
+        self._loads: dict[str, asyncio.Future] = {}  # base key -> its load in progress
 
     # ---- names --------------------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class ModelManager:
             loaded, served = self.loaded.get(item.key), item.name
             if loaded is None or not _attached(loaded, item):
                 async with self._lock:  # a second request for a loading model waits here, then finds it
-                    loaded = self.loaded.get(item.key) or await self._load(item)
+                    loaded = self.loaded.get(item.key) or await self._loading(item)
                     await _attach(loaded, item)
         if _bare(name) != served:  # so the Service resolves the name the request used
             loaded.service.aliases[_bare(name)] = served
@@ -198,6 +199,20 @@ class ModelManager:
                         await self._unload(key)
 
     # ---- loading ------------------------------------------------------------------------------
+
+    async def _loading(self, item: Servable) -> Loaded:
+        """Load `item`'s base as a task of its own: a request that leaves (cancelled) does not stop a
+        load half way; the model is registered when it is done, and the next request finds it."""
+        task = self._loads.get(item.key)
+        if task is None:
+            task = self._loads[item.key] = asyncio.ensure_future(self._load(item))
+            task.add_done_callback(lambda t: self._done_loading(item.key, t))
+        return await asyncio.shield(task)
+
+    def _done_loading(self, key: str, task: asyncio.Future) -> None:
+        self._loads.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure nobody waited for is not logged as unhandled
 
     async def _load(self, item: Servable) -> Loaded:
         base = self.catalog().get(item.base_name, item)
