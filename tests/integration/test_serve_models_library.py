@@ -229,3 +229,17 @@ def test_bench_times_a_cold_load(server, client, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "cold load: first token" in out and "b" in loaded(client)
+
+
+def test_an_unloaded_model_leaves_memory(client, server):
+    import gc
+    import weakref
+
+    client.generate(model="b", prompt="", keep_alive=-1)
+    manager = server.server.config.app.state.service.models
+    held, _ = manager._held("b")
+    weights = weakref.ref(held.service.backend.engine.engine.model)
+    del held
+    assert client.generate(model="b", prompt="", keep_alive=0).done_reason == "unload"
+    gc.collect()
+    assert weights() is None  # nothing (engine thread, caches, the Service) still holds the model
