@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _model_options(check)
     check.add_argument("--cutoff", type=int, default=1024, help="cutoff length in tokens (default 1024)")
     check.add_argument("--overflow", choices=("truncate", "drop"), default="truncate", help="rows over the cutoff: cut at a turn boundary, or drop (default: truncate)")
+    check.add_argument("--reward-funcs", default="", metavar="F,G",
+                       help="read the files as GRPO prompts for these reward functions (as grpo.reward_funcs: "
+                            "format, accuracy, module:function, file.py:function); their parameters name the "
+                            "columns a row may carry")
     preview = _action(sub, "preview", "print rendered examples with the trained part highlighted")
     preview.add_argument("files", nargs=1, metavar="FILE", help="a data file, directory or dataset_info.json")
     preview.add_argument("-n", type=int, default=3, help="number of rows to show (default 3)")
@@ -90,6 +94,8 @@ def _check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     with progress("loading the model's tokenizer and chat template"):
         tokenizer, template = _tokenizer_and_template(args)
+    if args.reward_funcs:
+        return _check_prompts(args, cfg, tokenizer, template)
     report = check_data(args.files, template, tokenizer, cfg)
     print(format_report(report))
     if report.invalid and not args.skip_invalid:
@@ -97,6 +103,21 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     if report.loss_tokens == 0:
         print("error: no trainable tokens (see the counts above)")
+        return 1
+    return 0
+
+
+def _check_prompts(args: argparse.Namespace, cfg, tokenizer, template) -> int:
+    """`data check --reward-funcs`: GRPO prompt rows, their columns checked against the functions' parameters."""
+    from tunelab.data.check import check_prompts
+    from tunelab.train.reward_funcs import load_reward_funcs, reward_inputs
+
+    funcs = load_reward_funcs([f.strip() for f in args.reward_funcs.split(",") if f.strip()])
+    lines, rejected = check_prompts(args.files, template, tokenizer, cfg, reward_inputs(funcs),
+                                    {f.name: f.required for f in funcs})
+    print("\n".join(lines))
+    if rejected and not args.skip_invalid:
+        print(f"error: {rejected} invalid rows; fix them or pass --skip-invalid to train without them")
         return 1
     return 0
 

@@ -178,3 +178,31 @@ def _finding(name: str, where: list[tuple[str, int]]) -> str:
 def _places(where: list[tuple[str, int]]) -> str:
     shown = ", ".join(f"{src}:{line}" if line else src for src, line in where[:FIRST])
     return shown + (", ..." if len(where) > FIRST else "")
+
+
+def check_prompts(paths: list[str | Path], template: ChatTemplate, tokenizer: Any, cfg: DataConfig,
+                  inputs: dict[str, list[str]], required: dict[str, tuple[str, ...]]) -> tuple[list[str], int]:
+    """The report of GRPO prompt rows (data/prompts.py) as lines, and the invalid rows; `inputs` maps
+    each column the reward functions read to their names, `required` each function to the columns it needs."""
+    from tunelab.data.prompts import read_prompts, tokenize_prompts
+
+    data = read_prompts(paths, inputs, required, cfg.ignore_columns, skip_invalid=True)
+    examples, over = tokenize_prompts(data.rows, template, tokenizer, cfg.cutoff_len, 0)
+    funcs = sorted({name for names in inputs.values() for name in names} | set(required))
+    lines = [f"chat template: {_describe(template.name)}",
+             f"GRPO prompts: {len(data.rows)} valid (reward functions: {', '.join(funcs) or 'none'})",
+             f"rejected: {sum(map(len, data.rejected.values()))}"]
+    lines += [f"  {reason}: {len(where)} (first at {_places(where)})" for reason, where in sorted(data.rejected.items())]
+    for column, names in sorted(inputs.items()):
+        present = sum(1 for r in data.rows if r.columns.get(column) is not None)
+        lines.append(f"column '{column}' (read by {', '.join(names)}): {present} of {len(data.rows)} rows")
+    if cfg.ignore_columns:
+        lines.append(_ignored(data.ignored, cfg.ignore_columns))
+    seen: set[str] = set()
+    dupes = [(r.source, r.line) for r in data.rows if json.dumps(r.messages) in seen or seen.add(json.dumps(r.messages))]
+    lines.append(_finding("duplicate prompts", dupes))
+    lengths = {k: v for k, v in _percentiles([len(e.prompt_ids) for e in examples]).items()}
+    lines.append("prompt tokens: " + ("  ".join(f"{k} {v}" for k, v in lengths.items()) or "n/a"))
+    lines.append(f"over cutoff ({cfg.cutoff_len}): {over} prompts dropped (training also leaves room for "
+                 "grpo.sampling.max_tokens)")
+    return lines, sum(map(len, data.rejected.values()))

@@ -26,18 +26,25 @@ from typing import Any, Callable, Sequence
 from tunelab.errors import RewardFunctionError
 
 CALL_ARGS = ("prompts", "completions", "completion_ids")  # what every call offers besides data columns
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_ANSWER = re.compile(r"<answer>\s*(-?\d+(?:\.\d+)?)\s*</answer>")  # a number between the tags
 
 
 def format_reward(completions: list[str], **_: Any) -> list[float]:
-    """1.0 when the completion gives its answer as <answer>...</answer>, else 0.0."""
+    """1.0 when the completion gives a number as <answer>N</answer>, else 0.0."""
     return [1.0 if _ANSWER.search(c) else 0.0 for c in completions]
 
 
 def accuracy_reward(completions: list[str], answer: list[Any], **_: Any) -> list[float]:
-    """1.0 when the last <answer>...</answer> holds exactly the row's `answer`, else 0.0."""
+    """1.0 when the number in the last <answer>N</answer> equals the row's `answer`, else 0.0."""
     found = [_ANSWER.findall(c) for c in completions]
-    return [1.0 if f and f[-1].strip() == str(a).strip() else 0.0 for f, a in zip(found, answer)]
+    return [1.0 if f and _same_number(f[-1], a) else 0.0 for f, a in zip(found, answer)]
+
+
+def _same_number(text: str, answer: Any) -> bool:
+    try:
+        return float(text) == float(str(answer).strip())
+    except ValueError:
+        return False
 
 
 BUILTINS: dict[str, Callable[..., list[float]]] = {"format": format_reward, "accuracy": accuracy_reward}
