@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -27,7 +28,8 @@ from tunelab.engine.sequence import Sequence
 from tunelab.engine.structured import _llguidance
 from tunelab.errors import InvalidRequest
 
-_TOKENIZERS: dict[tuple[int, int], Any] = {}  # (id(hf tokenizer), vocab) -> (LLTokenizer, hf tokenizer)
+# hf tokenizer -> {vocab: LLTokenizer}; weak: a stopped server's tokenizer takes its llguidance view with it
+_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _BUILD_LOCK = threading.Lock()  # one build per tokenizer: a request waits for a prewarm in progress
 log = logging.getLogger("tunelab.engine")
 
@@ -132,8 +134,7 @@ def _prewarm(tokenizer: Any, vocab: int) -> None:
 
 def cached_lltokenizer(tokenizer: Any, vocab: int) -> Any:
     """llguidance's tokenizer for `tokenizer` if already built, else None."""
-    entry = _TOKENIZERS.get((id(tokenizer), vocab))
-    return entry[0] if entry is not None and entry[1] is tokenizer else None
+    return _TOKENIZERS.get(tokenizer, {}).get(vocab)
 
 
 def _lltokenizer(tokenizer: Any, vocab: int) -> Any:
@@ -147,7 +148,7 @@ def _lltokenizer(tokenizer: Any, vocab: int) -> Any:
             import llguidance.hf
 
             built = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab)
-            _TOKENIZERS[(id(tokenizer), vocab)] = (built, tokenizer)
+            _TOKENIZERS.setdefault(tokenizer, {})[vocab] = built
     return built
 
 
