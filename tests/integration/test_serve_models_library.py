@@ -243,3 +243,15 @@ def test_an_unloaded_model_leaves_memory(client, server):
     assert client.generate(model="b", prompt="", keep_alive=0).done_reason == "unload"
     gc.collect()
     assert weights() is None  # nothing (engine thread, caches, the Service) still holds the model
+
+
+def test_an_unload_request_lets_running_requests_finish(client, server):
+    body = {"model": "b", "prompt": "hi", "max_tokens": 240, "ignore_eos": True, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as resp:
+        lines = resp.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # generating now
+        assert client.generate(model="b", prompt="", keep_alive=0).done_reason == "unload"
+        assert "b" in loaded(client)  # busy: it stays until its requests are done
+        rest = [line for line in lines if line.startswith("data: {")]
+    assert '"finish_reason":"length"' in rest[-1].replace(" ", "")
+    wait_unloaded(client, "b")

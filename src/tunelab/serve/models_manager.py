@@ -131,11 +131,13 @@ class ModelManager:
         return None, bare
 
     async def unload_name(self, name: str) -> str:
-        """Unload `name` now (a base with its adapters, or one adapter); its servable name."""
+        """Unload `name` (a base with its adapters once idle, or one adapter); its servable name."""
         item = self.find(name)
         async with self._lock:
             loaded = self.loaded.get(item.key)
-            if loaded is not None and item.adapter is None:
+            if loaded is not None and item.adapter is None and loaded.busy():
+                loaded.touch(0.0)  # as Ollama: other clients' requests finish, then the reaper unloads it
+            elif loaded is not None and item.adapter is None:
                 await self._unload(item.key)
             elif loaded is not None and item.name in loaded.service.backend.adapters():
                 await asyncio.to_thread(loaded.service.backend.remove_adapter, item.name)
