@@ -44,3 +44,16 @@ def grpo_train_path() -> Path:
 def grpo_heldout_path() -> Path:
     """48 held-out arithmetic prompts (questions that never appear in training)."""
     return _DEMO.parent / "grpo" / "heldout.jsonl"
+
+
+def tools_train_path() -> Path:
+    """Tool-calling rows (OpenAI messages with a `tools` column, under tunelab/assets/tools/): three
+    functions with JSON schemas (get_weather, convert_units, calculate); single and parallel calls,
+    calls followed by their tool results and the answer, and plain answers that call nothing."""
+    return _DEMO.parent / "tools" / "train.jsonl"
+
+
+def tools_heldout_path() -> Path:
+    """Held-out requests in the same shape: the reference reply is the row's second message (its
+    calls, or the plain answer), the first is the request."""
+    return _DEMO.parent / "tools" / "heldout.jsonl"
