@@ -79,6 +79,7 @@ class LlamaCppBackend(Backend):
         self.model_id = self.config.served_name or path.stem
         self.template = self._template(path)
         self.stop_ids = set(self._stop_ids())
+        self.marker_ids = marker_ids(self.llm)
         self._thread = threading.Thread(target=self._work, name="llamacpp-worker", daemon=True)
         self._thread.start()
 
@@ -212,7 +213,7 @@ class LlamaCppBackend(Backend):
                 reason = "stop"
                 break
             made += 1
-            text = stops.push(utf8.push(self.llm.detokenize([tok])))
+            text = stops.push(utf8.push(self.llm.detokenize([tok], special=tok in self.marker_ids)))
             if stops.hit is not None:
                 job.emit(Delta(text, [tok], finish_reason="stop"))
                 return
@@ -265,3 +266,17 @@ def _run_template(path: Path):
 
 _FILE_TYPES = {"0": "F32", "1": "F16", "7": "Q8_0", "8": "Q5_0", "15": "Q4_K_M", "17": "Q5_K_M",
                "18": "Q6_K", "32": "BF16", "2": "Q4_0"}
+
+
+def marker_ids(llm: Any) -> set[int]:
+    """Tool-call markers that are one special token (Mistral's [TOOL_CALLS]): llama.cpp drops such
+    tokens from detokenized text, so these are detokenized with their text for the tool parser."""
+    from tunelab.tools.formats import CALL_MARKERS
+
+    ids = set()
+    for marker in CALL_MARKERS:
+        toks = llm.tokenize(marker.encode(), add_bos=False, special=True)
+        if len(toks) == 1 and not llm.detokenize(toks) and llm.detokenize(toks, special=True) == marker.encode():
+            ids.add(toks[0])
+    return ids
+
