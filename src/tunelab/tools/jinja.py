@@ -51,7 +51,7 @@ def _result(fmt: ToolFormat) -> str:
     """One `tool` message: its text joins the pending result turn, or starts one."""
     content = ("{%- if m.content is string %}{% set c = m.content %}"
                "{% elif m.content is iterable and m.content is not mapping %}"
-               "{% set c = m.content | map(attribute='text', default='') | join %}"
+               "{% set c = m.content | map(attribute='text') | join %}"
                "{% else %}{% set c = m.content | tojson %}{% endif -%}")
     if fmt.result_json:
         body = ("'{\"content\": ' ~ (c | tojson) ~ ', \"call_id\": ' ~ ((m.tool_call_id or '') | tojson) ~ '}'")
