@@ -110,7 +110,7 @@ class ModelManager:
         seconds = self.default_keep_alive if keep_alive is None else parse_keep_alive(keep_alive, "keep_alive")
         loaded, served = self._held(name)  # the common case: no store or runs scan per request
         if loaded is None:
-            item = self.find(name)
+            item = await asyncio.to_thread(self.find, name)  # file reads (and a first import) stay off the loop
             loaded, served = self.loaded.get(item.key), item.name
             if loaded is None or not _attached(loaded, item):
                 async with self._lock:  # a second request for a loading model waits here, then finds it
@@ -132,7 +132,7 @@ class ModelManager:
 
     async def unload_name(self, name: str) -> str:
         """Unload `name` (a base with its adapters once idle, or one adapter); its servable name."""
-        item = self.find(name)
+        item = await asyncio.to_thread(self.find, name)
         async with self._lock:
             loaded = self.loaded.get(item.key)
             if loaded is not None and item.adapter is None and loaded.busy():
@@ -162,7 +162,7 @@ class ModelManager:
             for svc in self.services():  # a loaded model forgets the name too
                 svc.aliases.pop(bare, None)
             return
-        item = self.find(name)
+        item = await asyncio.to_thread(self.find, name)
         made = Run(item.adapter.parent) if item.adapter is not None else None
         if made is not None and made.status().get("created_by") == "create":  # /api/create made it
             await self.unload_name(item.name)
