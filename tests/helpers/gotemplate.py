@@ -311,7 +311,8 @@ def _index(value: Any, *keys: Any) -> Any:
 
 _FUNCS: dict[str, Callable] = {
     "eq": _eq, "ne": lambda a, b: a != b, "and": _and, "or": _or, "not": lambda a: not truth(a),
-    "len": len, "slice": lambda x, *ij: x[ij[0]:ij[1]] if len(ij) == 2 else x[ij[0]:] if ij else x, "index": _index, "print": _print,
+    "len": len, "slice": lambda x, *ij: x[ij[0]:ij[1]] if len(ij) == 2 else x[ij[0]:] if ij else x,
+    "index": _index, "print": _print,
     "json": lambda v: go_json(v),
 }
 

@@ -65,8 +65,9 @@ def _system_content(fmt: ToolFormat) -> str:
 
 def _turns(fmt: ToolFormat, open_turn: str, close_turn: str, role: str) -> str:
     """ChatML/Llama-style turns: every message its own turn, a system turn leading."""
-    results = (f"{{{{ if eq $prev \"tool\" }}}}\n{{{{ else }}}}{open_turn.replace('ROLE', fmt.result_role)}{{{{ end }}}}"
-               if fmt.merge_results else open_turn.replace("ROLE", fmt.result_role))
+    open_result = open_turn.replace("ROLE", fmt.result_role)
+    results = (f"{{{{ if eq $prev \"tool\" }}}}\n{{{{ else }}}}{open_result}{{{{ end }}}}"
+               if fmt.merge_results else open_result)
     close_results = f"{{{{ if eq $prev \"tool\" }}}}{close_turn}{{{{ end }}}}" if fmt.merge_results else ""
     after_result = "" if fmt.merge_results else close_turn
     return (

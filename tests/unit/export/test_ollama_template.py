@@ -118,6 +118,7 @@ def _parse_tag(source: str) -> str:
                                         ("gemma", "```tool_call")])
 def test_ollama_sees_tools_capability_round_trip_and_call_tag(family, tag):
     source = ollama_template(ChatTemplate.builtin(family, eos_token="</s>"))
-    assert "$.Tools" in source and "if .ToolCalls" in source  # Vars() has tools and toolcalls: `ollama show` lists tools
+    # Vars() has tools and toolcalls: `ollama show` lists the tools capability
+    assert "$.Tools" in source and "if .ToolCalls" in source
     assert 'eq .Role "tool"' in source  # goTemplateHasToolRoundTrip: Ollama keeps this template over the GGUF's
     assert _parse_tag(source) == tag
