@@ -74,6 +74,8 @@ def test_everything_is_listed_and_nothing_loaded_at_start(client, server):
 def test_first_request_loads_adapter_shares_base_and_lru_evicts(client, server):
     reply = client.chat(model="a", messages=HI, options=OPTS)
     assert reply.message.content and reply.done_reason in ("stop", "length")
+    assert reply.load_duration > 0 and reply.total_duration > reply.load_duration  # this request loaded a
+    assert client.chat(model="a", messages=HI, options=OPTS).load_duration < reply.load_duration
     ps = loaded(client)
     assert set(ps) == {"a"} and ps["a"].size > 0 and ps["a"].expires_at.year < 9999
     plain = client.generate(model="a", prompt="hi", options=OPTS).response

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from tunelab.serve.embeddings_protocol import (MAX_INPUTS, EmbeddingRequest, OllamaEmbeddingsRequest,
                                                OllamaEmbedRequest)
 from tunelab.serve.errors import APIError, bad_request
-from tunelab.serve.models_manager import service_for
+from tunelab.serve.models_manager import load_duration_ns, service_for
 from tunelab.serve.service import Service, Target
 from tunelab.serve.streaming import until_disconnected
 
@@ -53,7 +53,8 @@ async def ollama_embed(req: OllamaEmbedRequest, request: Request) -> dict[str, A
     vectors = await embed(request, svc, target, prompts, "input") if prompts else np.zeros((0, 0))
     elapsed = time.perf_counter_ns() - start
     return {"model": target.name, "embeddings": unit(vectors, req.dimensions, "dimensions").tolist(),
-            "total_duration": elapsed, "load_duration": 0, "prompt_eval_count": sum(map(len, prompts))}
+            "total_duration": elapsed, "load_duration": load_duration_ns(request),
+            "prompt_eval_count": sum(map(len, prompts))}
 
 
 @router.post("/api/embeddings")

@@ -340,5 +340,13 @@ async def service_for(request: Request, model: str, keep_alive: float | str | No
         if keep_alive is not None:
             parse_keep_alive(keep_alive, "keep_alive")
         return svc
-    return await manager.acquire(model, keep_alive)
+    start = time.perf_counter_ns()
+    served = await manager.acquire(model, keep_alive)
+    request.state.load_duration_ns = time.perf_counter_ns() - start  # Ollama's load_duration
+    return served
+
+
+def load_duration_ns(request: Request) -> int:
+    """How long `service_for` waited for this request's model to load (0 when it was loaded)."""
+    return getattr(request.state, "load_duration_ns", 0)
 

@@ -17,7 +17,7 @@ from tunelab.serve import protocol as P
 from tunelab.engine.config import SamplingParams
 from tunelab.serve.errors import bad_request
 from tunelab.serve.keep_alive import parse_keep_alive
-from tunelab.serve.models_manager import service_for
+from tunelab.serve.models_manager import load_duration_ns, service_for
 from tunelab.serve.openai_routes import chat_messages
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
 from tunelab.serve.service import Service, Target
@@ -109,14 +109,15 @@ async def _respond(request: Request, svc: Service, target: Target, ids: list[int
     ticket = svc.admit(1)
     events = svc.stream(P.new_id("ollama"), ids, params, target)
     if stream:  # errors before the first token are an HTTP error, as with Ollama
-        lines = _lines(svc, target, ids, await started(events, ticket), kind, opened, plan)
+        lines = _lines(svc, target, ids, await started(events, ticket), kind, opened, plan,
+                       load_duration_ns(request))
         return ReleasingStream(_ndjson(lines), ticket, "application/x-ndjson")
-    lines = _lines(svc, target, ids, events, kind, opened, plan)
+    lines = _lines(svc, target, ids, events, kind, opened, plan, load_duration_ns(request))
     return await until_disconnected(request, _merged(lines, kind), ticket)
 
 
 async def _lines(svc: Service, target: Target, ids: list[int], events: AsyncIterator, kind: str,
-                 opened: bool, plan: ToolPlan | None) -> AsyncIterator[dict[str, Any]]:
+                 opened: bool, plan: ToolPlan | None, load_ns: int = 0) -> AsyncIterator[dict[str, Any]]:
     start, tokens, reason = time.perf_counter_ns(), 0, "stop"
     parser = ReasoningParser(opened) if svc.config.reasoning == "auto" else None
     tools, sent = (plan.parser() if plan else None), 0
@@ -134,7 +135,7 @@ async def _lines(svc: Service, target: Target, ids: list[int], events: AsyncIter
             sent = len(done)
     final = _piece(target, kind, "", "", done=True)
     elapsed = time.perf_counter_ns() - start
-    final.update(done_reason=reason, total_duration=elapsed, load_duration=0,
+    final.update(done_reason=reason, total_duration=elapsed + load_ns, load_duration=load_ns,
                  prompt_eval_count=len(ids), eval_count=tokens, eval_duration=elapsed)
     yield final
 
