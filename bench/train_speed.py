@@ -1,6 +1,7 @@
 """Training speed: tunelab vs a plain transformers Trainer + PEFT baseline, same model, data and LoRA.
 
-    python bench/train_speed.py                       # CPU: embedded Gemma 3 270M, demo data, fp32
+    python bench/train_speed.py                       # CPU: embedded Gemma 3 270M, demo data
+    python bench/train_speed.py --check-precision     # + tunelab at fp32: its loss curve next to auto's
     python bench/train_speed.py --arch llama3-8b      # GPU: Llama-3-8B shapes, random weights, seq 2048
 
 The baseline is what most tutorials run: Trainer with a collator that pads each batch to its
@@ -8,7 +9,10 @@ longest example, full-vocabulary logits at every position. Each side runs in its
 subprocess so peak memory (process max RSS on CPU, max allocated on GPU) is its own, and the
 sides alternate over --rounds (baseline, tunelab, tunelab, baseline, ...) so that load from other
 processes on a shared machine lands on both.
-Trained tokens/s counts real (non-padding) tokens per second of training steps.
+Trained tokens/s counts real (non-padding) tokens per second of training steps. Each side runs
+at its own defaults: tunelab at --precision (auto: bf16 base + fp32 LoRA on a bf16 CPU), the
+Trainer at --baseline-precision (default: fp32 on CPU, as TrainingArguments has bf16 off; the
+tunelab dtype on GPU, where tutorials set bf16=True). Both sides' loss curves are printed.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--packing", action="store_true", help="tunelab side: packed rows instead of length buckets")
-    p.add_argument("--precision", default="auto", help="auto = bf16 on GPUs that support it, else fp32")
+    p.add_argument("--precision", default="auto", help="tunelab side; auto = tunelab's rule (tunelab.dtypes)")
+    p.add_argument("--baseline-precision", help="Trainer side; default fp32 on CPU, --precision's dtype on GPU")
+    p.add_argument("--check-precision", action="store_true",
+                   help="also train tunelab once at fp32 and compare its loss curve with --precision's")
     p.add_argument("--rounds", type=int, default=2,
                    help="alternate the sides this many times (ABBA...) so load from other processes hits both")
     p.add_argument("--only", choices=["tunelab", "baseline"], help=argparse.SUPPRESS)
@@ -53,13 +60,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as work:
         prepare(args, Path(work))
         rounds = interleaved_rounds(__file__, argv or sys.argv[1:], work, args.rounds)
+        reference = None
+        if args.check_precision:  # same data order and LoRA init as the tunelab side, fp32 weights
+            reference = side_subprocess(__file__, "tunelab", [*(argv or sys.argv[1:]), "--precision", "fp32",
+                                                              "--round", str(args.rounds)], work)
     for r, results in enumerate(rounds):
         print(f"round {r + 1}")
         report(results)
     if len(rounds) > 1:
         print("all rounds (tokens over seconds, max peak)")
         report({side: _pool([res[side] for res in rounds]) for side in ("baseline", "tunelab")})
+    print_curves(rounds[0], reference)
     return 0
+
+
+def print_curves(results: dict, reference: dict | None) -> None:
+    """Both sides' loss per optimizer step (first round), and tunelab's against its fp32 run."""
+    for side in ("baseline", "tunelab"):
+        r = results[side]
+        print(f"loss {side} ({r.get('dtype', '?')}): " + " ".join(f"{x:.4f}" for x in r.get("losses", [])))
+    if reference is None:
+        return
+    ours, ref = results["tunelab"]["losses"], reference["losses"]
+    print("loss tunelab (fp32): " + " ".join(f"{x:.4f}" for x in ref))
+    rel = max(abs(a - b) / abs(b) for a, b in zip(ours, ref))
+    print(f"tunelab {results['tunelab'].get('dtype')} vs fp32: max per-step loss difference {100 * rel:.2f}% "
+          f"(tolerance 1%); fp32 {reference['tokens_per_s']:.1f} tok/s, peak {reference['peak_mem_mb']:.0f} MB")
 
 
 def _pool(results: list[dict]) -> dict:
@@ -67,7 +93,8 @@ def _pool(results: list[dict]) -> dict:
     tokens = sum(r["tokens"] for r in results)
     seconds = sum(r["seconds"] for r in results)
     return {"tokens_per_s": tokens / seconds, "peak_mem_mb": max(r["peak_mem_mb"] for r in results),
-            "loaded_mb": min(r.get("loaded_mb") or 0.0 for r in results), "tokens": tokens, "seconds": seconds}
+            "loaded_mb": min(r.get("loaded_mb") or 0.0 for r in results), "tokens": tokens, "seconds": seconds,
+            "dtype": results[0].get("dtype")}
 
 
 def interleaved_rounds(script: str, argv: list[str], work: str, rounds: int) -> list[dict]:
@@ -159,10 +186,12 @@ def run_side(args: argparse.Namespace) -> dict:
 
 
 def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> dict:
+    import torch
+
     from tunelab.config import load_config
     from tunelab.data.tokenize import Example
     from tunelab.train.config import TrainConfig
-    from tunelab.train.rundir import RunDir
+    from tunelab.rundir import Run
     from tunelab.train.trainer import train
 
     examples = [Example(r["input_ids"], r["labels"]) for r in rows]
@@ -173,12 +202,14 @@ def run_tunelab(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> 
         "output": str(Path(args.work) / f"tunelab-run-{args.round}"), "lr": 1e-4,
     })
     result = train(cfg, examples=(examples, []))
-    metrics = RunDir(result.run_dir).metrics()
+    metrics = Run(result.run_dir).metrics()
     timed = metrics[1:] or metrics  # the first step pays one-off warm-up costs; skipped on both sides
     tokens = sum(m["tokens"] for m in timed)
     seconds = sum(m["tokens"] / m["tokens_per_s"] for m in timed)
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
     return {"tokens_per_s": tokens / seconds, "peak_mem_mb": max(m["peak_mem_mb"] for m in metrics),
-            "steps": len(metrics), "tokens": tokens, "seconds": seconds}
+            "steps": len(metrics), "tokens": tokens, "seconds": seconds, "dtype": cfg.dtype_name(kind),
+            "losses": [m["loss"] for m in metrics]}
 
 
 def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) -> dict:
@@ -189,7 +220,9 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     from tunelab.dtypes import resolve_dtype
     from tunelab.train.metrics import peak_mem_mb
 
-    dtype = resolve_dtype(args.precision, "cuda" if torch.cuda.is_available() else "cpu", training=True)
+    on_gpu = torch.cuda.is_available()
+    dtype = resolve_dtype(args.baseline_precision or (args.precision if on_gpu else "fp32"),
+                          "cuda" if on_gpu else "cpu", training=True)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir)) if args.arch == "default" else None
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa")
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear",
@@ -206,7 +239,7 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     times: list[float] = []
     targs = TrainingArguments(
         output_dir=str(Path(args.work) / f"baseline-{args.round}"), per_device_train_batch_size=args.micro_batch,
-        max_steps=args.steps, learning_rate=1e-4, logging_steps=1000, save_strategy="no", report_to=[],
+        max_steps=args.steps, learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to=[],
         bf16=dtype == torch.bfloat16, gradient_checkpointing=args.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0,
     )
@@ -215,8 +248,10 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, rows: list[dict]) ->
     trainer.train()
     tokens = sum(counted[1:len(times)])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     return {"tokens_per_s": tokens / sum(times[1:]), "peak_mem_mb": peak_mem_mb(device), "steps": len(times),
-            "loaded_mb": loaded_mb, "tokens": tokens, "seconds": sum(times[1:])}
+            "loaded_mb": loaded_mb, "tokens": tokens, "seconds": sum(times[1:]),
+            "dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32"), "losses": losses}
 
 
 def _rss_mb() -> float:
@@ -257,14 +292,14 @@ def _step_timer(times: list[float]):
 
 def report(results: dict) -> None:
     base, ours = results["baseline"], results["tunelab"]
-    print(f"{'':10} {'tokens/s':>10} {'peak MB':>10}")
+    print(f"{'':10} {'dtype':>6} {'tokens/s':>10} {'peak MB':>10}")
     for name, r in (("baseline", base), ("tunelab", ours)):
-        print(f"{name:10} {r['tokens_per_s']:>10.1f} {r['peak_mem_mb']:>10.0f}")
+        print(f"{name:10} {r.get('dtype', '?'):>6} {r['tokens_per_s']:>10.1f} {r['peak_mem_mb']:>10.0f}")
     print(f"speed-up  {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x   "
           f"memory {ours['peak_mem_mb'] / base['peak_mem_mb']:.2f}x of baseline")
     floor = base.get("loaded_mb") or 0.0
     if floor and base["peak_mem_mb"] > floor:  # CPU: peak RSS includes the loaded model; show what training adds
-        print(f"above the loaded model ({floor:.0f} MB): baseline {base['peak_mem_mb'] - floor:.0f} MB, "
+        print(f"above the baseline's loaded model ({floor:.0f} MB): baseline {base['peak_mem_mb'] - floor:.0f} MB, "
               f"tunelab {ours['peak_mem_mb'] - floor:.0f} MB")
 
 
