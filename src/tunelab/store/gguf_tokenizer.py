@@ -1,7 +1,7 @@
 """The tokenizer inside a GGUF file, converted once to a fast `tokenizer.json`.
 
-Building a tokenizer from GGUF metadata means rebuilding BPE merges from the vocabulary,
-which takes tens of seconds for Gemma's 262k tokens. transformers' GGUF converter does it
+Building a tokenizer from GGUF metadata means rebuilding BPE merges from the vocabulary
+(515k merges for Gemma's 262k tokens, about 6.5 CPU-seconds in all). transformers' GGUF converter does it
 correctly (sentencepiece and byte-level vocabularies, control tokens as special tokens, the
 chat template, add_bos_token), so import runs it once and saves the result; every later
 load reads `tokenizer.json` directly.
@@ -22,12 +22,14 @@ GEMMA_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
 _STOP_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
-def convert_tokenizer(gguf_path: Path, out_dir: Path, arch: str, meta: dict[str, Any]) -> list[int]:
+def convert_tokenizer(gguf_path: Path, out_dir: Path, arch: str, meta: dict[str, Any],
+                      model_type: str | None = None) -> list[int]:
     """Save the GGUF's tokenizer (tokenizer.json + tokenizer_config.json) into `out_dir`.
 
-    `meta` is the file's metadata. Returns the token ids that end a generation.
+    `meta` is the file's metadata, `model_type` the HF config's (it picks the tokenizer class).
+    Returns the token ids that end a generation.
     """
-    tok = _load(gguf_path, meta)
+    tok = _load(gguf_path, meta, model_type)
     if arch == "gemma3":
         _mark_special(tok, GEMMA_TURN_TOKENS)
     if tok.pad_token is None and tok.eos_token is not None:
@@ -36,12 +38,17 @@ def convert_tokenizer(gguf_path: Path, out_dir: Path, arch: str, meta: dict[str,
     return _stop_ids(tok, arch, meta)
 
 
-def _load(gguf_path: Path, meta: dict[str, Any]):
+def _load(gguf_path: Path, meta: dict[str, Any], model_type: str | None = None):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
 
-    byte_level = meta.get("tokenizer.ggml.model") == "gpt2"
-    cls = PreTrainedTokenizerFast if byte_level else AutoTokenizer
-    return cls.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    if meta.get("tokenizer.ggml.model") == "gpt2":  # byte-level
+        return PreTrainedTokenizerFast.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    # Naming the class (by model type) skips AutoTokenizer's own read of the model config from the
+    # GGUF, which for architectures its fast reader lacks (gemma3) parses the whole file again:
+    # 25 s of CPU instead of 7 s for Gemma 3 270M (bench numbers in docs/benchmarks.md).
+    named = {"tokenizer_type": model_type} if TOKENIZER_MAPPING_NAMES.get(model_type or "") else {}
+    return AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, **named)
 
 
 def _mark_special(tok, tokens: tuple[str, ...]) -> None:

@@ -76,7 +76,7 @@ def import_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> None:
     with progress(f"dequantizing to {dtype}", total=len(specs), unit="tensor") as task:
         write_safetensors(out_dir, [_counted(spec, task) for spec in specs])
     with progress("converting the tokenizer (once)"):
-        stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
+        stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta, config.model_type)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
 
@@ -92,7 +92,7 @@ def _import_pointer(gguf_path: Path, out_dir: Path) -> None:
         family = _family(gguf_path, meta)
         config = build_config(family, meta, {t.name: _numpy_shape(t) for t in reader.tensors}, "bfloat16")
     with progress("converting the tokenizer (once)"):
-        stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta)
+        stop_ids = _tokenizer(gguf_path, out_dir, family.arch, meta, config.model_type)
     config.save_pretrained(str(out_dir))
     write_text(out_dir / "generation_config.json", json.dumps(_generation_config(config, stop_ids), indent=2))
     write_text(out_dir / GGUF_POINTER, pointer_text(gguf_path, reader))
@@ -167,11 +167,11 @@ def _check_complete(path: Path, config, names: set[str]) -> None:
         raise CorruptModelFile(f"{path}: unexpected tensors for {config.model_type}: {', '.join(extra[:5])}")
 
 
-def _tokenizer(path: Path, out_dir: Path, arch: str, meta: dict[str, Any]) -> list[int]:
+def _tokenizer(path: Path, out_dir: Path, arch: str, meta: dict[str, Any], model_type: str) -> list[int]:
     from tunelab.store.gguf_tokenizer import convert_tokenizer
 
     try:
-        return convert_tokenizer(path, out_dir, arch, meta)
+        return convert_tokenizer(path, out_dir, arch, meta, model_type)
     except (KeyError, ValueError, TypeError) as err:
         raise CorruptModelFile(f"{path}: cannot build a tokenizer from its metadata ({_reason(err)})") from None
 
