@@ -33,6 +33,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         llguidance's tokenizer starts building on its own thread for constrained requests."""
         from tunelab.engine.async_engine import AsyncEngine
         from tunelab.engine.constraints import prewarm
+        from tunelab.engine.warmup import warm_up_engine
 
         self.engine = AsyncEngine(self.config.model, config=self.config.engine)
         self.tokenizer = self.engine.tokenizer
@@ -43,6 +44,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         self.model_id = self.config.served_name or model_dir.name
         self.num_params = sum(p.numel() for p in self.engine.engine.model.parameters())  # once, not per /api/show
         self.prewarm_thread = prewarm(self.tokenizer, self.engine.engine.model.spec.vocab_size)
+        warm_up_engine(self.engine.engine)
 
     # ---- generation -----------------------------------------------------------------------
 
