@@ -1,5 +1,6 @@
-"""`tunelab train`'s pre-flight: refuse a plan that cannot fit before anything loads (the data,
-the tokenizer, the weights, or a download of them): the model's shape comes from its config.json."""
+"""`tunelab train`'s pre-flight: refuse a plan that cannot fit before the weights load, and one
+that cannot fit whatever the data before anything loads (the data, the tokenizer, the weights or
+a download of them): the model's shape comes from its config.json."""
 
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ from tunelab.errors import TunelabError
 from tunelab.train.config import TrainConfig
 
 
+SHORTEST = 8  # tokens: DataConfig's smallest cutoff_len
+
+
 class PlanDoesNotFit(TunelabError):
     """The memory plan exceeds the device; the message carries the advice."""
 
 
-def check_memory_plan(cfg: TrainConfig, examples: list | None = None) -> None:
+def check_memory_plan(cfg: TrainConfig, examples: list | None = None, data_read: bool = True) -> None:
     """Raise PlanDoesNotFit with the plan's advice unless it fits (or ignore_memory_plan is set).
 
-    The plan is `tunelab plan`'s for the same keys: micro-batches of cutoff_len tokens. Examples
-    already in memory (`train(examples=...)`) lower that to the longest one when unpacked, since
-    micro-batches are padded to their longest example; data files are not read for it."""
+    `tunelab train` checks twice. Before anything loads (data_read=False, only config.json read) it
+    refuses a plan that cannot fit even with the shortest examples: the weights, optimizer states
+    and one short micro-batch already exceed the device. Once the data is read, before the weights
+    load, it checks the plan at the data's length: unpacked micro-batches are padded to their
+    longest example, so min(cutoff_len, longest), not `tunelab plan`'s cutoff_len. Examples passed
+    in memory (`train(examples=...)`) count as read."""
     if cfg.ignore_memory_plan:
         return
     from tunelab.plan.advice import advise
@@ -30,14 +37,20 @@ def check_memory_plan(cfg: TrainConfig, examples: list | None = None) -> None:
     shape, _ = model_shape(cfg.model)  # a hub id fetches config.json only
     device = detect_device()
     planned = _at_data_length(cfg, examples)
-    est = estimate_training(shape, planned, device)
+    bound = not data_read and not examples  # a lower bound: the data's length is not known yet
+    est = estimate_training(shape, _shortest(cfg) if bound else planned, device)
     if est.fits:
         return
     raise PlanDoesNotFit(
-        f"memory plan: this run needs ~{gib(est.total)} but {device}. "
+        f"memory plan: this run needs {'at least ' if bound else ''}~{gib(est.total)} but {device}. "
         + advice_lines(advise(shape, planned, device)).replace("\n", " |")
         + " | see `tunelab plan` for the breakdown; ignore_memory_plan=true trains anyway"
     )
+
+
+def _shortest(cfg: TrainConfig) -> TrainConfig:
+    """cfg with one example of SHORTEST tokens per micro-batch: what any data needs at least."""
+    return dataclasses.replace(cfg, micro_batch_size=1, data=dataclasses.replace(cfg.data, cutoff_len=SHORTEST))
 
 
 def _at_data_length(cfg: TrainConfig, examples: list | None) -> TrainConfig:

@@ -124,7 +124,7 @@ def train(
     try:
         check_method(cfg)  # before anything heavy is loaded
         MetricsWriter.check(cfg.report_to)  # a missing tracker library, before loading
-        check_memory_plan(cfg, examples[0] if examples else None)  # from config.json: before data and weights
+        check_memory_plan(cfg, examples[0] if examples else None, data_read=False)  # config.json only
         session = _build_session(cfg, run, examples, console, resumed=resume is not None)
         session.metrics = MetricsWriter(run, to_dict(cfg), cfg.report_to) if session.accelerator.is_main_process else None
     except BaseException:
@@ -181,6 +181,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     from accelerate import Accelerator
 
     from tunelab.dtypes import resolve_dtype
+    from tunelab.plan.guard import check_memory_plan
     from tunelab.store.resolve import resolve_model
     from tunelab.train import methods
     from tunelab.train.pairs import precompute_reference
@@ -192,6 +193,7 @@ def _build_session(cfg: TrainConfig, run: Run, examples, console, resumed: bool)
     acc = Accelerator(mixed_precision="bf16" if dtype == torch.bfloat16 and kind == "cuda" else "no", cpu=kind == "cpu")
     sharding.check(acc, cfg)  # DeepSpeed refused; what FSDP cannot do named before loading
     tokenizer, template, data = prepare_data(cfg, model_dir, examples)
+    check_memory_plan(cfg, data.train)  # at the data's length, before the model loads
     torch.manual_seed(cfg.seed)  # LoRA init and dropout
     model = methods.apply_method(methods.load_model(model_dir, cfg, dtype), cfg, model_dir)
     wrapped, optimizer, scheduler = sharding.prepare(acc, build_objective(model, cfg, data), model, cfg)

@@ -114,7 +114,7 @@ def test_ignore_memory_plan_skips_the_check(tiny_models, synthetic_examples, tmp
         check_memory_plan(load_config(TrainConfig, None, keys))
 
 
-def test_train_refuses_before_reading_data_or_weights_and_the_flag_overrides(tmp_path, capsys):
+def test_train_refuses_before_reading_data_or_weights_and_the_flag_overrides(tiny_models, tmp_path, capsys):
     from tunelab.plan.shape import ARCHITECTURES
 
     model = tmp_path / "huge"  # a 70B config.json and a tokenizer, no weights: loading them would fail
@@ -124,8 +124,14 @@ def test_train_refuses_before_reading_data_or_weights_and_the_flag_overrides(tmp
             "--output", str(tmp_path / "run")]
     assert main(argv) != 0
     err = capsys.readouterr().err
-    assert "memory plan" in err and "ignore_memory_plan=true" in err and "absent.jsonl" not in err
+    assert "memory plan: this run needs at least" in err and "ignore_memory_plan=true" in err
+    assert "absent.jsonl" not in err
     assert not (tmp_path / "run").exists()
     assert main(argv + ["--ignore-memory-plan"]) != 0  # then it goes on to read the data
+    err = capsys.readouterr().err
+    assert "memory plan" not in err and "absent.jsonl" in err
+    # a plan that fits with short enough examples waits for the data's length (then checked again)
+    argv[2] = str(tiny_models["llama"])
+    assert main(argv + ["--micro-batch-size", "100000", "--data.cutoff-len", "4096"]) != 0
     err = capsys.readouterr().err
     assert "memory plan" not in err and "absent.jsonl" in err
