@@ -34,6 +34,7 @@ class CheckReport:
     empty_replies: list[tuple[str, int]] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)
     pairs: PairReport | None = None  # when some rows are preference pairs or KTO rows
+    image_tokens: list[int] = field(default_factory=list)  # each image's <|image_pad|> tokens (Qwen2-VL resizing)
 
     @property
     def loss_tokens(self) -> int:
@@ -92,7 +93,19 @@ def check_data(paths: list[str | Path], template: ChatTemplate, tokenizer: Any, 
     report = CheckReport(loaded, stats, cfg, template.name, lengths, pairs=check_pairs(loaded, template, tokenizer, cfg))
     report.empty_replies = [(r.source, r.line) for r in loaded.rows if _has_empty_reply(r)]
     report.duplicates = _duplicates(loaded.rows)
+    report.image_tokens = _image_tokens(loaded.rows, tokenizer)
     return report
+
+
+def _image_tokens(rows: list[Row], tokenizer: Any) -> list[int]:
+    """Tokens each image takes, with the model's image processor settings when it has them."""
+    refs = [ref for row in rows for ref in row.images or []]
+    if not refs:
+        return []
+    from tunelab.vision.preprocess import ref_tokens, vision_grid
+
+    grid = vision_grid(getattr(tokenizer, "name_or_path", None))
+    return [ref_tokens(ref, grid) for ref in refs]
 
 
 def _has_empty_reply(row: Row) -> bool:
@@ -105,7 +118,8 @@ def _duplicates(rows: list[Row]) -> list[tuple[str, int]]:
     seen: set[str] = set()
     out = []
     for row in rows:
-        key = json.dumps(row.messages if row.messages is not None else row.text, ensure_ascii=False, sort_keys=True)
+        body = row.messages if row.messages is not None else row.text
+        key = json.dumps([body, row.images], ensure_ascii=False, sort_keys=True)
         if key in seen:
             out.append((row.source, row.line))
         seen.add(key)
@@ -132,9 +146,20 @@ def format_report(report: CheckReport) -> str:
     if stats.unstable or stats.zero_loss or stats.untrained_turns:
         lines.append(f"not trainable: {stats.unstable} rows the template cannot split into prompt and reply, "
                      f"{stats.zero_loss} with no loss tokens, {stats.untrained_turns} earlier replies left untrained")
+    if report.image_tokens:
+        lines.append(_image_line(report))
     lines.append(f"examples: {stats.kept} of {len(loaded.rows)} rows")
     lines.append(f"loss tokens: {stats.loss_tokens} of {stats.total_tokens} ({stats.loss_share:.1%}, train_on={cfg.train_on})")
     return "\n".join(lines + (_pair_lines(report.pairs, cfg) if report.pairs else []))
+
+
+def _image_line(report: CheckReport) -> str:
+    """Images, the rows holding them, and their token counts (not in 'tokens per row': the
+    template renders each as one <image> marker until the model expands it)."""
+    rows = sum(1 for r in report.loaded.rows if r.images)
+    spread = "  ".join(f"{k} {v}" for k, v in _percentiles(report.image_tokens).items())
+    return (f"images: {len(report.image_tokens)} in {rows} rows; image tokens per image: {spread}; "
+            f"{sum(report.image_tokens)} in all")
 
 
 def _pair_lines(pairs: PairReport, cfg: DataConfig) -> list[str]:

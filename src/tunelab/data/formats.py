@@ -9,6 +9,8 @@ Public API:
   prompt/chosen/rejected); detected per file from its first row, or forced with `format`.
   A row with `chosen` and `rejected` is a preference pair in any conversation format
   (data/pairs.py); a `label` column marks KTO rows.
+- Images: OpenAI `image_url` content parts and LLaMA-Factory's `images` column (with `<image>`
+  markers) land in `Row.images`, checked and resolved (vision/images.py).
 - Paths: .jsonl, .json (array), .csv/.tsv, .parquet, directories of them, and
   LLaMA-Factory `dataset_info.json` (all its datasets, or `dataset_info.json#a,b`).
 An invalid row raises DataError naming file, line and field, unless skip_invalid,
@@ -178,9 +180,9 @@ def _has_output(files: list[Path]) -> bool:
 
 def _info_columns(fmt: str, columns: dict, where: str) -> dict[str, str]:
     """LLaMA-Factory column names -> ours (they match except sharegpt's 'messages'); columns we
-    cannot train yet (images, videos, audios) are an error, never dropped."""
+    cannot train yet (videos, audios) are an error, never dropped."""
     known = {"prompt", "query", "response", "system", "history", "messages", "chosen", "rejected", "kto_tag",
-             "tools"}
+             "tools", "images"}
     for key in columns:
         if key in _NOT_YET:
             raise DataError("unsupported dataset", f"column '{key}': {_NOT_YET[key]}", where)
@@ -193,7 +195,6 @@ def _info_columns(fmt: str, columns: dict, where: str) -> dict[str, str]:
 
 
 _NOT_YET = {
-    "images": "image data needs a vision model; tunelab trains text models only",
-    "videos": "video data needs a vision model; tunelab trains text models only",
-    "audios": "audio data needs an audio model; tunelab trains text models only",
+    "videos": "video data is not supported yet (images are)",
+    "audios": "audio data needs an audio model; tunelab trains text and image models only",
 }

@@ -15,6 +15,7 @@ from tunelab.data.columns import check_columns, misspelt
 from tunelab.data.errors import DataError
 from tunelab.data.pairs import LABEL_COLUMN, PAIR_COLUMNS, is_pair_record, pair_row, read_label
 from tunelab.data.tool_rows import check_calls, function_call_turn, openai_calls, read_tools
+from tunelab.vision.images import check_markers, read_image_column, resolve_image, split_image_parts
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference")
 FORMAT_ALIASES = {"openai": "messages", "chat": "messages", "prompt": "prompt_completion",
@@ -39,6 +40,7 @@ class Row:
     rejected: list[dict] | None = None
     label: bool | None = None
     tools: list[dict] | None = None  # functions the conversation may call (OpenAI tool dicts)
+    images: list[str] | None = None  # resolved image paths / data URLs, one per `<image>` marker, in order
 
     @property
     def kind(self) -> str:
@@ -68,16 +70,17 @@ class LoadedData:
 
 
 _DEFAULT_COLUMNS = {
-    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"},
-    "sharegpt": {"messages": "conversations", "system": "system", "tools": "tools"},
-    "messages": {"messages": "messages", "system": "system", "tools": "tools"},
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history",
+               "images": "images"},
+    "sharegpt": {"messages": "conversations", "system": "system", "tools": "tools", "images": "images"},
+    "messages": {"messages": "messages", "system": "system", "tools": "tools", "images": "images"},
     "prompt_completion": {"prompt": "prompt", "response": "completion", "system": "system"},
     "text": {"text": "text"},
     "preference": {"prompt": "prompt", "system": "system"},
 }
 # the roles (keys of Schema.columns) each format reads; every other column is an error (data/columns.py)
-_READS = {"alpaca": ("prompt", "query", "response", "history"), "sharegpt": ("messages",),
-          "messages": ("messages",), "prompt_completion": ("prompt", "response")}
+_READS = {"alpaca": ("prompt", "query", "response", "history", "images"), "sharegpt": ("messages", "images"),
+          "messages": ("messages", "images"), "prompt_completion": ("prompt", "response")}
 _PAIR_READS = {"alpaca": ("prompt", "query", "history"), "sharegpt": ("messages",), "messages": ("messages",)}
 _TURN_EXTRAS = {"assistant": ("tool_calls",), "tool": ("tool_call_id",)}  # keys beyond role and content
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -134,7 +137,8 @@ class Schema:
         tools = read_tools(record.get(self.columns.get("tools", "tools")), self.columns.get("tools", "tools"), *where)
         check_calls(messages, tools, key, *where)
         label = read_label(record, self.columns["kto_tag"], *where)
-        return Row(messages, None, source, line, self.format, label=label, tools=tools)
+        images = _images(messages, record, self.columns.get("images"), key, *where)
+        return Row(messages, None, source, line, self.format, label=label, tools=tools, images=images)
 
     def _turns(self, record: dict, columns: dict, source: str, line: int) -> list[dict]:
         key = columns["messages"]
@@ -157,8 +161,9 @@ class Schema:
         calls = turn.get("tool_calls") if role == "assistant" else None
         value = turn.get(content_key) if calls is not None else _required(turn, content_key, source, line,
                                                                            f"{where}.{content_key}")
+        value, images = split_image_parts(value, f"{where}.{content_key}", source, line)
         content = "" if value is None else _content(value, f"{where}.{content_key}", source, line)
-        out = {"role": role, "content": content}
+        out = {"role": role, "content": content, **({"images": images} if images else {})}
         if calls is not None:
             out["tool_calls"] = openai_calls(calls, f"{where}.tool_calls", source, line)
         if role == "tool" and turn.get("tool_call_id") is not None:
@@ -230,6 +235,19 @@ def _next_roles(previous: dict | None) -> tuple[str, ...]:
     if previous["role"] == "assistant":
         return ("tool",)
     return ("tool", "assistant") if previous["role"] == "tool" else ("assistant",)
+
+
+def _images(messages: list[dict], record: dict, column: str | None, key: str, source: str,
+            line: int) -> list[str] | None:
+    """The row's images, checked and resolved: image content parts (taken off their turns) then the
+    `images` column (None: the format has none); None when there are none."""
+    refs = [ref for m in messages for ref in m.pop("images", [])]
+    listed = read_image_column(record.get(column), column, source, line) if column else []
+    refs += [(ref, f"{column}[{i}]") for i, ref in enumerate(listed)]
+    if not refs:
+        return None
+    check_markers(messages, refs, key, source, line)
+    return [resolve_image(ref, source, line, field) for ref, field in refs]
 
 
 def _alpaca(record: dict, columns: dict, source: str, line: int) -> list[dict]:

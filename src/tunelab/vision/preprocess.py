@@ -58,6 +58,23 @@ def image_tokens(height: int, width: int, grid: VisionGrid = VisionGrid()) -> in
     return t * h * w // grid.merge_size**2
 
 
+def vision_grid(model_dir: str | Path | None) -> VisionGrid:
+    """The model's resizing knobs from its preprocessor_config.json, else Qwen2-VL's defaults."""
+    config = Path(model_dir) / "preprocessor_config.json" if model_dir else None
+    if config is None or not config.is_file():
+        return VisionGrid()
+    return grid_of(image_processor(model_dir))
+
+
+def ref_tokens(ref: str, grid: VisionGrid = VisionGrid()) -> int:
+    """Image tokens of a resolved image reference (reads only the header for the size)."""
+    from tunelab.vision.images import open_image
+
+    with open_image(ref) as image:
+        width, height = image.size
+    return image_tokens(height, width, grid)
+
+
 def image_processor(model_dir: str | Path | None = None, grid: VisionGrid | None = None) -> Any:
     """transformers' Qwen2-VL image processor: the model's own config when it has one, else `grid`."""
     from transformers import Qwen2VLImageProcessorPil  # the PIL backend: no torchvision needed

@@ -100,13 +100,13 @@ def test_dataset_info_columns_not_mapped_are_unknown(tmp_path):
     _jsonl(tmp_path, [{"q": "hi", "a": "yo", "input": "", "meta": 1}], "raw.jsonl")
     entry = {"file_name": "raw.jsonl", "columns": {"prompt": "q", "response": "a"}}
     (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": entry}))
-    with pytest.raises(DataError, match=r"raw.jsonl:1: field 'meta': unknown column; alpaca rows read a, history, input"):
+    with pytest.raises(DataError, match=r"raw.jsonl:1: field 'meta': unknown column; alpaca rows read a, history, images, input"):
         read_datasets([tmp_path / "dataset_info.json"])
     assert len(read_datasets([tmp_path / "dataset_info.json"], ignore_columns=["meta"]).rows) == 1
 
 
 def test_pairs_and_tools_columns_are_known_only_where_read():
-    assert Schema.of("messages").known_columns() == {"messages", "system", "tools", "label"}
+    assert Schema.of("messages").known_columns() == {"messages", "images", "system", "tools", "label"}
     assert Schema.of("alpaca", ranking=True).known_columns() == {"instruction", "input", "history", "chosen",
                                                                  "rejected", "system"}
 

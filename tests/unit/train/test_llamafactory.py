@@ -153,7 +153,9 @@ def test_dataset_info_names_on_the_command_line_and_pretraining_and_holes(lf_pro
              {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}]
     tools = json.dumps([{"name": "w", "description": "weather", "parameters": {"type": "object"}}])
     (data / "tools.json").write_text(json.dumps([{"conversations": calls, "tools": tools}]))
-    (data / "mllm.json").write_text("[]")
+    mllm = [{"messages": [{"role": "user", "content": "<image>who?"}, {"role": "assistant", "content": "a"}],
+             "images": ["mllm_demo_data/1.jpg"]}]
+    (data / "mllm.json").write_text(json.dumps(mllm))
     info = json.loads((data / "dataset_info.json").read_text())
     info.update(c4_demo={"file_name": "c4.jsonl", "columns": {"prompt": "text"}},
                 glaive={"file_name": "tools.json", "formatting": "sharegpt",
@@ -165,8 +167,8 @@ def test_dataset_info_names_on_the_command_line_and_pretraining_and_holes(lf_pro
     assert [r.text for r in rows] == ["纯文本预训练。", "second"] and rows[0].format == "text"
     (row,) = read_datasets(["data/dataset_info.json#glaive"]).rows
     assert row.tools[0]["function"]["name"] == "w" and row.messages[1]["tool_calls"][0]["function"]["name"] == "w"
-    with pytest.raises(DataError, match="column 'images'.*vision"):
-        read_datasets(["data/dataset_info.json#mllm"])
+    with pytest.raises(DataError, match="mllm.json:1: field 'images\\[0\\]': image file not found"):
+        read_datasets(["data/dataset_info.json#mllm"])  # images are read (tests/unit/data/test_image_rows.py)
 
 
 def test_a_malformed_function_call_turn_names_file_line_and_field(tmp_path):
