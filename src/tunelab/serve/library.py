@@ -44,7 +44,7 @@ def catalog(wanted: list[str], runs_dir: str | Path, store: Store | None = None)
                               e.created) for e in store.entries().values() if e.present}
     by_path = {item.key: item for item in items.values()}
     for run in _runs(runs_dir):
-        item = _run_item(run, by_path)
+        item = None if _reward_model(run) else _run_item(run, by_path)
         if item is not None and item.name not in items:
             items[item.name] = item
     if wanted == ["all"]:
@@ -59,8 +59,25 @@ def check_wanted(wanted: list[str], runs_dir: str | Path) -> None:
     known = catalog(["all"], runs_dir)
     for name in wanted:
         if name not in known:
+            require_generative(name, runs_dir)
             raise TunelabError(f"models: no store model or finished run named '{name}'"
                                f"{did_you_mean(name, list(known))} See `tunelab list` and `tunelab runs`.")
+
+
+def require_generative(name: str, runs_dir: str | Path) -> None:
+    """RewardModelError when `name` is a reward-model run: the catalog leaves those out, and a
+    request naming one is told why rather than 'not found'."""
+    for run in _runs(runs_dir):
+        if run.name == name:
+            run.require_generative("served")
+
+
+def _reward_model(run: Run) -> bool:
+    """stage=rm runs score text and cannot generate; an unreadable config is left to _run_item."""
+    try:
+        return run.is_reward_model
+    except TunelabError:
+        return False
 
 
 def did_you_mean(name: str, names: list[str]) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import Request
 
-from tunelab.errors import ModelNotFound
+from tunelab.errors import ModelNotFound, RewardModelError
 from tunelab.rundir import Run
 from tunelab.serve import library
 from tunelab.serve.backends.base import Backend
@@ -92,6 +92,10 @@ class ModelManager:
         by_path = _ollama_style(name, items)
         if by_path is not None:
             return by_path
+        try:
+            library.require_generative(bare, self.config.runs_dir)
+        except RewardModelError as err:
+            raise APIError(400, str(err), param="model", code="reward_model") from None
         names = sorted([*items, *self.aliases])
         raise APIError(404, f"model '{name}' not found{library.did_you_mean(bare, names)} Servable models: "
                        f"{len(names)} (GET /api/tags or /v1/models lists them)", param="model",

@@ -52,3 +52,22 @@ def test_a_name_in_models_must_exist(library, monkeypatch):
     check_wanted(["a", "tuned"], runs)
     with pytest.raises(TunelabError, match="no store model or finished run named 'tunde'. Did you mean: tuned"):
         check_wanted(["tunde"], runs)
+
+
+def test_reward_model_runs_are_not_served_and_say_why(library, monkeypatch):
+    from tunelab.errors import RewardModelError
+    from tunelab.serve.config import ServeConfig
+    from tunelab.serve.errors import APIError
+    from tunelab.serve.models_manager import ModelManager
+
+    store, runs = library
+    monkeypatch.setenv("TUNELAB_HOME", str(store.home))
+    scorer = _run(runs, "scorer", "finished", store.get("a").path, kind="model")
+    scorer.write_config({"stage": "rm"})
+    assert "scorer" not in catalog(["all"], runs, store) and "full" in catalog(["all"], runs, store)
+    with pytest.raises(RewardModelError, match="run 'scorer' is a reward model .* cannot be served"):
+        check_wanted(["scorer"], runs)
+    manager = ModelManager(ServeConfig(models=["all"], runs_dir=str(runs)))
+    with pytest.raises(APIError, match="reward model") as err:
+        manager.find("scorer")
+    assert err.value.status == 400 and err.value.param == "model"
