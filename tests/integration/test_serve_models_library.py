@@ -191,9 +191,35 @@ def test_create_from_a_modelfile_and_from_fields(client, home):
     assert "b" in loaded(client)  # the base stays; only the created adapter went
 
 
+def test_created_parameters_are_defaults_on_every_api(client, server):
+    """`ollama create` with PARAMETERs: show lists them, and each API applies them unless the request
+    says otherwise (num_predict caps the length, seed makes sampling repeat)."""
+    made = client.create("b-params", from_="b", parameters={"num_predict": 2, "seed": 7, "temperature": 1.5},
+                         stream=False)
+    assert made.status == "success"
+    info = client.show("b-params")
+    assert "num_predict 2" in info.parameters and "seed 7" in info.parameters
+    assert "PARAMETER temperature 1.5" in info.modelfile
+    chat = client.chat(model="b-params", messages=HI)
+    assert chat.eval_count == 2  # the model's num_predict
+    assert client.chat(model="b-params", messages=HI).message.content == chat.message.content  # its seed
+    assert client.chat(model="b-params", messages=HI, options={"num_predict": 4}).eval_count == 4
+    openai = OpenAI(base_url=f"{server.url}/v1", api_key="x")
+    done = openai.chat.completions.create(model="b-params", messages=HI)
+    assert done.usage.completion_tokens == 2
+    again = openai.chat.completions.create(model="b-params", messages=HI)
+    assert again.choices[0].message.content == done.choices[0].message.content
+    assert openai.completions.create(model="b-params", prompt="hi", max_tokens=3).usage.completion_tokens == 3
+    assert openai.responses.create(model="b-params", input="hi").usage.output_tokens == 2
+    plain = client.show("b")
+    assert "num_predict" not in plain.parameters
+    assert client.delete("b-params").status == "success"
+
+
 def test_create_names_what_it_cannot_do(client):
     for body, word in [({"modelfile": "FROM b\nMESSAGE user hi\n"}, "MESSAGE is not supported"),
-                       ({"from": "b", "parameters": {"temperature": 0.1}}, "PARAMETER temperature"),
+                       ({"from": "b", "parameters": {"mirostat": 2}}, "PARAMETER mirostat is not supported"),
+                       ({"from": "b", "parameters": {"num_predict": "many"}}, "PARAMETER num_predict"),
                        ({"from": "b", "quantize": "q4_K_M"}, "quantize"),
                        ({"from": "nope"}, "FROM nope"),
                        ({"from": "b", "template": "{{ .Prompt }}"}, "Go template")]:

@@ -63,6 +63,7 @@ class ChatTemplate:
     bos_token: str = ""
     eos_token: str = ""
     system: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # Modelfile PARAMETERs (Ollama names): sampling defaults
 
     @classmethod
     def builtin(cls, name: str, bos_token: str = "", eos_token: str = "", system: str | None = None) -> ChatTemplate:
@@ -95,7 +96,7 @@ class ChatTemplate:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(**{k: data[k] for k in ("name", "source", "stop_strings", "bos_token", "eos_token")},
-                       system=data.get("system"))
+                       system=data.get("system"), options=dict(data.get("options") or {}))
         except FileNotFoundError:
             raise TemplateError(f"{path}: no saved chat template") from None
         except (ValueError, KeyError, TypeError) as err:

@@ -11,7 +11,9 @@ the GGUF's add_bos flag, exactly as llama.cpp does for the jinja template.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from tunelab.data.templates import ChatTemplate
 from tunelab.errors import InvalidRequest
@@ -33,9 +35,9 @@ def ollama_template(template: ChatTemplate) -> str:
 
 
 def render_modelfile(gguf_name: str, template: ChatTemplate, system: str | None = None) -> str:
-    """Modelfile text: FROM, TEMPLATE, one PARAMETER stop per stop string, SYSTEM."""
+    """Modelfile text: FROM, TEMPLATE, the PARAMETERs (`parameter_lines`), SYSTEM."""
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{ollama_template(template)}"""']
-    lines += [f"PARAMETER stop {_quote(stop)}" for stop in template.stop_strings]
+    lines += [f"PARAMETER {line}" for line in parameter_lines(template)]
     system = system if system is not None else template.system
     if system:
         lines.append(f'SYSTEM """{system}"""')
@@ -44,6 +46,14 @@ def render_modelfile(gguf_name: str, template: ChatTemplate, system: str | None 
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parameter_lines(template: ChatTemplate) -> list[str]:
+    """A model's PARAMETERs as `name value` lines, as `parse_modelfile` reads them back: one stop
+    per stop string, then its sampling defaults (`template.options`, set by a Modelfile)."""
+    lines = [f"stop {_quote(stop)}" for stop in getattr(template, "stop_strings", None) or []]
+    options = getattr(template, "options", None) or {}  # a backend's own template may have none
+    return lines + [f"{name} {json.dumps(value)}" for name, value in options.items()]
 
 
 # ---- reading a Modelfile (`/api/create`) --------------------------------------------------------
@@ -107,6 +117,45 @@ def _apply(recipe: Recipe, word: str, value: str, where: str, line_no: int) -> N
         recipe.from_ = value
     else:
         setattr(recipe, word.lower(), value)
+
+
+def options_of(recipe: Recipe) -> dict[str, Any]:
+    """The PARAMETERs other than stop as the model's sampling defaults (Ollama option names,
+    typed), checked as a request's `options` would be; one we do not honour is a 400 naming it.
+    `OllamaOptions.honoured` is the list of accepted names."""
+    from pydantic import ValidationError
+
+    from tunelab.serve.protocol import OllamaOptions
+
+    names, options = OllamaOptions.honoured(), {}
+    for name, values in recipe.parameters.items():
+        if name == "stop":
+            continue
+        if name not in names:
+            raise InvalidRequest(f"PARAMETER {name} is not supported: tunelab honours "
+                                 f"{', '.join(names)}", param="parameters")
+        if len(values) > 1:
+            raise InvalidRequest(f"PARAMETER {name} is given {len(values)} times; only stop repeats",
+                                 param="parameters")
+        options[name] = _typed(values[0])
+    try:
+        OllamaOptions.model_validate(options).to_sampling_params(1)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InvalidRequest(f"PARAMETER {first['loc'][0]} {options.get(first['loc'][0])!r}: {first['msg']}",
+                             param="parameters") from None
+    except InvalidRequest as err:
+        raise InvalidRequest("PARAMETER " + str(err).removeprefix("options."), param="parameters") from None
+    return options
+
+
+def _typed(raw: str) -> Any:
+    """A PARAMETER's value: a JSON number (or true/false) as such, else the text."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (int, float, bool)) else raw
 
 
 def _unquote(text: str) -> str:

@@ -76,11 +76,11 @@ class MessagesRequest(RequestModel):
     output_config: dict[str, Any] | None = None  # effort is a hint; format (structured output) is a 400
     # hosted and billing fields are field_policy.TABLE's: a 400 saying why, or accepted on purpose
 
-    def to_sampling_params(self, max_tokens: int,
-                           structured: StructuredOutputsParams | None) -> SamplingParams:
-        """temperature/top_p/top_k/stop_sequences by the one mapping; `max_tokens` as checked,
-        `structured` a forced tool call's constraint."""
-        values = sampling_values(self, {"stop_sequences": "stop"})
+    def to_sampling_params(self, max_tokens: int, structured: StructuredOutputsParams | None,
+                           defaults: dict[str, Any] | None = None) -> SamplingParams:
+        """temperature/top_p/top_k/stop_sequences by the one mapping over the model's `defaults`;
+        `max_tokens` as checked, `structured` a forced tool call's constraint."""
+        values = sampling_values(self, {"stop_sequences": "stop"}, defaults)
         values.pop("max_tokens", None)
         return SamplingParams(**{**values, "max_tokens": max_tokens}, structured_outputs=structured)
 

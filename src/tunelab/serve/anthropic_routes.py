@@ -46,7 +46,7 @@ async def create_message(req: A.MessagesRequest, request: Request):
     plan = _plan(svc, target, req)
     prompt = _prompt(svc, req, target, plan)
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_tokens, "messages")
-    params = check_constraint(svc, req.to_sampling_params(max_tokens, plan.constraint))
+    params = check_constraint(svc, req.to_sampling_params(max_tokens, plan.constraint, svc.sampling_defaults(target)))
     svc.check_stop(params.stop, "stop_sequences")
     parser = ReasoningParser(opens_reasoning(prompt.text)) if svc.config.reasoning == "auto" else None
     ticket = svc.admit(1)

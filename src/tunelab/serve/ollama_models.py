@@ -137,8 +137,10 @@ def _modelfile(svc: Service, target: Target, template: Any, source: str) -> str:
 
 
 def _parameters(template: Any) -> str:
-    """Ollama's parameter lines: the template's stop strings."""
-    return "\n".join(f'stop "{s}"' for s in getattr(template, "stop_strings", None) or [])
+    """Ollama's parameter lines (stops, sampling defaults), by the Modelfile's own writer."""
+    from tunelab.export.modelfile import parameter_lines
+
+    return "\n".join(parameter_lines(template)) if template is not None else ""
 
 
 def _model_info(svc: Service, info: dict[str, Any]) -> dict[str, Any]:

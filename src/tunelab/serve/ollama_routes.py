@@ -33,12 +33,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def ollama_params(svc: Service, opts: P.OllamaOptions | None, prompt_len: int,
+def ollama_params(svc: Service, target: Target, opts: P.OllamaOptions | None, prompt_len: int,
                   structured: Any = None) -> SamplingParams:
-    """Ollama `options` -> SamplingParams; num_predict -1 (or none) means up to the default."""
-    o = opts or P.OllamaOptions()
-    wanted = o.num_predict if o.num_predict and o.num_predict > 0 else None
-    return o.to_sampling_params(svc.max_tokens_for(prompt_len, wanted, "options.num_predict"), structured)
+    """Ollama `options` over the model's defaults -> SamplingParams; num_predict -1 (or none) means
+    up to the model's num_predict, else the server's default."""
+    o, defaults = opts or P.OllamaOptions(), svc.sampling_defaults(target)
+    wanted = o.num_predict if o.num_predict and o.num_predict > 0 else defaults.get("max_tokens")
+    return o.to_sampling_params(svc.max_tokens_for(prompt_len, wanted, "options.num_predict"), structured,
+                                defaults)
 
 
 def _format(svc: Service, value: Any) -> Any:
@@ -104,7 +106,7 @@ async def _probe(request: Request, model: str, keep_alive: float | str | None, k
 async def _respond(request: Request, svc: Service, target: Target, ids: list[int],
                    options: P.OllamaOptions | None, stream: bool, kind: str, opened: bool,
                    structured: Any = None, plan: ToolPlan | None = None):
-    params = ollama_params(svc, options, len(ids), structured)
+    params = ollama_params(svc, target, options, len(ids), structured)
     svc.check_stop(params.stop, "options.stop")
     ticket = svc.admit(1)
     events = svc.stream(P.new_id("ollama"), ids, params, target)

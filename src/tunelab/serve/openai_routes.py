@@ -161,9 +161,10 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
         prompt = svc.backend.encode_chat(chat_messages(req.messages), kwargs, target.adapter)
     except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
-    max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens,
-                                    "messages")
-    params = check_constraint(svc, req.to_sampling_params(max_tokens, structured))
+    defaults = svc.sampling_defaults(target)
+    max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_completion_tokens or req.max_tokens
+                                    or defaults.get("max_tokens"), "messages")
+    params = check_constraint(svc, req.to_sampling_params(max_tokens, structured, defaults))
     svc.check_stop(params.stop, "stop")
     thinking = svc.config.reasoning == "auto"
     opened = thinking and opens_reasoning(prompt.text)
@@ -318,8 +319,9 @@ async def completions(req: P.CompletionRequest, request: Request):
     svc.check_n(req.n)
     svc.check_logprobs(req.logprobs is not None)
     ids = completion_prompt(svc, req)
-    max_tokens = svc.max_tokens_for(len(ids), req.max_tokens, "prompt")
-    params = check_constraint(svc, req.to_sampling_params(max_tokens))
+    defaults = svc.sampling_defaults(target)
+    max_tokens = svc.max_tokens_for(len(ids), req.max_tokens or defaults.get("max_tokens"), "prompt")
+    params = check_constraint(svc, req.to_sampling_params(max_tokens, None, defaults))
     svc.check_stop(params.stop, "stop")
     ticket = svc.admit(req.n)
     rid = P.new_id("cmpl")

@@ -81,12 +81,18 @@ class StreamOptions(RequestModel):
 _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 
 
-def sampling_values(request: BaseModel, renames: dict[str, str] | None = None) -> dict[str, Any]:
+def sampling_values(request: BaseModel, renames: dict[str, str] | None = None,
+                    defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The request's values of `SamplingParams` fields, matched by name after `renames`
-    (API name -> engine name); None means "not given" and is left to the default."""
-    renames = renames or {}
-    pairs = ((renames.get(name, name), getattr(request, name)) for name in type(request).model_fields)
-    return {name: value for name, value in pairs if name in _SAMPLING_FIELDS and value is not None}
+    (API name -> engine name); None means "not given" and is left to the default.
+    `defaults` (engine names) are the served model's own (a Modelfile's PARAMETERs): a field
+    the request did not send takes the model's default, as in Ollama, not the schema's."""
+    renames, defaults = renames or {}, defaults or {}
+    sent = request.model_fields_set
+    pairs = ((renames.get(name, name), getattr(request, name)) for name in type(request).model_fields
+             if name in sent or renames.get(name, name) not in defaults)
+    given = {name: value for name, value in pairs if name in _SAMPLING_FIELDS and value is not None}
+    return {**defaults, **given}
 
 
 class SamplingFields(RequestModel):
@@ -113,12 +119,13 @@ class SamplingFields(RequestModel):
     guided_choice: list[Text] | None = None
     guided_grammar: Text | None = None
 
-    def to_sampling_params(self, max_tokens: int,
-                           structured: StructuredOutputsParams | None = None) -> SamplingParams:
+    def to_sampling_params(self, max_tokens: int, structured: StructuredOutputsParams | None = None,
+                           defaults: dict[str, Any] | None = None) -> SamplingParams:
         """This request's sampling as the engine's type; `max_tokens` as checked against the context,
-        `structured` the constraint of response_format or tool_choice (else a guided_* one)."""
+        `structured` the constraint of response_format or tool_choice (else a guided_* one),
+        `defaults` the model's own (`Service.sampling_defaults`)."""
         structured = structured or self.guided()
-        values = {**sampling_values(self), **self.engine_overrides(), "max_tokens": max_tokens}
+        values = {**sampling_values(self, None, defaults), **self.engine_overrides(), "max_tokens": max_tokens}
         return SamplingParams(**values, structured_outputs=structured)
 
     def guided(self) -> StructuredOutputsParams | None:
@@ -222,11 +229,24 @@ class OllamaOptions(RequestModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
-    def to_sampling_params(self, max_tokens: int,
-                           structured: StructuredOutputsParams | None = None) -> SamplingParams:
-        """These options as the engine's type (with `format`'s or tools' constraint); a bad value is
-        a 400 naming `options.<name>`."""
-        values = {**self.DEFAULTS, **sampling_values(self, self.ENGINE_NAMES), "max_tokens": max_tokens,
+    @classmethod
+    def honoured(cls) -> list[str]:
+        """The option names tunelab honours, so the PARAMETERs a Modelfile may set (field_policy's
+        accepted-but-unused ones, such as num_ctx, are not: a model cannot carry what is not used)."""
+        return list(cls.model_fields)
+
+    def engine_defaults(self) -> dict[str, Any]:
+        """These options as a model's sampling defaults, engine-named; num_predict <= 0 means none."""
+        values = sampling_values(self, self.ENGINE_NAMES)
+        if values.get("max_tokens", 1) <= 0:
+            del values["max_tokens"]
+        return values
+
+    def to_sampling_params(self, max_tokens: int, structured: StructuredOutputsParams | None = None,
+                           defaults: dict[str, Any] | None = None) -> SamplingParams:
+        """These options as the engine's type (with `format`'s or tools' constraint, over the model's
+        `defaults`); a bad value is a 400 naming `options.<name>`."""
+        values = {**self.DEFAULTS, **sampling_values(self, self.ENGINE_NAMES, defaults), "max_tokens": max_tokens,
                   "structured_outputs": structured}
         try:
             return SamplingParams(**values)

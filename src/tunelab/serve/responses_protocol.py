@@ -93,10 +93,11 @@ class ResponsesRequest(RequestModel):
     metadata: dict[str, str] | None = None  # echoed back; nothing is stored
     # stateful and hosted fields are field_policy.TABLE's: a 400 saying why, or accepted on purpose
 
-    def to_sampling_params(self, max_tokens: int,
-                           structured: StructuredOutputsParams | None) -> SamplingParams:
-        """temperature/top_p by the one mapping; `max_tokens` as checked, `structured` the constraint."""
-        return SamplingParams(**{**sampling_values(self), "max_tokens": max_tokens},
+    def to_sampling_params(self, max_tokens: int, structured: StructuredOutputsParams | None,
+                           defaults: dict[str, Any] | None = None) -> SamplingParams:
+        """temperature/top_p by the one mapping over the model's `defaults`; `max_tokens` as checked,
+        `structured` the constraint."""
+        return SamplingParams(**{**sampling_values(self, None, defaults), "max_tokens": max_tokens},
                               structured_outputs=structured)
 
     def text_constraint(self) -> StructuredOutputsParams | None:

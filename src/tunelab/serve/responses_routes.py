@@ -49,8 +49,9 @@ async def create_response(req: R.ResponsesRequest, request: Request):
         prompt = svc.backend.encode_chat(req.messages(), kwargs, target.adapter)
     except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="input") from None
-    max_tokens = _max_tokens(svc, len(prompt.ids), req.max_output_tokens)
-    params = check_constraint(svc, req.to_sampling_params(max_tokens, structured))
+    defaults = svc.sampling_defaults(target)
+    max_tokens = _max_tokens(svc, len(prompt.ids), req.max_output_tokens or defaults.get("max_tokens"))
+    params = check_constraint(svc, req.to_sampling_params(max_tokens, structured, defaults))
     thinking = svc.config.reasoning == "auto"
     parser = ReasoningParser(opens_reasoning(prompt.text)) if thinking else None
     ticket = svc.admit(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from tunelab.engine.config import SamplingParams
 from tunelab.serve.backends.base import Backend, Delta
@@ -63,6 +63,14 @@ class Service:
     def names(self) -> list[str]:
         """Every name a request may use: the base model, its adapters, then other names."""
         return [self.backend.model_id, *self.backend.adapters(), *self.aliases]
+
+    def sampling_defaults(self, target: Target) -> dict[str, Any]:
+        """The served model's own sampling defaults (its Modelfile PARAMETERs, saved with its chat
+        template), engine-named; every API's `to_sampling_params` takes them, request values win."""
+        from tunelab.serve.protocol import OllamaOptions
+
+        options = getattr(self.backend.chat_template(target.adapter), "options", None)
+        return OllamaOptions.model_validate(options).engine_defaults() if options else {}
 
     def context_length(self) -> int:
         """The context window requests are checked against."""

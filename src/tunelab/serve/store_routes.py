@@ -36,7 +36,7 @@ async def pull(req: OllamaPullRequest):
 
 @router.post("/api/create")
 async def create(req: OllamaCreateRequest):
-    """Create a model from a Modelfile (or its parts): FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER stop."""
+    """Create a model from a Modelfile (or its parts): FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER."""
     from tunelab.store.create import create_model
 
     name = req.model or req.name

@@ -1,8 +1,9 @@
-"""`create`: a named model from a Modelfile recipe (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER stop).
+"""`create`: a named model from a Modelfile recipe (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER).
 
 Without an adapter the result is a store model: FROM pulled (a GGUF imported, a model dir or a
 store model copied) under the new name, with its chat template saved beside the weights when
-TEMPLATE, SYSTEM or stop change it. With an adapter (ADAPTER, or FROM a run that has one) it is
+TEMPLATE, SYSTEM or PARAMETERs change it (the sampling PARAMETERs ride in it as `options`, the
+model's defaults on every API). With an adapter (ADAPTER, or FROM a run that has one) it is
 a finished run under $TUNELAB_HOME/runs/NAME holding a copy of the adapter, so it is served on
 top of its base, which stays shared in memory with every other adapter of that base.
 """
@@ -15,7 +16,7 @@ from typing import Callable
 
 from tunelab.data.templates import ChatTemplate, TokenizerInfo, resolve_template
 from tunelab.errors import InvalidRequest, ModelNotFound, TunelabError
-from tunelab.export.modelfile import OLLAMA_TEMPLATES, Recipe
+from tunelab.export.modelfile import OLLAMA_TEMPLATES, Recipe, options_of
 from tunelab.rundir import Run, find_run, load_finished
 from tunelab.store.index import Store, tunelab_home
 from tunelab.store.pull import NAME, pull
@@ -32,7 +33,7 @@ def create_model(name: str, recipe: Recipe, store: Store | None = None, say: Say
                              param="model")
     if store.get(name) is not None or find_run(name) is not None:
         raise TunelabError(f"a model named '{name}' already exists; delete it first or choose another name")
-    _check_parameters(recipe)
+    options = options_of(recipe)  # checked before anything is written
     source, base, adapter = _from(recipe.from_, store)
     if recipe.adapter:
         if adapter is not None:
@@ -41,25 +42,18 @@ def create_model(name: str, recipe: Recipe, store: Store | None = None, say: Say
         adapter = _adapter(recipe.adapter)
     if adapter is not None:
         base = base or Path(pull(source, store=store, say=say).path)
-        return _adapter_model(name, base, adapter, _template(recipe, base, adapter), say)
-    template = _template(recipe, base, None) if base is not None else None  # checked before any write
+        return _adapter_model(name, base, adapter, _template(recipe, base, adapter, options), say)
+    template = _template(recipe, base, None, options) if base is not None else None  # checked before any write
     path = Path(pull(source, name=name, store=store, say=say).path)
     if base is None:  # a GGUF: its tokenizer is known once imported
         try:
-            template = _template(recipe, path, None)
+            template = _template(recipe, path, None, options)
         except TunelabError:
             remove_model(name, store)
             raise
     if template is not None:
         template.save(path)  # step 3 of resolve_template's order: the model dir's saved template
     return path
-
-
-def _check_parameters(recipe: Recipe) -> None:
-    unknown = sorted(set(recipe.parameters) - {"stop"})
-    if unknown:
-        raise InvalidRequest(f"PARAMETER {unknown[0]} is not supported: created models carry stop strings "
-                             "only; send sampling options with each request", param="parameters")
 
 
 def _from(spec: str, store: Store) -> tuple[str, Path | None, Path | None]:
@@ -94,8 +88,9 @@ def _adapter(spec: str) -> Path:
                         "finished run with an adapter")
 
 
-def _template(recipe: Recipe, base: Path, adapter: Path | None) -> ChatTemplate | None:
-    """The chat template TEMPLATE, SYSTEM and PARAMETER stop make; None when they change nothing."""
+def _template(recipe: Recipe, base: Path, adapter: Path | None, options: dict) -> ChatTemplate | None:
+    """The chat template TEMPLATE, SYSTEM and PARAMETERs make (stops, and `options`, the sampling
+    defaults every API applies); None when they change nothing."""
     if recipe.template is None and recipe.system is None and not recipe.parameters:
         return None
     template = resolve_template(base, adapter)
@@ -104,6 +99,7 @@ def _template(recipe: Recipe, base: Path, adapter: Path | None) -> ChatTemplate 
     if recipe.system is not None:
         template = template.with_system(recipe.system)
     template.stop_strings = list(dict.fromkeys(template.stop_strings + recipe.parameters.get("stop", [])))
+    template.options = {**template.options, **options}
     return template
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tunelab.data.templates import ChatTemplate
 from tunelab.errors import InvalidRequest
-from tunelab.export.modelfile import ollama_template, parse_modelfile, render_modelfile
+from tunelab.export.modelfile import ollama_template, options_of, parse_modelfile, render_modelfile
 
 
 def test_round_trip_of_an_exported_modelfile():
@@ -36,3 +36,26 @@ def test_instructions_are_case_blind_and_repeat():
 def test_bad_modelfiles_name_the_line(text, message):
     with pytest.raises(InvalidRequest, match=message):
         parse_modelfile(text)
+
+
+def test_sampling_parameters_are_typed_checked_and_round_trip():
+    recipe = parse_modelfile("FROM a\nPARAMETER temperature 0.7\nPARAMETER num_predict 5\nPARAMETER seed 42\n"
+                             "PARAMETER top_k 20\nPARAMETER repeat_penalty 1.1\nPARAMETER stop x\n")
+    options = options_of(recipe)
+    assert options == {"temperature": 0.7, "num_predict": 5, "seed": 42, "top_k": 20, "repeat_penalty": 1.1}
+    template = ChatTemplate.builtin("chatml", eos_token="<|endoftext|>")
+    template.options = options
+    back = parse_modelfile(render_modelfile("m.gguf", template))  # export writes what create reads
+    assert options_of(back) == options and back.parameters["stop"] == ["<|im_end|>", "<|endoftext|>"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("PARAMETER mirostat 2", "PARAMETER mirostat is not supported: tunelab honours temperature"),
+    ("PARAMETER num_ctx 4096", "PARAMETER num_ctx is not supported"),
+    ("PARAMETER top_p 7", "PARAMETER top_p 7.*less than or equal to 1"),
+    ("PARAMETER temperature warm", "PARAMETER temperature 'warm'"),
+    ("PARAMETER seed 1\nPARAMETER seed 2", "PARAMETER seed is given 2 times"),
+])
+def test_parameters_we_cannot_honour_are_named(line, message):
+    with pytest.raises(InvalidRequest, match=message):
+        options_of(parse_modelfile(f"FROM a\n{line}\n"))

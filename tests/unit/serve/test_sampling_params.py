@@ -60,3 +60,22 @@ def test_a_field_named_like_a_sampling_field_flows_through_without_mapping_code(
     assert "stop_token_ids" in {f.name for f in dataclasses.fields(SamplingParams)}
     req = Extended(model="m", prompt="x", stop_token_ids=[42])
     assert req.to_sampling_params(3).stop_token_ids == [42]
+
+
+def test_a_models_defaults_fill_what_the_request_did_not_send_on_every_api():
+    """Modelfile PARAMETERs (Ollama names) become engine defaults; a value the request sends wins,
+    even one equal to the schema's default (temperature 1.0 on OpenAI)."""
+    from tunelab.serve.anthropic_protocol import MessagesRequest
+    from tunelab.serve.responses_protocol import ResponsesRequest
+
+    defaults = P.OllamaOptions(temperature=0.2, seed=5, repeat_penalty=1.3, num_predict=-1).engine_defaults()
+    assert defaults == {"temperature": 0.2, "seed": 5, "repetition_penalty": 1.3}
+    chat = P.ChatCompletionRequest(**CHAT).to_sampling_params(9, None, defaults)
+    assert (chat.temperature, chat.seed, chat.repetition_penalty, chat.max_tokens) == (0.2, 5, 1.3, 9)
+    assert P.ChatCompletionRequest(**CHAT, temperature=1.0).to_sampling_params(9, None, defaults).temperature == 1.0
+    assert P.OllamaOptions(seed=1).to_sampling_params(9, None, defaults).seed == 1
+    assert P.OllamaOptions().to_sampling_params(9, None, defaults).temperature == 0.2  # over Ollama's 0.8
+    responses = ResponsesRequest(model="m", input="hi", top_p=0.5).to_sampling_params(9, None, defaults)
+    assert (responses.temperature, responses.top_p, responses.seed) == (0.2, 0.5, 5)
+    anthropic = MessagesRequest(model="m", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert anthropic.to_sampling_params(4, None, defaults).repetition_penalty == 1.3
