@@ -111,8 +111,8 @@ class GRPOObjective(nn.Module):
         for k, f in enumerate(self.funcs):
             column = per_func[:, k]
             seen = ~torch.isnan(column)
-            self.stats.add(**{f"rewards/{f.name}/sum": column[seen].sum(), f"rewards/{f.name}/n": seen.sum(),
-                              f"rewards/{f.name}/sq": (column[seen] ** 2).sum()})
+            self.stats.add(**{f"rewards/{f.label}/sum": column[seen].sum(), f"rewards/{f.label}/n": seen.sum(),
+                              f"rewards/{f.label}/sq": (column[seen] ** 2).sum()})
         seen = ~torch.isnan(adv.rewards)
         group_std = adv.std.view(-1, G)[:, 0]
         self.stats.add(reward_sum=adv.rewards[seen].sum(), reward_n=seen.sum(),
@@ -131,7 +131,7 @@ class GRPOObjective(nn.Module):
             return {}
         s = dict(zip(keys, dist.all_sum(accelerator, [self.stats.sums[k] for k in keys])))
         self.stats = GRPOStats()
-        return grpo_metrics(s, [f.name for f in self.funcs], self.cfg.beta != 0.0)
+        return grpo_metrics(s, [f.label for f in self.funcs], self.cfg.beta != 0.0)
 
 
 def grpo_metrics(s: dict[str, float], names: list[str], with_kl: bool) -> dict[str, float]:

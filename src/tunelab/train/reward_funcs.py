@@ -59,6 +59,7 @@ class RewardFunction:
     inputs: tuple[str, ...]  # data columns named as parameters
     required: tuple[str, ...]  # ... of which have no default
     takes_all: bool  # has **kwargs: gets every column
+    label: str = ""  # its name in metrics (rewards/<label>/mean): the function's own name, as TRL logs it
 
     def __call__(self, prompts: list, completions: list[str], completion_ids: list[list[int]],
                  columns: dict[str, list]) -> list[float]:
@@ -97,7 +98,14 @@ class RewardFunction:
 
 def load_reward_funcs(specs: Sequence[str]) -> list[RewardFunction]:
     """Each configured function, imported now (before any model loads); errors name the entry."""
-    return [_describe(spec, _resolve(spec)) for spec in specs]
+    funcs = [_describe(spec, _resolve(spec)) for spec in specs]
+    for f in funcs:
+        f.label = getattr(f.fn, "__name__", f.name) if f.name not in BUILTINS else f.name
+    labels = [f.label for f in funcs]
+    for f in funcs:
+        if labels.count(f.label) > 1:  # two functions of one name: the configured entries tell them apart
+            f.label = f.name
+    return funcs
 
 
 def reward_inputs(funcs: Sequence[RewardFunction]) -> dict[str, list[str]]:
