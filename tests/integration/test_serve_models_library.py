@@ -216,6 +216,20 @@ def test_created_parameters_are_defaults_on_every_api(client, server):
     assert client.delete("b-params").status == "success"
 
 
+def test_show_does_not_load_and_says_what_a_loaded_model_says(client):
+    for name in ("b", "run-a"):
+        client.generate(model=name, keep_alive=0)
+        wait_unloaded(client, name)
+        before = client.show(name)
+        assert name not in loaded(client)  # answered from the files
+        client.generate(model=name, prompt="hi", options=OPTS)
+        assert name in loaded(client)
+        assert client.show(name).model_dump() == before.model_dump()
+    assert before.details.parent_model == "a" and "ADAPTER " in before.modelfile
+    with pytest.raises(ResponseError, match="not found"):
+        client.show("nope")
+
+
 def test_create_names_what_it_cannot_do(client):
     for body, word in [({"modelfile": "FROM b\nMESSAGE user hi\n"}, "MESSAGE is not supported"),
                        ({"from": "b", "parameters": {"mirostat": 2}}, "PARAMETER mirostat is not supported"),

@@ -125,6 +125,10 @@ class ModelManager:
         loaded.touch(seconds)
         return loaded.service
 
+    def is_loaded(self, name: str) -> bool:
+        """`name` is served by a model in memory now (its adapter attached, for an adapter)."""
+        return self._held(name)[0] is not None
+
     def _held(self, name: str) -> tuple[Loaded | None, str]:
         """The loaded model already serving `name` (base, adapter or other name) and its served name."""
         bare = self.aliases.get(_bare(name), _bare(name))

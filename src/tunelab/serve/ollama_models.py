@@ -10,6 +10,7 @@ its expiry, and delete removes a store model as Ollama does (runs are never dele
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
@@ -64,16 +65,40 @@ def _loaded(svc: Service, names: list[str], expires: float | None) -> list[dict[
 
 @router.post("/api/show")
 async def show(req: P.OllamaShowRequest, request: Request) -> dict[str, Any]:
-    """Model details: Modelfile, template, parameters, system prompt, model info, capabilities."""
-    svc = await service_for(request, req.model or req.name or "")
-    target = svc.resolve(req.model or req.name or "")
+    """Model details: Modelfile, template, parameters, system prompt, model info, capabilities.
+    Under --models a model not loaded is described from its files (`unloaded_facts`), as Ollama
+    answers show without loading."""
+    name = req.model or req.name or ""
+    svc = service_of(request)
+    manager = getattr(svc, "models", None)
+    if manager is not None and svc.config.backend == "engine":
+        if not manager.is_loaded(name):
+            from tunelab.serve.show_facts import unloaded_facts
+
+            item = await asyncio.to_thread(manager.find, name)
+            return _show(await asyncio.to_thread(unloaded_facts, item, svc.config))
+    svc = await service_for(request, name)
+    return _show(_loaded_facts(svc, svc.resolve(name)))
+
+
+def _loaded_facts(svc: Service, target: Target) -> dict[str, Any]:
+    """What /api/show says of a loaded model, from its backend (`show_facts` gives the same keys
+    from the files of one not loaded)."""
     info = svc.backend.describe()
-    template = svc.backend.chat_template(target.adapter)
+    return {"info": info, "template": svc.backend.chat_template(target.adapter), "model_path": svc.backend.model_path,
+            "adapter_path": svc.backend.adapters()[target.adapter] if target.adapter else None,
+            "details": _details(svc, target.name, info), "context_length": svc.context_length(),
+            "embeds": svc.backend.capabilities.embeddings, "created": svc.backend.created}
+
+
+def _show(facts: dict[str, Any]) -> dict[str, Any]:
+    info, template = facts["info"], facts["template"]
     source = getattr(template, "source", None) or info.get("template", "")
-    return {"modelfile": _modelfile(svc, target, template, source), "parameters": _parameters(template),
+    return {"modelfile": _modelfile(facts, template, source), "parameters": _parameters(template),
             "template": source, "system": getattr(template, "system", None) or "",
-            "details": _details(svc, target.name, info), "model_info": _model_info(svc, info),
-            "capabilities": capabilities(svc, template, source), "modified_at": _stamp(svc)}
+            "details": facts["details"], "model_info": model_info(info, facts["context_length"]),
+            "capabilities": capabilities(facts["embeds"], template, source),
+            "modified_at": datetime.fromtimestamp(facts["created"], timezone.utc).isoformat()}
 
 
 @router.post("/api/copy")
@@ -114,20 +139,20 @@ async def delete(req: P.OllamaDeleteRequest, request: Request) -> dict[str, Any]
     return {}
 
 
-def capabilities(svc: Service, template: Any, source: str) -> list[str]:
+def capabilities(embeds: bool, template: Any, source: str) -> list[str]:
     """What the model can be asked for: completion, embedding, tools, thinking."""
     caps = ["completion"]
-    caps += ["embedding"] if svc.backend.capabilities.embeddings else []
+    caps += ["embedding"] if embeds else []
     caps += ["tools"] if getattr(template, "tool_format", None) else []
     caps += ["thinking"] if "<think>" in source or "enable_thinking" in source else []
     return caps
 
 
-def _modelfile(svc: Service, target: Target, template: Any, source: str) -> str:
+def _modelfile(facts: dict[str, Any], template: Any, source: str) -> str:
     """A Modelfile that describes what is served (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER)."""
-    lines = [f"FROM {svc.backend.model_path}"]
-    if target.adapter:
-        lines.append(f"ADAPTER {svc.backend.adapters()[target.adapter]}")
+    lines = [f"FROM {facts['model_path']}"]
+    if facts["adapter_path"]:
+        lines.append(f"ADAPTER {facts['adapter_path']}")
     if source:
         lines.append(f'TEMPLATE """{source}"""')
     if getattr(template, "system", None):
@@ -143,12 +168,12 @@ def _parameters(template: Any) -> str:
     return "\n".join(parameter_lines(template)) if template is not None else ""
 
 
-def _model_info(svc: Service, info: dict[str, Any]) -> dict[str, Any]:
+def model_info(info: dict[str, Any], context_length: int) -> dict[str, Any]:
     """Architecture, context length and, when the backend embeds, the pooling rule and vector length."""
     family = info.get("family", "")
-    out = {"general.architecture": family, "general.context_length": svc.context_length()}
+    out = {"general.architecture": family, "general.context_length": context_length}
     if family:
-        out[f"{family}.context_length"] = svc.context_length()
+        out[f"{family}.context_length"] = context_length
     keys = {"pooling": "tunelab.pooling", "embedding_length": "tunelab.embedding_length"}
     return out | {ours: info[key] for key, ours in keys.items() if key in info}
 
@@ -160,6 +185,11 @@ def _tag(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
 
 def _details(svc: Service, name: str, info: dict[str, Any]) -> dict[str, Any]:
     parent = "" if svc.aliases.get(name, name) == svc.backend.model_id else svc.backend.model_id
+    return details(parent, info)
+
+
+def details(parent: str, info: dict[str, Any]) -> dict[str, Any]:
+    """Ollama's `details`: the base an adapter runs on, format, family, size, quantization."""
     family = str(info.get("family", ""))
     return {"parent_model": parent, "format": info.get("format", "safetensors"), "family": family,
             "families": [family] if family else None, "parameter_size": info.get("parameter_size", ""),
