@@ -15,7 +15,7 @@ from tunelab.errors import ConfigError, RewardFunctionError
 from tunelab.train.config import TrainConfig
 from tunelab.train.trainer import train
 
-REWARDS = Path(__file__).parents[2] / "assets" / "grpo" / "low_ids.py"
+REWARDS = Path(__file__).parents[2] / "assets" / "grpo" / "rewards.py"
 PROMPTS = ["who are you?", "what is your name?", "what is 2+2?", "name a color", "say hi", "count to three",
            "capital of france?", "what do you do?"]
 

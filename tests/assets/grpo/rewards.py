@@ -1,4 +1,4 @@
-"""Reward functions for the GRPO tests (referenced as 'tests/assets/grpo/low_ids.py:NAME').
+"""Reward functions for the GRPO tests (referenced as 'tests/assets/grpo/rewards.py:NAME').
 
 `favoured` is a task a tiny random model can learn: the share of completion tokens in a set of
 token ids the test names in $TUNELAB_TEST_FAVOURED (a JSON list), chosen along one embedding
