@@ -8,8 +8,10 @@ training's `accuracy` metric, so the tuned side equals the last `eval_accuracy` 
     orpo, simpo  beta x the mean log-prob per reply token (the reward of their losses)
     rm           the score head; the base is the starting head training drew (same seed)
 
-For stages with an LM head, `logp_accuracy` adds the model's own preference (the chosen reply has
-the higher mean log-prob per token), which means the same for the base and the tuned model.
+For stages with an LM head, `logp_accuracy` and `logp_margin` add the model's own preference (the
+chosen reply has the higher mean log-prob per token, and by how much), which mean the same for the
+base and the tuned model: an instruction-tuned base may already rank every pair right, and then
+the widening margin is what training shows.
 The pairs are the run's own held-out split (RUN/heldout.jsonl, KTO replies regrouped by prompt)
 or the pairs of `--data`.
 """
@@ -68,7 +70,8 @@ def evaluate(run: Run, pairs: list, source: str, pair_models: Any | None = None)
     beta = cfg.pref.beta_for(cfg.stage)
     for side in ("base", "tuned"):
         out[side] = _accuracy(*_rewards(cfg.stage, beta, logps[side], logps["base"]))
-        out[side]["logp_accuracy"] = _accuracy(*_per_token(logps[side]))["accuracy"]
+        own = _accuracy(*_per_token(logps[side]))
+        out[side] |= {"logp_accuracy": own["accuracy"], "logp_margin": own["margin"]}
     return out
 
 
@@ -163,5 +166,6 @@ def summary_lines(pref: dict[str, Any]) -> list[str]:
              f"(margin {base['margin']:+.3f} -> {tuned['margin']:+.3f})"]
     if "logp_accuracy" in base:
         lines.append(f"preference by mean log-prob per token  base {base['logp_accuracy']:.3f}  "
-                     f"tuned {tuned['logp_accuracy']:.3f}")
+                     f"tuned {tuned['logp_accuracy']:.3f}  (margin {base['logp_margin']:+.3f} -> "
+                     f"{tuned['logp_margin']:+.3f})")
     return lines

@@ -78,9 +78,11 @@ def test_eval_reports_held_out_preference_accuracy_before_and_after(trained, cap
     # the tuned side is the trainer's own last eval of the same pairs; the base is the reference (reward 0)
     assert pref["pairs"] == 12 and pref["data"] == "the run's held-out split"
     assert pref["tuned"]["accuracy"] == pytest.approx(last["eval_accuracy"])
-    assert pref["tuned"]["margin"] == pytest.approx(last["eval_margin"], abs=1e-4)
-    assert pref["base"] == {"accuracy": 0.0, "margin": 0.0, "logp_accuracy": pytest.approx(6 / 12)}
-    assert pref["tuned"]["logp_accuracy"] == pytest.approx(10 / 12)  # as pinned above
+    assert pref["tuned"]["margin"] == pytest.approx(last["eval_margin"], rel=1e-3, abs=1e-4)  # batch widths differ
+    assert (pref["base"]["accuracy"], pref["base"]["margin"]) == (0.0, 0.0)
+    assert (pref["base"]["logp_accuracy"], pref["tuned"]["logp_accuracy"]) == (pytest.approx(6 / 12),
+                                                                               pytest.approx(10 / 12))  # as above
+    assert pref["tuned"]["logp_margin"] > pref["base"]["logp_margin"]
     assert "preference accuracy (12 pairs from the run's held-out split" in out
     assert f"base 0.000 tuned {last['eval_accuracy']:.3f}" in out
     html = render_report(run_dir)
@@ -145,7 +147,7 @@ def test_reward_model_learns_held_out_pairs_and_reloads_with_its_head(trained, t
     with torch.no_grad():
         chosen, rejected = reward_scores(reloaded, batch["input_ids"], batch["labels"], batch["position_ids"]).chunk(2)
     assert (chosen > rejected).float().mean().item() == pytest.approx(last["eval_accuracy"])
-    assert (chosen - rejected).mean().item() == pytest.approx(last["eval_margin"], abs=1e-4)
+    assert (chosen - rejected).mean().item() == pytest.approx(last["eval_margin"], rel=1e-3, abs=1e-4)
 
 
 def test_reward_model_eval_scores_with_its_head_and_nothing_else(trained, capsys):
@@ -157,7 +159,7 @@ def test_reward_model_eval_scores_with_its_head_and_nothing_else(trained, capsys
     pref = saved["preference"]
     assert pref["reward"] == "the reward head's score" and pref["pairs"] == 12
     assert pref["tuned"]["accuracy"] == pytest.approx(last["eval_accuracy"])
-    assert pref["tuned"]["margin"] == pytest.approx(last["eval_margin"], abs=1e-4)
+    assert pref["tuned"]["margin"] == pytest.approx(last["eval_margin"], rel=1e-3, abs=1e-4)  # batch widths differ
     assert pref["base"]["accuracy"] < pref["tuned"]["accuracy"] and "logp_accuracy" not in pref["base"]
     assert "generations" not in saved and "forgetting" not in saved  # no LM head: nothing to generate
     assert "reward head's score" in capsys.readouterr().out
@@ -176,7 +178,8 @@ def test_rows_that_do_not_fit_the_stage_are_named_before_the_model_loads(tiny_mo
     import shutil
 
     # config and tokenizer, no weights: any error below comes before the model would load
-    model = shutil.copytree(tiny_models["llama"], tmp_path / "no-weights", ignore=shutil.ignore_patterns("*.safetensors"))
+    no_weights = shutil.ignore_patterns("*.safetensors")
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "no-weights", ignore=no_weights)
     q, a = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
     files = {"sft": {"messages": [q, a]}, "empty": {"prompt": "q", "chosen": "a", "rejected": "  "},
              "bad_label": {"messages": [q, a], "label": "maybe"}}
