@@ -30,6 +30,7 @@ from tunelab.data.config import DataConfig
 from tunelab.data.errors import DataError
 from tunelab.data.rows import Row
 from tunelab.data.templates import ChatTemplate, encode_prompt, encode_text
+from tunelab.vision.tokens import expand_markers, grid_for, image_token_id
 
 IGNORE = -100
 
@@ -40,6 +41,8 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
+    images: list[str] | None = None  # a VLM row's images, one per run of image tokens (vision/tokens.py)
+    vision_dir: str | None = None  # the model folder whose image processor turns them into pixels
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -96,6 +99,8 @@ class Rendered:
     untrained_turns: int = 0
     stable: bool = True
     is_text: bool = False
+    images: list[str] | None = None
+    vision_dir: str | None = None
 
 
 def tokenize_row(row: Row, template: ChatTemplate, tokenizer: Any, cfg: DataConfig) -> Example | None:
@@ -150,6 +155,11 @@ def render_row(row: Row, template: ChatTemplate, tokenizer: Any, cfg: DataConfig
     messages = list(row.messages or [])
     if cfg.system and not (messages and messages[0]["role"] == "system"):
         messages.insert(0, {"role": "system", "content": cfg.system})
+    if row.images and image_token_id(tokenizer) is not None:  # a text model keeps the <image> markers as text
+        messages = expand_markers(messages, row.images, grid_for(tokenizer))
+        rendered = _render_conversation(messages, template, tokenizer, cfg.train_on, row.tools)
+        rendered.images, rendered.vision_dir = row.images, getattr(tokenizer, "name_or_path", None)
+        return rendered
     return _render_conversation(messages, template, tokenizer, cfg.train_on, row.tools)
 
 
@@ -254,7 +264,7 @@ def fit_cutoff(rendered: Rendered, cfg: DataConfig) -> tuple[Example | None, str
     ids, labels = rendered.input_ids, rendered.labels
     status = "kept"
     if len(ids) > cfg.cutoff_len:
-        if cfg.overflow == "drop":
+        if cfg.overflow == "drop" or rendered.images:  # cutting could split an image's token run
             return None, "dropped_over_cutoff"
         end = _truncation_point(rendered, cfg.cutoff_len)
         if end is None:
@@ -262,7 +272,7 @@ def fit_cutoff(rendered: Rendered, cfg: DataConfig) -> tuple[Example | None, str
         ids, labels, status = ids[:end], labels[:end], "truncated"
     if all(x == IGNORE for x in labels):
         return None, "zero_loss"
-    return Example(list(ids), list(labels)), status
+    return Example(list(ids), list(labels), rendered.images, rendered.vision_dir), status
 
 
 def _truncation_point(rendered: Rendered, cutoff: int) -> int | None:

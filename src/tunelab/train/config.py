@@ -70,6 +70,8 @@ class TrainConfig:
     grpo: GRPOConfig = opt(GRPOConfig, "stage=grpo settings (reward_funcs, sampling.n, beta, epsilon, loss_type, ...)")
     lora: LoraConfig = opt(LoraConfig, "LoRA/DoRA/QLoRA settings")
     freeze_trainable_layers: int = opt(2, "method=freeze: train only the last N decoder layers")
+    freeze_vision_tower: bool = opt(True, "vision models: keep the vision tower frozen (false: it trains too)")
+    train_projector: bool = opt(False, "vision models: train the projector between vision tower and language model")
     lr: float = opt(2e-4, "peak learning rate")
     schedule: Literal["cosine", "linear", "constant"] = opt("cosine", "learning-rate decay after warm-up")
     warmup_steps: int = opt(0, "steps of linear warm-up from 0 to lr")

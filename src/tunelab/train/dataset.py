@@ -50,6 +50,7 @@ def load_examples(cfg: TrainConfig, tokenizer, template) -> Examples:
         examples, stats, _ = tokenize_preference_rows(rows, template, tokenizer, cfg.data, unpair=cfg.stage == "kto")
     if not examples:
         raise TunelabError(f"datasets: no usable examples in {', '.join(cfg.datasets)} (all rows empty or dropped)")
+    check_images(rows, examples, cfg, tokenizer)
     train, held = split_eval(examples, cfg.eval_split, cfg.seed)
     return Examples(train, held, len(rows), {"token_stats": _as_dict(stats)})
 
@@ -84,6 +85,22 @@ def check_row_kinds(rows: Sequence, stage: str) -> None:
         if stage not in ("sft", "kto") and row.kind != "pair":
             raise DataError("not a pair", f"stage={stage} needs 'chosen' and 'rejected' replies",
                             row.source, row.line)
+
+
+def check_images(rows: Sequence, examples: Sequence, cfg: TrainConfig, tokenizer) -> None:
+    """Rows with images need a vision model, stage=sft and no packing."""
+    from tunelab.data.errors import DataError
+
+    row = next((r for r in rows if r.images), None)
+    if row is None:
+        return
+    if cfg.stage != "sft" or cfg.packing:
+        raise TunelabError(f"datasets: rows with images train with stage=sft and packing=false (got stage="
+                           f"{cfg.stage}, packing={str(cfg.packing).lower()})")
+    if not any(getattr(e, "images", None) for e in examples):
+        raise DataError("images need a vision model", f"this row has images but model {cfg.model or 'default'} "
+                        "is a text-only model (no <|image_pad|> token); use a vision-language model such as "
+                        "Qwen2.5-VL, or drop the images", row.source, row.line, "images")
 
 
 def mix_rows(rows: Sequence, weight: float, seed: int) -> list:

@@ -41,13 +41,15 @@ class SelectedLogitsLoss(nn.Module):
         self,
         input_ids: torch.Tensor,
         labels: torch.Tensor,
-        position_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        **images: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         lm = causal_lm(self.model)
-        out = lm.get_decoder()(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
-        )
+        # with images (pixel_values, image_grid_thw) the VLM's body merges their embeddings at the pads
+        body = lm.model if images else lm.get_decoder()
+        out = body(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
+                   **images)
         keep = labels != IGNORE  # (B, T)
         hidden = out.last_hidden_state[keep]  # (N, H)
         loss_sum = head_loss(lm, hidden, labels[keep])

@@ -50,10 +50,16 @@ def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Modu
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True,
         )
+    from tunelab.vision.family import is_vision_model
+
     if cfg.stage == "rm":
         from tunelab.train.reward import load_reward_model
 
         model = load_reward_model(model_dir, **kwargs)
+    elif is_vision_model(model_dir):
+        from tunelab.vision.training import load_vision_model
+
+        model = load_vision_model(model_dir, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     model.config.use_cache = False
@@ -75,7 +81,16 @@ def apply_method(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
             reward_head(model).requires_grad_(True)  # the new head always trains
     else:
         model.requires_grad_(True)
+    if is_vlm(model):  # the tower and projector train only when asked
+        from tunelab.vision.training import set_vision_trainable
+
+        set_vision_trainable(model, cfg.freeze_vision_tower, cfg.train_projector)
     return model
+
+
+def is_vlm(model: nn.Module) -> bool:
+    """Whether a loaded model has a vision tower (its config carries a vision_config)."""
+    return getattr(model.config, "vision_config", None) is not None
 
 
 def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Module:
@@ -88,9 +103,15 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
     targets = cfg.lora.target_modules
     if targets != ["all-linear"]:
         check_targets(model, targets)
+    vision = is_vlm(model)
+    if vision and targets == ["all-linear"]:
+        from tunelab.vision.training import lora_targets
+
+        targets = lora_targets(model, cfg.freeze_vision_tower)  # the language model (and tower when asked)
     peft_cfg = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
+        modules_to_save=["merger"] if vision and cfg.train_projector else None,
         use_dora=cfg.method == "dora", bias="none",
         # SEQ_CLS: peft trains and saves the reward model's new `score` head with the adapter
         task_type="SEQ_CLS" if cfg.stage == "rm" else "CAUSAL_LM",

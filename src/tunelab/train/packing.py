@@ -128,12 +128,29 @@ def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
     items = [examples[i] for i in batch.indices]
     width = max(len(ex.input_ids) for ex in items)
     pad = [width - len(ex.input_ids) for ex in items]
+    if any(getattr(ex, "images", None) for ex in items):
+        return _with_images(items, width, pad, pad_id)
     return {
         "input_ids": torch.tensor([ex.input_ids + [pad_id] * p for ex, p in zip(items, pad)]),  # (B, T)
         "labels": torch.tensor([_shifted(ex.labels) + [IGNORE] * p for ex, p in zip(items, pad)]),
         # right padding only, and no attention mask: under causal attention a real token never
         # sees the pads after it, and without a mask sdpa takes its fused is_causal kernel
         "position_ids": torch.tensor([list(range(width))] * len(items)),
+    }
+
+
+def _with_images(items: Sequence, width: int, pad: list[int], pad_id: int) -> dict:
+    """A VLM micro-batch: ids, labels and the images' pixels; no position ids, since the model
+    computes its M-RoPE positions from the image grid (vision/training.py)."""
+    import torch
+
+    from tunelab.vision.training import vision_batch
+
+    refs = [ref for ex in items for ref in ex.images or []]
+    return {
+        "input_ids": torch.tensor([ex.input_ids + [pad_id] * p for ex, p in zip(items, pad)]),  # (B, T)
+        "labels": torch.tensor([_shifted(ex.labels) + [IGNORE] * p for ex, p in zip(items, pad)]),
+        **vision_batch(refs, next(ex.vision_dir for ex in items if ex.images)),
     }
 
 

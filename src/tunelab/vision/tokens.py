@@ -1,0 +1,38 @@
+"""`<image>` markers -> the model's image tokens, before the chat template renders a row.
+
+Qwen2-VL reads an image as `<|vision_start|>` + one `<|image_pad|>` per merged patch + `<|vision_end|>`;
+the pads are where the vision tower's embeddings go. Expanding the marker in the message text
+(not in token ids) keeps the prompt/reply split of data/tokenize.py unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.vision.family import IMAGE_PAD
+from tunelab.vision.images import IMAGE_MARKER
+from tunelab.vision.preprocess import VisionGrid, ref_tokens, vision_grid
+
+
+def image_token_id(tokenizer: Any) -> int | None:
+    """The id of `<|image_pad|>` in the tokenizer's vocabulary; None for a text-only tokenizer."""
+    return tokenizer.get_vocab().get(IMAGE_PAD)
+
+
+def expand_markers(messages: list[dict], images: list[str], grid: VisionGrid) -> list[dict]:
+    """Copies of `messages` with the i-th `<image>` marker replaced by image i's token run."""
+    runs = iter(["<|vision_start|>" + IMAGE_PAD * ref_tokens(ref, grid) + "<|vision_end|>" for ref in images])
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and IMAGE_MARKER in content:
+            pieces = content.split(IMAGE_MARKER)
+            content = pieces[0] + "".join(next(runs) + piece for piece in pieces[1:])
+            message = {**message, "content": content}
+        out.append(message)
+    return out
+
+
+def grid_for(tokenizer: Any) -> VisionGrid:
+    """The resizing knobs of the model the tokenizer was loaded from."""
+    return vision_grid(getattr(tokenizer, "name_or_path", None))

@@ -1,0 +1,62 @@
+"""Training a Qwen2-VL-family model: load it, pick what trains, feed it pixels.
+
+- The language model gets LoRA (or trains in full); the vision tower stays frozen unless
+  `freeze_vision_tower=false`, and the projector (`visual.merger`) trains only with `train_projector`.
+- Batches with images carry `pixel_values` + `image_grid_thw` and no position ids: the model
+  computes its own M-RoPE positions (3 axes: time, height, width) from the image grid.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from tunelab.vision.family import PROJECTOR, TRAINABLE, VISION_TOWER, model_type
+
+
+def load_vision_model(model_dir: Path, **kwargs: Any) -> nn.Module:
+    """The image-text-to-text model of a supported family; a clear error for the others."""
+    from transformers import AutoModelForImageTextToText
+
+    from tunelab.errors import TunelabError
+
+    kind = model_type(model_dir)
+    if kind not in TRAINABLE:
+        raise TunelabError(f"model: {model_dir} is a {kind} vision-language model; tunelab trains vision models "
+                           f"of the {', '.join(TRAINABLE)} families only so far")
+    return AutoModelForImageTextToText.from_pretrained(str(model_dir), **kwargs)
+
+
+def lora_targets(model: nn.Module, freeze_vision_tower: bool) -> str:
+    """A peft regex of the linear layers LoRA adapts: the language model's (and the tower's when it trains);
+    never the projector (train_projector trains it whole) nor the output head."""
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                    and PROJECTOR not in n and "lm_head" not in n})
+    scope = r".*" if not freeze_vision_tower else rf"^(?!.*\b{VISION_TOWER}\b).*"
+    return rf"{scope}\.({'|'.join(names)})$"
+
+
+def set_vision_trainable(model: nn.Module, freeze_vision_tower: bool, train_projector: bool) -> None:
+    """requires_grad for the tower and projector (full/freeze methods; LoRA uses `lora_targets`)."""
+    for name, param in model.named_parameters():
+        if f".{VISION_TOWER}." in f".{name}":
+            param.requires_grad = (f".{PROJECTOR}." in name and train_projector) or (
+                f".{PROJECTOR}." not in name and not freeze_vision_tower)
+
+
+@functools.lru_cache(maxsize=4)
+def _processor(model_dir: str) -> Any:
+    from tunelab.vision.preprocess import image_processor
+
+    return image_processor(model_dir)
+
+
+def vision_batch(refs: Sequence[str], model_dir: str) -> dict:
+    """pixel_values (patches, C·T·P·P) and image_grid_thw (images, 3) of a micro-batch's images, in order."""
+    from tunelab.vision.images import load_rgb
+    from tunelab.vision.preprocess import pixel_inputs
+
+    return pixel_inputs([load_rgb(ref) for ref in refs], _processor(model_dir))

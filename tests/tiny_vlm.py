@@ -1,0 +1,49 @@
+"""A tiny random Qwen2.5-VL (2 text layers, width 64; 2 vision blocks, width 32) with the tiny tokenizer.
+
+The tokenizer gets Qwen's three vision tokens, and the folder a Qwen2-VL image processor config
+with a small pixel budget, so a test image is a handful of tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tiny_models import TOKENIZER_DIR, VOCAB
+
+VISION_TOKENS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+MAX_PIXELS = 56 * 56  # at most 4 image tokens per image
+
+
+def tiny_vlm_config(tokenizer):
+    """A transformers Qwen2_5_VLConfig whose special ids come from `tokenizer`."""
+    from transformers import Qwen2_5_VLConfig
+
+    start, pad, end = tokenizer.convert_tokens_to_ids(VISION_TOKENS)
+    text = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, initializer_range=0.2)  # wide enough logits to learn fast
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                  fullatt_block_indexes=[1], window_size=56, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=pad, vision_start_token_id=start,
+                            vision_end_token_id=end, video_token_id=pad, tie_word_embeddings=True)
+
+
+def build_tiny_vlm(out: Path, seed: int = 0) -> Path:
+    """Save a random tiny Qwen2.5-VL, its tokenizer and image processor config to `out`."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    from tunelab.vision.preprocess import VisionGrid, image_processor
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer.add_special_tokens({"additional_special_tokens": VISION_TOKENS})
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(tiny_vlm_config(tokenizer)).to(torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor(grid=VisionGrid(min_pixels=28 * 28, max_pixels=MAX_PIXELS)).save_pretrained(out)
+    return out

@@ -1,0 +1,12 @@
+"""Fixtures for vision tests: a tiny random Qwen2.5-VL, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    from tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-qwen2.5-vl")
