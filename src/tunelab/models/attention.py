@@ -58,6 +58,17 @@ class AttnBatch:
             self._masks[key] = ok[:, None, None, :]
         return self._masks[key]
 
+    def decode_window(self, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, window) slots of each decode query's last `window` keys and their (B, 1, 1, window)
+        mask (False past a short context): a sliding layer reads O(window) keys, not O(context)."""
+        key = ("decode-window", window)
+        if key not in self._masks:
+            lens = self.decode_lens[:, None].long()
+            j = (lens - window).clamp(min=0) + torch.arange(window, device=lens.device)  # (B, window) positions
+            slots = self.decode_slots.gather(1, j.clamp(max=self.decode_slots.shape[1] - 1))
+            self._masks[key] = (slots, (j < lens)[:, None, None, :])
+        return self._masks[key]
+
     def prefill_mask(self, i: int, window: int | None) -> torch.Tensor | None:
         """(q_len, ctx) bool mask for prefill segment i, or None when plain causal is exact."""
         seg = self.prefills[i]
@@ -127,10 +138,14 @@ def _decode_rows(q, cache, k_flat, v_flat, batch: AttnBatch, scale, window, soft
 
 def _decode(q, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torch.Tensor:
     """q: (B, H, D) one query per sequence -> (B, H, D), attending over padded contexts."""
+    cmax = batch.decode_slots.shape[1]
+    if window is not None and cmax > window:  # a sliding layer gathers only the window, whatever the context
+        slots, mask = batch.decode_window(window)
+        keys, vals = k_flat[slots].transpose(1, 2), v_flat[slots].transpose(1, 2)  # (B, KVH, window, D)
+        return _sdpa(q.unsqueeze(2), keys, vals, mask, scale, softcap).squeeze(2)
     keys = k_flat[batch.decode_slots].transpose(1, 2)  # (B, KVH, Cmax, D)
     vals = v_flat[batch.decode_slots].transpose(1, 2)
-    cmax = keys.shape[2]
-    if q.shape[0] == 1 and softcap is None and (window is None or cmax <= window):
+    if q.shape[0] == 1 and softcap is None:
         # One sequence seeing its whole context: no padding, so no mask (SDPA is faster without one).
         o = F.scaled_dot_product_attention(q.unsqueeze(2), keys, vals, scale=scale, enable_gqa=True)
     else:
