@@ -114,10 +114,23 @@ def _resolve(spec: str) -> Path:
 
 def _check_supported(model_dir: Path) -> None:
     config_path = model_dir / "config.json"
+    _refuse_vision(model_dir, config_path)
     config = families.text_config(json.loads(config_path.read_text(encoding="utf-8")))
     if is_reward_model(config.get("architectures") or []):
         raise RewardModelError(str(config_path), "exported to GGUF or Ollama")
     families.family_for(config, str(config_path))
+
+
+def _refuse_vision(model_dir: Path, config_path: Path) -> None:
+    """A vision-language model needs llama.cpp's mmproj projector file beside the GGUF, which is not
+    written yet; Gemma 3's wrapper still exports its language model alone (families.text_config)."""
+    from tunelab.vision.family import is_vision_model, model_type
+
+    kind = model_type(model_dir)
+    if kind != "gemma3" and is_vision_model(model_dir):
+        raise ExportError(f"{config_path}: {kind} is a vision-language model; its GGUF needs the mmproj "
+                          "projector file llama.cpp loads beside it, which tunelab does not write yet. Nothing "
+                          "was written; serve or evaluate the run with transformers instead")
 
 
 def _merged(run: Run, work: Path, log: Callable[[str], None]) -> Path:
