@@ -1,0 +1,36 @@
+"""What trains on a VLM: LoRA on the language model only by default; tower and projector on request."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunelab.config import load_config
+from tunelab.train.config import TrainConfig
+from tunelab.train.methods import apply_method, load_model
+
+
+def _trainable(tiny_vlm, method: str, *extra: str) -> set[str]:
+    import torch
+
+    cfg = load_config(TrainConfig, None, [f"model={tiny_vlm}", f"method={method}", *extra])
+    model = apply_method(load_model(tiny_vlm, cfg, torch.float32), cfg, tiny_vlm)
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _where(names: set[str]) -> set[str]:
+    """'language', 'tower' or 'projector' for each trainable parameter."""
+    return {"projector" if ".merger." in n else "tower" if ".visual." in n else "language" for n in names}
+
+
+@pytest.mark.parametrize("extra, parts", [((), {"language"}), (("train_projector=true",), {"language", "projector"}),
+                                          (("freeze_vision_tower=false",), {"language", "tower"})])
+def test_lora_targets_follow_the_vision_keys(tiny_vlm, extra, parts):
+    names = _trainable(tiny_vlm, "lora", *extra)
+    assert _where(names) == parts
+    assert all("lora_" in n for n in names if ".merger." not in n)
+
+
+def test_full_fine_tuning_keeps_the_tower_frozen_by_default(tiny_vlm):
+    assert _where(_trainable(tiny_vlm, "full")) == {"language"}
+    assert _where(_trainable(tiny_vlm, "full", "train_projector=true", "freeze_vision_tower=false")) == {
+        "language", "tower", "projector"}
