@@ -194,6 +194,8 @@ TRAIN: dict[str, Rule] = {
     "lora_alpha": _to("lora.alpha", float),
     "lora_dropout": _to("lora.dropout", float),
     "freeze_trainable_layers": _to("freeze_trainable_layers", int),
+    "freeze_vision_tower": _to("freeze_vision_tower", bool),
+    "freeze_multi_modal_projector": lambda v, _d: {"train_projector": not v},
     "template": _template,
     "dataset": _dataset,
     "dataset_dir": _used,

@@ -34,3 +34,12 @@ def test_full_fine_tuning_keeps_the_tower_frozen_by_default(tiny_vlm):
     assert _where(_trainable(tiny_vlm, "full")) == {"language"}
     assert _where(_trainable(tiny_vlm, "full", "train_projector=true", "freeze_vision_tower=false")) == {
         "language", "tower", "projector"}
+
+
+def test_llamafactory_vision_keys_map_to_ours():
+    from tunelab.train.llamafactory import train_values
+
+    data = {"model_name_or_path": "m", "stage": "sft", "finetuning_type": "lora", "freeze_vision_tower": False,
+            "freeze_multi_modal_projector": False}
+    values = train_values(data, "qwen2_5vl_lora_sft.yaml").values
+    assert values["freeze_vision_tower"] is False and values["train_projector"] is True
