@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tunelab.config import load_config
+from tunelab.errors import TunelabError
 from tunelab.data.config import DataConfig
 from tunelab.data.formats import read_datasets
 from tunelab.data.templates import resolve_template
@@ -81,3 +82,18 @@ def test_lora_learns_colours_and_held_out_answers_improve(tiny_vlm, tmp_path):
     assert after[1] < before[1] - 20  # held-out answers' NLL (summed over their tokens) falls: 37.5 -> 7.9
     # pinned: catches changes to image tokens, pixels, M-RoPE positions, batching or LoRA targets
     assert (losses[0], losses[-1], after[1]) == pytest.approx((6.9033, 1.2020, 7.8555), abs=2e-3)
+
+
+def test_image_rows_on_a_text_only_model_name_the_row(tiny_models, tmp_path):
+    from tunelab.data.errors import DataError
+
+    data = colour_rows(tmp_path / "train", [0], [(56, 56)])
+    cfg = load_config(TrainConfig, None, [f"model={tiny_models['qwen2']}", f"output={tmp_path / 'run'}",
+                                          f"datasets={data}", "max_steps=1"])
+    with pytest.raises(DataError, match=r"rows\.jsonl:1: field 'images': this row has images but model .* is a "
+                                        r"text-only model"):
+        train(cfg)
+    packed = load_config(TrainConfig, None, [f"model={tiny_models['qwen2']}", f"output={tmp_path / 'run2'}",
+                                             f"datasets={data}", "max_steps=1", "packing=true"])
+    with pytest.raises(TunelabError, match="rows with images train with stage=sft and packing=false"):
+        train(packed)
