@@ -97,3 +97,17 @@ def test_image_rows_on_a_text_only_model_name_the_row(tiny_models, tmp_path):
                                              f"datasets={data}", "max_steps=1", "packing=true"])
     with pytest.raises(TunelabError, match="rows with images train with stage=sft and packing=false"):
         train(packed)
+
+
+def test_a_stopped_vlm_run_resumes_to_the_same_losses(tiny_vlm, tmp_path):
+    data = colour_rows(tmp_path / "train", [-20, 0, 20], [(56, 56), (40, 60), (70, 50)])
+    base = [f"model={tiny_vlm}", f"datasets={data}", "max_steps=4", "lr=5e-2", "micro_batch_size=3",
+            "eval_split=0", "seed=0", "lora.dropout=0.1"]
+    full = train(load_config(TrainConfig, None, [*base, f"output={tmp_path / 'a'}"]))
+    stopped = train(load_config(TrainConfig, None, [*base, f"output={tmp_path / 'b'}"]),
+                    on_step=lambda row: row["step"] == 2)
+    assert stopped.state == "stopped"
+    resumed = train(resume=tmp_path / "b")
+    assert resumed.state == "finished" and resumed.step == 4
+    losses = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(tmp_path / "b") == pytest.approx(losses(full.run_dir), rel=1e-5, abs=1e-6)
