@@ -48,5 +48,6 @@ def test_dpo_raises_held_out_preference_accuracy_above_the_base(tmp_path, capsys
     # counting ties as half: 0.5). Measured on a loaded 2-core CPU: 1.000 (margin +2.971) after 4 steps.
     assert pref["base"]["accuracy"] == 0.0 and pref["tuned"]["accuracy"] > 0.5 and pref["tuned"]["margin"] > 0
     # Gemma 3 270M already ranks all 12 pairs right by its own mean log-prob per token (1.000 before and
-    # after): DPO must not lose any of them
+    # after), so there the rise shows as a wider margin: measured +3.194 -> +7.326 nats per token
     assert pref["tuned"]["logp_accuracy"] >= pref["base"]["logp_accuracy"]
+    assert pref["tuned"]["logp_margin"] > pref["base"]["logp_margin"]
