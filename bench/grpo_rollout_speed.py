@@ -9,7 +9,8 @@ random non-zero B so the adapter matters), temperature 1, up to --max-tokens per
 stopping at the chat template's end-of-turn / EOS. Ours installs the adapter in the engine the
 way the trainer does each step (train/rollout.py); TRL's path (GRPOTrainer without vLLM) calls
 `unwrapped_model.generate` on the PEFT model. tokens/s = completion tokens (to the first stop,
-inclusive) over wall time; the sides alternate over --rounds so load from other processes hits both.
+inclusive) over wall time; the sides alternate over --rounds so load from other processes hits both,
+and round 1 only warms both up (it is printed, not pooled).
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def main() -> None:
         for name, run in (("tunelab engine", lambda: _ours(rollout, peft, prompts, r)),
                           ("transformers generate", lambda: _hf(peft, prompts, args, stops, r))):
             tokens, seconds = run()
-            totals[name][0] += tokens
-            totals[name][1] += seconds
+            if r > 0 or args.rounds == 1:  # round 1 warms both up (first-call costs) unless it is the only one
+                totals[name][0] += tokens
+                totals[name][1] += seconds
             print(f"round {r + 1} {name}: {tokens} tokens in {seconds:.1f}s = {tokens / seconds:.1f} tok/s", flush=True)
     rate = {name: t / s for name, (t, s) in totals.items()}
     for name, value in rate.items():
-        print(f"all rounds {name}: {value:.1f} tok/s")
+        print(f"rounds 2..{args.rounds} {name}: {value:.1f} tok/s" if args.rounds > 1 else f"{name}: {value:.1f} tok/s")
     print(f"ratio engine / generate: {rate['tunelab engine'] / rate['transformers generate']:.2f}x  "
           f"(load after: {os.getloadavg()[0]:.1f})")
 
