@@ -227,7 +227,9 @@ def choose_template(info: TokenizerInfo, override: str | None = None,
     if saved is not None:
         return saved
     if info.chat_template:
-        return ChatTemplate.from_source(info.own_name, info.chat_template, info)
+        from tunelab.tools.jinja import without_prelude
+
+        return ChatTemplate.from_source(info.own_name, without_prelude(info.chat_template), info)
     return ChatTemplate.builtin(_builtin_for(info), info.bos, info.eos)
 
 

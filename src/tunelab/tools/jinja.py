@@ -26,6 +26,18 @@ def tool_aware_source(source: str, fmt: ToolFormat | None) -> str:
     return source if fmt is None else lowering_prelude(fmt) + source
 
 
+def without_prelude(source: str) -> str:
+    """`source` with a prelude `tool_aware_source` wrote taken off (a GGUF we exported, read back):
+    tunelab renders tools itself from the template's tool format, so it wants the plain template."""
+    from tunelab.tools.formats import FORMATS
+
+    for fmt in FORMATS.values():
+        prelude = lowering_prelude(fmt)
+        if source.startswith(prelude):
+            return source[len(prelude):]
+    return source
+
+
 def lowering_prelude(fmt: ToolFormat) -> str:
     """Jinja that rebinds `messages` to the lowered turns when there are tools or tool turns."""
     return "".join([

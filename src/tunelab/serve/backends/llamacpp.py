@@ -90,7 +90,8 @@ class LlamaCppBackend(Backend):
 
         info = self._tokenizer_info()
         saved = _run_template(path) if info.chat_template else None
-        same = saved is not None and saved.source == info.chat_template
+        # an export writes the tool-aware form (older ones the plain source)
+        same = saved is not None and info.chat_template in (saved.tool_aware_source(), saved.source)
         return choose_template(info, self.config.chat_template, saved if same else None)
 
     def _tokenizer_info(self):
