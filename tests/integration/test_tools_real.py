@@ -11,6 +11,7 @@ the time of each phase are printed (`pytest -s`).
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +26,10 @@ pytestmark = [pytest.mark.real_model, pytest.mark.timeout(3600)]
 # the adapter wrote the right first call on 6 of 10 call requests but then kept calling
 # (0/12 right replies), the base 2/12 (its plain-answer rows, by calling nothing). Not yet
 # enough steps to learn to stop after the calls: kept as an expected failure until tuned.
-_NOT_YET = pytest.mark.xfail(reason="10 LoRA steps: adapter 0/12, base 2/12 (see above)", strict=False)
+# It does not pass yet and costs minutes, so it runs only on request (TUNELAB_TOOLS_REAL=1) and then
+# must pass: a skipped test says so in every run's summary; an expected failure would hide it.
+_NOT_YET = pytest.mark.skipif(not os.environ.get("TUNELAB_TOOLS_REAL"),
+                              reason="opt-in (TUNELAB_TOOLS_REAL=1): 10 LoRA steps gave adapter 0/12, base 2/12")
 
 LAYERS = range(10, 18)  # LoRA on the last 8 of 18 layers: backward stops there, half the cost of all layers
 MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
