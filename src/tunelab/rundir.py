@@ -205,8 +205,9 @@ class Run:
         """All metrics rows written so far."""
         return self.read_metrics()[0]
 
-    def replace_metrics(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrite metrics.jsonl (a resumed run drops the rows past its checkpoint)."""
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metrics rows past `step` (a resumed run runs those steps again)."""
+        rows = [r for r in self.metrics() if r.get("step", 0) <= step]
         write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     def log(self, line: str) -> None:

@@ -227,13 +227,8 @@ def _resume_state(session: Session) -> ckpt.LoopState:
             f" (saved by {state.processes} processes, resumed with {world}: the data order differs from "
             "the uninterrupted run's)")
         session.run.log(f"resumed from {found[-1].name}{note}")
-        _truncate_metrics(session.run, state.step)
+        session.run.truncate_metrics(state.step)
     return state
-
-
-def _truncate_metrics(run: Run, step: int) -> None:
-    """Drop metrics rows past the checkpoint: those steps run again."""
-    run.replace_metrics([r for r in run.metrics() if r.get("step", 0) <= step])
 
 
 def fit(session: Session, console, on_step: StepHook | None = None) -> str:
