@@ -25,7 +25,9 @@ class OllamaCreateRequest(RequestModel):
     name: Text | None = None  # older clients
     modelfile: Text | None = None
     from_: Text | None = Field(None, alias="from")
-    adapters: dict[str, Text] | None = None  # name -> PEFT adapter dir or run, on the server's disk
+    files: dict[str, Text] | None = None  # file name -> digest of an uploaded blob: one GGUF or a model dir
+    adapters: dict[str, Text] | None = None  # file name -> blob digest (a PEFT adapter's files), or
+    #                                          name -> one PEFT adapter dir or run on the server's disk
     template: Text | None = None
     system: Text | None = None
     parameters: dict[str, Any] | None = None

@@ -1,4 +1,5 @@
-"""Ollama's store routes: /api/pull and /api/create, streaming progress lines as Ollama does.
+"""Ollama's store routes: /api/pull, /api/create (streaming progress lines as Ollama does) and
+/api/blobs, where the ollama client uploads the files a create names by digest (`store.blobs`).
 
 Both run the store's own code (`store.pull`, `store.create`) on a thread; each line it says is
 one NDJSON `{"status": ...}` line, then `{"status": "success"}` (or `{"error": ...}` once the
@@ -9,9 +10,10 @@ servable at once under `--models` (the catalog is read per request).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from contextlib import ExitStack
+from typing import Any, AsyncIterator, Callable, Iterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tunelab.errors import InvalidRequest, ModelNotFound
@@ -34,36 +36,107 @@ async def pull(req: OllamaPullRequest):
     return await _progress(lambda say: _pull(source, say), req.stream)
 
 
+@router.head("/api/blobs/{digest}")
+async def head_blob(digest: str):
+    """200 when blob `digest` is uploaded, 404 when not (the client uploads it then)."""
+    from tunelab.store.blobs import has_blob
+
+    if not _checked(has_blob, digest):
+        raise APIError(404, f"blob {digest} not found", param="digest")
+    return Response(status_code=200)
+
+
+@router.post("/api/blobs/{digest}")
+async def post_blob(digest: str, request: Request):
+    """Store the body as blob `digest`, streamed to disk and kept only when it hashes to it: 201."""
+    from tunelab.store.blobs import write_blob
+
+    _checked(lambda d: None, digest)
+    loop, body = asyncio.get_running_loop(), request.stream()
+    made = await asyncio.to_thread(_checked, write_blob, digest, _pulled(body, loop))
+    return Response(status_code=201 if made else 200)
+
+
 @router.post("/api/create")
 async def create(req: OllamaCreateRequest):
-    """Create a model from a Modelfile (or its parts): FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER."""
-    from tunelab.store.create import create_model
-
+    """Create a model from a Modelfile (or its parts): FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER;
+    or from uploaded blobs: `files` (one GGUF, or a model dir's files) and `adapters` (a PEFT adapter)."""
     name = req.model or req.name
     if not name:
         raise bad_request("model is required: the name of the model to create", param="model")
     recipe = recipe_of(req)
-    return await _progress(lambda say: create_model(name, recipe, say=say), req.stream)
+    uploads = {key: files for key, files in (("files", req.files), ("adapters", req.adapters))
+               if files and _uploaded(files, key)}
+    return await _progress(lambda say: _create(name, recipe, uploads, say), req.stream)
 
 
 def recipe_of(req: OllamaCreateRequest) -> Recipe:
     """The request's Modelfile, its fields (which the ollama client sends) taking precedence."""
     recipe = parse_modelfile(req.modelfile) if req.modelfile else Recipe()
-    recipe.from_ = req.from_ or recipe.from_
+    if req.files and (req.from_ or recipe.from_):
+        raise bad_request("give the model as from (or FROM) or as uploaded files, not both", param="files")
+    if req.files and (req.adapters or recipe.adapter):
+        raise bad_request("files with adapters: an adapter is served on a store model; create the base "
+                          "from files first, then create FROM it with adapters", param="adapters")
+    recipe.from_ = req.from_ or recipe.from_ or ("(files)" if req.files else None)
     if not recipe.from_:
-        raise bad_request("from (or a Modelfile's FROM line) is required", param="from")
+        raise bad_request("from, files (or a Modelfile's FROM line) is required", param="from")
     if req.adapters:
-        if len(req.adapters) > 1:
+        if len(req.adapters) > 1 and not _uploaded(req.adapters, "adapters"):
             raise bad_request(f"adapters holds {len(req.adapters)}; a created model serves one", param="adapters")
         recipe.adapter = next(iter(req.adapters.values()))
-        if recipe.adapter.startswith("sha256:"):
-            raise bad_request("uploaded blobs are not served; give the adapter as a PEFT directory or a run "
-                              "on the server's disk", param="adapters")
     recipe.template = req.template if req.template is not None else recipe.template
     recipe.system = req.system if req.system is not None else recipe.system
     for key, value in (req.parameters or {}).items():
         recipe.parameters[key] = [str(v) for v in (value if isinstance(value, list) else [value])]
     return recipe
+
+
+def _uploaded(files: dict[str, str], param: str) -> bool:
+    """True when `files` name uploaded blobs (checked: there, and of a kind `create` takes);
+    False for the older form, one adapter on the server's disk."""
+    from tunelab.store.blobs import check_uploaded, upload_kind
+
+    if not any(v.startswith("sha256") for v in files.values()):
+        if param == "files":
+            raise bad_request(f"files: each value is the digest of an uploaded blob (sha256:...), got "
+                              f"{list(files.values())}", param="files")
+        return False
+    _checked(check_uploaded, files, param)
+    _checked(upload_kind, files, param)
+    return True
+
+
+def _create(name: str, recipe: Recipe, uploads: dict[str, dict[str, str]], say: Callable[[str], None]):
+    """`create_model`, with FROM and ADAPTER laid out from uploaded blobs for the time it reads them."""
+    from tunelab.store.blobs import staged, upload_kind
+    from tunelab.store.create import create_model
+
+    with ExitStack() as stack:
+        if "files" in uploads:
+            folder = stack.enter_context(staged(uploads["files"], "files"))
+            gguf = upload_kind(uploads["files"], "files") == "gguf"
+            recipe.from_ = str(folder / next(iter(uploads["files"]))) if gguf else str(folder)
+        if "adapters" in uploads:
+            recipe.adapter = str(stack.enter_context(staged(uploads["adapters"], "adapters")))
+        return create_model(name, recipe, say=say)
+
+
+def _checked(fn: Callable, *args):
+    """`fn(*args)`, its InvalidRequest a 400 naming the parameter."""
+    try:
+        return fn(*args)
+    except InvalidRequest as err:
+        raise bad_request(str(err), param=err.param) from None
+
+
+def _pulled(body: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """The request body's chunks, read on the event loop, for a writer on a worker thread."""
+    while True:
+        try:
+            yield asyncio.run_coroutine_threadsafe(body.__anext__(), loop).result()
+        except StopAsyncIteration:
+            return
 
 
 def _pull(source: str, say: Callable[[str], None]) -> None:
