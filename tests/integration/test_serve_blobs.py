@@ -63,6 +63,7 @@ def test_upload_checks_the_digest_and_keeps_only_whole_blobs(client, home):
     for digest in ("sha256:abc", "md5:" + "0" * 64):
         r = httpx.post(blob_url(client, digest), content=body)
         assert r.status_code == 400 and digest in r.json()["error"], r.text
+        assert httpx.head(blob_url(client, digest)).status_code == 400
 
 
 def test_create_from_an_uploaded_gguf(client, home, tmp_path):

@@ -49,9 +49,9 @@ async def head_blob(digest: str):
 @router.post("/api/blobs/{digest}")
 async def post_blob(digest: str, request: Request):
     """Store the body as blob `digest`, streamed to disk and kept only when it hashes to it: 201."""
-    from tunelab.store.blobs import write_blob
+    from tunelab.store.blobs import blob_path, write_blob
 
-    _checked(lambda d: None, digest)
+    _checked(blob_path, digest)  # a malformed digest is a 400 before any byte is read
     loop, body = asyncio.get_running_loop(), request.stream()
     made = await asyncio.to_thread(_checked, write_blob, digest, _pulled(body, loop))
     return Response(status_code=201 if made else 200)
