@@ -239,13 +239,16 @@ class Run:
         write_text_atomic(self.held_out_file, "".join(lines))
 
     def held_out(self) -> list:
-        """The eval split the trainer held out, as `Example`s or `PreferenceExample`s ([] when none)."""
+        """The eval split the trainer held out, as `Example`s, `PreferenceExample`s or (stage=grpo)
+        `PromptExample`s ([] when none)."""
+        from tunelab.data.prompts import PromptExample
         from tunelab.data.tokenize import Example, PreferenceExample
 
         if not self.held_out_file.is_file():
             return []
         rows = [json.loads(line) for line in self.held_out_file.read_text(encoding="utf-8").splitlines() if line]
-        return [PreferenceExample(**r) if "prompt_ids" in r else Example(**r) for r in rows]
+        kinds = (("messages", PromptExample), ("prompt_ids", PreferenceExample))  # a GRPO prompt has prompt_ids too
+        return [next((kind for key, kind in kinds if key in r), Example)(**r) for r in rows]
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json: the final numbers of the run."""

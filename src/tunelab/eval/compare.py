@@ -104,18 +104,8 @@ def side_by_side(engines: dict[str, tuple[Any, str | None]], prompts: list[dict]
     """
     from tunelab.engine import SamplingParams
 
-    from tunelab.progress import progress
-
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0, stop_token_ids=stop_ids)
-    (base, _), (tuned, adapter) = engines["base"], engines["tuned"]
-    n = len(prompt_ids)
-    with progress(f"answering {n} prompts with the base and the tuned model"):
-        if base is tuned:
-            both = base.generate(prompt_ids * 2, params, use_tqdm=False, adapter=[None] * n + [adapter] * n)
-            outputs = {"base": both[:n], "tuned": both[n:]}  # one batch: base and adapter rows together
-        else:
-            outputs = {side: llm.generate(prompt_ids, params, use_tqdm=False, adapter=name)
-                       for side, (llm, name) in engines.items()}
+    outputs = generate_sides(engines, prompt_ids, params)
     rows = []
     for i, item in enumerate(prompts):
         row = {"prompt": item["messages"][-1]["content"], "reference": item.get("reference")}
@@ -125,6 +115,21 @@ def side_by_side(engines: dict[str, tuple[Any, str | None]], prompts: list[dict]
                 row[f"{side}_scores"] = score_all(row[side], row["reference"])
         rows.append(row)
     return rows
+
+
+def generate_sides(engines: dict[str, tuple[Any, str | None]], prompt_ids: list[list[int]], params: Any
+                   ) -> dict[str, list]:
+    """side -> the engine's RequestOutputs for `prompt_ids`; both sides as one batch when they share an engine."""
+    from tunelab.progress import progress
+
+    (base, _), (tuned, adapter) = engines["base"], engines["tuned"]
+    n = len(prompt_ids)
+    with progress(f"answering {n} prompts with the base and the tuned model"):
+        if base is tuned:
+            both = base.generate(prompt_ids * 2, params, use_tqdm=False, adapter=[None] * n + [adapter] * n)
+            return {"base": both[:n], "tuned": both[n:]}  # one batch: base and adapter rows together
+        return {side: llm.generate(prompt_ids, params, use_tqdm=False, adapter=name)
+                for side, (llm, name) in engines.items()}
 
 
 def mean_scores(rows: list[dict], side: str) -> dict[str, float]:

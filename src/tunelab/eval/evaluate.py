@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunelab.eval import benchmarks, compare, preference
+from tunelab.eval import benchmarks, compare, preference, rewards
 from tunelab.eval.compare import Pair
 from tunelab.eval.config import EvalOptions
 from tunelab.errors import RunError
@@ -26,7 +26,8 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
         run.require_generative("run on lm-eval tasks (--tasks)")
     manager = benchmarks.task_manager(options.tasks) if options.tasks else None  # bad names fail before loading
     template = run.chat_template()
-    rows = _read_rows(options.data) if options.data else []
+    funcs = _reward_funcs(run)  # a GRPO run's own reward functions, imported before any model loads
+    rows = _read_rows(options.data) if options.data and funcs is None else []  # GRPO prompts: eval/rewards.py
     result: dict[str, Any] = {"run": run.name, "base_model": str(run.base_model), "time": time.time(),
                               "template": template.name, "stage": run.stage}
     if run.is_reward_model:  # a score head: preference accuracy is all it has to show
@@ -43,11 +44,16 @@ def run_eval(spec: str | Path, options: EvalOptions, log: Callable[[str], None] 
     stop_ids = template.stop_token_ids(pair.tokenizer)
     prompt_ids = [encode_prompt(template, pair.tokenizer, item["messages"]) for item in prompts]
     engines = None
-    if prompts or manager is not None:
+    if prompts or manager is not None or funcs is not None:
         with progress("loading the engine for the generations and benchmarks"):
             engines = compare.load_engines(run, options.dtype)  # an adapter run: one engine for both sides
     result["generations"] = compare.side_by_side(engines, prompts, prompt_ids, stop_ids,
                                                  options.max_new_tokens) if prompts else []
+    if funcs is not None:
+        result["reward"] = _reward(run, options, funcs, template, pair.tokenizer, engines, stop_ids)
+        if result["reward"] and not prompts:  # the scored completions are the side-by-side rows
+            result["generations"] = [{"prompt": r["prompt"], "reference": None, "base": r["base"],
+                                      "tuned": r["tuned"]} for r in result["reward"]["rows"][: options.num_generations]]
     result["scores"] = {side: compare.mean_scores(result["generations"], side) for side in ("base", "tuned")}
     result["forgetting"] = compare.forgetting_check(pair, options.forgetting_threshold)
     if manager is not None:
@@ -82,6 +88,23 @@ def _preference(run, options: EvalOptions, rows: list, template, pair: Pair | No
     if not pairs:
         return None
     return preference.evaluate(run, pairs[: options.max_examples], source, pair)
+
+
+def _reward_funcs(run) -> list | None:
+    """The loaded grpo.reward_funcs of a stage=grpo run (train/reward_funcs.py), else None."""
+    if run.stage != "grpo":
+        return None
+    from tunelab.train.reward_funcs import load_reward_funcs
+
+    return load_reward_funcs(run.train_config().grpo.reward_funcs)
+
+
+def _reward(run, options: EvalOptions, funcs: list, template, tokenizer, engines, stop_ids) -> dict[str, Any] | None:
+    """Held-out reward base vs tuned (eval/rewards.py); None without prompts."""
+    examples, source = rewards.held_out_prompts(run, options.data, funcs, template, tokenizer)
+    if not examples:
+        return None
+    return rewards.evaluate(run, engines, examples[: options.max_examples], source, funcs, stop_ids)
 
 
 def _read_rows(path: Path) -> list:
@@ -133,6 +156,11 @@ def _print_summary(result: dict, log: Callable[[str], None]) -> None:
             log(line)
     elif result["stage"] in preference.STAGES:
         log(f"no held-out pairs to score preference accuracy on (stage={result['stage']}): pass --data PAIRS.jsonl")
+    if result.get("reward"):
+        for line in rewards.summary_lines(result["reward"]):
+            log(line)
+    elif result["stage"] == "grpo":
+        log("no held-out prompts to score the reward on (stage=grpo): pass --data PROMPTS.jsonl")
     for side in ("base", "tuned"):
         if result.get("scores", {}).get(side):
             scores = "  ".join(f"{k} {v:.3f}" for k, v in result["scores"][side].items())

@@ -71,7 +71,8 @@ def _charts(metrics: list[dict]) -> str:
 def _evaluation(ev: dict) -> str:
     if not ev:
         return "<h2>Evaluation</h2><p>No eval.json yet: run <code>tunelab eval RUN</code>.</p>"
-    parts = ["<h2>Evaluation</h2>", _summary_table(ev), _preference_note(ev.get("preference"))]
+    parts = ["<h2>Evaluation</h2>", _summary_table(ev), _preference_note(ev.get("preference")),
+             _reward_note(ev.get("reward"))]
     warning = (ev.get("forgetting") or {}).get("warning")
     if warning:
         parts.append(f'<p class="warn">{escape(warning)}</p>')
@@ -93,6 +94,10 @@ def _summary_table(ev: dict) -> str:
         if "logp_accuracy" in pref["base"]:
             rows.append(("preference by mean log-prob per token", pref["base"]["logp_accuracy"],
                          pref["tuned"]["logp_accuracy"]))
+    reward = ev.get("reward")
+    if reward:
+        rows.append(("held-out reward (weighted total)", reward["base"]["reward"], reward["tuned"]["reward"]))
+        rows += [(f"reward: {k}", v, reward["tuned"]["rewards"][k]) for k, v in reward["base"]["rewards"].items()]
     forgetting = ev.get("forgetting")
     if forgetting:
         rows.append(("general-text perplexity", forgetting["base"]["perplexity"], forgetting["tuned"]["perplexity"]))
@@ -109,6 +114,15 @@ def _preference_note(pref: dict | None) -> str:
         return ""
     return (f"<p>Preference accuracy: share of {pref['pairs']} held-out pairs ({escape(str(pref['data']))}) "
             f"whose chosen reply gets the higher reward; reward = {escape(pref['reward'])}.</p>")
+
+
+def _reward_note(reward: dict | None) -> str:
+    if not reward:
+        return ""
+    weights = ", ".join(f"{k} x {w:g}" for k, w in reward["weights"].items())
+    return (f"<p>Held-out reward: mean over {reward['prompts']} prompts ({escape(str(reward['data']))}), one "
+            f"completion each ({escape(reward['decoding'])}), scored by the run's reward functions "
+            f"(weighted total = {escape(weights)}).</p>")
 
 
 def _benchmarks_table(bench: dict) -> str:

@@ -25,7 +25,7 @@ from tunelab.train.grpo_config import GRPOConfig
 from tunelab.train.grpo_loss import GRPOTerms, group_advantages, grpo_loss
 from tunelab.train.loss import causal_lm, head_logprobs
 from tunelab.train.pairs import _rows, reference_weights
-from tunelab.train.reward_funcs import RewardFunction
+from tunelab.train.reward_funcs import RewardFunction, score_completions
 from tunelab.train.rollout import Completions, Rollout
 
 
@@ -87,11 +87,8 @@ class GRPOObjective(nn.Module):
 
     def score(self, items: Sequence[PromptExample], done: Completions) -> torch.Tensor:
         """Rewards (N, F) of the completions, each function checked (reward_funcs.RewardFunction)."""
-        G = self.cfg.group_size
-        prompts = [ex.messages for ex in items for _ in range(G)]
-        columns = {c: [ex.columns.get(c) for ex in items for _ in range(G)] for c in items[0].columns}
-        out = [f(prompts, done.texts, done.token_ids, columns) for f in self.funcs]
-        return torch.tensor(out, dtype=torch.float32).t().reshape(len(prompts), len(self.funcs))
+        out = score_completions(self.funcs, items, done.texts, done.token_ids, self.cfg.group_size)
+        return torch.tensor(out, dtype=torch.float32).t().reshape(len(done.texts), len(self.funcs))
 
     def loss(self, batch: dict, advantages: torch.Tensor) -> GRPOTerms:
         """The GRPO loss of completions `batch` (rows from train/pairs._rows) with these advantages."""

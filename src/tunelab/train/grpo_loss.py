@@ -45,8 +45,7 @@ class GRPOTerms:
 def group_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, group: int, scale: str = "group"
                      ) -> Advantages:
     """(N, F) rewards (NaN = unscorable) -> weighted totals and group-normalised advantages (N,)."""
-    rewards = (rewards_per_func * weights.to(rewards_per_func).unsqueeze(0)).nansum(dim=1)
-    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable: out of the baseline
+    rewards = weighted_rewards(rewards_per_func, weights)
     grouped = rewards.view(-1, group)
     mean = torch.nanmean(grouped, dim=1).repeat_interleave(group)
     if scale == "batch":
@@ -57,6 +56,13 @@ def group_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, grou
     if scale != "none":
         advantages = advantages / (std + EPS)
     return Advantages(rewards, torch.nan_to_num(advantages, nan=0.0), std)
+
+
+def weighted_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N, F) rewards -> (N,) weighted totals (training's `reward`); NaN where every function was unscorable."""
+    rewards = (rewards_per_func * weights.to(rewards_per_func).unsqueeze(0)).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable: out of the baseline
+    return rewards
 
 
 def _nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:

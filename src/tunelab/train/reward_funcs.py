@@ -108,6 +108,16 @@ def load_reward_funcs(specs: Sequence[str]) -> list[RewardFunction]:
     return funcs
 
 
+def score_completions(funcs: Sequence[RewardFunction], examples: Sequence[Any], texts: list[str],
+                      token_ids: list[list[int]], repeat: int = 1) -> list[list[float]]:
+    """Rewards [F][N] of completions (`repeat` per example, example-major), each function checked;
+    `examples` carry `messages` and `columns` (data/prompts.PromptExample)."""
+    prompts = [ex.messages for ex in examples for _ in range(repeat)]
+    names = examples[0].columns if examples else {}
+    columns = {c: [ex.columns.get(c) for ex in examples for _ in range(repeat)] for c in names}
+    return [f(prompts, texts, token_ids, columns) for f in funcs]
+
+
 def reward_inputs(funcs: Sequence[RewardFunction]) -> dict[str, list[str]]:
     """Data column -> the functions that read it."""
     out: dict[str, list[str]] = {}
