@@ -89,4 +89,14 @@ def test_eval_reports_reward_before_and_after_pinned(grpo_run):
     assert "held-out reward (weighted total)" in html and "reward: favoured" in html
 
 
+def test_a_data_column_no_reward_function_reads_is_an_error_naming_it(grpo_run, tmp_path):
+    from tunelab.data.errors import DataError
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"prompt": "say hi", "answer": "7"}) + "\n")
+    with pytest.raises(DataError, match="answer") as err:
+        run_eval(grpo_run[0], EvalOptions(data=data, dtype="fp32"), log=lambda _: None)
+    assert str(data) in str(err.value)
+
+
 PINNED = (0.4167, 0.9792)  # (base, tuned) mean of `favoured` over the 12 prompts, greedy, fp32
