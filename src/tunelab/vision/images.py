@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.data.errors import DataError
+from tunelab.errors import MissingExtra
 
 IMAGE_MARKER = "<image>"
 _REMOTE = ("http://", "https://")
@@ -97,8 +98,10 @@ def _local_path(ref: str, source: str, line: int, field: str) -> Path:
 
 def open_image(ref: str, source: str = "", line: int = 0, field: str = ""):
     """A PIL image (lazily decoded) from a resolved reference; DataError when it is not an image."""
-    from PIL import Image, UnidentifiedImageError
-
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise MissingExtra("pillow", "vision", f"the image at {source}:{line} ({field})") from None
     try:
         data = io.BytesIO(_data_url_bytes(ref)) if ref.startswith("data:") else ref
         image = Image.open(data)

@@ -66,3 +66,16 @@ def test_image_parts_become_markers_in_order():
     assert refs == [("a.png", "messages[0].content[1].image_url.url"), ("b.png", "messages[0].content[2].image")]
     with pytest.raises(DataError, match=r"content\[0\]\.type.*'audio'"):
         split_image_parts([{"type": "audio"}], "messages[0].content", "d.jsonl", 1)
+
+
+def test_without_pillow_an_image_names_the_extra_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from tunelab.errors import MissingExtra
+    from tunelab.vision.images import open_image
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (4, 4), "red").save(path)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # what an install without the extra looks like
+    with pytest.raises(MissingExtra, match=r"tunelab\[vision\].*data\.jsonl:3"):
+        open_image(str(path), "data.jsonl", 3, "images[0]")
