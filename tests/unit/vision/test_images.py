@@ -77,5 +77,5 @@ def test_without_pillow_an_image_names_the_extra_to_install(tmp_path, monkeypatc
     path = tmp_path / "red.png"
     Image.new("RGB", (4, 4), "red").save(path)
     monkeypatch.setitem(sys.modules, "PIL", None)  # what an install without the extra looks like
-    with pytest.raises(MissingExtra, match=r"tunelab\[vision\].*data\.jsonl:3"):
+    with pytest.raises(MissingExtra, match=r"data\.jsonl:3.*tunelab\[vision\]"):
         open_image(str(path), "data.jsonl", 3, "images[0]")
