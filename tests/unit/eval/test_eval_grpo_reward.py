@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from rich.console import Console
 
 from tunelab.config import load_config
@@ -19,7 +18,8 @@ from tunelab.rundir import Run
 from tunelab.train.config import TrainConfig
 from tunelab.train.trainer import train
 
-REWARDS = Path(__file__).parents[2] / "assets" / "grpo" / "rewards.py"
+from helpers.grpo_task import REWARDS, make_grpo_task
+
 PROMPTS = ["who are you?", "what is your name?", "what is 2+2?", "name a color", "say hi", "count to three",
            "capital of france?", "what do you do?", "tell me a joke", "what day is it?", "spell cat",
            "how old are you?"]
@@ -29,25 +29,10 @@ PROMPTS = ["who are you?", "what is your name?", "what is 2+2?", "name a color",
 def grpo_run(tmp_path_factory) -> tuple[Path, Path]:
     """(run dir, prompts file) of a short GRPO LoRA run on the tiny llama of tests/unit/train/test_grpo.py
     (init std 0.2; reward = share of tokens along one embedding direction), 3 of 12 prompts held out."""
-    import os
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tiny_models import TOKENIZER_DIR, tiny_config
-
     root = tmp_path_factory.mktemp("grpo-eval")
-    config = tiny_config("llama")
-    config.initializer_range = 0.2
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(root / "model")
-    AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(root / "model")
-    favoured = (model.get_input_embeddings().weight[:, 0] > 0).nonzero()[:, 0].tolist()
-    os.environ["TUNELAB_TEST_FAVOURED"] = json.dumps(favoured)
-    data = root / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in PROMPTS))
+    model, data = make_grpo_task(root, PROMPTS)
     cfg = load_config(TrainConfig, None, [
-        f"model={root / 'model'}", f"output={root / 'run'}", "stage=grpo", f"datasets=[{data}]", "lr=3e-2",
+        f"model={model}", f"output={root / 'run'}", "stage=grpo", f"datasets=[{data}]", "lr=3e-2",
         "micro_batch_size=4", "max_steps=8", "grpo.sampling.max_tokens=4", "grpo.beta=0.02", "seed=0",
         "eval_split=0.25", "data.cutoff_len=128", "precision=fp32", f"grpo.reward_funcs=[{REWARDS}:favoured]",
         "grpo.reward_weights=[2.0]"])

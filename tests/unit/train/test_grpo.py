@@ -4,7 +4,6 @@ with the current adapter, resume continues the run exactly, bad reward functions
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,33 +14,16 @@ from tunelab.errors import ConfigError, RewardFunctionError
 from tunelab.train.config import TrainConfig
 from tunelab.train.trainer import train
 
-REWARDS = Path(__file__).parents[2] / "assets" / "grpo" / "rewards.py"
+from helpers.grpo_task import REWARDS, make_grpo_task
+
 PROMPTS = ["who are you?", "what is your name?", "what is 2+2?", "name a color", "say hi", "count to three",
            "capital of france?", "what do you do?"]
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    """A tiny llama whose embeddings are large enough (init std 0.2) for LoRA to move its
-    sampling, the tokens favoured by the reward (one embedding direction), and the prompts."""
-    import os
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tiny_models import TOKENIZER_DIR, tiny_config
-
-    root = tmp_path_factory.mktemp("grpo")
-    config = tiny_config("llama")
-    config.initializer_range = 0.2
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(root / "model")
-    AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(root / "model")
-    favoured = (model.get_input_embeddings().weight[:, 0] > 0).nonzero()[:, 0].tolist()
-    os.environ["TUNELAB_TEST_FAVOURED"] = json.dumps(favoured)
-    data = root / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in PROMPTS))
-    return root / "model", data
+    """The tiny model, its favoured tokens (the reward) and the prompts: tests/helpers/grpo_task.py."""
+    return make_grpo_task(tmp_path_factory.mktemp("grpo"), PROMPTS)
 
 
 def _cfg(task, out, *extra: str) -> TrainConfig:
