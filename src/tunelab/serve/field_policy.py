@@ -119,8 +119,6 @@ TABLE: dict[str, dict[str, Policy]] = {
     "OllamaShowRequest": {"verbose": rejected(NOT_YET, False)},
     "OllamaPullRequest": {"insecure": accepted("TLS to a registry; tunelab pulls through its own sources")},
     "OllamaCreateRequest": {
-        "files": rejected("uploaded blobs are not served; give `from` as a store model, run, model dir or "
-                          ".gguf path on the server's disk"),
         "quantize": rejected("quantize on export (`tunelab export --quant`)"),
         "messages": rejected("created models carry no conversation"),
         "license": rejected("licenses are not stored"),
