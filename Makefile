@@ -10,7 +10,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (about 4 minutes on 2 cores).
+# llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (about 5.5 minutes on 2 idle cores).
 # The wheel is built once per machine, not per clone: pip's own wheel cache keeps it in a cache
 # dir named after the CMake flags (pip's cache key ignores CMAKE_ARGS, so a wheel built with other
 # flags must never be found there), and .cache/wheels keeps a copy beside the clone.
