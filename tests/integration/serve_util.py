@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -17,6 +20,22 @@ from tunelab.serve.config import ServeConfig
 from tunelab.serve.server import ThreadedServer
 
 API_KEY = "test-key-123"
+
+
+@contextmanager
+def private_home(root: Path, models: dict[str, Path]) -> Iterator[Path]:
+    """$TUNELAB_HOME at `root/home` with `models` (store name -> model dir) pulled into it; the
+    old home comes back afterwards."""
+    from tunelab.store.pull import pull
+
+    old = os.environ["TUNELAB_HOME"]
+    os.environ["TUNELAB_HOME"] = str(root / "home")
+    try:
+        for name, model_dir in models.items():
+            pull(str(model_dir), name=name)
+        yield root / "home"
+    finally:
+        os.environ["TUNELAB_HOME"] = old
 
 
 def start_server(model: Path | str | None, **overrides) -> ThreadedServer:

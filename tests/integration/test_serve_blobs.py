@@ -8,14 +8,13 @@ loopback port serves every model there (`--models all`).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import httpx
 import pytest
 from ollama import Client, ResponseError
 
-from serve_util import make_lora_adapter, start_server
+from serve_util import make_lora_adapter, private_home, start_server
 
 OPTS = {"temperature": 0, "num_predict": 3}
 HI = [{"role": "user", "content": "hi"}]
@@ -23,15 +22,10 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def home(tiny_models, tmp_path_factory):
-    from tunelab.store.pull import pull
-
-    old = os.environ["TUNELAB_HOME"]
     root = tmp_path_factory.mktemp("blobs")
-    os.environ["TUNELAB_HOME"] = str(root / "home")
-    pull(str(tiny_models["llama"]), name="a")
-    make_lora_adapter(root / "home" / "models" / "a", root / "adapter")
-    yield root
-    os.environ["TUNELAB_HOME"] = old
+    with private_home(root, {"a": tiny_models["llama"]}) as store_home:
+        make_lora_adapter(store_home / "models" / "a", root / "adapter")
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,16 @@ ollama and openai clients talk to a real server on a free loopback port.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from ollama import Client, ResponseError
 from openai import NotFoundError, OpenAI
 
-from serve_util import finish_run, make_lora_adapter, metrics, start_server
+from serve_util import finish_run, make_lora_adapter, metrics, private_home, start_server
 
 OPTS = {"temperature": 0, "num_predict": 3}
 HI = [{"role": "user", "content": "hi"}]
@@ -26,18 +24,13 @@ HI = [{"role": "user", "content": "hi"}]
 @pytest.fixture(scope="module")
 def home(tiny_models, tmp_path_factory):
     """A private $TUNELAB_HOME with models a, b, c (and a run on a), for this module only."""
-    from tunelab.store.pull import pull
-
-    old = os.environ["TUNELAB_HOME"]
     root = tmp_path_factory.mktemp("library")
-    os.environ["TUNELAB_HOME"] = str(root / "home")
-    for name, arch in (("a", "llama"), ("b", "qwen2"), ("c", "gemma3")):
-        pull(str(tiny_models[arch]), name=name)
-    a_dir = Path(root / "home" / "models" / "a")
-    adapter = make_lora_adapter(a_dir, root / "adapter")
-    finish_run(root / "runs" / "run-a", adapter, a_dir, "finished")
-    yield root
-    os.environ["TUNELAB_HOME"] = old
+    models = {name: tiny_models[arch] for name, arch in (("a", "llama"), ("b", "qwen2"), ("c", "gemma3"))}
+    with private_home(root, models) as store_home:
+        a_dir = store_home / "models" / "a"
+        adapter = make_lora_adapter(a_dir, root / "adapter")
+        finish_run(root / "runs" / "run-a", adapter, a_dir, "finished")
+        yield root
 
 
 @pytest.fixture(scope="module")
