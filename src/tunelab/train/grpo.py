@@ -1,19 +1,26 @@
 """stage=grpo: the objective the one trainer steps, rollouts included.
 
-A micro-batch names B prompts (their `key`s). Its forward pass is one GRPO iteration:
+An optimizer step names B prompts per micro-batch (their `key`s). Before its first micro-batch,
+the whole step is rolled out at once (as TRL generates a generation batch):
 
-    sync the policy's LoRA into the engine -> G completions per prompt (train/rollout.py)
-    -> rewards (N = B·G, F functions; train/reward_funcs.py) -> group advantages (N,)
-    -> rows prompt + completion (N, T) --decoder--> hidden at completion tokens --head/T--> logp
+    sync the policy into the engine -> G completions per prompt of the step (train/rollout.py)
+    -> rewards (N = B·G per micro-batch, F functions; train/reward_funcs.py) -> group advantages
+
+and each micro-batch's forward pass takes its share:
+
+    rows prompt + completion (N, T) --decoder--> hidden at completion tokens --head/T--> logp
     -> clipped-ratio loss with optional KL to the reference (adapter disabled; train/grpo_loss.py)
 
 Each batch is used once (TRL's num_iterations = 1), so the sampling policy's log-probs equal the
-policy's own, detached. The forward returns (loss x B, B): the trainer divides by the step's prompts.
+policy's own, detached. The forward returns (loss sum, B): the trainer divides by the step's
+prompts; dapo divides by the step's completion tokens, over processes (grpo_loss.loss_sum).
+A forward without a prepared step (evaluation) rolls out its own micro-batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from typing import Any, Sequence
 
 import torch
@@ -22,7 +29,7 @@ from torch import nn
 from tunelab.data.prompts import PromptExample
 from tunelab.data.tokenize import IGNORE
 from tunelab.train.grpo_config import GRPOConfig
-from tunelab.train.grpo_loss import GRPOTerms, group_advantages, grpo_loss
+from tunelab.train.grpo_loss import Advantages, GRPOTerms, group_advantages, grpo_loss, loss_sum
 from tunelab.train.loss import causal_lm, head_logprobs
 from tunelab.train.pairs import _rows, reference_weights
 from tunelab.train.reward_funcs import RewardFunction, score_completions
@@ -59,8 +66,19 @@ class GRPOStats:
             self.sums[key] = self.sums.get(key, 0.0) + number
 
 
+@dataclasses.dataclass
+class Rollouts:
+    """One micro-batch's completions, scored, with the totals of its step over all processes."""
+
+    items: list[PromptExample]
+    done: Completions
+    advantages: torch.Tensor  # (B·G,)
+    step_prompts: float
+    step_tokens: float | None  # None: normalise by this micro-batch's own tokens
+
+
 class GRPOObjective(nn.Module):
-    """Wraps the PEFT model like SelectedLogitsLoss; forward(prompt_keys) -> (loss x B, B)."""
+    """Wraps the PEFT model like SelectedLogitsLoss; forward(prompt_keys) -> (loss sum, B)."""
 
     def __init__(self, model: nn.Module, cfg: GRPOConfig, funcs: list[RewardFunction], examples: Sequence,
                  rollout: Rollout):
@@ -69,28 +87,58 @@ class GRPOObjective(nn.Module):
         self.examples = {ex.key: ex for ex in examples}
         self.weights = torch.tensor(cfg.weights(), dtype=torch.float32)
         self.stats = GRPOStats()
+        self.pending: deque[Rollouts] = deque()  # the prepared step's micro-batches, in order
+
+    def start_step(self, micro_batches: Sequence[Sequence[PromptExample]], accelerator: Any) -> None:
+        """Roll out and score every micro-batch of the coming optimizer step in one generation."""
+        from tunelab.train import distributed as dist
+
+        items = [ex for mb in micro_batches for ex in mb]
+        done, adv = self._roll_out(items)
+        tokens = sum(len(ids) for ids in done.token_ids)
+        prompts, tokens = dist.all_sum(accelerator, [len(items), tokens])  # TRL's num_items_in_batch
+        G, at = self.cfg.group_size, 0
+        self.pending.clear()
+        for mb in micro_batches:
+            rows = slice(at * G, (at + len(mb)) * G)
+            self.pending.append(Rollouts(list(mb), done.select(rows), adv.advantages[rows], prompts, tokens))
+            at += len(mb)
 
     def forward(self, prompt_keys: torch.Tensor) -> tuple[torch.Tensor, int]:
-        items = [self.examples[int(k)] for k in prompt_keys]
+        keys = [int(k) for k in prompt_keys]
+        if self.pending:
+            part = self.pending.popleft()
+            if [ex.key for ex in part.items] != keys:
+                raise RuntimeError(f"grpo: micro-batch {keys} is not the prepared step's next one")
+        else:  # evaluation: this micro-batch alone
+            items = [self.examples[k] for k in keys]
+            done, adv = self._roll_out(items)
+            part = Rollouts(items, done, adv.advantages, len(items), None)
         G = self.cfg.group_size
+        device = prompt_keys.device
+        batch = {k: t.to(device) for k, t in _rows([ex.prompt_ids for ex in part.items for _ in range(G)],
+                                                     [ids or [] for ids in part.done.token_ids], 0).items()}
+        terms = self.loss(batch, part.advantages.to(device), part.step_tokens)
+        self.stats.add(clip_low=terms.clip_low, clip_high=terms.clip_high, batches=1,
+                       kl=0.0 if terms.kl is None else terms.kl)
+        return loss_sum(terms.loss, self.cfg.loss_type, len(keys), part.step_prompts), len(keys)
+
+    def _roll_out(self, items: Sequence[PromptExample]) -> tuple[Completions, Advantages]:
+        """G completions per prompt from the current policy, scored, with group advantages."""
         self.rollout.sync(self.model)
         seed = int(torch.randint(0, 2**31 - 1, (1,)))  # from the global RNG, which checkpoints restore
         done = self.rollout.generate([ex.prompt_ids for ex in items], seed)
         per_func = self.score(items, done)  # (N, F)
-        adv = group_advantages(per_func, self.weights, G, self.cfg.scale_rewards)
-        device = prompt_keys.device
-        batch = {k: t.to(device) for k, t in _rows([ex.prompt_ids for ex in items for _ in range(G)],
-                                                     [ids or [] for ids in done.token_ids], 0).items()}
-        terms = self.loss(batch, adv.advantages.to(device))
-        self._record(per_func, adv, terms, done, batch)
-        return terms.loss * len(items), len(items)
+        adv = group_advantages(per_func, self.weights, self.cfg.group_size, self.cfg.scale_rewards)
+        self._record(per_func, adv, done)
+        return done, adv
 
     def score(self, items: Sequence[PromptExample], done: Completions) -> torch.Tensor:
         """Rewards (N, F) of the completions, each function checked (reward_funcs.RewardFunction)."""
         out = score_completions(self.funcs, items, done.texts, done.token_ids, self.cfg.group_size)
         return torch.tensor(out, dtype=torch.float32).t().reshape(len(done.texts), len(self.funcs))
 
-    def loss(self, batch: dict, advantages: torch.Tensor) -> GRPOTerms:
+    def loss(self, batch: dict, advantages: torch.Tensor, step_tokens: float | None = None) -> GRPOTerms:
         """The GRPO loss of completions `batch` (rows from train/pairs._rows) with these advantages."""
         lm, temp = causal_lm(self.model), self.cfg.sampling.temperature or 1.0
         logp = completion_logps(lm, batch, temp)
@@ -100,10 +148,10 @@ class GRPOObjective(nn.Module):
                 ref = completion_logps(causal_lm(self.model), batch, temp)
         mask = batch["labels"] != IGNORE
         return grpo_loss(logp, logp.detach(), ref, advantages, mask, self.cfg.beta, self.cfg.clip,
-                         self.cfg.loss_type, self.cfg.sampling.max_tokens)
+                         self.cfg.loss_type, self.cfg.sampling.max_tokens, step_tokens)
 
-    def _record(self, per_func, adv, terms: GRPOTerms, done: Completions, batch: dict) -> None:
-        lengths = (batch["labels"] != IGNORE).sum(dim=1).float()
+    def _record(self, per_func: torch.Tensor, adv: Advantages, done: Completions) -> None:
+        lengths = torch.tensor([float(len(ids)) for ids in done.token_ids])
         G = self.cfg.group_size
         for k, f in enumerate(self.funcs):
             column = per_func[:, k]
@@ -115,9 +163,7 @@ class GRPOObjective(nn.Module):
         self.stats.add(reward_sum=adv.rewards[seen].sum(), reward_n=seen.sum(),
                        std_sum=torch.nan_to_num(group_std).sum(), groups=len(group_std),
                        zero_std=torch.isclose(group_std, torch.zeros_like(group_std)).sum(),
-                       len_sum=lengths.sum(), completions=len(lengths), truncated=sum(done.truncated),
-                       clip_low=terms.clip_low, clip_high=terms.clip_high, batches=1,
-                       kl=0.0 if terms.kl is None else terms.kl)
+                       len_sum=lengths.sum(), completions=len(lengths), truncated=sum(done.truncated))
 
     def take_metrics(self, accelerator: Any) -> dict[str, float]:
         """metrics.jsonl fields since the last call (TRL's names), summed over processes."""
@@ -149,3 +195,11 @@ def grpo_metrics(s: dict[str, float], names: list[str], with_kl: bool) -> dict[s
     if with_kl:
         out["kl"] = s["kl"] / max(s["batches"], 1.0)
     return out
+
+
+def start_step(module: nn.Module, accelerator: Any, group: Sequence, examples: Sequence) -> None:
+    """Before an optimizer step's micro-batches (`group`, train/packing.MicroBatch): GRPO rolls the
+    whole step out first; other stages have nothing to do."""
+    objective = accelerator.unwrap_model(module)
+    if isinstance(objective, GRPOObjective):
+        objective.start_step([[examples[i] for i in mb.indices] for mb in group], accelerator)

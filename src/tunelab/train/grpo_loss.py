@@ -10,8 +10,9 @@ the reference (ref, adapter disabled) and a completion mask m (N, T):
     l     = -min(rho A, clip(rho, 1 - eps_lo, 1 + eps_hi) A) + beta (exp(ref - logp) - (ref - logp) - 1)
     grpo: mean_i (sum_t m l / sum_t m)    bnpo, dapo: sum m l / sum m    dr_grpo: sum m l / (N max_tokens)
 
-dapo normalises by the tokens of the whole step in TRL; here each micro-batch is normalised by
-its own tokens, the same as TRL when grad_accum = 1.
+dapo divides by the completion tokens of the whole optimizer step (every micro-batch of it, on
+every process: TRL's num_items_in_batch), so the step's loss is one token mean however it is split;
+the other types are means per micro-batch, averaged over the step's micro-batches as TRL does.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def _nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 def grpo_loss(logp: torch.Tensor, old: torch.Tensor, ref: torch.Tensor | None, advantages: torch.Tensor,
               mask: torch.Tensor, beta: float, clip: tuple[float, float], loss_type: str = "dapo",
-              max_tokens: int = 0) -> GRPOTerms:
-    """The clipped-ratio loss with optional KL; shapes (N, T) but advantages (N,)."""
+              max_tokens: int = 0, step_tokens: float | None = None) -> GRPOTerms:
+    """The clipped-ratio loss with optional KL; shapes (N, T) but advantages (N,). `step_tokens` (dapo):
+    completion tokens of the whole step, so the loss is this batch's share of it; None = this batch's."""
     adv = advantages.unsqueeze(1)  # (N, 1)
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - old)
@@ -86,7 +88,7 @@ def grpo_loss(logp: torch.Tensor, old: torch.Tensor, ref: torch.Tensor | None, a
     if beta != 0.0:
         kl = torch.exp(ref - logp) - (ref - logp) - 1
         per_token = per_token + beta * kl
-    loss = _reduce(per_token, mask, loss_type, max_tokens)
+    loss = _reduce(per_token, mask, loss_type, max_tokens, step_tokens)
     tokens = mask.sum().clamp(min=1.0)
     low = ((ratio < 1 - clip[0]) & (adv < 0)).to(mask.dtype)
     high = ((ratio > 1 + clip[1]) & (adv > 0)).to(mask.dtype)
@@ -94,11 +96,20 @@ def grpo_loss(logp: torch.Tensor, old: torch.Tensor, ref: torch.Tensor | None, a
                      (low * mask).sum() / tokens, (high * mask).sum() / tokens)
 
 
-def _reduce(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_tokens: int) -> torch.Tensor:
+def loss_sum(loss: torch.Tensor, loss_type: str, prompts: int, step_prompts: float) -> torch.Tensor:
+    """What the objective hands the trainer, which divides by the step's prompts (train/trainer.py):
+    dapo's loss is already this micro-batch's share of the step, the others are its means."""
+    return loss * (step_prompts if loss_type == "dapo" else prompts)
+
+
+def _reduce(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_tokens: int,
+            step_tokens: float | None) -> torch.Tensor:
     if loss_type == "grpo":
         return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    if loss_type in ("bnpo", "dapo"):
+    if loss_type == "bnpo" or (loss_type == "dapo" and step_tokens is None):
         return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    if loss_type == "dapo":
+        return (per_token * mask).sum() / max(float(step_tokens), 1.0)
     if loss_type == "dr_grpo":
         return (per_token * mask).sum() / (per_token.size(0) * max_tokens)
     raise ValueError(f"unknown GRPO loss_type '{loss_type}'")

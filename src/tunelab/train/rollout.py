@@ -29,6 +29,10 @@ class Completions:
     texts: list[str]
     truncated: list[bool]  # stopped at max_tokens rather than at an end-of-turn/EOS token
 
+    def select(self, rows: slice) -> Completions:
+        """The completions of `rows`."""
+        return Completions(self.token_ids[rows], self.texts[rows], self.truncated[rows])
+
 
 class Rollout:
     """The engine that samples completions with the policy's current adapter."""

@@ -29,6 +29,7 @@ from tunelab.train import checkpoint as ckpt
 from tunelab.train import distributed as dist, sharding
 from tunelab.train.config import TrainConfig
 from tunelab.train.display import ProgressView, print_outcome
+from tunelab.train.grpo import start_step
 from tunelab.train.metrics import MetricsWriter, peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, example_tokens, plan_epoch
 from tunelab.train.pairs import take_stats
@@ -269,6 +270,7 @@ def train_step(session: Session, group: list[MicroBatch]) -> tuple[float, float,
     denom = max(n_labels, 1) / acc.num_processes
     loss_total, tokens = 0.0, 0
     try:
+        start_step(session.wrapped, acc, group, ex)  # GRPO: the whole step's rollouts, before its micro-batches
         for k, mb in enumerate(group):
             batch = {key: t.to(acc.device) for key, t in collate(mb, ex, session.pad_id).items()}
             # only the last micro-batch all-reduces gradients across processes

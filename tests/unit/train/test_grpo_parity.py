@@ -19,7 +19,7 @@ pytest.importorskip("trl", reason="TRL is the reference implementation: pip inst
 from test_preference_parity import PAD, TOL, _bare  # noqa: E402
 
 from tunelab.train.grpo import completion_logps  # noqa: E402
-from tunelab.train.grpo_loss import group_advantages, grpo_loss  # noqa: E402
+from tunelab.train.grpo_loss import group_advantages, grpo_loss, loss_sum  # noqa: E402
 from tunelab.train.pairs import _rows  # noqa: E402
 
 MAX_TOKENS = 7
@@ -109,6 +109,67 @@ class _Args:
     use_bias_correction_kl = False
     delta = None
     steps_per_generation = 1
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_grpo_loss_and_grads_match_trl_over_two_accumulated_micro_batches(loss_type, models):
+    """grad_accum = 2: one generation batch of 4 prompts (G = 3) split into two micro-batches with
+    different token counts. TRL's dapo divides each micro-batch by the generation batch's tokens
+    (num_items_in_batch), the others by the accumulation steps; ours hands the trainer
+    loss_sum(...) which it divides by the step's prompts. The summed losses and the accumulated
+    gradients are equal to 1e-5."""
+    import copy
+
+    from trl.trainer.grpo_trainer import GRPOTrainer
+    from trl.trainer.utils import add_fused_lm_head
+
+    policy, ref = models
+    temperature, beta, eps, G = 0.7, 0.05, (0.2, 0.28), 3
+    prompts, completions = _batch(n_prompts=4, group=G, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    rewards = torch.rand(len(completions), 2, generator=gen)
+    adv = group_advantages(rewards, torch.tensor([1.0, 0.5]), group=G).advantages
+    step_tokens = sum(map(len, completions))
+    halves = [slice(0, 2 * G), slice(2 * G, 4 * G)]
+    assert len({sum(map(len, completions[h])) for h in halves}) == 2  # the halves' token counts differ
+
+    mine = copy.deepcopy(policy)
+    theirs = copy.deepcopy(policy)
+    add_fused_lm_head(theirs, temperature=temperature, outputs=("log_probs", "entropy"))
+    theirs.train()
+    args = _Args()
+    args.steps_per_generation = 2  # TRL's default: one generation batch per optimizer step
+    trl = _bare(GRPOTrainer, theirs, temperature=temperature, top_entropy_quantile=1.0,
+                off_policy_mask_threshold=None, importance_sampling_level="token", beta=beta, loss_type=loss_type,
+                epsilon_low=eps[0], epsilon_high=eps[1], use_vllm=False, _entropy_bonus_enabled=False,
+                max_completion_length=MAX_TOKENS, current_gradient_accumulation_steps=2, args=args)
+    ours_total, trl_total = 0.0, 0.0
+    for h in halves:
+        rows = _rows(prompts[h], completions[h], PAD)
+        logp = completion_logps(mine, rows, temperature)
+        with torch.no_grad():
+            ref_logp = completion_logps(ref, rows, temperature)
+        old = logp.detach() + torch.randn(logp.shape, generator=gen) * 0.3 * (logp != 0)
+        terms = grpo_loss(logp, old, ref_logp, adv[h], rows["labels"] != -100, beta, eps, loss_type, MAX_TOKENS,
+                          step_tokens)
+        share = loss_sum(terms.loss, loss_type, 2, 4) / 4  # the trainer divides by the step's 4 prompts
+        share.backward()
+        ours_total += share.detach()
+        inputs = {**_trl_inputs(prompts[h], completions[h]), "advantages": adv[h],
+                  "old_per_token_logps": _to_trl_layout(old, completions[h]),
+                  "ref_per_token_logps": _to_trl_layout(ref_logp, completions[h]),
+                  "num_items_in_batch": torch.tensor(step_tokens)}
+        loss = trl._compute_loss(theirs, inputs)
+        loss.backward()
+        trl_total += loss.detach()
+    torch.testing.assert_close(ours_total, trl_total, **TOL)
+    grads = {n: p.grad for n, p in theirs.named_parameters() if p.grad is not None}
+    compared = 0
+    for name, p in mine.named_parameters():
+        if p.grad is not None and name in grads:
+            torch.testing.assert_close(p.grad, grads[name], **TOL)
+            compared += 1
+    assert compared == len(grads) > 10 and any(g.abs().sum() > 0 for g in grads.values())
 
 
 def test_group_advantages_match_trls_formula():
