@@ -95,6 +95,47 @@ def test_rollouts_run_on_the_engine_with_the_current_adapter(task):
     assert greedy == [hf] * 4  # four identical greedy group members, the policy's own continuation
 
 
+def test_a_step_split_into_micro_batches_gives_the_whole_batchs_gradient(task):
+    """dapo at grad_accum = 2 (two micro-batches of 2 prompts) gives the gradient of one micro-batch
+    of 4: the step is rolled out at once (the same completions) and every micro-batch is divided by
+    the step's completion tokens, as the trainer accumulates it (loss sum / the step's prompts)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.data.prompts import PromptExample
+    from tunelab.train.dataset import Examples
+    from tunelab.train.grpo_setup import build_grpo_objective
+
+    model_dir, _ = task
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules="all-linear"))
+    examples = [PromptExample([1, 5 + k, 9, 33 + 7 * k], [{"role": "user", "content": "x"}], {}, key=k, max_new=6)
+                for k in range(4)]
+    cfg = _cfg(task, "unused", "grpo.sampling.max_tokens=6", "grpo.loss_type=dapo")
+    # a third of the vocabulary stops a completion, so lengths vary and the normaliser matters
+    cfg.grpo.sampling = cfg.grpo.sampling.replace(stop_token_ids=list(range(0, peft.config.vocab_size, 3)))
+    objective = build_grpo_objective(peft, cfg, Examples(examples, [], 4, {}))
+    tokens = []
+
+    def accumulated(split):
+        torch.manual_seed(0)  # the rollout seed
+        objective.start_step(split, _single_process())
+        tokens.append([sum(map(len, part.done.token_ids)) for part in objective.pending])
+        for mb in split:
+            loss, _ = objective(torch.tensor([ex.key for ex in mb]))
+            (loss / 4).backward()
+        out = {n: p.grad.clone() for n, p in peft.named_parameters() if p.grad is not None}
+        peft.zero_grad(set_to_none=True)
+        return out, objective.take_metrics(_single_process())
+
+    whole, whole_row = accumulated([examples])
+    halves, halves_row = accumulated([examples[:2], examples[2:]])
+    assert whole_row["completions/mean_length"] == halves_row["completions/mean_length"]
+    assert tokens[1][0] != tokens[1][1] and sum(tokens[1]) == tokens[0][0]  # the halves' lengths differ
+    assert whole.keys() == halves.keys() and any(g.abs().sum() > 0 for g in whole.values())
+    for name, grad in whole.items():
+        torch.testing.assert_close(halves[name], grad, atol=1e-6, rtol=1e-5)
+
+
 def _single_process():
     from accelerate import Accelerator
 
