@@ -4,7 +4,8 @@ The cache is `num_blocks` blocks of `block_size` token slots. Token position `po
 sequence lives in slot `block_table[pos // block_size] * block_size + pos % block_size`.
 
 Prefix caching: once a block is full and its KV computed, it gets a hash chained from
-its predecessor's, `hash((parent_hash, adapter, tokens))`, so equal hashes mean equal
+its predecessor's, `hash((parent_hash, key, tokens))` (key: the adapter and the content hash of
+any image with tokens in the block, `Sequence.block_key`), so equal hashes mean equal
 prefixes (the tokens are compared too, to rule out collisions). A new sequence whose
 leading full blocks hash the same reuses those blocks and bumps their ref counts.
 Freed blocks keep their hash while on the free list, so a later request can revive
@@ -67,7 +68,7 @@ class BlockManager:
         parent = None
         for j in range((seq.num_tokens - 1) // self.block_size):
             tokens = tuple(seq.token_ids[j * self.block_size:(j + 1) * self.block_size])
-            parent = _chain_hash(parent, seq.adapter, tokens)
+            parent = _chain_hash(parent, seq.block_key(j, self.block_size), tokens)
             block_id = self._cached.get(parent)
             if block_id is None or self.blocks[block_id].tokens != tokens:
                 break
@@ -104,7 +105,7 @@ class BlockManager:
         for j in range(len(seq.block_hashes), seq.num_computed_tokens // bs):
             tokens = tuple(seq.token_ids[j * bs:(j + 1) * bs])
             parent = seq.block_hashes[-1] if seq.block_hashes else None
-            h = _chain_hash(parent, seq.adapter, tokens)
+            h = _chain_hash(parent, seq.block_key(j, bs), tokens)
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[j]]
             if h not in self._cached:  # an equal block computed by another seq stays the canonical one
@@ -147,6 +148,7 @@ class BlockManager:
         return block_id
 
 
-def _chain_hash(parent: int | None, adapter: str | None, tokens: tuple[int, ...]) -> int:
-    # The adapter is part of the key: the same tokens under another LoRA give other KV.
-    return hash((parent, adapter, tokens))
+def _chain_hash(parent: int | None, key: tuple, tokens: tuple[int, ...]) -> int:
+    # The key holds the adapter (the same tokens under another LoRA give other KV) and the images
+    # whose rows the block's image tokens took (the same ids with another image give other KV).
+    return hash((parent, key, tokens))

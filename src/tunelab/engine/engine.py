@@ -65,6 +65,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.config)
         self.lock = threading.RLock()
         self.total_prompt_tokens = 0
+        self._image_processor = None  # a VLM's vision/preprocess.image_processor, made at the first image
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
 
@@ -78,18 +79,34 @@ class LLMEngine:
             raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
 
     def add_request(self, request_id: Any, prompt_ids: list[int], params: SamplingParams,
-                    adapter: str | None = None) -> list[Sequence]:
-        """Queue `params.n` sequences for one prompt; seq ids are (request_id, index)."""
+                    adapter: str | None = None, images: list | None = None) -> list[Sequence]:
+        """Queue `params.n` sequences for one prompt; seq ids are (request_id, index). `images` (PIL,
+        one per run of image tokens in the prompt) go to a vision-language model."""
         self.check_prompt(prompt_ids, params)
         self._check_adapter(adapter)
+        image_inputs = self.image_inputs(prompt_ids, images) if images else None
         if params.structured_outputs is not None:  # fail this request now, never the batch mid-step
             check_constrainable(self.tokenizer, params.structured_outputs)
         seqs = [self._new_seq(request_id, i, prompt_ids, params, adapter) for i in range(params.n)]
+        for seq in seqs:
+            seq.images = image_inputs  # shared: the n samples need the tower's rows once
         with self.lock:
             for seq in seqs:
                 self.scheduler.add(seq)
         self.total_prompt_tokens += len(prompt_ids)
         return seqs
+
+    def image_inputs(self, prompt_ids: list[int], images: list):
+        """The prompt's `multimodal.ImageInputs`; a 400 for a text-only model."""
+        from tunelab.engine.multimodal import build_image_inputs
+        from tunelab.vision.preprocess import image_processor
+
+        if not hasattr(self.model, "encode_images"):
+            raise InvalidRequest("this model serves text only: it takes no images", param="images")
+        if self._image_processor is None:
+            self._image_processor = image_processor(self.model_dir)
+        return build_image_inputs(prompt_ids, images, self._image_processor, self.model.image_token_id,
+                                  self.model.merge_size)
 
     def _check_adapter(self, adapter: str | None) -> None:
         if adapter is not None and adapter not in self.lora.names():

@@ -59,11 +59,15 @@ class LLM:
     def generate(self, prompts: str | dict | list[int] | list[str | list[int] | dict],
                  sampling_params: SamplingParams | list[SamplingParams] | None = None, use_tqdm: bool = True,
                  lora_request: Lora = None, *, adapter: str | list[str | None] | None = None) -> list[RequestOutput]:
-        """Complete each prompt (text or token ids); outputs come back in prompt order."""
+        """Complete each prompt (text or token ids); outputs come back in prompt order. A VLM's prompt dict
+        may carry vLLM's `multi_modal_data={"image": image or [images]}` (PIL), one image per
+        `<|vision_start|><|image_pad|><|vision_end|>` in the prompt."""
         items = [_unwrap(p) for p in _as_list(prompts)]
-        prompt_ids = [self._encode(p) for p in items]
+        images = [_images(p) for p in _as_list(prompts)]
+        prompt_ids = [self._with_images(self._encode(p), im) for p, im in zip(items, images)]
         texts = [p if isinstance(p, str) else None for p in items]
-        return self._run(prompt_ids, texts, sampling_params, self._adapters(lora_request, adapter), use_tqdm)
+        return self._run(prompt_ids, texts, sampling_params, self._adapters(lora_request, adapter), use_tqdm,
+                         images)
 
     def chat(self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None,
              use_tqdm: bool = True, lora_request: LoRARequest | None = None, *,
@@ -117,8 +121,24 @@ class LLM:
             raise InvalidRequest("prompts must be strings or lists of token ids", param="prompts")
         return list(prompt)
 
+    def _with_images(self, ids: list[int], images: list | None) -> list[int]:
+        """`ids` with each image's `<|image_pad|>` repeated once per token the image takes."""
+        from tunelab.vision.preprocess import image_tokens, vision_grid
+        from tunelab.vision.tokens import expand_image_pads, image_token_id
+
+        if not images:
+            return ids
+        pad = image_token_id(self.tokenizer)
+        if pad is None or not hasattr(self.engine.model, "encode_images"):
+            raise InvalidRequest("this model serves text only: it takes no images", param="multi_modal_data")
+        grid = vision_grid(self.engine.model_dir)
+        try:
+            return expand_image_pads(ids, pad, [image_tokens(im.height, im.width, grid) for im in images])
+        except ValueError as err:
+            raise InvalidRequest(str(err), param="multi_modal_data") from None
+
     def _run(self, prompt_ids: list[list[int]], texts: list[str | None], params, adapter,
-             use_tqdm: bool) -> list[RequestOutput]:
+             use_tqdm: bool, images: list | None = None) -> list[RequestOutput]:
         params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompt_ids)
         adapters = adapter if isinstance(adapter, list) else [adapter] * len(prompt_ids)
         if len(params_list) != len(prompt_ids) or len(adapters) != len(prompt_ids):
@@ -127,9 +147,9 @@ class LLM:
         for ids, p in zip(prompt_ids, params_list):  # every prompt is checked before any work starts
             self.engine.check_prompt(ids, p)
         requests = []
-        for ids, p, a in zip(prompt_ids, params_list, adapters):
+        for ids, p, a, im in zip(prompt_ids, params_list, adapters, images or [None] * len(prompt_ids)):
             rid = f"llm-{next(self._ids)}"
-            requests.append((rid, ids, self.engine.add_request(rid, ids, p, a)))
+            requests.append((rid, ids, self.engine.add_request(rid, ids, p, a, images=im)))
         self._step_all([seqs for _, _, seqs in requests], use_tqdm)
         return [RequestOutput.from_sequences(rid, ids, seqs, text) for (rid, ids, seqs), text in zip(requests, texts)]
 
@@ -179,14 +199,30 @@ def with_template_stops(params: SamplingParams, template, tokenizer) -> Sampling
 
 
 def _unwrap(prompt: Any) -> str | list[int]:
-    """vLLM's prompt dicts ({"prompt": text} or {"prompt_token_ids": ids}) -> text or ids."""
+    """vLLM's prompt dicts ({"prompt": text} or {"prompt_token_ids": ids}, and multi_modal_data) -> text or ids."""
     if not isinstance(prompt, dict):
         return prompt
-    extra = set(prompt) - {"prompt", "prompt_token_ids"}
-    if extra or len(prompt) != 1:
+    extra = set(prompt) - {"prompt", "prompt_token_ids", "multi_modal_data"}
+    if extra or len(set(prompt) - {"multi_modal_data"}) != 1:
         raise InvalidRequest(f"a prompt dict takes 'prompt' or 'prompt_token_ids', got {sorted(prompt)}",
                              param="prompts")
     return prompt.get("prompt", prompt.get("prompt_token_ids"))
+
+
+def _images(prompt: Any) -> list | None:
+    """The PIL images of a prompt dict's `multi_modal_data` (vLLM's {"image": image or [images]})."""
+    data = prompt.get("multi_modal_data") if isinstance(prompt, dict) else None
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) - {"image"}:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise InvalidRequest(f"multi_modal_data takes 'image' only, got {got}", param="multi_modal_data")
+    images = data.get("image")
+    images = images if isinstance(images, (list, tuple)) else [images]
+    if not all(hasattr(im, "convert") and hasattr(im, "height") for im in images):
+        raise InvalidRequest("multi_modal_data['image'] must be a PIL image or a list of them",
+                             param="multi_modal_data")
+    return list(images)
 
 
 def _as_list(prompts) -> list:

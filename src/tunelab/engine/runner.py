@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tunelab.engine import prompt_logprobs
+from tunelab.engine import multimodal, prompt_logprobs
 from tunelab.engine.kv_cache import KVCache
 from tunelab.models.attention import AttnBatch, PrefillSegment
 
@@ -30,6 +30,7 @@ class StepInputs:
     sample_rows: torch.Tensor  # (N,) rows whose hidden state becomes logits
     adapter_rows: list[tuple[str | None, int, int]]  # (adapter, start, length) per item
     prompt: prompt_logprobs.PromptRows | None = None  # rows whose logprobs the prompt asked for
+    images: multimodal.ImagePlan | None = None  # rows that take image embeddings (VLM prefill)
 
 
 class ModelRunner:
@@ -59,7 +60,7 @@ class ModelRunner:
     def execute(self, items, inputs: StepInputs | None = None) -> torch.Tensor:
         """Forward the scheduled `items` (ScheduledItem-like); fp32 logits (N, vocab) for samplers."""
         step = inputs or self.prepare(items)
-        if self.graphs is not None and self.graphs.fits(step):
+        if self.graphs is not None and step.images is None and self.graphs.fits(step):
             hidden = self.graphs.forward(step)  # (B, hidden), rows in step order
         else:
             hidden = self.hidden_states(step)  # (T, hidden)
@@ -72,6 +73,8 @@ class ModelRunner:
         """Final (normed) hidden states (T, hidden) of every row, eagerly: the embedding path."""
         if self.lora is not None:
             self.lora.set_batch(step.adapter_rows, step.input_ids.shape[0], self.device)
+        if step.images is not None:
+            return self.model(step.input_ids, step.attn, self.kv.layers, images=step.images.rows_for(self.model))
         return self.model(step.input_ids, step.attn, self.kv.layers)
 
     @torch.inference_mode()
@@ -100,7 +103,7 @@ def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: 
         seq, start, n = item.seq, item.start_pos, item.num_tokens
         row = len(ids)
         ids.extend(item.token_ids)  # a drafted item feeds its guesses after the last known token
-        positions.extend(range(start, start + n))
+        positions.extend(multimodal.rope_positions(seq, start, n))  # M-RoPE shifts a VLM's text positions
         table = seq.block_table
         slots.extend(table[p // block_size] * block_size + p % block_size for p in range(start, start + n))
         (decodes.append((row, seq, start + 1)) if n == 1 else prefills.append((row, seq, n, start + n)))
@@ -119,6 +122,7 @@ def prepare_inputs(items, block_size: int, device: torch.device, decode_kernel: 
         sample_rows=torch.tensor(sample_rows, dtype=torch.long, device=device),
         adapter_rows=adapters,
         prompt=prompt or None,
+        images=multimodal.plan_images(items, positions, device),
     )
 
 

@@ -99,6 +99,7 @@ class Sequence:
         self._text_sent = 0
         self.generator: Any = None  # torch.Generator, created by the sampler on first use
         self.constraint: Any = None  # grammar state of params.structured_outputs (engine/constraints.py)
+        self.images: Any = None  # a VLM prompt's engine.multimodal.ImageInputs
         self.arrival_time = time.monotonic()
         self.first_token_time: float | None = None
 
@@ -119,6 +120,12 @@ class Sequence:
     def num_uncomputed_tokens(self) -> int:
         """Tokens whose KV is not yet in the cache (1 for a decoding sequence)."""
         return len(self.token_ids) - self.num_computed_tokens
+
+    def block_key(self, block: int, block_size: int) -> tuple:
+        """What besides its tokens KV block `block` depends on: its adapter and the images in it."""
+        if self.images is None:
+            return (self.adapter,)
+        return (self.adapter, *self.images.block_key(block, block_size))
 
     def prefix_cache_limit(self, block_size: int) -> int | None:
         """Most prefix-cache blocks this sequence may reuse: cached positions never run, so none

@@ -23,6 +23,8 @@ FUSED = {
 
 
 _BACKBONE = ("embed_tokens", "layers", "norm")  # top-level names of a checkpoint saved without its LM head
+# a vision family's checkpoint names as transformers 5 writes them -> the hub's (which are ours)
+_VISION_RENAMES = (("model.language_model.", "model."), ("model.visual.", "visual."))
 
 
 class CheckpointError(TunelabError):
@@ -56,7 +58,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     torch.set_default_dtype(dtype)
     try:
         with torch.device("meta"):
-            model = family.model_cls(spec, text_config)
+            model = family.model_cls(spec, config if family.vision else text_config)
     finally:
         torch.set_default_dtype(previous)
     model.to_empty(device=device)
@@ -69,7 +71,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
         return model.eval(), text_config
     if device.type == "cpu" and quantize is None:  # quantizing replaces weights: the arena would keep the old
         pack_weights_hugepages(model, copy=False)  # 2 MB pages, filled by _fill: decode reads weights faster
-    _fill(model, model_dir, family.prefix)
+    _fill(model, model_dir, family.prefix, family.vision)
     model.to_device(device)
     quantize_model(model, quantize)
     return model.eval(), text_config
@@ -87,7 +89,7 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def _fill(model: torch.nn.Module, model_dir: Path, prefix: str) -> None:
+def _fill(model: torch.nn.Module, model_dir: Path, prefix: str, vision: bool = False) -> None:
     from safetensors import safe_open
 
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -96,7 +98,7 @@ def _fill(model: torch.nn.Module, model_dir: Path, prefix: str) -> None:
     for path in checkpoint_files(model_dir):
         with safe_open(str(path), framework="pt", device="cpu") as f:
             for key in f.keys():
-                name = _our_name(key, prefix)
+                name = _vision_name(key) if vision else _our_name(key, prefix)
                 if name is not None:
                     loaded |= _load_one(name, f.get_tensor(key), params, modules, path)
     _check_complete(model, params, loaded, model_dir)
@@ -117,10 +119,18 @@ def _our_name(key: str, prefix: str) -> str | None:
     return key
 
 
+def _vision_name(key: str) -> str | None:
+    """A vision family's checkpoint key -> our name: the language model's as for text, the tower's `visual.`."""
+    for old, new in _VISION_RENAMES:
+        if key.startswith(old):
+            key = new + key[len(old):]
+    return key if key.startswith("visual.") else _our_name(key, "")
+
+
 def _load_one(name: str, tensor: torch.Tensor, params: dict, modules: dict, path: Path) -> set[str]:
     module_name, _, leaf = name.rpartition(".")
     parent, _, proj = module_name.rpartition(".")
-    if proj in FUSED:
+    if proj in FUSED and f"{parent}.{FUSED[proj]}" in modules:  # the vision tower's MLP stays unfused
         fused = modules[f"{parent}.{FUSED[proj]}"]
         fused.load_part(proj, tensor, is_bias=leaf == "bias")
         return {f"{parent}.{FUSED[proj]}.{leaf}"}

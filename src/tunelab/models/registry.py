@@ -20,12 +20,14 @@ class Family:
     model_cls: type
     prefix: str = ""  # checkpoint prefix replaced by "model." (multimodal wrappers)
     text_config: bool = False  # the LM config is nested under config.text_config
+    vision: bool = False  # the model class takes the full config and loads its vision tower (`visual.`)
 
 
 def _families() -> dict[str, Family]:
     from tunelab.models.gemma3 import Gemma3ForCausalLM, gemma3_spec
     from tunelab.models.llama import CausalLM, llama_spec
     from tunelab.models.qwen import qwen2_spec, qwen3_spec
+    from tunelab.models.qwen_vl import Qwen2_5_VLForCausalLM
 
     return {
         "LlamaForCausalLM": Family(llama_spec, CausalLM),
@@ -36,6 +38,8 @@ def _families() -> dict[str, Family]:
         "Gemma3ForConditionalGeneration": Family(
             gemma3_spec, Gemma3ForCausalLM, prefix="model.language_model.", text_config=True
         ),
+        "Qwen2_5_VLForConditionalGeneration": Family(qwen2_spec, Qwen2_5_VLForCausalLM, text_config=True,
+                                                     vision=True),
         # bare backbones, as sentence-transformers saves embedding models (they must tie embeddings)
         "LlamaModel": Family(llama_spec, CausalLM),
         "Qwen2Model": Family(qwen2_spec, CausalLM),
@@ -46,8 +50,8 @@ def _families() -> dict[str, Family]:
 
 SUPPORTED = (
     "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "LlamaModel", "Qwen2Model", "Qwen3Model",
-    "Gemma3TextModel",
+    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "LlamaModel",
+    "Qwen2Model", "Qwen3Model", "Gemma3TextModel",
 )
 
 

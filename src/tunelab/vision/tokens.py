@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.vision.family import IMAGE_PAD
-from tunelab.vision.images import IMAGE_MARKER
 from tunelab.vision.preprocess import VisionGrid, ref_tokens, vision_grid
 
 
@@ -21,6 +20,7 @@ def image_token_id(tokenizer: Any) -> int | None:
 
 def expand_markers(messages: list[dict], images: list[str], grid: VisionGrid) -> list[dict]:
     """Copies of `messages` with the i-th `<image>` marker replaced by image i's token run."""
+    from tunelab.vision.images import IMAGE_MARKER  # here: vision.images loads tunelab.data, which loads it
     runs = iter(["<|vision_start|>" + IMAGE_PAD * ref_tokens(ref, grid) + "<|vision_end|>" for ref in images])
     out = []
     for message in messages:
@@ -36,3 +36,23 @@ def expand_markers(messages: list[dict], images: list[str], grid: VisionGrid) ->
 def grid_for(tokenizer: Any) -> VisionGrid:
     """The resizing knobs of the model the tokenizer was loaded from."""
     return vision_grid(getattr(tokenizer, "name_or_path", None))
+
+
+def expand_image_pads(ids: list[int], pad_id: int, counts: list[int]) -> list[int]:
+    """`ids` with the i-th run of `pad_id` tokens made `counts[i]` long (vLLM's prompts carry one
+    `<|image_pad|>` per image; the model needs one per merged patch). ValueError when the runs and
+    the images differ in number."""
+    out: list[int] = []
+    runs = 0
+    for i, token in enumerate(ids):
+        if token != pad_id:
+            out.append(token)
+        elif i == 0 or ids[i - 1] != pad_id:
+            if runs == len(counts):
+                raise ValueError(f"the prompt has more {IMAGE_PAD} runs than the {len(counts)} image(s) given")
+            out.extend([pad_id] * counts[runs])
+            runs += 1
+    if runs != len(counts):
+        raise ValueError(f"{len(counts)} image(s) but {runs} {IMAGE_PAD} run(s) in the prompt; put "
+                         f"<|vision_start|>{IMAGE_PAD}<|vision_end|> where each image goes")
+    return out
