@@ -1,6 +1,6 @@
 """GRPO reward functions: named in the config, loaded before the model, checked at every call.
 
-    grpo.reward_funcs: [format, accuracy, my_pkg.rewards:brevity, ./my_rewards.py:score]
+    grpo.reward_funcs: [format, accuracy, my_pkg.rewards:brevity, ./my_rewards.py:score, runs/my-rm]
 
 A function is called as TRL calls one, with keyword arguments only:
 `f(prompts=..., completions=..., completion_ids=..., **columns) -> list[float]`, one reward per
@@ -8,6 +8,7 @@ completion (None = unscorable, as in TRL). `prompts` are message lists, `complet
 It gets only the arguments it names, or all of them when it takes `**kwargs`. The data columns
 it names are its inputs: a prompt row may carry those columns and no others (data/prompts.py),
 so a column is either read by some reward function or is an error, never dropped silently.
+An entry naming a directory is a trained reward model (stage=rm; train/grpo_reward_model.py).
 """
 
 from __future__ import annotations
@@ -130,10 +131,14 @@ def reward_inputs(funcs: Sequence[RewardFunction]) -> dict[str, list[str]]:
 def _resolve(spec: str) -> Callable:
     if spec in BUILTINS:
         return BUILTINS[spec]
+    from tunelab.train.grpo_reward_model import RewardModelScorer, names_reward_model
+
+    if names_reward_model(spec):
+        return RewardModelScorer(spec)
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:
         raise RewardFunctionError(f"grpo.reward_funcs: '{spec}' is neither a built-in ({', '.join(BUILTINS)}) "
-                                  "nor 'module:function' / 'file.py:function'")
+                                  "nor 'module:function' / 'file.py:function' nor a reward-model run or directory")
     module = _import_file(where, spec) if where.endswith(".py") else _import_module(where, spec)
     fn = getattr(module, name, None)
     if not callable(fn):

@@ -1,0 +1,171 @@
+"""A trained reward model (stage=rm) as a GRPO reward function.
+
+    grpo.reward_funcs: [format, runs/my-rm]      # a reward-model run, or its merged directory
+
+As TRL's GRPOTrainer takes a reward model's path among its reward_funcs. Each completion is
+rendered after its prompt with the chat template the reward model was trained with, tokenized by
+its own tokenizer (as its pairs were: data/tokenize.tokenize_preference), and scored by its head
+at the last token (train/reward.reward_scores), in batches, without gradients. The entry is
+checked when the reward functions load (before the policy loads); the weights load once, at the
+first step. A completion that cannot be rendered stably is unscorable (None, as in TRL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.errors import RewardFunctionError
+
+BATCH = 16  # rows per forward of the reward model
+
+
+def names_reward_model(spec: str) -> bool:
+    """A reward_funcs entry that names a directory or a run (not a built-in or 'module:function')."""
+    from tunelab.rundir import find_run
+
+    return ":" not in spec and ("/" in spec or Path(spec).expanduser().is_dir() or find_run(spec) is not None)
+
+
+@dataclasses.dataclass
+class _Source:
+    """Where a reward model's weights, tokenizer, template and data settings come from."""
+
+    weights: Path  # a *ForSequenceClassification directory (a full run's model/, a merged model, or the base)
+    adapter: Path | None  # a LoRA run's adapter/ (with its score head), folded in at load
+    tokenizer: Path
+    template: Any
+    data: Any  # the run's DataConfig (system prompt), or the defaults for a merged directory
+
+
+class RewardModelScorer:
+    """Callable as a reward function: f(prompts, completions) -> one score per completion."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.source = _locate(spec)
+        self.__name__ = Path(spec.rstrip("/")).name  # its label in metrics: rewards/<name>/mean
+        self._loaded: tuple[Any, Any] | None = None
+
+    def __call__(self, prompts: list, completions: list[str]) -> list[float | None]:
+        model, tokenizer = self.load()
+        pairs = [self.tokenize(p, c, tokenizer) for p, c in zip(prompts, completions)]
+        kept = [i for i, pair in enumerate(pairs) if pair is not None]
+        scores: list[float | None] = [None] * len(pairs)
+        for start in range(0, len(kept), BATCH):
+            rows = kept[start : start + BATCH]
+            for i, score in zip(rows, self._scores(model, [pairs[i] for i in rows], tokenizer.pad_token_id or 0)):
+                scores[i] = score
+        return scores
+
+    def tokenize(self, prompt: list[dict], completion: str, tokenizer: Any):
+        """(prompt ids, completion ids) of one completion as the reward model's pairs were tokenized."""
+        from tunelab.data.rows import Row
+        from tunelab.data.tokenize import tokenize_preference
+
+        row = Row([*prompt, {"role": "assistant", "content": completion}], None, self.spec, 0, "grpo")
+        example, _ = tokenize_preference(row, self.source.template, tokenizer, self.source.data)
+        return None if example is None else (example.prompt_ids, example.completions[0])
+
+    @torch.no_grad()
+    def _scores(self, model: torch.nn.Module, pairs: list, pad_id: int) -> list[float]:
+        from tunelab.train.pairs import _rows
+        from tunelab.train.reward import reward_scores
+
+        device = next(model.parameters()).device
+        batch = {k: t.to(device) for k, t in _rows([p for p, _ in pairs], [c for _, c in pairs], pad_id).items()}
+        return reward_scores(model, batch["input_ids"], batch["labels"], batch["position_ids"]).tolist()
+
+    def load(self) -> tuple[torch.nn.Module, Any]:
+        """(model, tokenizer), loaded on the first call only."""
+        if self._loaded is None:
+            self._loaded = _load(self.source, self.spec)
+        return self._loaded
+
+
+def _locate(spec: str) -> _Source:
+    """The run or merged directory `spec` names, checked: a finished reward model with a tokenizer that fits."""
+    from tunelab.rundir import find_run
+
+    run = find_run(spec)
+    if run is not None:
+        return _run_source(run, spec)
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise RewardFunctionError(f"grpo.reward_funcs: '{spec}' is not a run or a directory (a reward model is "
+                                  "named by its stage=rm run, e.g. runs/my-rm, or its merged directory)")
+    return _merged_source(path, spec)
+
+
+def _run_source(run: Any, spec: str) -> _Source:
+    from tunelab.rundir import load_finished
+
+    if not run.is_reward_model:
+        raise RewardFunctionError(f"grpo.reward_funcs: '{spec}' is a stage={run.stage} run, not a reward model "
+                                  "(train one with stage=rm)")
+    try:
+        load_finished(run.path)  # finished, base present, adapter fits
+    except Exception as err:  # noqa: BLE001 - RunError or the adapter check's error, named with the entry
+        raise RewardFunctionError(f"grpo.reward_funcs: '{spec}': {err}") from None
+    weights = run.model_dir or run.base_model
+    tokenizer = next((d for d in (run.adapter_dir, run.model_dir) if d is not None and _has_tokenizer(d)), weights)
+    data = dataclasses.replace(run.train_config().data, cutoff_len=1 << 30)  # score every completion whole
+    source = _Source(weights, run.adapter_dir, tokenizer, run.chat_template(), data)
+    _check_tokenizer(source, spec, run.model_dir or run.base_model)
+    return source
+
+
+def _merged_source(path: Path, spec: str) -> _Source:
+    from tunelab.data.config import DataConfig
+    from tunelab.data.templates import resolve_template
+    from tunelab.models.registry import is_reward_model
+
+    config = path / "config.json"
+    archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or [] if config.is_file() else []
+    if not is_reward_model(archs):
+        raise RewardFunctionError(f"grpo.reward_funcs: '{spec}' is not a reward model: {config} names "
+                                  f"{archs or 'no architecture'}, not a *ForSequenceClassification")
+    source = _Source(path, None, path, resolve_template(path, None), DataConfig(cutoff_len=1 << 30))
+    _check_tokenizer(source, spec, path)
+    return source
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+def _check_tokenizer(source: _Source, spec: str, model_dir: Path) -> None:
+    """The reward model's tokenizer loads and its ids fit the model's embeddings."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.tokenizer))
+    except Exception as err:  # noqa: BLE001 - any loading error, named with the entry
+        raise RewardFunctionError(f"grpo.reward_funcs: '{spec}': cannot load its tokenizer from "
+                                  f"{source.tokenizer}: {type(err).__name__}: {err}") from None
+    vocab = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    if vocab is not None and len(tokenizer) > int(vocab):
+        raise RewardFunctionError(f"grpo.reward_funcs: '{spec}': its tokenizer ({source.tokenizer}) has "
+                                  f"{len(tokenizer)} tokens but the model's vocab_size is {vocab}: wrong tokenizer")
+
+
+def _load(source: _Source, spec: str) -> tuple[torch.nn.Module, Any]:
+    """The reward model (a LoRA run's adapter and head folded in), in eval mode, and its tokenizer."""
+    from transformers import AutoTokenizer
+
+    from tunelab.train.reward import load_reward_model
+
+    cuda = torch.cuda.is_available()
+    model = load_reward_model(source.weights, dtype=torch.bfloat16 if cuda else torch.float32)
+    if source.adapter is not None:
+        from peft import PeftModel
+
+        from tunelab.compat import quiet_peft_warnings
+
+        with quiet_peft_warnings():
+            model = PeftModel.from_pretrained(model, str(source.adapter)).merge_and_unload()
+    return model.to("cuda" if cuda else "cpu").eval(), AutoTokenizer.from_pretrained(str(source.tokenizer))

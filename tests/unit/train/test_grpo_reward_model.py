@@ -1,0 +1,108 @@
+"""A trained reward model (stage=rm) as a GRPO reward function: `grpo.reward_funcs: [runs/NAME]`.
+
+Its rewards are the merged *ForSequenceClassification's own scores (transformers, the chat
+template saved with it) of the same prompt + completion; a run that is not a finished reward
+model, a missing path or a tokenizer that does not fit stops with the entry named."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tunelab.config import load_config
+from tunelab.data.config import DataConfig
+from tunelab.data.demo import preference_heldout_path
+from tunelab.data.formats import read_datasets
+from tunelab.errors import RewardFunctionError
+from tunelab.train.config import TrainConfig
+from tunelab.train.reward_funcs import load_reward_funcs, score_completions
+from tunelab.train.trainer import train
+
+PROMPTS = ["what is 2+2?", "say hi", "name a color"]
+COMPLETIONS = ["4", "hello there, my friend", "blue", "2+2 is 4.", "hi", "I cannot name one"]  # two per prompt
+
+
+@pytest.fixture(scope="module")
+def rm(tiny_models, tmp_path_factory):
+    """(run dir, merged dir): a LoRA reward model on tiny qwen2 after 2 steps, and its merge."""
+    from transformers import AutoTokenizer
+
+    from tunelab.data.templates import ChatTemplate
+    from tunelab.data.tokenize import tokenize_preference_rows
+    from tunelab.export.merge import merge_run
+    from tunelab.rundir import Run
+
+    model_dir = tiny_models["qwen2"]
+    tokenizer, template = AutoTokenizer.from_pretrained(model_dir), ChatTemplate.for_model(model_dir)
+    rows = read_datasets([preference_heldout_path()]).rows
+    pairs = tokenize_preference_rows(rows, template, tokenizer, DataConfig(cutoff_len=256))[0]
+    out = tmp_path_factory.mktemp("grpo-rm") / "rm-run"
+    cfg = load_config(TrainConfig, None, [f"model={model_dir}", f"output={out}", "stage=rm", "max_steps=2",
+                                          "lr=1e-2", "micro_batch_size=4", "data.cutoff_len=256"])
+    run_dir = train(cfg, examples=(pairs, [])).run_dir
+    return run_dir, merge_run(Run(run_dir), run_dir / "merged", log=lambda _: None)
+
+
+def _examples():
+    from tunelab.data.prompts import PromptExample
+
+    return [PromptExample([], [{"role": "user", "content": q}], {}, key=k) for k, q in enumerate(PROMPTS)]
+
+
+def test_rewards_are_the_merged_classifiers_scores(rm):
+    """Scored through the path GRPO takes (score_completions, two completions per prompt, one padded
+    batch), the rewards equal transformers' AutoModelForSequenceClassification on the merged model
+    of each conversation rendered by the tokenizer's own chat template."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run_dir, merged = rm
+    funcs = load_reward_funcs([str(run_dir)])
+    assert funcs[0].label == "rm-run"
+    (got,) = score_completions(funcs, _examples(), COMPLETIONS, [[]] * len(COMPLETIONS), repeat=2)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    want = []
+    for i, completion in enumerate(COMPLETIONS):
+        chat = [{"role": "user", "content": PROMPTS[i // 2]}, {"role": "assistant", "content": completion}]
+        ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False)
+        with torch.no_grad():
+            want.append(model(torch.tensor([ids])).logits[0, 0].item())
+    assert got == pytest.approx(want, abs=1e-5)
+    assert len({round(g, 4) for g in got}) == len(got)  # the completions are told apart
+    (again,) = score_completions(load_reward_funcs([str(merged)]), _examples(), COMPLETIONS,
+                                 [[]] * len(COMPLETIONS), repeat=2)
+    assert again == pytest.approx(want, abs=1e-5)  # the merged directory as the entry scores the same
+
+
+def test_the_weights_load_once(rm):
+    run_dir, _ = rm
+    (f,) = load_reward_funcs([str(run_dir)])
+    f([[{"role": "user", "content": "hi"}]], ["hello"], [[]], {})
+    model = f.fn.load()[0]
+    f([[{"role": "user", "content": "hi"}]], ["bye"], [[]], {})
+    assert f.fn.load()[0] is model
+
+
+def test_an_entry_that_is_not_a_usable_reward_model_is_named(rm, tiny_models, tmp_path):
+    from transformers import AutoTokenizer
+
+    run_dir, merged = rm
+    sft = tmp_path / "sft-run"
+    shutil.copytree(run_dir, sft, ignore=shutil.ignore_patterns("merged"))
+    config = sft / "config.yaml"
+    config.write_text(config.read_text().replace("stage: rm", "stage: sft"))
+    with pytest.raises(RewardFunctionError, match=r"'.*sft-run' is a stage=sft run, not a reward model"):
+        load_reward_funcs([str(sft)])
+    with pytest.raises(RewardFunctionError, match=r"'runs/no-such-rm' is not a run or a directory"):
+        load_reward_funcs(["runs/no-such-rm"])
+    with pytest.raises(RewardFunctionError, match=r"is not a reward model: .*config.json names \['Qwen2ForCausalLM'\]"):
+        load_reward_funcs([str(tiny_models["qwen2"])])
+    wrong = tmp_path / "wrong-tokenizer"
+    shutil.copytree(merged, wrong)
+    tokenizer = AutoTokenizer.from_pretrained(wrong)
+    tokenizer.add_tokens([f"<extra_{i}>" for i in range(2000)])
+    tokenizer.save_pretrained(wrong)
+    with pytest.raises(RewardFunctionError, match=r"'.*wrong-tokenizer': its tokenizer .* wrong tokenizer"):
+        load_reward_funcs([str(wrong)])
