@@ -14,7 +14,9 @@ sequence stops at, so a constrained reply ends as soon as it parses.
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import threading
 import time
 import weakref
@@ -30,7 +32,8 @@ from tunelab.errors import InvalidRequest
 
 # hf tokenizer -> {vocab: LLTokenizer}; weak: a stopped server's tokenizer takes its llguidance view with it
 _TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_BUILD_LOCK = threading.Lock()  # one build per tokenizer: a request waits for a prewarm in progress
+_BUILD_LOCK = threading.Lock()  # one build per tokenizer
+PARALLEL_MIN_CPUS = 8  # fewer usable CPUs: a batch's masks are filled row after row (_parallel_fill)
 log = logging.getLogger("tunelab.engine")
 
 
@@ -56,22 +59,24 @@ class SequenceConstraint:
 
 def apply_constraints(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
     """Logits (B, V) with disallowed tokens at -inf in the rows of constrained sequences (in place:
-    the sampler owns this step's logits, and raw logprobs were taken before)."""
+    the sampler owns this step's logits, and raw logprobs were taken before). Free rows are not read."""
     rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
     if not rows:
         return logits
     import llguidance.torch as lt
 
-    batch, vocab = logits.shape
-    bitmask = lt.allocate_token_bitmask(batch, vocab)  # (B, ceil(V/32)) int32 on the CPU, all allowed
-    constraints = [(constraint_of(seqs[i], vocab), i) for i in rows]
-    if len(constraints) > 1:  # llguidance's threads compute the rows' masks in parallel, without the GIL
-        lt.fill_next_token_bitmask_par(_executor(), [(c.matcher, i) for c, i in constraints], bitmask)
+    vocab = logits.shape[1]
+    bitmask = lt.allocate_token_bitmask(len(rows), vocab)  # (R, ceil(V/32)) int32 on the CPU, all allowed
+    constraints = [constraint_of(seqs[i], vocab) for i in rows]
+    if len(constraints) > 1 and _parallel_fill():  # llguidance's threads fill the rows without the GIL
+        lt.fill_next_token_bitmask_par(_executor(), [(c.matcher, r) for r, c in enumerate(constraints)], bitmask)
     else:
-        lt.fill_next_token_bitmask(constraints[0][0].matcher, bitmask, rows[0])
-    for c, i in constraints:
-        c.allow_stops(bitmask, i)
-    return logits.masked_fill_(_banned(bitmask, vocab, logits.device), float("-inf"))
+        for r, c in enumerate(constraints):
+            lt.fill_next_token_bitmask(c.matcher, bitmask, r)
+    for r, c in enumerate(constraints):
+        c.allow_stops(bitmask, r)
+    _mask_rows(logits, rows, _banned(bitmask, vocab, logits.device))
+    return logits
 
 
 def advance_constraints(token_ids: torch.Tensor, seqs: list[Sequence]) -> None:
@@ -107,29 +112,12 @@ def _executor() -> Any:
     return _llguidance().LLExecutor()
 
 
-def prewarm(tokenizer: Any, vocab: int) -> threading.Thread | None:
-    """Build llguidance's tokenizer for `tokenizer` on a background thread (about 20 s for a 262k
-    vocabulary on a CPU), so the first constrained request does not pay for it; None when the
-    tokenizer cannot be constrained (not a fast one) or llguidance is not installed."""
-    if not getattr(tokenizer, "is_fast", False) or cached_lltokenizer(tokenizer, vocab) is not None:
-        return None
-    try:
-        _llguidance()
-    except Exception:  # noqa: BLE001 - a missing extra is reported when a constrained request asks for it
-        return None
-    thread = threading.Thread(target=_prewarm, args=(tokenizer, vocab), name="tunelab-llguidance", daemon=True)
-    thread.start()
-    return thread
-
-
-def _prewarm(tokenizer: Any, vocab: int) -> None:
-    start = time.perf_counter()
-    try:
-        _lltokenizer(tokenizer, vocab)
-    except Exception as err:  # noqa: BLE001 - a request building it later reports the error
-        log.warning("constrained decoding: building llguidance's tokenizer failed: %s", err)
-        return
-    log.info("constrained decoding ready (llguidance tokenizer built in %.1f s)", time.perf_counter() - start)
+@lru_cache(maxsize=1)
+def _parallel_fill() -> bool:
+    """Whether to fill a batch's masks on llguidance's thread pool. Its default pool has 80% of the
+    CPUs; with few of them waking it costs more than it saves (2 cores, 16 JSON rows: ~5 ms against
+    ~0.3 ms filling them one after another, docs/benchmarks.md)."""
+    return len(os.sched_getaffinity(0)) >= PARALLEL_MIN_CPUS
 
 
 def cached_lltokenizer(tokenizer: Any, vocab: int) -> Any:
@@ -138,18 +126,32 @@ def cached_lltokenizer(tokenizer: Any, vocab: int) -> Any:
 
 
 def _lltokenizer(tokenizer: Any, vocab: int) -> Any:
-    """llguidance's view of a HF tokenizer (seconds for a 262k vocabulary: built once)."""
+    """llguidance's view of a HF tokenizer, built on the first constrained request and kept (seconds of
+    CPU for a 262k vocabulary, holding the GIL throughout, so it is not built before it is needed)."""
     built = cached_lltokenizer(tokenizer, vocab)
     if built is not None:
         return built
     with _BUILD_LOCK:
-        built = cached_lltokenizer(tokenizer, vocab)  # a prewarm may have finished while we waited
+        built = cached_lltokenizer(tokenizer, vocab)  # another thread may have built it while we waited
         if built is None:
-            import llguidance.hf
-
-            built = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab)
+            start = time.perf_counter()
+            built = _llguidance().LLTokenizer(_tokenizer_json(tokenizer), n_vocab=vocab,
+                                              eos_token=tokenizer.eos_token_id)
             _TOKENIZERS.setdefault(tokenizer, {})[vocab] = built
+            log.info("constrained decoding: llguidance tokenizer built in %.1f s", time.perf_counter() - start)
     return built
+
+
+def _tokenizer_json(tokenizer: Any) -> str:
+    """The fast tokenizer serialized without padding or truncation (what `llguidance.hf.from_tokenizer`
+    passes, added tokens included). That copies the backend first, a pickle round trip costing more
+    than the serialization itself; a backend without padding and truncation needs no copy."""
+    backend = tokenizer.backend_tokenizer
+    if backend.padding is not None or backend.truncation is not None:
+        backend = copy.copy(backend)
+        backend.no_padding()
+        backend.no_truncation()
+    return backend.to_str()
 
 
 @lru_cache(maxsize=64)
@@ -166,13 +168,32 @@ def _bit(i: int) -> int:
 
 
 def _banned(bitmask: torch.Tensor, vocab: int, device: torch.device) -> torch.Tensor:
-    """int32 words (B, W) of allowed bits -> banned flags (B, V) bool on `device`.
+    """int32 words (R, W) of allowed bits -> banned flags (R, V) bool on `device`.
 
     On CUDA the packed words travel (V/8 bytes a row) and unpack there; on the CPU numpy's
     unpackbits does it in ~0.03 ms for a 262k vocabulary, where torch's shift-and-mask takes ~1 ms."""
     if device.type != "cpu":
         shifts = torch.arange(32, dtype=torch.int32, device=device)
-        bits = (bitmask.to(device, non_blocking=True)[:, :, None] >> shifts) & 1  # (B, W, 32)
+        bits = (bitmask.to(device, non_blocking=True)[:, :, None] >> shifts) & 1  # (R, W, 32)
         return bits.reshape(bitmask.shape[0], -1)[:, :vocab] == 0
     packed = (~bitmask.numpy()).view(np.uint8)  # little-endian words: byte k holds tokens 8k..8k+7
     return torch.from_numpy(np.unpackbits(packed, axis=-1, bitorder="little")[:, :vocab].view(np.bool_))
+
+
+def _mask_rows(logits: torch.Tensor, rows: list[int], banned: torch.Tensor) -> None:
+    """-inf where `banned` (R, V) in rows `rows` of logits (B, V), in place. On the CPU numpy's
+    boolean assignment beats torch's masked_fill_ 2-4x on (16, 262144) (docs/benchmarks.md)."""
+    whole = len(rows) == logits.shape[0]
+    if logits.device.type != "cpu" or not logits.is_contiguous():
+        if whole:
+            logits.masked_fill_(banned, float("-inf"))
+        else:
+            index = torch.tensor(rows, device=logits.device)
+            logits[index] = logits[index].masked_fill_(banned, float("-inf"))
+        return
+    values, flags = logits.numpy(), banned.numpy()
+    if whole:
+        values[flags] = -np.inf
+        return
+    for r, i in enumerate(rows):
+        values[i][flags[r]] = -np.inf

@@ -85,3 +85,22 @@ def test_llm_chat_with_tools_returns_parsed_calls(llm) -> None:
     assert call.name == "get_weather" and call.complete
     jsonschema.validate(json.loads(call.arguments), SCHEMA)
     assert llm.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].tool_calls is None
+
+
+def test_tokenizer_json_is_what_llguidance_hf_serializes(tiny_models) -> None:
+    """The no-copy serialization equals llguidance.hf's (copy, no padding, no truncation), and a
+    tokenizer with padding on is copied: the JSON has none and the tokenizer keeps its own."""
+    from copy import copy
+
+    from transformers import AutoTokenizer
+
+    from tunelab.engine.constraints import _tokenizer_json
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["qwen2"])
+    backend = copy(tok.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    assert _tokenizer_json(tok) == backend.to_str()
+    tok.backend_tokenizer.enable_padding(pad_id=0)
+    assert json.loads(_tokenizer_json(tok))["padding"] is None
+    assert tok.backend_tokenizer.padding is not None

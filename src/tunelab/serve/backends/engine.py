@@ -26,13 +26,11 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     def __init__(self, config: ServeConfig):
         self.config = config
         self.engine: Any = None  # the AsyncEngine, once loaded
-        self.prewarm_thread: Any = None  # building llguidance's tokenizer after load (None: not needed)
 
     def load(self) -> None:
-        """Load the model, tokenizer and chat template; the engine thread starts with it, and
-        llguidance's tokenizer starts building on its own thread for constrained requests."""
+        """Load the model, tokenizer and chat template; the engine thread starts with it. llguidance's
+        tokenizer (constrained decoding) is built by the first request that needs it, not here."""
         from tunelab.engine.async_engine import AsyncEngine
-        from tunelab.engine.constraints import prewarm
         from tunelab.engine.warmup import warm_up_engine
 
         self.engine = AsyncEngine(self.config.model, config=self.config.engine)
@@ -43,7 +41,6 @@ class EngineBackend(HFTokenizerPrompts, Backend):
         self.model_path, self.created = str(model_dir), int(model_dir.stat().st_mtime)
         self.model_id = self.config.served_name or model_dir.name
         self.num_params = sum(p.numel() for p in self.engine.engine.model.parameters())  # once, not per /api/show
-        self.prewarm_thread = prewarm(self.tokenizer, self.engine.engine.model.spec.vocab_size)
         warm_up_engine(self.engine.engine)
 
     # ---- generation -----------------------------------------------------------------------
