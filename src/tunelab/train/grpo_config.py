@@ -13,7 +13,7 @@ from tunelab.config import opt
 from tunelab.engine.config import SamplingParams
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
-ROLLOUT_METHODS = ("lora", "dora")  # the engine takes these adapters each step (engine/lora.py)
+ROLLOUT_METHODS = ("lora", "dora", "full", "freeze")  # adapters, or the trained tensors, each step (rollout.py)
 _NOT_FOR_ROLLOUTS = ("logprobs", "prompt_logprobs", "structured_outputs", "seed")
 
 
@@ -69,6 +69,12 @@ class GRPOConfig:
         """What stage=grpo needs from the rest of the config, before anything loads."""
         if not self.reward_funcs:
             raise ValueError("stage=grpo needs grpo.reward_funcs (e.g. [format, accuracy], or 'my_module:my_reward')")
+        if method == "qlora":
+            raise ValueError("stage=grpo: method=qlora is not supported: the rollout engine would sample from a "
+                             "16-bit base, not the NF4 (bitsandbytes) base being trained; use method=lora")
         if method not in ROLLOUT_METHODS:
-            raise ValueError(f"stage=grpo: method={method} is not supported yet; the rollout engine takes the "
-                             f"policy as an adapter each step, so use method={' or '.join(ROLLOUT_METHODS)}")
+            raise ValueError(f"stage=grpo: method={method} is not supported; use method="
+                             f"{', '.join(ROLLOUT_METHODS)}")
+        if method in ("full", "freeze") and self.beta != 0.0:
+            raise ValueError(f"grpo.beta={self.beta:g} with method={method}: the KL reference would be a second "
+                             "copy of the weights, which is not kept; use grpo.beta=0 (TRL's default) or method=lora")

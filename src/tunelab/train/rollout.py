@@ -3,6 +3,9 @@
 The engine holds the frozen base once, in the training dtype; before each generation the
 policy's current LoRA tensors are installed into it as adapter `policy` (engine/lora.py,
 `add_weights`: no file, no merge), so completions come from the weights being trained.
+Under method=full/freeze there is no adapter: the policy's trainable tensors are copied in
+place into the engine's own weights (names mapped by models/loader, fused q/k/v and gate/up
+as slices), so the engine keeps its one copy and its prefix cache is reset.
 Group members are one request with `n = group size`; a request's seed is drawn from the
 global torch RNG, which checkpoints store, so a resumed run samples what it would have.
 """
@@ -52,14 +55,31 @@ class Rollout:
         self.engine = LLMEngine(model_dir, None, cfg)
         self.params = with_template_stops(params, template, self.engine.tokenizer)
         self._ids = 0
+        self.adapter: str | None = POLICY
+        self._targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (policy tensor, engine view)
 
     def sync(self, model: nn.Module) -> None:
-        """Install the PEFT model's current adapter weights as the engine's `policy` adapter."""
+        """Install the policy's current weights: a PEFT model's adapter as the engine's `policy`
+        adapter, or (full/freeze) its trainable tensors into the engine's weights."""
+        if not hasattr(model, "peft_config"):
+            self.adapter = None
+            self._install(model)
+            return
         from peft import get_peft_model_state_dict
 
         weights = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
         config = model.peft_config["default"].to_dict()
         self.engine.add_adapter_weights(POLICY, weights, _plain(config))
+
+    @torch.no_grad()
+    def _install(self, model: nn.Module) -> None:
+        if self._targets is None:
+            self._targets = engine_views(model, self.engine.model)
+        with self.engine.lock:
+            for src, dst in self._targets:
+                if src.data_ptr() != dst.data_ptr():  # a shared tensor is already current
+                    dst.copy_(src)  # in place (bumps the version: cached norm gains are rebuilt)
+            self.engine.scheduler.block_manager.reset_prefix_cache()  # cached KV is from the old weights
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], seed: int) -> Completions:
@@ -68,7 +88,7 @@ class Rollout:
         for i, ids in enumerate(prompts):
             self._ids += 1
             params = self.params.replace(seed=seed + i * self.params.n)  # member g uses seed + g
-            seqs += self.engine.add_request(f"grpo-{self._ids}", list(ids), params, adapter=POLICY)
+            seqs += self.engine.add_request(f"grpo-{self._ids}", list(ids), params, adapter=self.adapter)
         while self.engine.has_unfinished():
             self.engine.step()
         eos = set(self.params.stop_token_ids) | set(self.engine.config.eos_token_ids)
@@ -79,6 +99,37 @@ class Rollout:
     def generated_tokens(self) -> int:
         """Tokens the engine has generated so far (its own counter)."""
         return self.engine.total_generated_tokens
+
+
+def engine_views(policy: nn.Module, engine_model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(policy tensor, the engine tensor or fused slice holding it) for each trainable parameter of a
+    transformers causal LM, by the loader's name map; an error names a tensor the engine has no place for."""
+    from tunelab.errors import TunelabError
+    from tunelab.models.loader import FUSED, _our_name
+    from tunelab.models.registry import family_for
+
+    prefix = family_for(policy.config).prefix
+    params = dict(engine_model.named_parameters(remove_duplicate=False))
+    modules = dict(engine_model.named_modules())
+    out = []
+    for name, tensor in policy.named_parameters():
+        if not tensor.requires_grad:
+            continue
+        ours = _our_name(name, prefix)
+        module_name, _, leaf = (ours or "").rpartition(".")
+        parent, _, proj = module_name.rpartition(".")
+        fused = modules.get(f"{parent}.{FUSED.get(proj)}")
+        if fused is not None:
+            dst = getattr(fused, leaf)[fused.slices[proj]]
+        elif ours in params:
+            dst = params[ours]
+        else:
+            raise TunelabError(f"grpo: the rollout engine has no weight for the trained tensor '{name}'")
+        if dst.shape != tensor.shape:
+            raise TunelabError(f"grpo: trained tensor '{name}' has shape {tuple(tensor.shape)}, the engine's "
+                               f"{tuple(dst.shape)}")
+        out.append((tensor, dst))
+    return out
 
 
 def _plain(config: dict) -> dict:

@@ -136,6 +136,45 @@ def test_a_step_split_into_micro_batches_gives_the_whole_batchs_gradient(task):
         torch.testing.assert_close(halves[name], grad, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["full", "freeze"])
+def test_full_and_freeze_rollouts_take_the_updated_weights(method, task):
+    """method=full/freeze: after one optimizer step the engine's greedy completion equals
+    transformers' greedy generate of the updated policy (no adapter: the trained tensors are
+    installed into the engine's weights), and differs from the one before the step."""
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.data.prompts import PromptExample
+    from tunelab.train.dataset import Examples
+    from tunelab.train.grpo_setup import build_grpo_objective
+    from tunelab.train.methods import apply_method
+
+    model_dir, _ = task
+    cfg = _cfg(task, "unused", f"method={method}", "grpo.beta=0", "freeze_trainable_layers=1",
+               "grpo.sampling.max_tokens=6")
+    torch.manual_seed(0)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(model_dir), cfg, model_dir)
+    prompt = [1, 5, 9, 33, 100]
+    examples = [PromptExample(prompt, [{"role": "user", "content": "x"}], {}, key=7, max_new=6)]
+    objective = build_grpo_objective(model, cfg, Examples(examples, [], 1, {}))
+    rollout = objective.rollout
+    greedy = rollout.params
+    rollout.params = greedy.replace(temperature=0.0)
+    rollout.sync(model)
+    before = rollout.generate([prompt], seed=0).token_ids[0]
+    rollout.params = greedy
+    objective.start_step([examples], _single_process())
+    loss, _ = objective(torch.tensor([7]))
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=20.0).step()
+    rollout.params = greedy.replace(temperature=0.0)
+    rollout.sync(model)
+    after = rollout.generate([prompt], seed=0).token_ids[0]
+    assert rollout.adapter is None and rollout.engine.stats()["adapters"] == []
+    with torch.no_grad():
+        hf = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0, len(prompt):].tolist()
+    assert after == hf and after != before
+
+
 def _single_process():
     from accelerate import Accelerator
 
@@ -183,8 +222,10 @@ def test_columns_are_reward_function_inputs_or_errors(task, tmp_path):
 def test_grpo_config_errors_name_the_key(task, tmp_path):
     with pytest.raises(ConfigError, match="needs grpo.reward_funcs"):
         _cfg(task, tmp_path, "grpo.reward_funcs=[]")
-    with pytest.raises(ConfigError, match="method=full is not supported"):
-        _cfg(task, tmp_path, "method=full")
+    with pytest.raises(ConfigError, match=r"method=qlora is not supported: .*NF4 \(bitsandbytes\)"):
+        _cfg(task, tmp_path, "method=qlora")
+    with pytest.raises(ConfigError, match=r"grpo.beta=0.02 with method=full: .*use grpo.beta=0"):
+        _cfg(task, tmp_path, "method=full")  # _cfg sets grpo.beta=0.02
     with pytest.raises(ConfigError, match=r"grpo.sampling.n must be >= 2"):
         _cfg(task, tmp_path, "grpo.sampling.n=1")
     with pytest.raises(ConfigError, match=r"grpo.sampling.logprobs: not used"):
