@@ -60,11 +60,16 @@ def test_harmless_fields_change_nothing(client):
 
 
 def test_an_image_part_names_its_path(client):
+    """A text-only model answers an image with a 400 naming the part (test_serve_vision: a VLM's reply)."""
     parts = [{"type": "text", "text": "what is this?"},
              {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
     err = _bad(lambda: client.chat.completions.create(messages=[{"role": "user", "content": parts}],
                                                       **GREEDY))
-    assert err["param"] == "messages.0.content.1.type" and "text only" in err["message"]
+    assert err["param"] == "messages.0.content.1" and "text only" in err["message"]
+    parts[1] = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    err = _bad(lambda: client.chat.completions.create(messages=[{"role": "user", "content": parts}],
+                                                      **GREEDY))
+    assert err["param"] == "messages.0.content.1.type" and "'input_audio' content parts" in err["message"]
 
 
 def test_raw_http_nested_unknown_field(server):

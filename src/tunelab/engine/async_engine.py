@@ -82,7 +82,7 @@ class AsyncEngine:
     # ---- public API -------------------------------------------------------------------------
 
     async def generate(self, request_id: Any, prompt_ids: list[int], params: SamplingParams,
-                       adapter: str | None = None) -> AsyncIterator[Delta]:
+                       adapter: str | None = None, images: list | None = None) -> AsyncIterator[Delta]:
         """Stream deltas for one request until all its completions finish.
 
         Bad input (prompt too long, unknown adapter) raises InvalidRequest before anything
@@ -93,7 +93,7 @@ class AsyncEngine:
         req = _Request(asyncio.get_running_loop(), asyncio.Queue())
         self._requests[request_id] = req
         try:
-            self.engine.add_request(request_id, prompt_ids, params, adapter)
+            self.engine.add_request(request_id, prompt_ids, params, adapter, images=images)
         except Exception:
             self._requests.pop(request_id, None)
             raise

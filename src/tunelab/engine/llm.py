@@ -74,17 +74,20 @@ class LLM:
              chat_template_kwargs: dict | None = None, adapter: str | None = None,
              tools: list[dict] | None = None) -> list[RequestOutput]:
         """Reply to each conversation using the model's (or adapter's) chat template and its stop tokens.
-        With `tools` (OpenAI's list) each output's `tool_calls` holds the calls parsed from its text."""
+        With `tools` (OpenAI's list) each output's `tool_calls` holds the calls parsed from its text.
+        A VLM's turns may hold `image_url` (or Qwen's `image`) parts: data URLs or local paths."""
         from tunelab.data.templates import encode_prompt
 
         convs = [messages] if messages and isinstance(messages[0], dict) else messages
+        with_images = [self._image_turns(c) for c in convs]
+        convs, images = [c for c, _ in with_images], [im for _, im in with_images]
         adapter = self._adapters(lora_request, adapter)
         template = self.template(adapter)
         kwargs = {**(chat_template_kwargs or {}), **({"tools": tools} if tools else {})}
         prompt_ids = [encode_prompt(template, self.tokenizer, c, **kwargs) for c in convs]
         texts = [template.render(c, add_generation_prompt=True, **kwargs) for c in convs]
         params = with_template_stops(sampling_params or SamplingParams(), template, self.tokenizer)
-        outputs = self._run(prompt_ids, texts, params, adapter, use_tqdm)
+        outputs = self._run(prompt_ids, texts, params, adapter, use_tqdm, images)
         return with_tool_calls(outputs, template.tool_format) if tools else outputs
 
     def template(self, adapter: str | None = None):
@@ -120,6 +123,24 @@ class LLM:
         if not all(isinstance(t, int) for t in prompt):
             raise InvalidRequest("prompts must be strings or lists of token ids", param="prompts")
         return list(prompt)
+
+    def _image_turns(self, conv: list[dict]) -> tuple[list[dict], list | None]:
+        """A conversation with its image parts turned into the model's image tokens, and the images."""
+        from tunelab.vision.images import load_rgb, resolve_image, split_image_parts
+        from tunelab.vision.tokens import expand_markers, grid_for
+
+        turns, refs = [], []
+        for i, turn in enumerate(conv):
+            content, found = split_image_parts(turn.get("content"), f"messages[{i}].content", "<chat>", 0)
+            if found:
+                turn = {**turn, "content": "".join(part.get("text", "") for part in content)}
+                refs += [resolve_image(ref, "<chat>", 0, where) for ref, where in found]
+            turns.append(turn)
+        if not refs:
+            return conv, None
+        if not hasattr(self.engine.model, "encode_images"):
+            raise InvalidRequest("this model serves text only: it takes no images", param="messages")
+        return expand_markers(turns, refs, grid_for(self.tokenizer)), [load_rgb(ref) for ref in refs]
 
     def _with_images(self, ids: list[int], images: list | None) -> list[int]:
         """`ids` with each image's `<|image_pad|>` repeated once per token the image takes."""

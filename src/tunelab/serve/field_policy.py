@@ -88,7 +88,6 @@ TABLE: dict[str, dict[str, Policy]] = {
     "OllamaGenerateRequest": {
         **_OLLAMA_REQUEST,
         "suffix": rejected(NOT_YET),
-        "images": rejected(TEXT_ONLY),
         "template": rejected("the model's own chat template is used; set `raw` to send a prompt as is"),
         "context": rejected("send the conversation as text (Ollama deprecated `context`)"),
         "width": rejected("image generation is not served"),

@@ -88,7 +88,8 @@ def _loaded_facts(svc: Service, target: Target) -> dict[str, Any]:
     return {"info": info, "template": svc.backend.chat_template(target.adapter), "model_path": svc.backend.model_path,
             "adapter_path": svc.backend.adapters()[target.adapter] if target.adapter else None,
             "details": _details(svc, target.name, info), "context_length": svc.context_length(),
-            "embeds": svc.backend.capabilities.embeddings, "created": svc.backend.created}
+            "embeds": svc.backend.capabilities.embeddings, "created": svc.backend.created,
+            "vision": svc.backend.takes_images()}
 
 
 def _show(facts: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def _show(facts: dict[str, Any]) -> dict[str, Any]:
     return {"modelfile": _modelfile(facts, template, source), "parameters": _parameters(template),
             "template": source, "system": getattr(template, "system", None) or "",
             "details": facts["details"], "model_info": model_info(info, facts["context_length"]),
-            "capabilities": capabilities(facts["embeds"], template, source),
+            "capabilities": capabilities(facts["embeds"], template, source, facts["vision"]),
             "modified_at": datetime.fromtimestamp(facts["created"], timezone.utc).isoformat()}
 
 
@@ -139,10 +140,11 @@ async def delete(req: P.OllamaDeleteRequest, request: Request) -> dict[str, Any]
     return {}
 
 
-def capabilities(embeds: bool, template: Any, source: str) -> list[str]:
-    """What the model can be asked for: completion, embedding, tools, thinking."""
+def capabilities(embeds: bool, template: Any, source: str, vision: bool = False) -> list[str]:
+    """What the model can be asked for: completion, embedding, vision (images), tools, thinking."""
     caps = ["completion"]
     caps += ["embedding"] if embeds else []
+    caps += ["vision"] if vision else []
     caps += ["tools"] if getattr(template, "tool_format", None) else []
     caps += ["thinking"] if "<think>" in source or "enable_thinking" in source else []
     return caps

@@ -15,7 +15,9 @@ from fastapi import APIRouter, Request
 from tunelab.data.errors import TemplateError
 from tunelab.serve import protocol as P
 from tunelab.engine.config import SamplingParams
+from tunelab.serve.backends.base import Prompt
 from tunelab.serve.errors import bad_request
+from tunelab.serve.images import encode_chat, ollama_refs, with_ollama_markers
 from tunelab.serve.keep_alive import parse_keep_alive
 from tunelab.serve.models_manager import load_duration_ns, service_for
 from tunelab.serve.openai_routes import chat_messages
@@ -58,18 +60,16 @@ async def chat(req: P.OllamaChatRequest, request: Request):
         return await _probe(request, req.model, req.keep_alive, "chat")
     svc = await service_for(request, req.model, req.keep_alive)
     target = svc.resolve(req.model)
-    messages = [P.ChatMessage(role=m.role, content=m.content, tool_calls=m.tool_calls, name=m.tool_name,
-                              reasoning_content=m.thinking) for m in req.messages]
-    if any(m.images for m in req.messages):
-        raise bad_request("images are not supported", param="messages")
+    messages = [P.ChatMessage(role=m.role, content=with_ollama_markers(m.content, m.images), tool_calls=m.tool_calls,
+                              name=m.tool_name, reasoning_content=m.thinking) for m in req.messages]
     tools = [t.as_dict() for t in req.tools or []]
     plan = plan_tools(tools, None, None, svc.backend.chat_template(target.adapter), False, svc.backend.name)
     kwargs = ({} if req.think is None else {"enable_thinking": req.think}) | ({"tools": tools} if tools else {})
     try:
-        prompt = svc.backend.encode_chat(chat_messages(messages), kwargs, target.adapter)
+        prompt = encode_chat(svc, chat_messages(messages), kwargs, target.adapter, ollama_refs(req.messages))
     except TemplateError as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
-    return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "chat",
+    return await _respond(request, svc, target, prompt, req.options, req.stream, "chat",
                           opens_reasoning(prompt.text), _format(svc, req.format), plan)
 
 
@@ -80,14 +80,17 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
         return await _probe(request, req.model, req.keep_alive, "generate")
     svc = await service_for(request, req.model, req.keep_alive)
     target = svc.resolve(req.model)
+    refs = [(f"data:image;base64,{b64}", f"images.{j}") for j, b64 in enumerate(req.images or ())]
+    if req.raw and refs:
+        raise bad_request("images need the chat template; send them without raw", param="images")
     if req.raw:
         prompt = svc.backend.encode_text(req.prompt)
     else:
         turns = ([{"role": "system", "content": req.system}] if req.system else [])
         kwargs = {} if req.think is None else {"enable_thinking": req.think}
-        prompt = svc.backend.encode_chat(turns + [{"role": "user", "content": req.prompt}], kwargs,
-                                         target.adapter)
-    return await _respond(request, svc, target, prompt.ids, req.options, req.stream, "generate",
+        user = {"role": "user", "content": with_ollama_markers(req.prompt, req.images)}
+        prompt = encode_chat(svc, turns + [user], kwargs, target.adapter, refs)
+    return await _respond(request, svc, target, prompt, req.options, req.stream, "generate",
                           opens_reasoning(prompt.text), _format(svc, req.format))
 
 
@@ -103,13 +106,14 @@ async def _probe(request: Request, model: str, keep_alive: float | str | None, k
     return {**_piece(target, kind, "", "", done=True), "done_reason": "load"}
 
 
-async def _respond(request: Request, svc: Service, target: Target, ids: list[int],
+async def _respond(request: Request, svc: Service, target: Target, prompt: Prompt,
                    options: P.OllamaOptions | None, stream: bool, kind: str, opened: bool,
                    structured: Any = None, plan: ToolPlan | None = None):
+    ids = prompt.ids
     params = ollama_params(svc, target, options, len(ids), structured)
     svc.check_stop(params.stop, "options.stop")
     ticket = svc.admit(1)
-    events = svc.stream(P.new_id("ollama"), ids, params, target)
+    events = svc.stream(P.new_id("ollama"), ids, params, target, prompt.images)
     if stream:  # errors before the first token are an HTTP error, as with Ollama
         lines = _lines(svc, target, ids, await started(events, ticket), kind, opened, plan,
                        load_duration_ns(request))

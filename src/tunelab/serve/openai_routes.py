@@ -18,6 +18,7 @@ from tunelab.serve import protocol as P
 from tunelab.engine.sequence import TokenLogprob
 from tunelab.serve.backends.base import Delta
 from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.images import encode_chat, openai_refs, part_text
 from tunelab.serve.models_manager import service_for
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning, split_reasoning
 from tunelab.serve.service import Service, Target
@@ -143,9 +144,7 @@ def chat_messages(messages: list[P.ChatMessage]) -> list[dict[str, Any]]:
 
 
 def _text(parts: list[P.ContentPart], i: int) -> str:
-    if any(p.type != "text" for p in parts):
-        raise bad_request("only text content parts are supported", param=f"messages.{i}.content")
-    return "".join(p.text or "" for p in parts)
+    return "".join(part_text(p) for p in parts)  # an image part leaves its marker (serve/images.py)
 
 
 @router.post("/v1/chat/completions")
@@ -158,7 +157,7 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     plan, structured = chat_tools(svc, target, req)
     kwargs = {**(req.chat_template_kwargs or {}), **({"tools": plan.tools} if plan.tools else {})}
     try:
-        prompt = svc.backend.encode_chat(chat_messages(req.messages), kwargs, target.adapter)
+        prompt = encode_chat(svc, chat_messages(req.messages), kwargs, target.adapter, openai_refs(req.messages))
     except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     defaults = svc.sampling_defaults(target)
@@ -170,7 +169,7 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     opened = thinking and opens_reasoning(prompt.text)
     ticket = svc.admit(req.n)
     rid = P.new_id("chatcmpl")
-    events = svc.stream(rid, prompt.ids, params, target)
+    events = svc.stream(rid, prompt.ids, params, target, prompt.images)
     if req.stream:
         events = await started(events, ticket)
         chunks = _chat_sse(events, rid, target, req, len(prompt.ids), thinking, opened, plan)

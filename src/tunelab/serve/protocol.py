@@ -18,8 +18,7 @@ import time
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, Strict, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, Field, Strict
 
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
@@ -47,18 +46,30 @@ Text = Annotated[str, AfterValidator(_utf8)]
 TokenId = Annotated[int, Strict(), Field(ge=0)]  # strict: `true` is not token id 1
 
 
+class ImageURL(RequestModel):
+    """An `image_url` part's image: a base64 data URL (serve/images.py checks it)."""
+
+    url: Text
+    detail: Literal["auto"] | None = None  # "low"/"high" would change what the model sees: not served
+
+
 class ContentPart(RequestModel):
-    """One part of a multi-part message; only text is served."""
+    """One part of a multi-part message: text, or an image for a vision-language model."""
 
     type: str
     text: Text | None = None
+    image_url: ImageURL | None = None
 
     @classmethod
     def check_raw(cls, data: dict[str, Any]) -> None:
-        """An image, audio or file part is a 400 naming its `type`, before its other keys."""
-        if data.get("type", "text") != "text":
-            raise unsupported_value("type", f"this model serves text only; '{data['type']}' "
-                                            f"content parts are not supported")
+        """An audio or file part is a 400 naming its `type`, before its other keys; an image part needs
+        its image_url."""
+        kind = data.get("type", "text")
+        if kind not in ("text", "image_url"):
+            raise unsupported_value("type", f"'{kind}' content parts are not supported; send text or "
+                                            f"image_url parts")
+        if kind == "image_url" and not isinstance(data.get("image_url"), dict):
+            raise unsupported_value("image_url", "an image_url part needs image_url: {\"url\": a data URL}")
 
 
 class ChatMessage(RequestModel):
@@ -198,17 +209,9 @@ class OllamaMessage(RequestModel):
     role: Role
     content: Text = ""
     thinking: Text | None = None
-    images: list[str] | None = None
+    images: list[str] | None = None  # base64, for a vision-language model (serve/images.py)
     tool_calls: list[ToolCallIn] | None = None
     tool_name: Text | None = None
-
-    @field_validator("images")
-    @classmethod
-    def _text_only(cls, images: list[str] | None) -> list[str] | None:
-        """Images are a 400 naming `messages.N.images` (an empty list is no image)."""
-        if images:
-            raise PydanticCustomError("text_only", "this model serves text only; images are not supported")
-        return images
 
 
 class OllamaOptions(RequestModel):
@@ -281,6 +284,7 @@ class OllamaGenerateRequest(RequestModel):
     think: bool | None = None
     format: Any = None  # "json" or a JSON schema: tools_protocol.ollama_format
     keep_alive: float | str | None = None  # serve.keep_alive: how long the model stays loaded after
+    images: list[str] | None = None  # base64, for a vision-language model (serve/images.py)
 
 
 class OllamaShowRequest(RequestModel):

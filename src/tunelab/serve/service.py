@@ -127,10 +127,11 @@ class Service:
         return Ticket(self, n)
 
     async def stream(self, rid: str, prompt: list[int], params: SamplingParams,
-                     target: Target) -> AsyncIterator[tuple[int, Delta]]:
-        """(choice index, delta) pairs for the params.n sequences; admit(n) first."""
+                     target: Target, images: list | None = None) -> AsyncIterator[tuple[int, Delta]]:
+        """(choice index, delta) pairs for the params.n sequences; admit(n) first. `images` (PIL)
+        go with the prompt to a backend that `takes_images` (serve/images.py checked that)."""
         n = params.n
-        gens = [self._one(f"{rid}-{i}", prompt, _choice(params, i), target.adapter) for i in range(n)]
+        gens = [self._one(f"{rid}-{i}", prompt, _choice(params, i), target.adapter, images) for i in range(n)]
         try:
             if n == 1:
                 async for delta in gens[0]:
@@ -143,13 +144,14 @@ class Service:
                 await gen.aclose()
 
     async def _one(self, seq_id: str, prompt: list[int], params: SamplingParams,
-                   adapter: str | None) -> AsyncIterator[Delta]:
+                   adapter: str | None, images: list | None = None) -> AsyncIterator[Delta]:
         start, last, first = time.perf_counter(), None, None
         gaps: list[float] = []
         tokens, reason = 0, "abort"
         self.active.add(seq_id)
         try:
-            async for delta in self.backend.generate(seq_id, prompt, params, adapter):
+            extra = {"images": images} if images else {}  # only a backend that takes images gets them
+            async for delta in self.backend.generate(seq_id, prompt, params, adapter, **extra):
                 now = time.perf_counter()
                 if delta.token_ids:
                     if first is None:

@@ -21,6 +21,7 @@ def unloaded_facts(item: Servable, config: ServeConfig) -> dict[str, Any]:
     from tunelab.data.templates import resolve_template
     from tunelab.serve.backends.engine import EngineBackend
     from tunelab.serve.ollama_models import details
+    from tunelab.vision.family import serves_images
 
     model_dir = Path(item.base_path)
     info = describe_files(model_dir, config)
@@ -30,7 +31,8 @@ def unloaded_facts(item: Servable, config: ServeConfig) -> dict[str, Any]:
             "model_path": str(model_dir), "adapter_path": str(item.adapter) if item.adapter else None,
             "details": details(item.base_name if item.adapter else "", info),
             "context_length": config.engine.max_model_len or max_positions,
-            "embeds": EngineBackend.capabilities.embeddings, "created": int(model_dir.stat().st_mtime)}
+            "embeds": EngineBackend.capabilities.embeddings, "created": int(model_dir.stat().st_mtime),
+            "vision": serves_images(model_dir)}
 
 
 def describe_files(model_dir: Path, config: ServeConfig) -> dict[str, Any]:

@@ -97,12 +97,15 @@ def test_accepted_fields_are_dropped_on_purpose():
     assert req == P.ChatCompletionRequest.model_validate(CHAT)
 
 
-def test_a_non_text_part_names_its_type():
-    parts = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "http://x"}}]
+def test_a_part_neither_text_nor_image_names_its_type():
+    parts = [{"type": "text", "text": "a"}, {"type": "input_audio", "input_audio": {"data": "x"}}]
     with pytest.raises(ValidationError) as info:  # a union: the list branch's error is the one
         P.ChatMessage.model_validate({"role": "user", "content": parts})
     err = next(e for e in info.value.errors() if e["type"] == "unsupported_value")
-    assert err["loc"][-1] == 1 and err["ctx"]["field"] == "type" and "text only" in err["msg"]
+    assert err["loc"][-1] == 1 and err["ctx"]["field"] == "type" and "'input_audio'" in err["msg"]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"}}
+    with pytest.raises(ValidationError, match="detail"):  # would change what the model sees
+        P.ChatMessage.model_validate({"role": "user", "content": [image]})
 
 
 def test_ollama_options_resources_pass_output_changing_ones_do_not():

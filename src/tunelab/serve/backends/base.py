@@ -42,10 +42,12 @@ class Delta:
 
 @dataclasses.dataclass
 class Prompt:
-    """Prompt ids plus the rendered text (used to see whether the template opened <think>)."""
+    """Prompt ids plus the rendered text (used to see whether the template opened <think>), and the
+    images (PIL) a vision-language model's image tokens stand for, in order."""
 
     ids: list[int]
     text: str = ""
+    images: list = dataclasses.field(default_factory=list)
 
 
 class Backend(abc.ABC):
@@ -75,10 +77,15 @@ class Backend(abc.ABC):
         """The ChatTemplate `adapter`'s requests render with (its `tool_format` parses replies)."""
         return getattr(self, "template", None)
 
+    def takes_images(self) -> bool:
+        """Whether the loaded model is a vision-language model this backend gives images to."""
+        return False
+
     @abc.abstractmethod
     def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
-                 adapter: str | None = None) -> AsyncIterator[Delta]:
-        """Stream deltas of one sequence (params.n is 1); the last one carries finish_reason."""
+                 adapter: str | None = None, images: list | None = None) -> AsyncIterator[Delta]:
+        """Stream deltas of one sequence (params.n is 1); the last one carries finish_reason. Only a
+        backend whose `takes_images()` is true is given `images`."""
 
     @abc.abstractmethod
     def abort(self, request_id: str) -> None:
@@ -147,12 +154,18 @@ class HFTokenizerPrompts:
         return self._templates.get(adapter, self._templates[None])[1]
 
     def encode_chat(self, messages: list[dict], template_kwargs: dict[str, Any],
-                    adapter: str | None = None) -> Prompt:
-        """`adapter`'s chat template renders; it writes BOS itself, so none is added."""
+                    adapter: str | None = None, images: list[str] | None = None) -> Prompt:
+        """`adapter`'s chat template renders; it writes BOS itself, so none is added. `images` (checked
+        data URLs, vision/images.py) stand at the messages' `<image>` markers (a VLM only)."""
         from tunelab.data.templates import encode_text
 
+        if images:
+            from tunelab.vision.images import load_rgb
+            from tunelab.vision.tokens import expand_markers, grid_for
+
+            messages = expand_markers(messages, images, grid_for(self.tokenizer))
         text = self.chat_template(adapter).render(messages, add_generation_prompt=True, **template_kwargs)
-        return Prompt(encode_text(self.tokenizer, text), text)
+        return Prompt(encode_text(self.tokenizer, text), text, [load_rgb(ref) for ref in images or ()])
 
     def encode_text(self, text: str) -> Prompt:
         """Raw completion prompt: the tokenizer adds BOS the way the model expects."""

@@ -45,11 +45,17 @@ class EngineBackend(HFTokenizerPrompts, Backend):
 
     # ---- generation -----------------------------------------------------------------------
 
+    def takes_images(self) -> bool:
+        """A Qwen2.5-VL model takes images (vision/family.SERVED)."""
+        from tunelab.vision.family import serves_images
+
+        return serves_images(self.model_path)
+
     async def generate(self, request_id: str, prompt: list[int], params: SamplingParams,
-                       adapter: str | None = None) -> AsyncIterator[Delta]:
+                       adapter: str | None = None, images: list | None = None) -> AsyncIterator[Delta]:
         """Relay the engine's deltas; leaving early aborts the request (the engine frees its KV)."""
         params = params.stopping_at(self.stop_ids(adapter))
-        async for d in self.engine.generate(request_id, prompt, params, adapter):
+        async for d in self.engine.generate(request_id, prompt, params, adapter, images=images):
             if d.error:  # the engine failed the request (step error, no KV memory)
                 raise RuntimeError(d.error)
             logprobs = [self._logprob(lp) for lp in d.logprobs or ()]
