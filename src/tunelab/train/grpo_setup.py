@@ -35,7 +35,8 @@ def load_prompt_examples(cfg: TrainConfig, tokenizer: Any, template: Any):
 
 
 def build_grpo_objective(model: torch.nn.Module, cfg: TrainConfig, data) -> torch.nn.Module:
-    """The GRPO objective with its rollout engine on the model's own directory and dtype."""
+    """The GRPO objective with its rollout engine on the model's own directory and dtype (under
+    LoRA/DoRA the policy's frozen base then lives in the engine's tensors)."""
     from tunelab.data.templates import resolve_template
     from tunelab.train.grpo import GRPOObjective
     from tunelab.train.loss import causal_lm
@@ -48,6 +49,8 @@ def build_grpo_objective(model: torch.nn.Module, cfg: TrainConfig, data) -> torc
     longest = max(len(ex) for ex in [*data.train, *data.eval])
     rollout = Rollout(model_dir, template, cfg.grpo.sampling, next(lm.parameters()).dtype,
                       cfg.micro_batch_size * cfg.grpo.group_size, max(longest, 16), cfg.grpo.engine_blocks)
+    if cfg.method in ("lora", "dora"):  # only the adapter is saved: the base can live in the engine's tensors
+        rollout.share_base(model)
     return GRPOObjective(model, cfg.grpo, load_reward_funcs(cfg.grpo.reward_funcs), [*data.train, *data.eval],
                          rollout)
 

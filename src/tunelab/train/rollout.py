@@ -3,7 +3,8 @@
 The engine holds the frozen base once, in the training dtype; before each generation the
 policy's current LoRA tensors are installed into it as adapter `policy` (engine/lora.py,
 `add_weights`: no file, no merge), so completions come from the weights being trained.
-Under method=full/freeze there is no adapter: the policy's trainable tensors are copied in
+The policy's frozen base weights are views of the engine's (`share_base`), so the base is held
+once. Under method=full/freeze there is no adapter: the policy's trainable tensors are copied in
 place into the engine's own weights (names mapped by models/loader, fused q/k/v and gate/up
 as slices), so the engine keeps its one copy and its prefix cache is reset.
 Group members are one request with `n = group size`; a request's seed is drawn from the
@@ -58,6 +59,11 @@ class Rollout:
         self.adapter: str | None = POLICY
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (policy tensor, engine view)
 
+    def share_base(self, model: nn.Module) -> int:
+        """Hold the policy's frozen base once: its weights become views of the engine's (share_frozen)."""
+        with self.engine.lock:
+            return share_frozen(model, self.engine.model)
+
     def sync(self, model: nn.Module) -> None:
         """Install the policy's current weights: a PEFT model's adapter as the engine's `policy`
         adapter, or (full/freeze) its trainable tensors into the engine's weights."""
@@ -105,31 +111,63 @@ def engine_views(policy: nn.Module, engine_model: nn.Module) -> list[tuple[torch
     """(policy tensor, the engine tensor or fused slice holding it) for each trainable parameter of a
     transformers causal LM, by the loader's name map; an error names a tensor the engine has no place for."""
     from tunelab.errors import TunelabError
-    from tunelab.models.loader import FUSED, _our_name
-    from tunelab.models.registry import family_for
 
-    prefix = family_for(policy.config).prefix
-    params = dict(engine_model.named_parameters(remove_duplicate=False))
-    modules = dict(engine_model.named_modules())
+    find = _engine_lookup(policy, engine_model)
     out = []
     for name, tensor in policy.named_parameters():
         if not tensor.requires_grad:
             continue
-        ours = _our_name(name, prefix)
-        module_name, _, leaf = (ours or "").rpartition(".")
-        parent, _, proj = module_name.rpartition(".")
-        fused = modules.get(f"{parent}.{FUSED.get(proj)}")
-        if fused is not None:
-            dst = getattr(fused, leaf)[fused.slices[proj]]
-        elif ours in params:
-            dst = params[ours]
-        else:
+        dst = find(name)
+        if dst is None:
             raise TunelabError(f"grpo: the rollout engine has no weight for the trained tensor '{name}'")
         if dst.shape != tensor.shape:
             raise TunelabError(f"grpo: trained tensor '{name}' has shape {tuple(tensor.shape)}, the engine's "
                                f"{tuple(dst.shape)}")
         out.append((tensor, dst))
     return out
+
+
+@torch.no_grad()
+def share_frozen(policy: nn.Module, engine_model: nn.Module) -> int:
+    """Make each frozen weight of the policy a view of the engine's tensor holding it (fused q/k/v
+    and gate/up as row slices) where shape, dtype and device agree, so the base is held once; the
+    policy's own copy is freed. Tied weights stay tied. Returns the number of tensors shared."""
+    find = _engine_lookup(policy, engine_model)
+    replaced: dict[int, nn.Parameter] = {}
+    for module_name, module in policy.named_modules():
+        for attr, param in list(module._parameters.items()):
+            if param is None or param.requires_grad:
+                continue
+            if id(param) not in replaced:
+                dst = find(f"{module_name}.{attr}")
+                if dst is None or (dst.shape, dst.dtype, dst.device) != (param.shape, param.dtype, param.device):
+                    continue
+                dst.copy_(param)  # the same checkpoint's values; the policy's are the ones trained against
+                replaced[id(param)] = nn.Parameter(dst.detach(), requires_grad=False)
+            module._parameters[attr] = replaced[id(param)]
+    return len(replaced)
+
+
+def _engine_lookup(policy: nn.Module, engine_model: nn.Module):
+    """name of a policy parameter (PEFT-wrapped or not) -> the engine tensor holding it, or None."""
+    from tunelab.models.loader import FUSED, _our_name
+    from tunelab.models.registry import family_for
+
+    prefix = family_for(policy.config).prefix
+    params = dict(engine_model.named_parameters(remove_duplicate=False))
+    modules = dict(engine_model.named_modules())
+
+    def find(name: str) -> torch.Tensor | None:
+        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")  # PEFT's wrapping
+        ours = _our_name(name, prefix)
+        module_name, _, leaf = (ours or "").rpartition(".")
+        parent, _, proj = module_name.rpartition(".")
+        fused = modules.get(f"{parent}.{FUSED.get(proj)}")
+        if fused is not None:
+            return getattr(fused, leaf)[fused.slices[proj]]
+        return params.get(ours) if ours else None
+
+    return find
 
 
 def _plain(config: dict) -> dict:

@@ -81,8 +81,10 @@ def test_rollouts_run_on_the_engine_with_the_current_adapter(task):
     cfg = _cfg(task, "unused", "grpo.sampling.temperature=0", "grpo.sampling.max_tokens=5")
     prompt = [1, 5, 9, 33, 100]
     examples = [PromptExample(prompt, [{"role": "user", "content": "x"}], {}, key=7, max_new=5)]
+    frozen = {id(p) for p in peft.parameters() if not p.requires_grad}
     objective = build_grpo_objective(peft, cfg, Examples(examples, [], 1, {}))
     engine = objective.rollout.engine
+    _assert_base_is_the_engines(peft, engine.model, len(frozen))
     before = engine.total_generated_tokens
     loss, prompts = objective(torch.tensor([7]))
     assert prompts == 1 and loss.requires_grad
@@ -93,6 +95,25 @@ def test_rollouts_run_on_the_engine_with_the_current_adapter(task):
         hf = peft.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False)[0, len(prompt):].tolist()
     greedy = objective.rollout.generate([prompt], seed=0).token_ids
     assert greedy == [hf] * 4  # four identical greedy group members, the policy's own continuation
+
+
+def _assert_base_is_the_engines(peft, engine_model, n_frozen: int) -> None:
+    """The policy's frozen base lives in the engine's tensors (same storage): q/k/v and gate/up
+    are row slices of the engine's fused weights, the rest the engine's own parameters."""
+    frozen = [p for p in peft.parameters() if not p.requires_grad]
+    assert len(frozen) == n_frozen  # every frozen tensor replaced, none lost
+    ours = peft.base_model.model.model
+    for i, layer in enumerate(ours.layers):
+        theirs = engine_model.model.layers[i]
+        for proj, fused in (("q_proj", theirs.self_attn.qkv_proj), ("v_proj", theirs.self_attn.qkv_proj),
+                            ("up_proj", theirs.mlp.gate_up_proj)):
+            module = getattr(layer.self_attn if proj[0] in "qv" else layer.mlp, proj)
+            assert module.base_layer.weight.data_ptr() == fused.weight[fused.slices[proj]].data_ptr()
+        assert layer.input_layernorm.weight.data_ptr() == theirs.input_layernorm.weight.data_ptr()
+    assert ours.embed_tokens.weight.data_ptr() == engine_model.model.embed_tokens.weight.data_ptr()
+    engine_ptrs = {t.data_ptr() for t in engine_model.parameters()}
+    engine_ptrs |= {m.weight[s].data_ptr() for m in engine_model.modules() for s in getattr(m, "slices", {}).values()}
+    assert all(p.data_ptr() in engine_ptrs for p in frozen)
 
 
 def test_a_step_split_into_micro_batches_gives_the_whole_batchs_gradient(task):
