@@ -25,7 +25,7 @@ from torch import nn
 
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.models.layers import FusedLinear
-from tunelab.models.loader import FUSED
+from tunelab.models.loader import FUSED, vision_renamed
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _KEY = re.compile(r"^(?:base_model\.model\.)?(.+)\.(\w+_proj)\.(lora_A|lora_B|lora_magnitude_vector)"
@@ -132,7 +132,8 @@ class LoRAManager:
             return
         for name, module in list(self.model.named_modules()):
             leaf = name.rpartition(".")[2]
-            if leaf in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
+            if leaf in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj") and name.startswith("model."):
+                # (a VLM's vision tower, `visual.`, has a down_proj too: adapters serve the language model)
                 parent = self.model.get_submodule(name.rpartition(".")[0])
                 wrapped = LoRALinear(module, self)
                 setattr(parent, leaf, wrapped)
@@ -144,7 +145,7 @@ class LoRAManager:
             m = _KEY.match(key)
             if not m:
                 raise AdapterError(f"{path}: unexpected tensor '{key}' (only LoRA/DoRA on linear layers is supported)")
-            grouped.setdefault(f"{m.group(1)}.{m.group(2)}", {})[m.group(3)] = tensor
+            grouped.setdefault(vision_renamed(f"{m.group(1)}.{m.group(2)}"), {})[m.group(3)] = tensor
         out: dict[str, list[LoRAPart]] = {}
         for module, tensors in grouped.items():
             ours, part = self._part(path, cfg, module, tensors)

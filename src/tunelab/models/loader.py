@@ -119,11 +119,18 @@ def _our_name(key: str, prefix: str) -> str | None:
     return key
 
 
-def _vision_name(key: str) -> str | None:
-    """A vision family's checkpoint key -> our name: the language model's as for text, the tower's `visual.`."""
+def vision_renamed(key: str) -> str:
+    """A vision family's module path as transformers 5 names it -> the hub's, which is ours
+    (`model.language_model.layers...` -> `model.layers...`); other paths as they are."""
     for old, new in _VISION_RENAMES:
         if key.startswith(old):
-            key = new + key[len(old):]
+            return new + key[len(old):]
+    return key
+
+
+def _vision_name(key: str) -> str | None:
+    """A vision family's checkpoint key -> our name: the language model's as for text, the tower's `visual.`."""
+    key = vision_renamed(key)
     return key if key.startswith("visual.") else _our_name(key, "")
 
 

@@ -146,3 +146,28 @@ def test_prefix_cache_keys_on_image_content(llm):
     again = run(RED)
     assert again.num_cached_tokens == (len(ids) - 1) // BLOCK * BLOCK
     assert again.output_ids == red.output_ids
+
+
+def test_a_peft_adapter_on_the_vlm_matches_transformers_merged(tiny_vlm, llm, tmp_path):
+    """A PEFT LoRA on the language model (transformers 5 names it model.language_model...) served by
+    the engine gives the greedy output of transformers' model with the adapter merged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(3)
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm, dtype=torch.float32)
+    targets = r".*language_model.*\.(q_proj|v_proj|o_proj|gate_proj|down_proj)"
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "lora")
+    merged = peft_model.merge_and_unload().eval()
+    ids = _prompt(llm.get_tokenizer(), [BLUE])
+    greedy, _ = _reference(merged, ids, [BLUE], steps=6)
+    llm.engine.add_adapter("vl-lora", tmp_path / "lora")
+    out = llm.generate({"prompt_token_ids": ids, "multi_modal_data": {"image": BLUE}},
+                       SamplingParams(max_tokens=6, temperature=0, ignore_eos=True), use_tqdm=False,
+                       adapter="vl-lora")
+    plain = llm.generate({"prompt_token_ids": ids, "multi_modal_data": {"image": BLUE}},
+                         SamplingParams(max_tokens=6, temperature=0, ignore_eos=True), use_tqdm=False)
+    assert out[0].outputs[0].token_ids == greedy
+    assert plain[0].outputs[0].token_ids != greedy  # the adapter changed the reply
