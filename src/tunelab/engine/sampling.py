@@ -58,10 +58,24 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
     return SamplerOutput(token_ids, logprobs)
 
 
+ARGMAX_BLOCK = 1024  # a CPU greedy row is searched as blocks of this many logits
+
+
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
-    """Row-wise argmax (B,). On CPU `max(dim).indices` picks the same (first) index on ties and NaN,
-    and its kernel is ~3x faster than argmax's over a 262k vocabulary (0.1 vs 0.34 ms a row)."""
-    return logits.argmax(dim=-1) if logits.is_cuda else logits.max(dim=-1).indices
+    """Row-wise argmax (B,), the first index on ties (and the first NaN), as `max(dim).indices`.
+
+    On CPU, `max(dim).indices` is a scalar loop (0.23 ms a 262k row); the vectorized `amax` of each
+    block of ARGMAX_BLOCK logits, then `max(dim).indices` over the block maxima and within the one
+    block that holds the row's best, finds the same index 5-10x faster (32 rows: 8.8 -> 1.6 ms)."""
+    if logits.is_cuda:
+        return logits.argmax(dim=-1)
+    rows, vocab = logits.shape
+    if vocab % ARGMAX_BLOCK or vocab < 8 * ARGMAX_BLOCK:
+        return logits.max(dim=-1).indices
+    blocks = logits.view(rows, vocab // ARGMAX_BLOCK, ARGMAX_BLOCK)
+    best = blocks.amax(dim=-1).max(dim=-1).indices  # (B,) the first block holding each row's max
+    inner = blocks[torch.arange(rows), best].max(dim=-1).indices
+    return best * ARGMAX_BLOCK + inner
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:

@@ -192,3 +192,16 @@ def test_greedy_picks_the_first_of_tied_maxima():
     logits[2, [4, 9]] = float("inf")
     out = sample(logits, _seqs(3, temperature=0.0))
     assert out.token_ids.tolist() == [7, 0, 4] == logits.argmax(dim=-1).tolist()
+
+
+def test_greedy_on_a_blocked_vocab_is_the_first_maximum():
+    # 64 blocks of ARGMAX_BLOCK logits: ties inside one block, across blocks, the last block, -inf rows, NaN
+    logits = torch.randn(6, 64 * 1024, generator=torch.Generator().manual_seed(0))
+    logits[0, [5000, 60000]] = 50.0  # tie across blocks
+    logits[1, [2048, 2050]] = 50.0  # tie inside a block
+    logits[2, -1] = 50.0  # the very last logit
+    logits[3, :] = float("-inf")
+    logits[4, [9, 70]] = float("nan")
+    out = sample(logits, _seqs(6, temperature=0.0)).token_ids
+    assert out.tolist()[:5] == [5000, 2048, 64 * 1024 - 1, 0, 9]
+    assert torch.equal(out, logits.max(dim=-1).indices)
