@@ -186,8 +186,7 @@ class AsyncEngine:
                 touched = self.engine.step()
             except Exception as err:  # a failing step must not kill the server: fail what ran
                 touched = self._fail_all(f"engine step failed: {err}")
-            for seq in touched:
-                self._publish(seq)
+            self._publish_step(touched)
 
     def _run_jobs(self) -> None:
         """One batch of each queued embedding job; a job no free blocks can serve waits for a step."""
@@ -227,13 +226,25 @@ class AsyncEngine:
 
     def _publish(self, seq: Sequence) -> None:
         with self._publishing:
-            self._publish_locked(seq)
+            if (news := self._delta(seq)) is not None:
+                news[0].loop.call_soon_threadsafe(news[0].queue.put_nowait, news[1])
 
-    def _publish_locked(self, seq: Sequence) -> None:
+    def _publish_step(self, seqs: list[Sequence]) -> None:
+        """One step's deltas, handed to each event loop in one call: a wake-up per step, not per stream."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Delta]]] = {}
+        with self._publishing:
+            for seq in seqs:
+                if (news := self._delta(seq)) is not None:
+                    by_loop.setdefault(news[0].loop, []).append((news[0].queue, news[1]))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_deliver, items)
+
+    def _delta(self, seq: Sequence) -> tuple[_Request, Delta] | None:
+        """The request and its news since the last delta (None: nobody listens, or already ended)."""
         request_id, index = seq.seq_id
         req = self._requests.get(request_id)
         if req is None or index in req.done:  # e.g. abort() already sent the final delta
-            return
+            return None
         if seq.is_finished:
             req.done.add(index)
         sent = req.sent.get(index, 0)
@@ -242,7 +253,12 @@ class AsyncEngine:
         delta = Delta(request_id, index, seq.take_delta(), seq.output_ids[sent:], logprobs,
                       seq.finish_reason if seq.is_finished else None, seq.error,
                       seq.num_prompt_tokens, len(seq.output_ids), seq.stop_reason if seq.is_finished else None)
-        req.loop.call_soon_threadsafe(req.queue.put_nowait, delta)
+        return req, delta
+
+
+def _deliver(items: list[tuple[asyncio.Queue, Delta]]) -> None:
+    for queue, delta in items:
+        queue.put_nowait(delta)
 
 
 def _settle(future: asyncio.Future, result: Any, err: Exception | None) -> None:
