@@ -141,21 +141,13 @@ def _reward_model(run: Run, side: str, seed: int) -> Iterator[Any]:
     or the trained reward model (a full model, or the base + the SEQ_CLS adapter and its head)."""
     import torch
 
-    from tunelab.train.reward import load_reward_model
+    from tunelab.train.reward import load_reward_model, load_run_reward_model
 
     torch.manual_seed(seed)
-    if side == "tuned" and run.model_dir is not None:
-        yield load_reward_model(run.model_dir, dtype=torch.float32).eval()
-        return
-    model = load_reward_model(run.base_model, dtype=torch.float32)
     if side == "tuned":
-        from peft import PeftModel
-
-        from tunelab.compat import quiet_peft_warnings
-
-        with quiet_peft_warnings():
-            model = PeftModel.from_pretrained(model, str(run.adapter_dir))
-    yield model.eval()
+        yield load_run_reward_model(run, torch.float32).eval()
+        return
+    yield load_reward_model(run.base_model, dtype=torch.float32).eval()
 
 
 def summary_lines(pref: dict[str, Any]) -> list[str]:

@@ -35,8 +35,8 @@ def names_reward_model(spec: str) -> bool:
 class _Source:
     """Where a reward model's weights, tokenizer, template and data settings come from."""
 
-    weights: Path  # a *ForSequenceClassification directory (a full run's model/, a merged model, or the base)
-    adapter: Path | None  # a LoRA run's adapter/ (with its score head), folded in at load
+    run: Any  # a stage=rm run (rundir.Run), or None for a merged directory
+    weights: Path  # the merged directory; for a run, its model/ or base (for the tokenizer check)
     tokenizer: Path
     template: Any
     data: Any  # the run's DataConfig (system prompt), or the defaults for a merged directory
@@ -83,7 +83,7 @@ class RewardModelScorer:
     def load(self) -> tuple[torch.nn.Module, Any]:
         """(model, tokenizer), loaded on the first call only."""
         if self._loaded is None:
-            self._loaded = _load(self.source, self.spec)
+            self._loaded = _load(self.source)
         return self._loaded
 
 
@@ -114,8 +114,8 @@ def _run_source(run: Any, spec: str) -> _Source:
     weights = run.model_dir or run.base_model
     tokenizer = next((d for d in (run.adapter_dir, run.model_dir) if d is not None and _has_tokenizer(d)), weights)
     data = dataclasses.replace(run.train_config().data, cutoff_len=1 << 30)  # score every completion whole
-    source = _Source(weights, run.adapter_dir, tokenizer, run.chat_template(), data)
-    _check_tokenizer(source, spec, run.model_dir or run.base_model)
+    source = _Source(run, weights, tokenizer, run.chat_template(), data)
+    _check_tokenizer(source, spec)
     return source
 
 
@@ -129,8 +129,8 @@ def _merged_source(path: Path, spec: str) -> _Source:
     if not is_reward_model(archs):
         raise RewardFunctionError(f"grpo.reward_funcs: '{spec}' is not a reward model: {config} names "
                                   f"{archs or 'no architecture'}, not a *ForSequenceClassification")
-    source = _Source(path, None, path, resolve_template(path, None), DataConfig(cutoff_len=1 << 30))
-    _check_tokenizer(source, spec, path)
+    source = _Source(None, path, path, resolve_template(path, None), DataConfig(cutoff_len=1 << 30))
+    _check_tokenizer(source, spec)
     return source
 
 
@@ -138,7 +138,7 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
-def _check_tokenizer(source: _Source, spec: str, model_dir: Path) -> None:
+def _check_tokenizer(source: _Source, spec: str) -> None:
     """The reward model's tokenizer loads and its ids fit the model's embeddings."""
     from transformers import AutoTokenizer
 
@@ -147,25 +147,23 @@ def _check_tokenizer(source: _Source, spec: str, model_dir: Path) -> None:
     except Exception as err:  # noqa: BLE001 - any loading error, named with the entry
         raise RewardFunctionError(f"grpo.reward_funcs: '{spec}': cannot load its tokenizer from "
                                   f"{source.tokenizer}: {type(err).__name__}: {err}") from None
-    vocab = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    vocab = json.loads((source.weights / "config.json").read_text(encoding="utf-8")).get("vocab_size")
     if vocab is not None and len(tokenizer) > int(vocab):
         raise RewardFunctionError(f"grpo.reward_funcs: '{spec}': its tokenizer ({source.tokenizer}) has "
                                   f"{len(tokenizer)} tokens but the model's vocab_size is {vocab}: wrong tokenizer")
 
 
-def _load(source: _Source, spec: str) -> tuple[torch.nn.Module, Any]:
+def _load(source: _Source) -> tuple[torch.nn.Module, Any]:
     """The reward model (a LoRA run's adapter and head folded in), in eval mode, and its tokenizer."""
     from transformers import AutoTokenizer
 
-    from tunelab.train.reward import load_reward_model
+    from tunelab.train.reward import load_reward_model, load_run_reward_model
 
     cuda = torch.cuda.is_available()
-    model = load_reward_model(source.weights, dtype=torch.bfloat16 if cuda else torch.float32)
-    if source.adapter is not None:
-        from peft import PeftModel
-
-        from tunelab.compat import quiet_peft_warnings
-
-        with quiet_peft_warnings():
-            model = PeftModel.from_pretrained(model, str(source.adapter)).merge_and_unload()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    if source.run is None:
+        model = load_reward_model(source.weights, dtype=dtype)
+    else:
+        model = load_run_reward_model(source.run, dtype)
+        model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     return model.to("cuda" if cuda else "cpu").eval(), AutoTokenizer.from_pretrained(str(source.tokenizer))

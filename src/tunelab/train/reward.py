@@ -53,6 +53,20 @@ def load_reward_model(model_dir, **kwargs) -> nn.Module:
     return model
 
 
+def load_run_reward_model(run, dtype: torch.dtype) -> nn.Module:
+    """A finished stage=rm run's reward model: its full model/, or the base with the SEQ_CLS adapter
+    (which carries the trained score head)."""
+    if run.model_dir is not None:
+        return load_reward_model(run.model_dir, dtype=dtype)
+    from peft import PeftModel
+
+    from tunelab.compat import quiet_peft_warnings
+
+    model = load_reward_model(run.base_model, dtype=dtype)
+    with quiet_peft_warnings():
+        return PeftModel.from_pretrained(model, str(run.adapter_dir))
+
+
 def reward_head(model: nn.Module) -> nn.Module:
     """The scalar head of a reward model (to keep it trainable under method=freeze)."""
     return causal_lm(model).score
