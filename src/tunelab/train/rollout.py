@@ -130,8 +130,10 @@ def engine_views(policy: nn.Module, engine_model: nn.Module) -> list[tuple[torch
 @torch.no_grad()
 def share_frozen(policy: nn.Module, engine_model: nn.Module) -> int:
     """Make each frozen weight of the policy a view of the engine's tensor holding it (fused q/k/v
-    and gate/up as row slices) where shape, dtype and device agree, so the base is held once; the
-    policy's own copy is freed. Tied weights stay tied. Returns the number of tensors shared."""
+    and gate/up as row slices) where shape and dtype agree, so the base is held once; the policy's
+    own copy is freed. The policy is built on the CPU before the trainer moves it: its frozen base
+    lands on the engine's device, which is the training device (both take CUDA when present).
+    Tied weights stay tied. Returns the number of tensors shared."""
     find = _engine_lookup(policy, engine_model)
     replaced: dict[int, nn.Parameter] = {}
     for module_name, module in policy.named_modules():
@@ -140,7 +142,7 @@ def share_frozen(policy: nn.Module, engine_model: nn.Module) -> int:
                 continue
             if id(param) not in replaced:
                 dst = find(f"{module_name}.{attr}")
-                if dst is None or (dst.shape, dst.dtype, dst.device) != (param.shape, param.dtype, param.device):
+                if dst is None or (dst.shape, dst.dtype) != (param.shape, param.dtype):
                     continue
                 dst.copy_(param)  # the same checkpoint's values; the policy's are the ones trained against
                 replaced[id(param)] = nn.Parameter(dst.detach(), requires_grad=False)
