@@ -4,7 +4,8 @@ the tokens before it, plus its k most likely alternatives. lm-eval's log-likelih
 A prefill chunk of positions [start, start+n) gives at its row for position p the distribution of
 the token at p+1. `plan_rows` picks the rows whose next token is a prompt token not collected yet
 (a preempted sequence recomputes its prompt; nothing is collected twice); after the forward pass
-`collect` turns their hidden states into logprobs CHUNK rows at a time, so a 262k vocabulary never
+`collect` turns their hidden states into logprobs CHUNK rows at a time (the step's sampled rows
+ride in the last pass), so a 262k vocabulary never
 needs (prompt length, V) logits at once. Cached positions are never run, so such a sequence reads
 prefix-cache hits only before `prompt_logprobs_start` (vLLM, which has no start, reads none):
 scoring a continuation after a shared context (lm-eval's multiple choice) runs the context once.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-CHUNK = 256  # rows per lm_head + log_softmax pass
+CHUNK = 256  # prompt rows per lm_head + logsumexp pass
 
 
 @dataclass
@@ -50,13 +51,20 @@ def plan_rows(plan: PromptRows, seq, start: int, n: int, row: int) -> None:
         plan.owners.append(seq)
 
 
-def collect(model, hidden: torch.Tensor, plan: PromptRows) -> None:
-    """Append a TokenLogprob per planned row (hidden: (T, hidden) of the whole step) to its owner."""
+def collect(model, hidden: torch.Tensor, plan: PromptRows, sample_rows: torch.Tensor) -> torch.Tensor:
+    """Append a TokenLogprob per planned row (hidden: (T, hidden) of the whole step) to its owner,
+    and return the logits (N, V) of the step's `sample_rows`: they ride in the last lm_head pass,
+    which saves a read of the 262k x hidden weight per step (a scoring step samples a token too)."""
     from tunelab.engine.sampling import token_logprobs
 
-    for i in range(0, len(plan.rows), CHUNK):
-        rows = torch.tensor(plan.rows[i:i + CHUNK], device=hidden.device)
-        raw = torch.log_softmax(model.compute_logits(hidden[rows]), dim=-1)  # (R, V) fp32
-        targets = torch.tensor(plan.targets[i:i + CHUNK], device=hidden.device)
-        for seq, logprob in zip(plan.owners[i:i + CHUNK], token_logprobs(raw, targets, plan.tops[i:i + CHUNK])):
+    n = len(plan.rows)
+    rows = torch.cat([torch.tensor(plan.rows, dtype=torch.long, device=hidden.device), sample_rows])
+    for i in range(0, n, CHUNK):
+        last = i + CHUNK >= n
+        logits = model.compute_logits(hidden[rows[i:] if last else rows[i:i + CHUNK]])  # (R [+ N], V) fp32
+        k = min(CHUNK, n - i)
+        norm = logits[:k].logsumexp(dim=-1, keepdim=True)  # (R, 1): logprob = logit - norm
+        targets = torch.tensor(plan.targets[i:i + k], device=hidden.device)
+        for seq, logprob in zip(plan.owners[i:i + k], token_logprobs(logits[:k], targets, plan.tops[i:i + k], norm)):
             seq.prompt_logprobs.append(logprob)
+    return logits[k:]

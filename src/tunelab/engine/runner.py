@@ -64,8 +64,8 @@ class ModelRunner:
             hidden = self.graphs.forward(step)  # (B, hidden), rows in step order
         else:
             hidden = self.hidden_states(step)  # (T, hidden)
-        if step.prompt:
-            prompt_logprobs.collect(self.model, hidden, step.prompt)
+        if step.prompt:  # the sampled rows' logits come out of its last lm_head pass
+            return prompt_logprobs.collect(self.model, hidden, step.prompt, step.sample_rows)
         return self.model.compute_logits(hidden[step.sample_rows])
 
     @torch.inference_mode()

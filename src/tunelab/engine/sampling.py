@@ -215,14 +215,18 @@ def _collect_logprobs(
     return token_logprobs(raw, token_ids, [s.params.logprobs for s in seqs])
 
 
-def token_logprobs(raw: torch.Tensor, token_ids: torch.Tensor, tops: list[int | None]) -> list[TokenLogprob | None]:
+def token_logprobs(raw: torch.Tensor, token_ids: torch.Tensor, tops: list[int | None],
+                   norm: torch.Tensor | None = None) -> list[TokenLogprob | None]:
     """Per row of log-probabilities `raw` (B, V): the logprob of token_ids[i] plus the best tops[i]
-    alternatives (None: no logprob for that row). Sampled and prompt tokens both come through here."""
-    chosen = raw.gather(1, token_ids[:, None]).squeeze(1).tolist()
+    alternatives (None: no logprob for that row). Sampled and prompt tokens both come through here.
+    With `norm` (B, 1), the logsumexp of each row, `raw` holds logits: only the values read are
+    normalized, so no (B, V) log_softmax is written."""
+    shift = 0.0 if norm is None else norm
+    chosen = (raw.gather(1, token_ids[:, None]) - shift).squeeze(1).tolist()
     ids = token_ids.tolist()
     k = max((n or 0 for n in tops), default=0)
     top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
-    top_vals = top_vals.tolist() if k else None
+    top_vals = (top_vals - shift).tolist() if k else None
     top_ids = top_ids.tolist() if k else None
     out: list[TokenLogprob | None] = []
     for i, n in enumerate(tops):
