@@ -10,13 +10,15 @@ group of them runs as one continuous batch with no padding, identical requests r
 context shared by several requests (the choices of a question) runs once: one choice first, whose
 top-20 logprobs at the context's end settle the one-token choices found there, then the others on
 the context's KV blocks from the prefix cache.
-Generation is `LLM.generate` with the task's stop strings. Tokenization, stop handling and
+Generation is `LLM.generate` with the task's stop strings, all requests of a group in one continuous
+batch (identical greedy requests once, a few-shot preamble shared by all prefilled once first). Tokenization, stop handling and
 generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
 equal that backend's on the same model. Import this module only after `require_lm_eval()`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -174,13 +176,27 @@ class TunelabLM(TemplateLM):
         for start in range(0, len(requests), GROUP):
             group = [req.args for req in requests[start:start + GROUP]]
             plans = [self._plan(context, gen_kwargs, eos) for context, gen_kwargs in group]
-            outs = self.llm.generate([ids for ids, _, _ in plans], [p for _, p, _ in plans], use_tqdm=False,
-                                     adapter=self.adapter)
-            for (context, gen_kwargs), (_, _, until), out in zip(group, plans, outs):
+            for (context, gen_kwargs), (_, _, until), out in zip(group, plans, self._generate(plans)):
                 text = postprocess_generated_text(out.text, until, None)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
                 texts.append(text)
         return texts
+
+    def _generate(self, plans: list[tuple[list[int], SamplingParams, list[str]]]) -> list[RequestOutput]:
+        """One continuous batch of `plans`' outputs, in order. Identical greedy requests (a task's
+        repeats) run once; a prompt prefix of at least a KV block shared by every request (a few-shot
+        preamble) is prefilled once first, so the batch reads it from the prefix cache."""
+        keys = [(tuple(ids), repr(params)) if params.temperature == 0 else i for i, (ids, params, _) in enumerate(plans)]
+        distinct = {key: plan for key, plan in zip(keys, plans)}  # first plan of each key, in order
+        prompts = [ids for ids, _, _ in distinct.values()]
+        shared = os.path.commonprefix(prompts) if len(prompts) > 1 else []
+        if len(shared) >= self.llm.engine.config.block_size:
+            self.llm.generate([shared], SamplingParams(max_tokens=1, temperature=0), use_tqdm=False,
+                              adapter=self.adapter)
+        outs = self.llm.generate(prompts, [params for _, params, _ in distinct.values()], use_tqdm=False,
+                                 adapter=self.adapter)
+        found = dict(zip(distinct, outs))
+        return [found[key] for key in keys]
 
     def _plan(self, context: str, gen_kwargs: dict, eos: str) -> tuple[list[int], SamplingParams, list[str]]:
         """Prompt ids (left-truncated to leave room), sampling params and stop strings of one request."""
