@@ -140,17 +140,18 @@ def collate(batch: MicroBatch, examples: Sequence, pad_id: int = 0) -> dict:
 
 
 def _with_images(items: Sequence, width: int, pad: list[int], pad_id: int) -> dict:
-    """A VLM micro-batch: ids, labels and the images' pixels; no position ids, since the model
-    computes its M-RoPE positions from the image grid (vision/training.py)."""
+    """A VLM micro-batch: ids, labels, the images' pixels and which tokens are image tokens; no position
+    ids, since the model computes its M-RoPE positions from those and the image grid (vision/training.py)."""
     import torch
 
     from tunelab.vision.training import vision_batch
 
     refs = [ref for ex in items for ref in ex.images or []]
+    ids = torch.tensor([ex.input_ids + [pad_id] * p for ex, p in zip(items, pad)])  # (B, T)
     return {
-        "input_ids": torch.tensor([ex.input_ids + [pad_id] * p for ex, p in zip(items, pad)]),  # (B, T)
+        "input_ids": ids,
         "labels": torch.tensor([_shifted(ex.labels) + [IGNORE] * p for ex, p in zip(items, pad)]),
-        **vision_batch(refs, next(ex.vision_dir for ex in items if ex.images)),
+        **vision_batch(refs, next(ex.vision_dir for ex in items if ex.images), ids),
     }
 
 

@@ -2,8 +2,8 @@
 
 - The language model gets LoRA (or trains in full); the vision tower stays frozen unless
   `freeze_vision_tower=false`, and the projector (`visual.merger`) trains only with `train_projector`.
-- Batches with images carry `pixel_values` + `image_grid_thw` and no position ids: the model
-  computes its own M-RoPE positions (3 axes: time, height, width) from the image grid.
+- Batches with images carry `pixel_values` + `image_grid_thw` + `mm_token_type_ids` and no position
+  ids: the model computes its own M-RoPE positions (3 axes: time, height, width) from the image grid.
 """
 
 from __future__ import annotations
@@ -54,9 +54,21 @@ def _processor(model_dir: str) -> Any:
     return image_processor(model_dir)
 
 
-def vision_batch(refs: Sequence[str], model_dir: str) -> dict:
-    """pixel_values (patches, C·T·P·P) and image_grid_thw (images, 3) of a micro-batch's images, in order."""
+def vision_batch(refs: Sequence[str], model_dir: str, input_ids: Any = None) -> dict:
+    """pixel_values (patches, C·T·P·P) and image_grid_thw (images, 3) of a micro-batch's images, in order;
+    with `input_ids` (B, T) also mm_token_type_ids (1 at image tokens), without which transformers 5
+    gives image tokens plain 1-D positions instead of M-RoPE's (what the processor and our engine use)."""
     from tunelab.vision.images import load_rgb
     from tunelab.vision.preprocess import pixel_inputs
 
-    return pixel_inputs([load_rgb(ref) for ref in refs], _processor(model_dir))
+    out = pixel_inputs([load_rgb(ref) for ref in refs], _processor(model_dir))
+    if input_ids is not None:
+        out["mm_token_type_ids"] = (input_ids == _image_token_id(model_dir)).int()
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _image_token_id(model_dir: str) -> int:
+    import json
+
+    return int(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["image_token_id"])
