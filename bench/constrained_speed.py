@@ -5,14 +5,19 @@
 
 (a) sampler only: ms per step of `sample()` on (B, V) logits with and without a JSON-schema
     constraint on every row (the mask's own cost, model excluded), B = 1 and --streams.
-(b) end to end: decode tok/s of one stream and of --streams streams, free vs constrained to a
-    JSON schema whose replies run long (an array of strings), same prompts and token budget;
-    each line ends with the ratio constrained/free and the cost (1 - ratio) against the 10% target.
+(b) decode, like for like: the same prompts decode exactly --new-tokens tokens each, free
+    (`ignore_eos`) and constrained to a JSON schema that cannot close sooner (an array of
+    objects with minItems = --new-tokens, so every stream runs to max_tokens on both sides and
+    the batch stays full). Decode tok/s = tokens of the steps after every stream's first token
+    (prefill excluded) / those steps' time, median of --repeats runs per side (alternating
+    free and constrained). Each line ends with constrained/free and the cost against the 10% target.
+(c) llguidance's tokenizer build, once per served tokenizer: ours against `llguidance.hf.from_tokenizer`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,8 +32,14 @@ from tunelab.engine.sampling import sample  # noqa: E402
 from tunelab.engine.sequence import Sequence  # noqa: E402
 from tunelab.engine.structured import StructuredOutputsParams  # noqa: E402
 
-SCHEMA = {"type": "object", "properties": {"notes": {"type": "array", "items": {"type": "string"}}},
-          "required": ["notes"]}
+ITEM = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 16}, "score": {"type": "integer"}},
+        "required": ["name", "score"], "additionalProperties": False}
+
+
+def schema(min_items: int) -> dict:
+    """Rows of {name, score}: at least `min_items` of them, so a reply cannot close in fewer tokens."""
+    return {"type": "object", "properties": {"rows": {"type": "array", "items": ITEM, "minItems": min_items}},
+            "required": ["rows"], "additionalProperties": False}
 
 
 def main() -> None:
@@ -38,32 +49,66 @@ def main() -> None:
     llm = LLM(args.model, dtype=args.dtype, max_model_len=1024)
     print(f"model: {llm.engine.model_dir}  vocab: {llm.engine.model.spec.vocab_size}  "
           f"threads: {torch.get_num_threads()}  load average: {_load()}")
+    if not args.skip_build:
+        ours, theirs = _build_seconds(llm)
+        print(f"(c) llguidance tokenizer build: ours {ours:.2f} s, llguidance.hf.from_tokenizer {theirs:.2f} s")
     for batch in (1, args.streams):
         free, constrained = _sampler_ms(llm, batch, args.steps)
         print(f"(a) sampler, B={batch}: free {free:.2f} ms/step, constrained {constrained:.2f} ms/step "
               f"(+{constrained - free:.2f} ms, +{(constrained - free) / batch:.3f} ms per row)")
+    print(f"(b) method: {args.new_tokens} tokens per stream on both sides (free: ignore_eos; constrained: "
+          f"JSON schema with minItems {args.new_tokens}), decode steps only, median of {args.repeats} runs")
+    so = StructuredOutputsParams(json=schema(args.new_tokens))
     for streams in () if args.skip_decode else (1, args.streams):
-        (free, n_free), (constrained, n_con) = (_decode(llm, streams, args.new_tokens, None),
-                                                _decode(llm, streams, args.new_tokens, SCHEMA))
-        ratio = constrained / free
-        print(f"(b) decode, {streams} stream(s): free {free:.1f} tok/s ({n_free} tokens), constrained "
-              f"{constrained:.1f} tok/s ({n_con} tokens); constrained/free {ratio:.3f}, "
-              f"cost {100 * (1 - ratio):.1f}% (target <= 10%)")
+        runs: dict[str, list[tuple[float, float]]] = {"free": [], "constrained": []}
+        order = ["free", "constrained"]
+        for r in range(args.repeats):
+            for side in order if r % 2 == 0 else order[::-1]:
+                runs[side].append(_decode(llm, streams, args.new_tokens, so if side == "constrained" else None))
+        (free, free_ms), (con, con_ms) = (_median(runs["free"]), _median(runs["constrained"]))
+        ratio = con / free
+        print(f"(b) decode, {streams} stream(s): free {free:.1f} tok/s ({free_ms:.1f} ms/step), constrained "
+              f"{con:.1f} tok/s ({con_ms:.1f} ms/step); constrained/free {ratio:.3f}, "
+              f"cost {100 * (1 - ratio):.1f}% (target <= 10%)  runs free {_fmt(runs['free'])} "
+              f"constrained {_fmt(runs['constrained'])}")
     print(f"load average after: {_load()}")
 
 
 def _load() -> str:
     """The machine's 1/5/15-minute load (timings on a busy machine are labelled with it)."""
-    import os
-
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def _fmt(runs: list[tuple[float, float]]) -> str:
+    return "[" + ", ".join(f"{r[0]:.1f}" for r in runs) + "]"
+
+
+def _build_seconds(llm: LLM) -> tuple[float, float]:
+    """Seconds to build llguidance's tokenizer our way and llguidance.hf's way (fresh tokenizers)."""
+    import llguidance.hf
+    from transformers import AutoTokenizer
+
+    from tunelab.engine.constraints import _lltokenizer
+
+    vocab = llm.engine.model.spec.vocab_size
+    times = []
+    for build in (lambda t: _lltokenizer(t, vocab), lambda t: llguidance.hf.from_tokenizer(t, n_vocab=vocab)):
+        tok = AutoTokenizer.from_pretrained(llm.engine.model_dir)
+        start = time.perf_counter()
+        build(tok)
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
 
 
 def _sampler_ms(llm: LLM, batch: int, steps: int) -> tuple[float, float]:
     """Median ms of one sample() call on random (B, V) logits, free and with a constraint per row."""
     vocab = llm.engine.model.spec.vocab_size
     tok = llm.engine.tokenizer
-    so = StructuredOutputsParams(json=SCHEMA)
+    so = StructuredOutputsParams(json=schema(10_000))
     results = []
     for structured in (None, so):
         seqs = [_seq(tok, structured, i) for i in range(batch)]
@@ -86,18 +131,40 @@ def _seq(tokenizer, structured, i: int) -> Sequence:
     return Sequence([1, 2, 3], params, detokenizer=IncrementalDetokenizer(tokenizer, [1, 2, 3]))
 
 
-def _decode(llm: LLM, streams: int, new_tokens: int, schema: dict | None) -> tuple[float, int]:
-    """Generated tokens per second over `streams` concurrent requests, and how many were generated."""
-    so = StructuredOutputsParams(json=schema) if schema else None
-    params = [SamplingParams(max_tokens=new_tokens, temperature=1.0, seed=i, ignore_eos=so is None,
-                             structured_outputs=so) for i in range(streams)]
-    prompts = [f"Write notes about topic {i}." for i in range(streams)]
-    llm.generate(prompts[:1], params[:1], use_tqdm=False)  # warm: compile the grammar, fill caches
-    start = time.perf_counter()
-    outs = llm.generate(prompts, params, use_tqdm=False)
-    elapsed = time.perf_counter() - start
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    return tokens / elapsed, tokens
+def _decode(llm: LLM, streams: int, new_tokens: int, so: StructuredOutputsParams | None) -> tuple[float, float]:
+    """Decode tok/s and median ms per decode step of `streams` requests of exactly `new_tokens` tokens."""
+    engine = llm.engine
+    _run(engine, 1, 4, so)  # warm: compile the grammar, build llguidance's tokenizer, fill caches
+    seqs = _add(engine, streams, new_tokens, so)
+    while any(not s.output_ids for s in seqs):  # prefill (chunks) until every stream has its first token
+        engine.step()
+    first = sum(len(s.output_ids) for s in seqs)
+    steps = []
+    while engine.has_unfinished():
+        start = time.perf_counter()
+        engine.step()
+        steps.append(time.perf_counter() - start)
+    counts = [len(s.output_ids) for s in seqs]
+    if counts != [new_tokens] * streams:
+        raise SystemExit(f"not like for like: streams generated {counts} tokens, wanted {new_tokens} each")
+    return (sum(counts) - first) / sum(steps), 1000 * statistics.median(steps)
+
+
+def _run(engine, streams: int, new_tokens: int, so) -> None:
+    _add(engine, streams, new_tokens, so)
+    while engine.has_unfinished():
+        engine.step()
+
+
+def _add(engine, streams: int, new_tokens: int, so) -> list[Sequence]:
+    tok = engine.tokenizer
+    seqs = []
+    for i in range(streams):
+        params = SamplingParams(max_tokens=new_tokens, temperature=1.0, seed=i, ignore_eos=so is None,
+                                structured_outputs=so)
+        prompt = tok.encode(f"List people and their scores as JSON rows, topic {i}:")
+        seqs += engine.add_request(f"{'c' if so else 'f'}{time.monotonic_ns()}-{i}", prompt, params)
+    return seqs
 
 
 def _parse() -> argparse.Namespace:
@@ -105,10 +172,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--model", default=None, help="model name or path (default: the embedded Gemma 3 270M)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--streams", type=int, default=16)
-    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens each stream decodes, both sides")
+    p.add_argument("--repeats", type=int, default=2, help="decode runs per side, alternating free/constrained")
     p.add_argument("--steps", type=int, default=30, help="sampler steps timed in (a)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--skip-decode", action="store_true", help="only (a)")
+    p.add_argument("--skip-decode", action="store_true", help="no (b)")
+    p.add_argument("--skip-build", action="store_true", help="no (c)")
     return p.parse_args()
 
 

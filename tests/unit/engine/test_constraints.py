@@ -104,3 +104,28 @@ def test_tokenizer_json_is_what_llguidance_hf_serializes(tiny_models) -> None:
     tok.backend_tokenizer.enable_padding(pad_id=0)
     assert json.loads(_tokenizer_json(tok))["padding"] is None
     assert tok.backend_tokenizer.padding is not None
+
+
+def test_mask_rows_bans_exactly_the_unset_bits_on_both_paths() -> None:
+    """The CPU path (keep the few allowed / set the few banned) and the torch path (taken by a
+    non-contiguous tensor, as on CUDA) ban exactly the tokens whose bit is 0, in the given rows only."""
+    import torch
+
+    from tunelab.engine.constraints import _mask_rows
+
+    vocab, gen = 1000, torch.Generator().manual_seed(0)
+    allowed = torch.stack([torch.rand(vocab, generator=gen) < p for p in (0.01, 0.5, 0.99, 1.0)])  # (4, V)
+    words = -(-vocab // 32)
+    bits = torch.zeros(4, words * 32, dtype=torch.int64)
+    bits[:, :vocab] = allowed.long()
+    packed = (bits.view(4, words, 32) << torch.arange(32)).sum(-1)
+    bitmask = torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+    rows = [0, 2, 3, 5]
+    logits = torch.randn(6, vocab, generator=gen)
+    expected = logits.clone()
+    expected[rows] = expected[rows].masked_fill(~allowed, float("-inf"))
+    cpu = logits.clone()
+    _mask_rows(cpu, rows, bitmask)
+    strided = logits.t().contiguous().t()
+    _mask_rows(strided, rows, bitmask)
+    assert torch.equal(cpu, expected) and torch.equal(strided, expected)
