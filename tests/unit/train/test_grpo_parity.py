@@ -1,4 +1,5 @@
-"""The GRPO loss equals TRL's GRPOTrainer._compute_loss on the same batch and tiny model, to 1e-5.
+"""The GRPO loss equals TRL's GRPOTrainer._compute_loss on the same batch and tiny model, to 1e-5,
+in one micro-batch and (losses and gradients) over two accumulated ones.
 
 TRL's trainer is built without its __init__ and given only what `_compute_loss` reads; it
 computes the policy's per-token log-probs itself (its fused LM head at the sampling
