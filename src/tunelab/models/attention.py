@@ -110,8 +110,8 @@ def paged_attention(
                                               softcap)
     for i, seg in enumerate(batch.prefills):
         rows = slice(seg.start, seg.start + seg.q_len)
-        keys = k_flat[seg.slots].transpose(0, 1)  # (KVH, ctx, D)
-        vals = v_flat[seg.slots].transpose(0, 1)
+        keys = _gather(k_flat, seg.slots).transpose(0, 1)  # (KVH, ctx, D)
+        vals = _gather(v_flat, seg.slots).transpose(0, 1)
         mask = batch.prefill_mask(i, window)
         o = _sdpa(q[rows].transpose(0, 1), keys, vals, mask, scale, softcap)  # (H, q_len, D)
         out[rows] = o.transpose(0, 1)
@@ -125,6 +125,14 @@ def _flat_rows(cache, dtype: torch.dtype):
     k_cache, v_cache = cache
     kvh, d = k_cache.shape[-2], k_cache.shape[-1]
     return k_cache.view(-1, kvh, d), v_cache.view(-1, kvh, d)
+
+
+def _gather(flat, slots: torch.Tensor) -> torch.Tensor:
+    """flat (slots, KVH, D) rows at `slots` (any shape S) -> (*S, KVH, D). `index_select` copies whole rows:
+    on CPU 6-8x faster than advanced indexing (32 x 170 slots: 2.9 -> 0.4 ms). An int8 pool dequantizes."""
+    if isinstance(flat, Int8Rows):
+        return flat[slots]
+    return flat.index_select(0, slots.reshape(-1)).view(*slots.shape, *flat.shape[1:])
 
 
 def _decode_rows(q, cache, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torch.Tensor:
@@ -141,10 +149,10 @@ def _decode(q, k_flat, v_flat, batch: AttnBatch, scale, window, softcap) -> torc
     cmax = batch.decode_slots.shape[1]
     if window is not None and cmax > window:  # a sliding layer gathers only the window, whatever the context
         slots, mask = batch.decode_window(window)
-        keys, vals = k_flat[slots].transpose(1, 2), v_flat[slots].transpose(1, 2)  # (B, KVH, window, D)
+        keys, vals = _gather(k_flat, slots).transpose(1, 2), _gather(v_flat, slots).transpose(1, 2)  # (B, KVH, W, D)
         return _decode_sdpa(q, keys, vals, mask, scale, softcap)
-    keys = k_flat[batch.decode_slots].transpose(1, 2)  # (B, KVH, Cmax, D)
-    vals = v_flat[batch.decode_slots].transpose(1, 2)
+    keys = _gather(k_flat, batch.decode_slots).transpose(1, 2)  # (B, KVH, Cmax, D)
+    vals = _gather(v_flat, batch.decode_slots).transpose(1, 2)
     if q.shape[0] == 1 and softcap is None and not q.is_cpu:
         # One sequence seeing its whole context: no padding, so no mask (SDPA is faster without one).
         return F.scaled_dot_product_attention(q.unsqueeze(2), keys, vals, scale=scale, enable_gqa=True).squeeze(2)
