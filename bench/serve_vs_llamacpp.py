@@ -7,8 +7,8 @@ same model, at 8 and 32 concurrent streams, one process run.
 Each variant is a fresh server on a free loopback port (the engine from the default model, llama.cpp
 from the Q4_K_M GGUF that model was imported from), loaded by `tunelab bench serve`'s load generator
 (synthetic prompts, streamed /v1/completions, `ignore_eos`) with `--waves` x concurrency requests at
-each concurrency after a warm-up of up to 8 requests. Prints each run's summary, then output tok/s per variant and
-concurrency with the ratio to llama.cpp's. Both sides get `--threads` CPU threads.
+each concurrency, after one warm-up of 8 requests per server. Prints each run's summary, then output
+tok/s per variant and concurrency with the ratio to llama.cpp's. Both sides get `--threads` threads.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,10 +65,12 @@ def run_variant(name: str, model: str, args) -> dict[int, float]:
     proc, url = start(name, model, args.threads)
     rates = {}
     try:
+        warm = BenchConfig(url=url, concurrency=8, requests=8, input_len=args.input_len, output_len=args.output_len,
+                           seed=1, timeout_s=1800)
+        asyncio.run(run_benchmark(warm))  # first-touch costs, once per server
         for c in args.concurrency:
             cfg = BenchConfig(url=url, concurrency=c, input_len=args.input_len, output_len=args.output_len,
                               timeout_s=1800)
-            asyncio.run(run_benchmark(BenchConfig(**{**cfg.__dict__, "requests": min(c, 8), "seed": 1})))  # warm-up
             summary = asyncio.run(run_benchmark(BenchConfig(**{**cfg.__dict__, "requests": c * args.waves})))
             print(f"--- {name}, concurrency {c}\n{format_report(summary)}", flush=True)
             if summary["errors"]:
@@ -88,6 +91,7 @@ def main() -> None:
     ap.add_argument("--waves", type=int, default=1, help="timed requests = waves x concurrency")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server of the run
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     names = args.variants.split(",")
     if unknown := [n for n in names if n not in VARIANTS]:
