@@ -9,7 +9,8 @@ the whole step is rolled out at once (as TRL generates a generation batch):
 and each micro-batch's forward pass takes its share:
 
     rows prompt + completion (N, T) --decoder--> hidden at completion tokens --head/T--> logp
-    -> clipped-ratio loss with optional KL to the reference (adapter disabled; train/grpo_loss.py)
+    -> clipped-ratio loss with optional KL to the reference (adapter disabled; train/grpo_loss.py;
+       full/freeze: the starting weights, train/grpo_reference.py)
 
 Each batch is used once (TRL's num_iterations = 1), so the sampling policy's log-probs equal the
 policy's own, detached. The forward returns (loss sum, B): the trainer divides by the step's
@@ -88,6 +89,11 @@ class GRPOObjective(nn.Module):
         self.weights = torch.tensor(cfg.weights(), dtype=torch.float32)
         self.stats = GRPOStats()
         self.pending: deque[Rollouts] = deque()  # the prepared step's micro-batches, in order
+        self.start = None  # full/freeze with beta > 0: the reference is the trained tensors' starting values
+        if cfg.beta != 0.0 and not hasattr(model, "peft_config"):
+            from tunelab.train.grpo_reference import StartingWeights
+
+            self.start = StartingWeights(model)
 
     def start_step(self, micro_batches: Sequence[Sequence[PromptExample]], accelerator: Any) -> None:
         """Roll out and score every micro-batch of the coming optimizer step in one generation."""
@@ -144,7 +150,7 @@ class GRPOObjective(nn.Module):
         logp = completion_logps(lm, batch, temp)
         ref = None
         if self.cfg.beta != 0.0:
-            with torch.no_grad(), reference_weights(self.model):
+            with torch.no_grad(), (self.start.swapped_in() if self.start else reference_weights(self.model)):
                 ref = completion_logps(causal_lm(self.model), batch, temp)
         mask = batch["labels"] != IGNORE
         return grpo_loss(logp, logp.detach(), ref, advantages, mask, self.cfg.beta, self.cfg.clip,

@@ -27,7 +27,8 @@ class GRPOConfig:
     sampling: SamplingParams = opt(SamplingParams(n=4, max_tokens=64, temperature=1.0),
                                    "rollout sampling (one SamplingParams): n = group size, max_tokens = longest "
                                    "completion, temperature, top_p, top_k, min_p, repetition_penalty, stop")
-    beta: float = opt(0.0, "KL coefficient to the reference (the base, adapter disabled); 0 = no KL (TRL's default)")
+    beta: float = opt(0.0, "KL coefficient to the reference (the base, adapter disabled; full/freeze: a copy of "
+                           "the trained tensors' starting values); 0 = no KL (TRL's default)")
     epsilon: float = opt(0.2, "lower clip range of the probability ratio")
     epsilon_high: float | None = opt(None, "upper clip range; empty = epsilon (DAPO suggests 0.28)")
     loss_type: LossType = opt("dapo", "grpo (per-sequence mean), bnpo (per-token mean), dr_grpo (/ max_tokens), "
@@ -75,6 +76,3 @@ class GRPOConfig:
         if method not in ROLLOUT_METHODS:
             raise ValueError(f"stage=grpo: method={method} is not supported; use method="
                              f"{', '.join(ROLLOUT_METHODS)}")
-        if method in ("full", "freeze") and self.beta != 0.0:
-            raise ValueError(f"grpo.beta={self.beta:g} with method={method}: the KL reference would be a second "
-                             "copy of the weights, which is not kept; use grpo.beta=0 (TRL's default) or method=lora")

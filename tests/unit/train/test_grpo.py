@@ -97,6 +97,51 @@ def test_rollouts_run_on_the_engine_with_the_current_adapter(task):
     assert greedy == [hf] * 4  # four identical greedy group members, the policy's own continuation
 
 
+def test_freeze_keeps_its_starting_weights_as_the_kl_reference(task):
+    """method=freeze with beta > 0: the reference log-probs are the starting model's after the trained
+    layer has moved, the current weights are back after the reference forward, and the KL is > 0."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.data.prompts import PromptExample
+    from tunelab.train.dataset import Examples
+    from tunelab.train.grpo import completion_logps
+    from tunelab.train.grpo_loss import grpo_loss
+    from tunelab.train.grpo_setup import build_grpo_objective
+    from tunelab.train.methods import apply_method
+    from tunelab.train.pairs import _rows
+
+    model_dir, _ = task
+    cfg = _cfg(task, "unused", "method=freeze", "freeze_trainable_layers=1", "grpo.beta=0.1")
+    model = apply_method(AutoModelForCausalLM.from_pretrained(model_dir), cfg, model_dir)
+    start = copy.deepcopy(model)
+    examples = [PromptExample([1, 5, 9], [{"role": "user", "content": "x"}], {}, key=0, max_new=4)]
+    objective = build_grpo_objective(model, cfg, Examples(examples, [], 1, {}))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    rows = _rows([[1, 5, 9]] * 2, [[40, 41, 42], [7, 8]], 0)
+    with torch.no_grad():
+        now, want = completion_logps(model, rows, 1.0), completion_logps(start, rows, 1.0)
+        with objective.start.swapped_in():
+            ref = completion_logps(model, rows, 1.0)
+        torch.testing.assert_close(ref, want)
+        torch.testing.assert_close(completion_logps(model, rows, 1.0), now)
+    assert not torch.allclose(now, want)
+    terms = objective.loss(rows, torch.tensor([1.0, -1.0]))
+    terms.loss.backward()  # through the policy's forward, taken before the swap
+    got = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    logp = completion_logps(model, rows, 1.0)
+    mask = rows["labels"] != -100
+    grpo_loss(logp, logp.detach(), want, torch.tensor([1.0, -1.0]), mask, 0.1, cfg.grpo.clip, "dapo", 4).loss.backward()
+    for g, p in zip(got, [p for p in model.parameters() if p.requires_grad]):
+        torch.testing.assert_close(g, p.grad)
+    assert terms.kl > 0
+
+
 def _assert_base_is_the_engines(peft, engine_model, n_frozen: int) -> None:
     """The policy's frozen base lives in the engine's tensors (same storage): q/k/v and gate/up
     are row slices of the engine's fused weights, the rest the engine's own parameters."""
@@ -245,8 +290,6 @@ def test_grpo_config_errors_name_the_key(task, tmp_path):
         _cfg(task, tmp_path, "grpo.reward_funcs=[]")
     with pytest.raises(ConfigError, match=r"method=qlora is not supported: .*NF4 \(bitsandbytes\)"):
         _cfg(task, tmp_path, "method=qlora")
-    with pytest.raises(ConfigError, match=r"grpo.beta=0.02 with method=full: .*use grpo.beta=0"):
-        _cfg(task, tmp_path, "method=full")  # _cfg sets grpo.beta=0.02
     with pytest.raises(ConfigError, match=r"grpo.sampling.n must be >= 2"):
         _cfg(task, tmp_path, "grpo.sampling.n=1")
     with pytest.raises(ConfigError, match=r"grpo.sampling.logprobs: not used"):
