@@ -5,6 +5,7 @@
     Q8_0, Q5_0 (decoder linear)  -> int8 codes per group of 32, run as two int4 planes (`QuantSum`)
     Q6_K       (decoder linear)  -> the same per 16: even and odd sixteens apart (four int4 planes)
     anything else, embeddings, norms, lm_head -> dense in the model dtype (gguf-py's dequantize)
+    a tied lm_head (the embedding)       -> also int4 g32, top logits rescored from the dense rows
 
 The same bits llama.cpp reads, without writing a float copy to disk. A model directory that
 runs this way holds the config and tokenizer of an import plus `GGUF_POINTER`, naming the file.
@@ -73,7 +74,7 @@ def fill_from_gguf(model: nn.Module, model_dir: Path, config, dtype: torch.dtype
     already shared)."""
     from tunelab.models.gguf_families import BY_ARCH, IGNORED
     from tunelab.models.loader import FUSED, _check_complete, _load_one, _our_name
-    from tunelab.models.quant import stack_rows
+    from tunelab.models.quant import QuantSpec, quantize_tied_head, stack_rows
 
     arch, tensors = read_tensors(model_dir)
     gguf_path = gguf_source(model_dir)
@@ -106,6 +107,9 @@ def fill_from_gguf(model: nn.Module, model_dir: Path, config, dtype: torch.dtype
         module.use_quantized(stack_rows([parts[p] for p in module.slices]))
         loaded.add(f"{module_name}.weight")
     _check_complete(model, params, loaded, gguf_path)
+    # a tied output layer is the file's embedding (Q8_0 in a Q4_K_M), dense here: int4 with its top
+    # logits rescored from the dense rows reads a quarter of the bytes per token (models.quant)
+    quantize_tied_head(model, QuantSpec.parse("int4"))
 
 
 def _quantizable(tensor: GGUFTensor, name: str) -> bool:
