@@ -47,3 +47,20 @@ def build_tiny_vlm(out: Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(out)
     image_processor(grid=VisionGrid(min_pixels=28 * 28, max_pixels=MAX_PIXELS)).save_pretrained(out)
     return out
+
+
+def llamacpp_ready(src: Path, out: Path) -> Path:
+    """A copy of the tiny VLM in `src` with what llama.cpp's clip graph hard-codes: a 112-pixel attention
+    window (the tiny default is 56), and a pixel budget of 8-16 merged tokens (llama.cpp's minimum is 8),
+    so a 112x84 image is 12 tokens unresized on both sides."""
+    import json
+    import shutil
+
+    shutil.copytree(src, out)
+    for name, edit in (("config.json", lambda c: c["vision_config"].update(window_size=112)),
+                       ("preprocessor_config.json", lambda c: c.update(size={"shortest_edge": 8 * 784,
+                                                                              "longest_edge": 16 * 784}))):
+        config = json.loads((out / name).read_text(encoding="utf-8"))
+        edit(config)
+        (out / name).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return out

@@ -30,6 +30,7 @@ class ExportResult:
     path: Path
     gguf: Path
     ollama_command: str | None = None
+    mmproj: Path | None = None  # a vision-language model's projector file, beside the GGUF
 
 
 def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None = None,
@@ -42,7 +43,7 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     if run is not None:
         run.require_generative("exported to GGUF or Ollama")
     model_dir = (run.model_dir or run.base_model) if run else _resolve(spec)
-    _check_supported(model_dir)
+    mmproj = _check_supported(model_dir, fmt)
     name = _slug(run.name if run else model_dir.name)
     template = run.chat_template() if run else resolve_template(model_dir)
     if fmt == "ollama":
@@ -50,7 +51,7 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     filename = f"{name}-{q.name}.gguf" if fmt == "gguf" else f"{name}-ollama"
     dest = Path(out) if out else _default_out(run, name, filename)
     _sweep_beside(dest, log)
-    earlier = _fresh_gguf(run, name, q.name, dest)
+    earlier = None if mmproj else _fresh_gguf(run, name, q.name, dest)
     if earlier is not None:  # the same run and quant, exported after the run finished: link, not redo
         log(f"reusing {earlier} (same run and quant; the run has not changed since)")
         if fmt == "gguf":
@@ -62,7 +63,10 @@ def export(spec: str, fmt: str = "gguf", quant: str = "q8_0", out: Path | None =
     with _work_dir(log) as work:
         source = _merged(run, work, log) if run and run.adapter_dir else model_dir
         if fmt == "gguf":
-            return ExportResult(dest, write_gguf(source, dest, q.name, template, log))
+            result = ExportResult(dest, write_gguf(source, dest, q.name, template, log))
+            if mmproj:
+                result.mmproj = _write_mmproj(mmproj, source, dest, log)
+            return result
         write = lambda path: write_gguf(source, path, q.name, template, log=lambda _m: None)  # noqa: E731
         return _ollama(write, name, q.name, template, system, dest, log)
 
@@ -112,25 +116,39 @@ def _resolve(spec: str) -> Path:
     return resolve_model(spec)
 
 
-def _check_supported(model_dir: Path) -> None:
+def _check_supported(model_dir: Path, fmt: str):
+    """Refuse what cannot be exported; for a VLM llama.cpp runs, the plan of its mmproj file."""
     config_path = model_dir / "config.json"
-    _refuse_vision(model_dir, config_path)
+    mmproj = _vision_plan(model_dir, config_path, fmt)
     config = families.text_config(json.loads(config_path.read_text(encoding="utf-8")))
     if is_reward_model(config.get("architectures") or []):
         raise RewardModelError(str(config_path), "exported to GGUF or Ollama")
     families.family_for(config, str(config_path))
+    return mmproj
 
 
-def _refuse_vision(model_dir: Path, config_path: Path) -> None:
-    """A vision-language model needs llama.cpp's mmproj projector file beside the GGUF, which is not
-    written yet; Gemma 3's wrapper still exports its language model alone (families.text_config)."""
+def _vision_plan(model_dir: Path, config_path: Path, fmt: str):
+    """A vision-language model's GGUF needs llama.cpp's mmproj projector file beside it: planned here
+    (plan_mmproj refuses a family or layout llama.cpp cannot run) before anything is written. Gemma 3's
+    wrapper still exports its language model alone (families.text_config)."""
+    from tunelab.export.gguf.mmproj import plan_mmproj
     from tunelab.vision.family import is_vision_model, model_type
 
     kind = model_type(model_dir)
-    if kind != "gemma3" and is_vision_model(model_dir):
-        raise ExportError(f"{config_path}: {kind} is a vision-language model; its GGUF needs the mmproj "
-                          "projector file llama.cpp loads beside it, which tunelab does not write yet. Nothing "
-                          "was written; serve or evaluate the run with transformers instead")
+    if kind == "gemma3" or not is_vision_model(model_dir):
+        return None
+    if fmt == "ollama":
+        raise ExportError(f"{config_path}: {kind} is a vision-language model; --format ollama is refused for it: "
+                          "tunelab writes llama.cpp's GGUF + mmproj pair, and that Ollama loads this pair for the "
+                          "family is not verified. Nothing was written; use --format gguf for llama.cpp")
+    return plan_mmproj(model_dir)
+
+
+def _write_mmproj(plan, source: Path, dest: Path, log: Callable[[str], None]) -> Path:
+    """The mmproj file beside `dest`, from the (merged) weights in `source`."""
+    from tunelab.export.gguf.mmproj import mmproj_name, retarget, write_mmproj
+
+    return write_mmproj(retarget(plan, source), dest.parent / mmproj_name(dest.name), log)
 
 
 def _merged(run: Run, work: Path, log: Callable[[str], None]) -> Path:

@@ -95,6 +95,11 @@ FAMILIES: tuple[GGUFFamily, ...] = (
 )
 BY_ARCH = {f.arch: f for f in FAMILIES}
 BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
+# Export only: Qwen2.5-VL's language model is llama.cpp's `qwen2vl` (qwen2 tensors, M-RoPE), written
+# beside an mmproj file (export/gguf/mmproj.py). Not in BY_ARCH: importing a qwen2vl GGUF would drop
+# the vision tower, so import keeps refusing that architecture.
+QWEN2VL = GGUFFamily("qwen2vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLConfig")
+VLM_BY_MODEL_TYPE = {t: f for f in (QWEN2VL,) for t in f.model_types}
 
 
 def _qk_heads(gguf_name: str, n_head: int, n_head_kv: int) -> int | None:

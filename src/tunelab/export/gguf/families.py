@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.export.errors import UnsupportedArchitecture
-from tunelab.models.gguf_families import BY_MODEL_TYPE, GGUFFamily
+from tunelab.models.gguf_families import BY_MODEL_TYPE, VLM_BY_MODEL_TYPE, GGUFFamily
 
 Hparams = dict[str, Any]
 
@@ -49,6 +49,8 @@ def layer_types(hp: Hparams) -> list[str]:
 def family_for(config: Hparams, where: str = "config.json") -> GGUFFamily:
     """The GGUFFamily for a config dict; UnsupportedArchitecture names the valid ones."""
     model_type = str(config.get("model_type", ""))
+    if model_type in VLM_BY_MODEL_TYPE:
+        return VLM_BY_MODEL_TYPE[model_type]
     if model_type not in BY_MODEL_TYPE:
         raise UnsupportedArchitecture(
             f"{where}: GGUF export does not support model_type '{model_type}'; "
@@ -57,9 +59,12 @@ def family_for(config: Hparams, where: str = "config.json") -> GGUFFamily:
 
 
 def text_config(config: Hparams) -> Hparams:
-    """Multimodal wrappers (gemma3) keep the language model under text_config."""
+    """Multimodal wrappers (gemma3) keep the language model under text_config; Qwen2.5-VL keeps it
+    there (transformers 5) or at the top level (4.x), beside tie_word_embeddings."""
     if config.get("model_type") == "gemma3" and isinstance(config.get("text_config"), dict):
         return {**config["text_config"], "model_type": "gemma3_text"}
+    if config.get("model_type") in VLM_BY_MODEL_TYPE:
+        return {**config, **(config.get("text_config") or {}), "model_type": config["model_type"]}
     return config
 
 
@@ -84,6 +89,10 @@ def write_hparams(writer: Any, family: GGUFFamily, hp: Hparams) -> None:
         return
     writer.add_rope_dimension_count(head_dim(hp))
     writer.add_rope_freq_base(float(rope_params(hp).get("rope_theta", 10_000.0)))
+    if family.arch == "qwen2vl":  # M-RoPE: rotary pairs per position axis (time, height, width, -)
+        sections = [int(n) for n in rope_params(hp)["mrope_section"]]
+        writer.add_rope_dimension_sections(sections + [0] * (4 - len(sections)))
+        return
     _rope_scaling(writer, rope_params(hp))
 
 

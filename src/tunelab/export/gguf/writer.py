@@ -26,7 +26,7 @@ from tunelab.progress import progress, track
 # Prefixes of multimodal checkpoints whose language model we export.
 _PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
              ("language_model.lm_head.", "lm_head."))
-_SKIP = ("rotary_emb.inv_freq", "vision_tower.", "multi_modal_projector.", "vision_model.")
+_SKIP = ("rotary_emb.inv_freq", "vision_tower.", "multi_modal_projector.", "vision_model.", "visual.")
 
 
 @dataclasses.dataclass
