@@ -20,7 +20,7 @@ from tunelab.engine.constraints import check_constrainable
 from tunelab.engine.detokenizer import IncrementalDetokenizer
 from tunelab.engine.embedding import EmbedJob
 from tunelab.engine.kv_cache import KVCache, blocks_for_budget, cuda_budget
-from tunelab.engine.pooling import read_pooling
+from tunelab.engine.pooling import read_pooling, score_pooling
 from tunelab.engine.runner import ModelRunner
 from tunelab.engine.sampling import sample
 from tunelab.engine.scheduler import Scheduler
@@ -32,7 +32,9 @@ class LLMEngine:
     """Owns one model on one device and steps its requests with continuous batching."""
 
     def __init__(self, model: str | Path | None = None, adapters: dict[str, str | Path] | None = None,
-                 config: EngineConfig | None = None):
+                 config: EngineConfig | None = None, score: bool = False):
+        """`score`: scoring mode for a reward model (*ForSequenceClassification): `embed` returns its
+        scores (pooling.score_pooling) and generation is refused (RewardModelError)."""
         from tunelab.engine.lora import LoRAManager
         from tunelab.dtypes import resolve_dtype
         from tunelab.models.loader import load_model
@@ -53,9 +55,11 @@ class LLMEngine:
         if cfg.kv_cache_dtype == "int8" and self.device.type != "cpu":
             raise ConfigError(f"kv_cache_dtype: int8 runs on CPU only for now (the {self.device.type} decode kernel "
                               "reads model-dtype blocks); use kv_cache_dtype=auto")
-        self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device, cfg.quantize)
+        self.model, self.hf_config = load_model(self.model_dir, self.dtype, self.device, cfg.quantize, score)
         self.tokenizer = load_tokenizer(self.model_dir)
-        self.pooling = read_pooling(self.model_dir)  # how `embed` pools hidden states
+        self.scoring = score
+        # how `embed` pools hidden states; a reward model's score head is loaded as its lm_head
+        self.pooling = score_pooling(self.model.lm_head.weight) if score else read_pooling(self.model_dir)
         self.config = self._finish_config(cfg)
         self.kv = KVCache.allocate(self.model.spec, self.config.num_blocks, self.config.block_size,
                                    self.dtype, self.device, self.config.kv_cache_dtype)
@@ -82,6 +86,10 @@ class LLMEngine:
                     adapter: str | None = None, images: list | None = None) -> list[Sequence]:
         """Queue `params.n` sequences for one prompt; seq ids are (request_id, index). `images` (PIL,
         one per run of image tokens in the prompt) go to a vision-language model."""
+        if self.scoring:
+            from tunelab.errors import RewardModelError
+
+            raise RewardModelError(str(self.model_dir), "used for generation (the engine only scores it)")
         self.check_prompt(prompt_ids, params)
         self._check_adapter(adapter)
         image_inputs = self.image_inputs(prompt_ids, images) if images else None

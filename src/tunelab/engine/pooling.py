@@ -5,12 +5,14 @@ The rule comes from the model directory's sentence-transformers layout when it h
 last-token pooling with L2 normalisation; any other model embeds by mean pooling, not
 normalised, as sentence-transformers itself does for a plain Hugging Face model.
 Modes mirror sentence-transformers' Pooling; several modes are concatenated in the order given.
+A reward model (the engine's scoring mode, `score_pooling`) pools its last token and applies
+its score head, as transformers' *ForSequenceClassification does: (L, H) -> h[-1] @ W.T -> (1,).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,18 +32,29 @@ class Pooling:
     normalize: bool = False  # the model's own Normalize module: unit-length vectors
     source: str = "default"  # "sentence-transformers" when read from modules.json
     problem: str | None = None
+    # a reward model's score head (num_labels, H), applied to the pooled vector: the scores
+    head: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         """One line for /api/show: e.g. 'lasttoken pooling, L2-normalised (sentence-transformers)'."""
         norm = ", L2-normalised" if self.normalize else ""
-        return f"{'+'.join(self.modes)} pooling{norm} ({self.source})"
+        head = ", score head" if self.head is not None else ""
+        return f"{'+'.join(self.modes)} pooling{norm}{head} ({self.source})"
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (L, H) final hidden states of one prompt -> (D,) fp32 embedding."""
+        """hidden: (L, H) final hidden states of one prompt -> (D,) fp32 embedding, or (num_labels,) scores."""
         h = hidden.float()
         vectors = [_pool_one(h, mode) for mode in self.modes]
         out = torch.cat(vectors) if len(vectors) > 1 else vectors[0]
+        if self.head is not None:
+            return self.head.detach().float() @ out  # (num_labels, H) @ (H,); no autograd on a Parameter
         return l2_normalize(out) if self.normalize else out
+
+
+def score_pooling(head: torch.Tensor) -> Pooling:
+    """A reward model's rule: the last token's final hidden state times its score head (num_labels, H);
+    each prompt runs alone, unpadded, so its last token is its last real token."""
+    return Pooling(("lasttoken",), source="reward model", head=head)
 
 
 def _pool_one(h: torch.Tensor, mode: str) -> torch.Tensor:

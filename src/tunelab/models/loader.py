@@ -40,10 +40,12 @@ def load_config(model_dir: Path):
     return AutoConfig.from_pretrained(model_dir)
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, quantize: str | None = None):
+def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, quantize: str | None = None,
+               score: bool = False):
     """Build and fill the model for `model_dir`; returns (model, transformers config).
 
-    `quantize` (see `quant.QuantSpec`) is checked before any weight is read."""
+    `quantize` (see `quant.QuantSpec`) is checked before any weight is read. `score`: a reward model
+    (*ForSequenceClassification) loads, its `score` head (num_labels, hidden) as the model's lm_head."""
     from tunelab.models.gguf_weights import check_gguf_load, fill_from_gguf, gguf_source
     from tunelab.models.hugepages import pack_weights_hugepages
     from tunelab.models.quant import QuantSpec, quantize_model
@@ -51,7 +53,9 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     QuantSpec.parse(quantize)
     model_dir = Path(model_dir)
     config = load_config(model_dir)
-    family = family_for(config, str(model_dir / "config.json"))
+    family = family_for(config, str(model_dir / "config.json"), score)
+    if score and quantize:
+        raise CheckpointError(f"{model_dir}: a reward model is scored unquantized (quantize={quantize!r})")
     text_config = config.text_config if family.text_config else config
     spec = family.spec_fn(text_config)
     previous = torch.get_default_dtype()
@@ -59,10 +63,12 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
     try:
         with torch.device("meta"):
             model = family.model_cls(spec, config if family.vision else text_config)
+            if score:  # the checkpoint has no LM head; its score head takes that place
+                model.lm_head = type(model.lm_head)(spec.hidden_size, config.num_labels, bias=False)
     finally:
         torch.set_default_dtype(previous)
     model.to_empty(device=device)
-    if spec.tie_embeddings:  # to_empty materialises shared parameters separately
+    if spec.tie_embeddings and not score:  # to_empty materialises shared parameters separately
         model.lm_head.weight = model.model.embed_tokens.weight
     gguf = gguf_source(model_dir)
     if gguf is not None:  # the file's own quantized tensors (models.gguf_weights)
@@ -71,7 +77,7 @@ def load_model(model_dir: str | Path, dtype: torch.dtype, device: torch.device, 
         return model.eval(), text_config
     if device.type == "cpu" and quantize is None:  # quantizing replaces weights: the arena would keep the old
         pack_weights_hugepages(model, copy=False)  # 2 MB pages, filled by _fill: decode reads weights faster
-    _fill(model, model_dir, family.prefix, family.vision)
+    _fill(model, model_dir, family.prefix, family.vision, score)
     model.to_device(device)
     quantize_model(model, quantize)
     return model.eval(), text_config
@@ -89,7 +95,7 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def _fill(model: torch.nn.Module, model_dir: Path, prefix: str, vision: bool = False) -> None:
+def _fill(model: torch.nn.Module, model_dir: Path, prefix: str, vision: bool = False, score: bool = False) -> None:
     from safetensors import safe_open
 
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -99,9 +105,11 @@ def _fill(model: torch.nn.Module, model_dir: Path, prefix: str, vision: bool = F
         with safe_open(str(path), framework="pt", device="cpu") as f:
             for key in f.keys():
                 name = _vision_name(key) if vision else _our_name(key, prefix)
+                if score and key == "score.weight":
+                    name = "lm_head.weight"
                 if name is not None:
                     loaded |= _load_one(name, f.get_tensor(key), params, modules, path)
-    _check_complete(model, params, loaded, model_dir)
+    _check_complete(model, params, loaded, model_dir, score)
 
 
 def _our_name(key: str, prefix: str) -> str | None:
@@ -151,8 +159,8 @@ def _load_one(name: str, tensor: torch.Tensor, params: dict, modules: dict, path
     return {name}
 
 
-def _check_complete(model, params: dict, loaded: set[str], model_dir: Path) -> None:
-    if model.spec.tie_embeddings:
+def _check_complete(model, params: dict, loaded: set[str], model_dir: Path, score: bool = False) -> None:
+    if model.spec.tie_embeddings and not score:
         loaded.add("lm_head.weight")
     missing = sorted(set(params) - loaded)
     if missing:

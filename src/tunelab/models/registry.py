@@ -60,14 +60,18 @@ def is_reward_model(architectures: list[str]) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in architectures)
 
 
-def family_for(config, where: str = "config.json") -> Family:
-    """The `Family` for a transformers config, or UnsupportedModel naming the supported ones
-    (RewardModelError for a reward model)."""
+def family_for(config, where: str = "config.json", score: bool = False) -> Family:
+    """The `Family` for a transformers config, or UnsupportedModel naming the supported ones.
+    A reward model is RewardModelError unless `score` (the engine's scoring mode): then its
+    decoder's family, the score head loaded in place of the LM head (loader, pooling.SCORE)."""
     archs = list(getattr(config, "architectures", None) or [])
     if is_reward_model(archs):
-        from tunelab.errors import RewardModelError
+        if not score:
+            from tunelab.errors import RewardModelError
 
-        raise RewardModelError(where, "loaded by the engine (serve, chat, generation)")
+            raise RewardModelError(where, "loaded by the engine (serve, chat, generation)")
+        # Gemma3TextForSequenceClassification -> Gemma3ForCausalLM, Qwen2ForSequenceClassification -> Qwen2ForCausalLM
+        archs = [a.removesuffix("ForSequenceClassification").removesuffix("Text") + "ForCausalLM" for a in archs]
     families = _families()
     for arch in archs:
         if arch in families:

@@ -5,9 +5,12 @@
 As TRL's GRPOTrainer takes a reward model's path among its reward_funcs. Each completion is
 rendered after its prompt with the chat template the reward model was trained with, tokenized by
 its own tokenizer (as its pairs were: data/tokenize.tokenize_preference), and scored by its head
-at the last token (train/reward.reward_scores), in batches, without gradients. The entry is
-checked when the reward functions load (before the policy loads); the weights load once, at the
-first step. A completion that cannot be rendered stably is unscorable (None, as in TRL).
+at the last token on tunelab's engine in scoring mode (engine.pooling.score_pooling: each row one
+unpadded prefill, rows batched up to the step token budget). A LoRA run is merged into a temporary
+directory first (export/merge.merge_run), which the engine loads. A family the engine has no code
+for is scored by transformers' forward instead (train/reward.reward_scores, padded batches). The
+entry is checked when the reward functions load (before the policy loads); the weights load once,
+at the first step. A completion that cannot be rendered stably is unscorable (None, as in TRL).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import torch
 
 from tunelab.errors import RewardFunctionError
 
-BATCH = 16  # rows per forward of the reward model
+BATCH = 16  # rows per transformers forward (the fallback); the engine batches by its token budget
+ENGINE_TOKENS = 8192  # the scoring engine's step token budget and KV cache size
 
 
 def names_reward_model(spec: str) -> bool:
@@ -52,14 +56,12 @@ class RewardModelScorer:
         self._loaded: tuple[Any, Any] | None = None
 
     def __call__(self, prompts: list, completions: list[str]) -> list[float | None]:
-        model, tokenizer = self.load()
+        scorer, tokenizer = self.load()
         pairs = [self.tokenize(p, c, tokenizer) for p, c in zip(prompts, completions)]
         kept = [i for i, pair in enumerate(pairs) if pair is not None]
         scores: list[float | None] = [None] * len(pairs)
-        for start in range(0, len(kept), BATCH):
-            rows = kept[start : start + BATCH]
-            for i, score in zip(rows, self._scores(model, [pairs[i] for i in rows], tokenizer.pad_token_id or 0)):
-                scores[i] = score
+        for i, score in zip(kept, scorer([pairs[i] for i in kept])):
+            scores[i] = score
         return scores
 
     def tokenize(self, prompt: list[dict], completion: str, tokenizer: Any):
@@ -71,20 +73,49 @@ class RewardModelScorer:
         example, _ = tokenize_preference(row, self.source.template, tokenizer, self.source.data)
         return None if example is None else (example.prompt_ids, example.completions[0])
 
+    def load(self) -> tuple[Any, Any]:
+        """(scorer: pairs of (prompt ids, completion ids) -> scores, tokenizer), loaded on the first call only."""
+        if self._loaded is None:
+            from transformers import AutoTokenizer
+
+            self._loaded = _load(self.source), AutoTokenizer.from_pretrained(str(self.source.tokenizer))
+        return self._loaded
+
+
+class EngineScorer:
+    """Scores on tunelab's engine in scoring mode (`engine`: an LLMEngine with score=True)."""
+
+    def __init__(self, model_dir: Path):
+        from tunelab.config import build
+        from tunelab.engine.config import EngineConfig
+        from tunelab.engine.engine import LLMEngine
+
+        dtype = "bf16" if torch.cuda.is_available() else "fp32"
+        cfg = build(EngineConfig, {"dtype": dtype, "block_size": 16, "num_blocks": ENGINE_TOKENS // 16,
+                                   "max_num_batched_tokens": ENGINE_TOKENS, "enforce_eager": True})
+        self.engine = LLMEngine(model_dir, None, cfg, score=True)
+
+    def __call__(self, pairs: list) -> list[float]:
+        return [float(v[0]) for v in self.engine.embed([p + c for p, c in pairs])]
+
+
+class TransformersScorer:
+    """Scores by transformers' forward, in padded batches: for a family the engine has no code for."""
+
+    def __init__(self, model: torch.nn.Module, pad_id: int):
+        self.model, self.pad_id = model, pad_id
+
     @torch.no_grad()
-    def _scores(self, model: torch.nn.Module, pairs: list, pad_id: int) -> list[float]:
+    def __call__(self, pairs: list) -> list[float]:
         from tunelab.train.pairs import _rows
         from tunelab.train.reward import reward_scores
 
-        device = next(model.parameters()).device
-        batch = {k: t.to(device) for k, t in _rows([p for p, _ in pairs], [c for _, c in pairs], pad_id).items()}
-        return reward_scores(model, batch["input_ids"], batch["labels"], batch["position_ids"]).tolist()
-
-    def load(self) -> tuple[torch.nn.Module, Any]:
-        """(model, tokenizer), loaded on the first call only."""
-        if self._loaded is None:
-            self._loaded = _load(self.source)
-        return self._loaded
+        device, out = next(self.model.parameters()).device, []
+        for start in range(0, len(pairs), BATCH):
+            rows = pairs[start : start + BATCH]
+            batch = {k: t.to(device) for k, t in _rows([p for p, _ in rows], [c for _, c in rows], self.pad_id).items()}
+            out += reward_scores(self.model, batch["input_ids"], batch["labels"], batch["position_ids"]).tolist()
+        return out
 
 
 def _locate(spec: str) -> _Source:
@@ -153,8 +184,38 @@ def _check_tokenizer(source: _Source, spec: str) -> None:
                                   f"{len(tokenizer)} tokens but the model's vocab_size is {vocab}: wrong tokenizer")
 
 
-def _load(source: _Source) -> tuple[torch.nn.Module, Any]:
-    """The reward model (a LoRA run's adapter and head folded in), in eval mode, and its tokenizer."""
+def _load(source: _Source) -> Any:
+    """The scorer: the engine on the merged reward model, or transformers where the engine has no family."""
+    import tempfile
+
+    from tunelab.export.merge import merge_run
+
+    problem = _engine_problem(source.weights)
+    if problem is not None:
+        import warnings
+
+        warnings.warn(f"grpo reward model {source.weights}: {problem}; scoring with transformers", stacklevel=2)
+        return _transformers_scorer(source)
+    if source.run is None:
+        return EngineScorer(source.weights)
+    with tempfile.TemporaryDirectory(prefix="tunelab-rm-") as tmp:  # the engine keeps no file open
+        return EngineScorer(merge_run(source.run, Path(tmp) / "merged", log=lambda _: None))
+
+
+def _engine_problem(weights: Path) -> str | None:
+    """Why the engine cannot run the reward model's family (UnsupportedModel's message), or None."""
+    from tunelab.models.loader import load_config
+    from tunelab.models.registry import UnsupportedModel, family_for
+
+    try:
+        family_for(load_config(weights), str(weights / "config.json"), score=True)
+    except UnsupportedModel as err:
+        return str(err)
+    return None
+
+
+def _transformers_scorer(source: _Source) -> TransformersScorer:
+    """The reward model (a LoRA run's adapter and head folded in), in eval mode, on transformers."""
     from transformers import AutoTokenizer
 
     from tunelab.train.reward import load_reward_model, load_run_reward_model
@@ -166,4 +227,5 @@ def _load(source: _Source) -> tuple[torch.nn.Module, Any]:
     else:
         model = load_run_reward_model(source.run, dtype)
         model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    return model.to("cuda" if cuda else "cpu").eval(), AutoTokenizer.from_pretrained(str(source.tokenizer))
+    pad_id = AutoTokenizer.from_pretrained(str(source.tokenizer)).pad_token_id or 0
+    return TransformersScorer(model.to("cuda" if cuda else "cpu").eval(), pad_id)
