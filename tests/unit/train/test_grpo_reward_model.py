@@ -1,7 +1,7 @@
 """A trained reward model (stage=rm) as a GRPO reward function: `grpo.reward_funcs: [runs/NAME]`.
 
-Its rewards are the merged *ForSequenceClassification's own scores (transformers, the chat
-template saved with it) of the same prompt + completion; a run that is not a finished reward
+Its rewards, computed on tunelab's engine (scoring mode), are the merged *ForSequenceClassification's
+own scores (transformers, the chat template saved with it) of the same prompt + completion; a run that is not a finished reward
 model, a missing path or a tokenizer that does not fit stops with the entry named."""
 
 from __future__ import annotations
@@ -76,13 +76,21 @@ def test_rewards_are_the_merged_classifiers_scores(rm):
     assert again == pytest.approx(want, abs=1e-5)  # the merged directory as the entry scores the same
 
 
-def test_the_weights_load_once(rm):
+def test_the_weights_load_once_on_the_engine(rm):
+    """The scores come from tunelab's engine in scoring mode: doubling its score head doubles them."""
+    from tunelab.train.grpo_reward_model import EngineScorer
+
     run_dir, _ = rm
     (f,) = load_reward_funcs([str(run_dir)])
-    f([[{"role": "user", "content": "hi"}]], ["hello"], [[]], {})
-    model = f.fn.load()[0]
-    f([[{"role": "user", "content": "hi"}]], ["bye"], [[]], {})
-    assert f.fn.load()[0] is model
+    completions = ["hello", "bye, see you soon"]
+    (first,) = score_completions([f], _examples()[:1], completions, [[]] * 2, repeat=2)
+    scorer = f.fn.load()[0]
+    assert isinstance(scorer, EngineScorer)
+    with torch.no_grad():
+        scorer.engine.model.lm_head.weight.mul_(2)
+    (second,) = score_completions([f], _examples()[:1], completions, [[]] * 2, repeat=2)
+    assert f.fn.load()[0] is scorer  # loaded once
+    assert second == pytest.approx([2 * s for s in first], abs=1e-5)
 
 
 def test_an_entry_that_is_not_a_usable_reward_model_is_named(rm, tiny_models, tmp_path):
