@@ -66,7 +66,9 @@ def apply_constraints(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tenso
     import llguidance.torch as lt
 
     vocab = logits.shape[1]
-    bitmask = lt.allocate_token_bitmask(len(rows), vocab)  # (R, ceil(V/32)) int32 on the CPU, all allowed
+    # (R, ceil(V/32)) int32 on the CPU, all allowed; llguidance's allocate_token_bitmask asks
+    # torch.cuda.is_available() each time (~0.1 ms), the logits' device says whether to pin
+    bitmask = torch.full(lt.get_bitmask_shape(len(rows), vocab), -1, dtype=torch.int32, pin_memory=logits.is_cuda)
     constraints = [constraint_of(seqs[i], vocab) for i in rows]
     if len(constraints) > 1 and _parallel_fill():  # llguidance's threads fill the rows without the GIL
         lt.fill_next_token_bitmask_par(_executor(), [(c.matcher, r) for r, c in enumerate(constraints)], bitmask)
