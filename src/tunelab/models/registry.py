@@ -63,8 +63,8 @@ def is_reward_model(architectures: list[str]) -> bool:
 def family_for(config, where: str = "config.json", score: bool = False) -> Family:
     """The `Family` for a transformers config, or UnsupportedModel naming the supported ones.
     A reward model is RewardModelError unless `score` (the engine's scoring mode): then its
-    decoder's family, the score head loaded in place of the LM head (loader, pooling.SCORE)."""
-    archs = list(getattr(config, "architectures", None) or [])
+    decoder's family, the score head loaded in place of the LM head (loader, pooling.score_pooling)."""
+    archs = named = list(getattr(config, "architectures", None) or [])
     if is_reward_model(archs):
         if not score:
             from tunelab.errors import RewardModelError
@@ -76,7 +76,7 @@ def family_for(config, where: str = "config.json", score: bool = False) -> Famil
     for arch in archs:
         if arch in families:
             return families[arch]
-    got = ", ".join(archs) or f"model_type '{getattr(config, 'model_type', '?')}'"
+    got = ", ".join(named) or f"model_type '{getattr(config, 'model_type', '?')}'"
     raise UnsupportedModel(
         f"{where}: architecture {got} is not supported by the tunelab engine; "
         f"supported: {', '.join(SUPPORTED)}"

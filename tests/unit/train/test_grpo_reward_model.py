@@ -114,3 +114,30 @@ def test_an_entry_that_is_not_a_usable_reward_model_is_named(rm, tiny_models, tm
     tokenizer.save_pretrained(wrong)
     with pytest.raises(RewardFunctionError, match=r"'.*wrong-tokenizer': its tokenizer .* wrong tokenizer"):
         load_reward_funcs([str(wrong)])
+
+
+def test_a_family_the_engine_lacks_is_scored_by_transformers(tiny_models, tmp_path):
+    """A Phi-3 reward model (no engine code): the entry warns that it scores with transformers, and its
+    rewards are still the classifier's own scores."""
+    from transformers import AutoTokenizer, Phi3Config, Phi3ForSequenceClassification
+
+    from tunelab.train.grpo_reward_model import TransformersScorer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["qwen2"])
+    torch.manual_seed(0)
+    model = Phi3ForSequenceClassification(Phi3Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id or 0)).eval()
+    model.save_pretrained(tmp_path / "phi3-rm")
+    tokenizer.save_pretrained(tmp_path / "phi3-rm")
+    (f,) = load_reward_funcs([str(tmp_path / "phi3-rm")])
+    with pytest.warns(UserWarning, match="Phi3ForSequenceClassification is not supported by the tunelab engine.*transformers"):
+        (got,) = score_completions([f], _examples()[:1], COMPLETIONS[:2], [[]] * 2, repeat=2)
+    assert isinstance(f.fn.load()[0], TransformersScorer)
+    want = []
+    for completion in COMPLETIONS[:2]:
+        chat = [{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": completion}]
+        with torch.no_grad():
+            ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False)
+            want.append(model(torch.tensor([ids])).logits[0, 0].item())
+    assert got == pytest.approx(want, abs=1e-5)
