@@ -66,9 +66,16 @@ def _merge_adapter(run: Run, dest: Path, log: Callable[[str], None]) -> None:
 
 
 def _load_base(run: Run, dtype):
-    """The base as the adapter was trained on it: a causal LM, or a reward model's sequence classifier."""
+    """The base as the adapter was trained on it: a causal LM, a reward model's sequence classifier, or a
+    vision-language model with its vision tower (an image-text-to-text model)."""
     from transformers import AutoModelForCausalLM
 
+    from tunelab.vision.family import is_vision_model
+
+    if is_vision_model(run.base_model):
+        from tunelab.vision.training import load_vision_model
+
+        return load_vision_model(run.base_model, dtype=dtype)
     if run.is_reward_model:
         from tunelab.train.reward import load_reward_model
 

@@ -75,3 +75,29 @@ def test_a_vlm_family_without_mmproj_support_is_refused(tmp_path):
     _refused(model, tmp_path / "out" / "vlm.gguf", "gguf",
              r"config\.json: qwen3_vl is a vision-language model whose mmproj file tunelab does not write "
              r"\(supported: qwen2_5_vl\)")
+
+
+def test_a_lora_run_on_the_vlm_exports_its_merged_weights(vlm_112, tmp_path):
+    """The adapter (on the language model and the vision tower) is folded in before both files are written."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.numpy import load_file
+
+    from helpers.run_factory import write_metrics, default_metrics, write_status
+    from tunelab.vision.training import load_vision_model
+
+    torch.manual_seed(0)
+    model = load_vision_model(vlm_112, dtype=torch.float32)
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules=r".*\.(q_proj|qkv)$", init_lora_weights=False))
+    run = tmp_path / "run"
+    lora.save_pretrained(run / "adapter")
+    write_status(run, vlm_112)
+    write_metrics(run, default_metrics())
+    result = export(str(run), "gguf", "f16", out=tmp_path / "run.gguf", log=lambda _m: None)
+    _keys, tensors = _fields(result.mmproj)
+    merged = lora.merge_and_unload().state_dict()
+    qkv = merged["model.visual.blocks.0.attn.qkv.weight"].numpy()
+    assert not np.allclose(qkv, load_file(str(vlm_112 / "model.safetensors"))["visual.blocks.0.attn.qkv.weight"])
+    np.testing.assert_allclose(tensors["v.blk.0.attn_q.weight"], qkv[:32], atol=2e-3)
+    text = _fields(result.gguf)[1]["blk.1.attn_q.weight"]
+    np.testing.assert_allclose(text, merged["model.language_model.layers.1.self_attn.q_proj.weight"].numpy(), atol=2e-3)
