@@ -85,17 +85,21 @@ class RewardModelScorer:
 class EngineScorer:
     """Scores on tunelab's engine in scoring mode (`engine`: an LLMEngine with score=True)."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, tokens: int = ENGINE_TOKENS):
         from tunelab.config import build
         from tunelab.engine.config import EngineConfig
         from tunelab.engine.engine import LLMEngine
 
         dtype = "bf16" if torch.cuda.is_available() else "fp32"
-        cfg = build(EngineConfig, {"dtype": dtype, "block_size": 16, "num_blocks": ENGINE_TOKENS // 16,
-                                   "max_num_batched_tokens": ENGINE_TOKENS, "enforce_eager": True})
-        self.engine = LLMEngine(model_dir, None, cfg, score=True)
+        cfg = build(EngineConfig, {"dtype": dtype, "block_size": 16, "num_blocks": -(-tokens // 16),
+                                   "max_num_batched_tokens": tokens, "enforce_eager": True})
+        self.engine, self.tokens = LLMEngine(model_dir, None, cfg, score=True), tokens
 
     def __call__(self, pairs: list) -> list[float]:
+        longest = max((len(p) + len(c) for p, c in pairs), default=0)
+        if longest > self.tokens:  # the KV cache holds this many tokens: a longer row could never run
+            raise RewardFunctionError(f"a prompt + completion of {longest} tokens is longer than the reward "
+                                      f"model's scoring budget of {self.tokens} tokens (grpo_reward_model.ENGINE_TOKENS)")
         return [float(v[0]) for v in self.engine.embed([p + c for p, c in pairs])]
 
 

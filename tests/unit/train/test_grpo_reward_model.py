@@ -93,6 +93,16 @@ def test_the_weights_load_once_on_the_engine(rm):
     assert second == pytest.approx([2 * s for s in first], abs=1e-5)
 
 
+def test_a_row_longer_than_the_scoring_budget_is_named(rm):
+    from tunelab.train.grpo_reward_model import EngineScorer
+
+    _, merged = rm
+    scorer = EngineScorer(merged, tokens=32)
+    assert len(scorer([([1] * 10, [2] * 22)])) == 1  # exactly the budget runs
+    with pytest.raises(RewardFunctionError, match="prompt \\+ completion of 33 tokens .* budget of 32 tokens"):
+        scorer([([1] * 10, [2] * 22), ([1] * 10, [2] * 23)])
+
+
 def test_an_entry_that_is_not_a_usable_reward_model_is_named(rm, tiny_models, tmp_path):
     from transformers import AutoTokenizer
 
