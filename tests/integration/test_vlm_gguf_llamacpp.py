@@ -52,7 +52,8 @@ def _llama_cpp_run(result) -> tuple[list[int | None], np.ndarray, list[int]]:
     ctx = mtmd.mtmd_init_from_file(str(result.mmproj).encode(), llm.model, params)
     assert ctx is not None and mtmd.mtmd_support_vision(ctx) and mtmd.mtmd_decode_use_mrope(ctx)
     pixels = _image()
-    bitmap = mtmd.mtmd_bitmap_init(WIDTH, HEIGHT, (ctypes.c_uint8 * pixels.size).from_buffer(bytearray(pixels.tobytes())))
+    rgb = (ctypes.c_uint8 * pixels.size).from_buffer(bytearray(pixels.tobytes()))
+    bitmap = mtmd.mtmd_bitmap_init(WIDTH, HEIGHT, rgb)
     text = f"look at {mtmd.mtmd_default_marker().decode()} name the colour".encode()
     inp = mtmd.mtmd_input_text()
     inp.text, inp.text_len, inp.add_special, inp.parse_special = text, len(text), False, True

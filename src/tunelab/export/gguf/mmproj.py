@@ -104,11 +104,11 @@ def _preprocessor(model_dir: Path) -> dict:
 
 
 def _vision_tensors(model_dir: Path, depth: int) -> list[tuple[str, str, Path]]:
-    from tunelab.export.gguf.writer import _header_names
+    from tunelab.store.weights import tensor_shapes
 
     out = []
     for file in sorted(model_dir.glob("*.safetensors")):
-        for name in _header_names(file):
+        for name in tensor_shapes(file):
             short = next((name[len(p):] for p in _PREFIXES if name.startswith(p)), None)
             if short is not None:
                 if not _gguf_names(short):
