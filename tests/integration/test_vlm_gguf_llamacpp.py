@@ -3,8 +3,8 @@
 The tiny random VLM (with the 112-pixel window llama.cpp hard-codes) is exported at f16; llama.cpp loads
 the language model and the mmproj file, tokenizes a prompt around a 112x84 image (12 image tokens, a 3x4
 merged grid) and encodes the image: its 12 image embeddings must match transformers' vision tower and
-merger (f16 weights), and its greedy continuation must equal transformers' token for token on the same
-ids and pixels (the engine is pinned to transformers in tests/unit/vision/test_vlm_engine.py).
+merger (f16 weights), and its greedy continuation must equal transformers' and tunelab's engine's token for
+token on the same ids and pixels.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _transformers_run(model_dir, ids: list[int]) -> tuple[np.ndarray, list[int]]
     return embeds, seq[len(ids):]
 
 
-def test_llama_cpp_runs_the_exported_vlm_like_transformers(exported):
+def test_llama_cpp_runs_the_exported_vlm_like_transformers_and_the_engine(exported):
     from transformers import AutoTokenizer
 
     model, result = exported
@@ -129,3 +129,16 @@ def test_llama_cpp_runs_the_exported_vlm_like_transformers(exported):
     scale = float(np.abs(ref_embeds).max())
     assert np.abs(embeds - ref_embeds).max() < 0.01 * scale, "llama.cpp's image embeddings differ from transformers'"
     assert greedy == reference, f"llama.cpp {greedy} != transformers {reference}"
+    assert greedy == _engine_greedy(model, [pad if t is None else t for t in ids])
+
+
+def _engine_greedy(model_dir, ids: list[int]) -> list[int]:
+    from PIL import Image
+
+    from tunelab.engine.config import SamplingParams
+    from tunelab.engine.llm import LLM
+
+    llm = LLM(model_dir, dtype="fp32", device="cpu", max_model_len=128, block_size=4, num_blocks=64)
+    prompt = {"prompt_token_ids": ids, "multi_modal_data": {"image": Image.fromarray(_image())}}
+    out = llm.generate(prompt, SamplingParams(max_tokens=N_NEW, temperature=0, ignore_eos=True), use_tqdm=False)
+    return list(out[0].outputs[0].token_ids)
