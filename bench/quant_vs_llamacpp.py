@@ -10,7 +10,8 @@ llama-cpp-python, with as many threads as torch): one stream of `--new-tokens` g
 its server does with one slot). Prints tok/s of each, the ratio to llama.cpp, how long each
 variant's greedy output stays identical to exact bf16, and the perplexity of each (llama.cpp's
 too, from its own logits) on the first `--ppl-tokens` tokens of the bundled general text.
-"gguf" runs the Q4_K_M file's own tensors in our engine (`models.gguf_weights`), the same bits
+"int4" is `int4-all`: int4 o_proj and lm_head (its top logits rescored from the exact
+embedding), int8 q/k/v, gate/up and down (`models.quant.INT8_UNDER_INT4`). "gguf" runs the Q4_K_M file's own tensors in our engine (`models.gguf_weights`), the same bits
 llama.cpp reads; "bf16" is that file dequantized (the default model's import).
 """
 
