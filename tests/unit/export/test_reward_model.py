@@ -6,15 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.reward_run import train_tiny_rm
 
 from tunelab.cli import main
-from tunelab.config import load_config
-from tunelab.data.config import DataConfig
-from tunelab.data.demo import preference_heldout_path
-from tunelab.data.formats import read_datasets
 from tunelab.errors import RewardModelError
-from tunelab.train.config import TrainConfig
-from tunelab.train.trainer import train
 
 REFUSAL = "is a reward model (stage=rm: a scalar score head, no LM head)"
 
@@ -22,19 +17,7 @@ REFUSAL = "is a reward model (stage=rm: a scalar score head, no LM head)"
 @pytest.fixture(scope="module")
 def rm_run(tiny_models, tmp_path_factory):
     """(run dir, held-out pairs): a LoRA reward model on tiny qwen2 after 2 steps."""
-    from transformers import AutoTokenizer
-
-    from tunelab.data.templates import ChatTemplate
-    from tunelab.data.tokenize import tokenize_preference_rows
-
-    model_dir = tiny_models["qwen2"]
-    tokenizer, template = AutoTokenizer.from_pretrained(model_dir), ChatTemplate.for_model(model_dir)
-    rows = read_datasets([preference_heldout_path()]).rows
-    pairs = tokenize_preference_rows(rows, template, tokenizer, DataConfig(cutoff_len=256))[0]
-    out = tmp_path_factory.mktemp("rm") / "rm-run"
-    cfg = load_config(TrainConfig, None, [f"model={model_dir}", f"output={out}", "stage=rm", "max_steps=2",
-                                          "lr=1e-2", "micro_batch_size=4", "data.cutoff_len=256"])
-    return train(cfg, examples=(pairs, [])).run_dir, pairs
+    return train_tiny_rm(tiny_models["qwen2"], tmp_path_factory.mktemp("rm") / "rm-run")
 
 
 def test_merge_writes_a_sequence_classifier_that_scores_like_the_adapter(rm_run, tmp_path):

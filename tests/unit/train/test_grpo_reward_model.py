@@ -10,15 +10,10 @@ import shutil
 
 import pytest
 import torch
+from helpers.reward_run import train_tiny_rm
 
-from tunelab.config import load_config
-from tunelab.data.config import DataConfig
-from tunelab.data.demo import preference_heldout_path
-from tunelab.data.formats import read_datasets
 from tunelab.errors import RewardFunctionError
-from tunelab.train.config import TrainConfig
 from tunelab.train.reward_funcs import load_reward_funcs, score_completions
-from tunelab.train.trainer import train
 
 PROMPTS = ["what is 2+2?", "say hi", "name a color"]
 COMPLETIONS = ["4", "hello there, my friend", "blue", "2+2 is 4.", "hi", "I cannot name one"]  # two per prompt
@@ -27,21 +22,10 @@ COMPLETIONS = ["4", "hello there, my friend", "blue", "2+2 is 4.", "hi", "I cann
 @pytest.fixture(scope="module")
 def rm(tiny_models, tmp_path_factory):
     """(run dir, merged dir): a LoRA reward model on tiny qwen2 after 2 steps, and its merge."""
-    from transformers import AutoTokenizer
-
-    from tunelab.data.templates import ChatTemplate
-    from tunelab.data.tokenize import tokenize_preference_rows
     from tunelab.export.merge import merge_run
     from tunelab.rundir import Run
 
-    model_dir = tiny_models["qwen2"]
-    tokenizer, template = AutoTokenizer.from_pretrained(model_dir), ChatTemplate.for_model(model_dir)
-    rows = read_datasets([preference_heldout_path()]).rows
-    pairs = tokenize_preference_rows(rows, template, tokenizer, DataConfig(cutoff_len=256))[0]
-    out = tmp_path_factory.mktemp("grpo-rm") / "rm-run"
-    cfg = load_config(TrainConfig, None, [f"model={model_dir}", f"output={out}", "stage=rm", "max_steps=2",
-                                          "lr=1e-2", "micro_batch_size=4", "data.cutoff_len=256"])
-    run_dir = train(cfg, examples=(pairs, [])).run_dir
+    run_dir, _ = train_tiny_rm(tiny_models["qwen2"], tmp_path_factory.mktemp("grpo-rm") / "rm-run")
     return run_dir, merge_run(Run(run_dir), run_dir / "merged", log=lambda _: None)
 
 
