@@ -113,8 +113,8 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
     x, y = load_file(str(a)), load_file(str(b))
     assert x.keys() == y.keys()
-    for name in x:
-        torch.testing.assert_close(x[name], y[name], rtol=1e-5, atol=1e-6)
+    for name in x:  # 2 processes reduce gradients in another order than 1 process x grad_accum 2: ~1e-6 apart
+        torch.testing.assert_close(x[name], y[name], rtol=1e-4, atol=1e-5)
 
 
 def _assert_loads_in_peft(model: Path, adapter: Path) -> None:
