@@ -8,10 +8,12 @@ requests at the grace deadline; the lifespan's own abort is a last resort.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -99,22 +101,22 @@ async def _metrics(request: Request) -> PlainTextResponse:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI):
     svc: Service = app.state.service
-    loader = asyncio.create_task(_load(app, svc))
+    closing = threading.Event()
+    loader = asyncio.create_task(_load(app, svc, closing))
     try:
         yield
     finally:
+        closing.set()
         loader.cancel()
         svc.abort_all()  # whatever the graceful period did not finish is cancelled
         await asyncio.gather(loader, return_exceptions=True)
         await asyncio.to_thread(svc.backend.close)
 
 
-async def _load(app: FastAPI, svc: Service) -> None:
+async def _load(app: FastAPI, svc: Service, closing: threading.Event) -> None:
     """Load the backend off the event loop, then the configured adapters, then the watcher."""
     try:
-        await asyncio.to_thread(svc.backend.load)
-        for name, path in svc.config.adapters.items():
-            await asyncio.to_thread(svc.backend.add_adapter, name, str(path))
+        await _on_daemon_thread(_load_backend, svc, closing)
     except Exception as err:  # noqa: BLE001 - reported by /health, the server stays up
         svc.load_error = f"{type(err).__name__}: {err}"
         log.error("model failed to load: %s", svc.load_error)
@@ -131,6 +133,32 @@ async def _load(app: FastAPI, svc: Service) -> None:
         from tunelab.serve.watch import watch_runs
 
         await watch_runs(svc, svc.config.watch, svc.config.watch_interval_s)
+
+
+def _load_backend(svc: Service, closing: threading.Event) -> None:
+    """The model and its adapters; a load that ends after shutdown began closes what it started."""
+    svc.backend.load()
+    for name, path in svc.config.adapters.items():
+        svc.backend.add_adapter(name, str(path))
+    if closing.is_set():  # the lifespan's close ran while the model was still loading
+        svc.backend.close()
+
+
+async def _on_daemon_thread(fn, *args) -> Any:
+    """fn(*args) on a daemon thread, awaited. Not asyncio.to_thread: exit joins its executor's
+    threads, so Ctrl-C during a model load would wait for the whole load (and warm-up) to end."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work() -> None:
+        if not done.set_running_or_notify_cancel():  # cancelled before it began (shutdown)
+            return
+        try:
+            done.set_result(fn(*args))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the awaiting task
+            done.set_exception(err)
+
+    threading.Thread(target=work, name="tunelab-load", daemon=True).start()
+    return await asyncio.wrap_future(done)
 
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
