@@ -50,8 +50,14 @@ class Attention(nn.Module):
         else:
             qk = apply_rotary(qk, rope)
         q, k = qk[:, :h], qk[:, h:]  # (T, h, D), (T, kv, D)
-        o = paged_attention(q, k, v, cache, batch, self.scale, self.window, self.softcap)
+        o = paged_attention(q, k, v, cache, batch, self.scale, self.window, self.softcap, self.quantized())
         return self.o_proj(o.reshape(-1, h * d))
+
+    def quantized(self) -> bool:
+        """Whether this layer's weights are quantized (under a LoRA wrapper too): its answers are
+        inexact anyway, so decode takes the faster attention that rounds unlike SDPA."""
+        o = self.o_proj
+        return getattr(getattr(o, "base", o), "qweight", None) is not None
 
     def qk_gain(self) -> torch.Tensor:
         """(h + kv, D): q_norm's gain on every query head, k_norm's on every key head.
