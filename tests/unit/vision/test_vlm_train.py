@@ -36,42 +36,46 @@ def colour_rows(folder, shades, sizes):
 
 
 def held_out(model, model_dir, path) -> tuple[float, float]:
-    """(share of rows whose own colour name scores highest of the three, mean NLL of the true answer)."""
+    """(share of rows whose own colour name scores highest of the three, mean NLL of the true answer), all
+    rows x names scored in one batch."""
+    from transformers import AutoTokenizer
+
+    from tunelab.data.tokenize import Example
     from tunelab.train.packing import MicroBatch, collate
 
-    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     template, cfg = resolve_template(model_dir, None, None, None), DataConfig()
-    hits, nll = 0, 0.0
-    rows = read_datasets([path]).rows
+    rows, examples = read_datasets([path]).rows, []
+    truths = [row.messages[-1]["content"] for row in rows]
     for row in rows:
-        scores = {}
-        truth = row.messages[-1]["content"]
         for name in COLOURS:
             row.messages[-1]["content"] = name
             rendered = render_row(row, template, tokenizer, cfg)
-            ex = __import__("tunelab.data.tokenize", fromlist=["Example"]).Example(
-                rendered.input_ids, rendered.labels, rendered.images, rendered.vision_dir)
-            batch = collate(MicroBatch([0], False), [ex])
-            with torch.no_grad():
-                logits = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                               image_grid_thw=batch["image_grid_thw"],
-                               mm_token_type_ids=batch["mm_token_type_ids"]).logits[0]
-            logp = torch.log_softmax(logits.float(), -1)
-            keep = batch["labels"][0] != IGNORE
-            scores[name] = logp[keep].gather(-1, batch["labels"][0][keep][:, None]).sum().item()
-        hits += max(scores, key=scores.get) == truth
-        nll -= scores[truth]
-    return hits / len(rows), nll / len(rows)
+            examples.append(Example(rendered.input_ids, rendered.labels, rendered.images, rendered.vision_dir))
+    batch = collate(MicroBatch(list(range(len(examples))), False), examples)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+                       image_grid_thw=batch["image_grid_thw"], mm_token_type_ids=batch["mm_token_type_ids"]).logits
+    labels = batch["labels"]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    scores = (logp * (labels != IGNORE)).sum(-1).view(len(rows), len(COLOURS))  # (rows, names)
+    truth = torch.tensor([list(COLOURS).index(t) for t in truths])
+    hits = (scores.argmax(-1) == truth).float().mean().item()
+    return hits, -scores.gather(-1, truth[:, None]).mean().item()
 
 
 def test_lora_learns_colours_and_held_out_answers_improve(tiny_vlm, tmp_path):
+    """20 LoRA steps on 9 solid-colour images: every held-out image (other shades and sizes) gets its own
+    colour's name, where the base model ranks the same name first for all. The prompts are identical, so
+    only the image can tell. At lr 5e-2 (before) LoRA collapsed to the answers' prior: 1/3 right, on the
+    training rows too; full fine-tuning and LoRA at 5e-3..1e-2 learn it."""
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
     data = colour_rows(tmp_path / "train", [-20, 0, 20], [(56, 56), (40, 60), (70, 50)])
     held = colour_rows(tmp_path / "held", [-10, 15], [(60, 60), (50, 70)])
     cfg = load_config(TrainConfig, None, [f"model={tiny_vlm}", f"output={tmp_path / 'run'}", f"datasets={data}",
-                                          "max_steps=20", "lr=5e-2", "micro_batch_size=3", "eval_split=0",
+                                          "max_steps=20", "lr=1e-2", "micro_batch_size=3", "eval_split=0",
                                           "seed=0", "data.cutoff_len=64"])
     result = train(cfg)
     losses = [json.loads(line)["loss"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -80,10 +84,12 @@ def test_lora_learns_colours_and_held_out_answers_improve(tiny_vlm, tmp_path):
     before = held_out(base, tiny_vlm, held)
     tuned = PeftModel.from_pretrained(base, result.run_dir / "adapter").eval()
     after = held_out(tuned, tiny_vlm, held)
-    assert after[1] < before[1] - 20  # held-out answers' NLL (summed over their tokens) falls by 20+, to 11.5
+    # measured over 3 random tiny VLMs x 6 training seeds: accuracy 1/3 -> 6/6 in all 18 runs, held-out
+    # NLL (summed over the answer's tokens) 37.0-39.5 -> 0.18-0.65
+    assert before[0] == pytest.approx(1 / 3) and after[0] == 1.0
+    assert before[1] > 30 and after[1] < 2.0
     # pinned: catches changes to image tokens, pixels, M-RoPE positions, batching or LoRA targets
-    # (re-pinned when batches gained mm_token_type_ids: before, transformers 5 gave image tokens 1-D positions)
-    assert (losses[0], losses[-1], after[1]) == pytest.approx((6.9278, 2.1208, 11.4528), abs=2e-3)
+    assert (losses[0], losses[-1], after[1]) == pytest.approx((6.9278, 0.0405, 0.2165), abs=2e-3)
 
 
 def test_image_rows_on_a_text_only_model_name_the_row(tiny_models, tmp_path):
