@@ -75,3 +75,48 @@ def llamacpp_ready(src: Path, out: Path) -> Path:
         edit(config)
         (out / name).write_text(json.dumps(config, indent=1), encoding="utf-8")
     return out
+
+
+GEMMA3_IMAGE_TOKENS = ["<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+GEMMA3_TURN_TOKENS = ["<start_of_turn>", "<end_of_turn>"]
+GEMMA3_IMAGE_SIZE = 32  # 8x8 SigLIP patches of 4 px, pooled 2x2 into 16 image tokens
+
+
+def tiny_gemma3_vlm_config(tokenizer):
+    """A transformers Gemma3Config: the tiny Gemma 3 text model (tiny_models) and a 2-block SigLIP of width 32
+    over 32-px images, 16 tokens per image (more than the sliding window of 8, so the window and the
+    bidirectional image attention meet)."""
+    from transformers import Gemma3Config
+
+    from tiny_models import tiny_config
+
+    boi, soft, eoi = tokenizer.convert_tokens_to_ids(GEMMA3_IMAGE_TOKENS)
+    text = tiny_config("gemma3").to_dict()
+    text.update(initializer_range=0.2)  # wide enough logits to learn fast
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=GEMMA3_IMAGE_SIZE, patch_size=4, vision_use_head=False, layer_norm_eps=1e-6)
+    return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=16, boi_token_id=boi,
+                        eoi_token_id=eoi, image_token_id=soft, initializer_range=0.2, tie_word_embeddings=True)
+
+
+def build_tiny_gemma3_vlm(out: Path, seed: int = 0) -> Path:
+    """Save a random tiny Gemma3ForConditionalGeneration, its tokenizer (Gemma's turn and image tokens, the
+    gemma chat template) and a Gemma 3 image processor config (32 x 32 px) to `out`."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil
+
+    from tunelab.data.builtin_templates import BUILTINS
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer.add_special_tokens({"additional_special_tokens": GEMMA3_IMAGE_TOKENS + GEMMA3_TURN_TOKENS})
+    tokenizer.chat_template = BUILTINS["gemma"][0]
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(tiny_gemma3_vlm_config(tokenizer)).to(torch.float32)
+    with torch.no_grad():  # the projector starts at zeros in transformers: draw it, or images would not tell
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    side = {"height": GEMMA3_IMAGE_SIZE, "width": GEMMA3_IMAGE_SIZE}
+    Gemma3ImageProcessorPil(size=side).save_pretrained(out)
+    return out

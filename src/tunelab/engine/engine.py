@@ -113,8 +113,7 @@ class LLMEngine:
             raise InvalidRequest("this model serves text only: it takes no images", param="images")
         if self._image_processor is None:
             self._image_processor = image_processor(self.model_dir)
-        return build_image_inputs(prompt_ids, images, self._image_processor, self.model.image_token_id,
-                                  self.model.merge_size)
+        return build_image_inputs(prompt_ids, images, self._image_processor, self.model)
 
     def _check_adapter(self, adapter: str | None) -> None:
         if adapter is not None and adapter not in self.lora.names():

@@ -61,7 +61,8 @@ class LLM:
                  lora_request: Lora = None, *, adapter: str | list[str | None] | None = None) -> list[RequestOutput]:
         """Complete each prompt (text or token ids); outputs come back in prompt order. A VLM's prompt dict
         may carry vLLM's `multi_modal_data={"image": image or [images]}` (PIL), one image per
-        `<|vision_start|><|image_pad|><|vision_end|>` in the prompt."""
+        `<|vision_start|><|image_pad|><|vision_end|>` (Gemma 3: `<start_of_image><image_soft_token><end_of_image>`)
+        in the prompt."""
         items = [_unwrap(p) for p in _as_list(prompts)]
         images = [_images(p) for p in _as_list(prompts)]
         prompt_ids = [self._with_images(self._encode(p), im) for p, im in zip(items, images)]
@@ -143,7 +144,8 @@ class LLM:
         return expand_markers(turns, refs, grid_for(self.tokenizer)), [load_rgb(ref) for ref in refs]
 
     def _with_images(self, ids: list[int], images: list | None) -> list[int]:
-        """`ids` with each image's `<|image_pad|>` repeated once per token the image takes."""
+        """`ids` with each image's pad token (`<|image_pad|>`, `<image_soft_token>`) repeated once per token
+        the image takes."""
         from tunelab.vision.preprocess import image_tokens, vision_grid
         from tunelab.vision.tokens import expand_image_pads, image_token_id
 
@@ -154,7 +156,8 @@ class LLM:
             raise InvalidRequest("this model serves text only: it takes no images", param="multi_modal_data")
         grid = vision_grid(self.engine.model_dir)
         try:
-            return expand_image_pads(ids, pad, [image_tokens(im.height, im.width, grid) for im in images])
+            return expand_image_pads(ids, pad, [image_tokens(im.height, im.width, grid) for im in images],
+                                     grid.format)
         except ValueError as err:
             raise InvalidRequest(str(err), param="multi_modal_data") from None
 

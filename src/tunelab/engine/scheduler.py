@@ -205,10 +205,11 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             draft = self._draft(seq, budget)
-            n = min(seq.num_uncomputed_tokens + len(draft), budget)
-            n = self._make_room(seq, n)
+            n = _whole_images(seq, min(seq.num_uncomputed_tokens + len(draft), budget))
+            n = self._make_room(seq, n, need=_whole_images(seq, 1))
             if n == 0:  # seq itself was preempted or failed; running[i] is now the next one
                 continue
+            n = _whole_images(seq, n)  # the KV room may have cut an image short: stop before it
             draft = draft[:n - 1] if draft else draft  # fewer slots than asked: fewer guesses
             self.block_manager.allocate(seq, n)
             items.append(_item(seq, n, tuple(draft)))
@@ -228,9 +229,9 @@ class Scheduler:
                    self.cfg.max_model_len - seq.num_tokens - 1)
         return speculative.propose(seq.token_ids, room)
 
-    def _make_room(self, seq: Sequence, n: int) -> int:
-        """Tokens of `seq` that get slots, preempting later-admitted seqs if none fit."""
-        while (fit := self.block_manager.fit(seq)) <= 0:
+    def _make_room(self, seq: Sequence, n: int, need: int = 1) -> int:
+        """Tokens of `seq` that get slots, preempting later-admitted seqs until `need` fit."""
+        while (fit := self.block_manager.fit(seq)) < need:
             victim = self.running[-1]
             if victim is seq and len(self.running) == 1:
                 self._fail(seq, "the KV cache is too small for this sequence")
@@ -245,8 +246,10 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
             seq = self.waiting[0]
             hits = bm.match_prefix(seq)[:seq.prefix_cache_limit(bm.block_size)]  # cached rows give no logprobs
-            n = min(seq.num_tokens - len(hits) * bm.block_size, budget, bm.fit(seq, hits))
-            if n <= 0:
+            fit = bm.fit(seq, hits)
+            n = _whole_images(seq, min(seq.num_tokens - len(hits) * bm.block_size, budget, fit),
+                              len(hits) * bm.block_size)
+            if n <= 0 or n > fit:
                 break  # head of the queue waits for memory; no overtaking, so no starvation
             self.waiting.popleft()
             bm.allocate(seq, n, hits)
@@ -290,3 +293,12 @@ class Scheduler:
 def _item(seq: Sequence, num_tokens: int, draft: tuple[int, ...] = ()) -> ScheduledItem:
     start = seq.num_computed_tokens
     return ScheduledItem(seq, start, num_tokens, start + num_tokens - len(draft) == seq.num_tokens, draft)
+
+
+def _whole_images(seq: Sequence, n: int, start: int | None = None) -> int:
+    """Tokens of a prefill chunk of `n` from `start` (default: the first uncomputed) that keep an image
+    whose tokens attend both ways (Gemma 3) in one chunk; the KV room (`fit`) still caps the result."""
+    images = getattr(seq, "images", None)
+    if images is None:
+        return n
+    return images.chunk_tokens(seq.num_computed_tokens if start is None else start, n)

@@ -30,6 +30,7 @@ class PrefillSegment:
     start: int
     q_len: int
     slots: torch.Tensor  # (ctx,) cache slots of the whole context, new tokens included
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # (first, end) positions attending both ways
 
 
 @dataclass
@@ -73,14 +74,16 @@ class AttnBatch:
         """(q_len, ctx) bool mask for prefill segment i, or None when plain causal is exact."""
         seg = self.prefills[i]
         ctx = seg.slots.shape[0]
-        if window is None and ctx == seg.q_len:
+        if window is None and ctx == seg.q_len and not seg.blocks:
             return None
         key = (i, window)
         if key not in self._masks:
             q_pos = torch.arange(ctx - seg.q_len, ctx, device=seg.slots.device)[:, None]
             k_pos = torch.arange(ctx, device=seg.slots.device)[None, :]
             ok = k_pos <= q_pos
-            if window is not None:
+            for first, end in seg.blocks:  # an image's tokens see each other both ways (Gemma 3)
+                ok |= (q_pos >= first) & (q_pos < end) & (k_pos >= first) & (k_pos < end)
+            if window is not None:  # AND the window after the OR, as transformers composes them
                 ok &= (q_pos - k_pos) < window
             self._masks[key] = ok
         return self._masks[key]

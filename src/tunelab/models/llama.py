@@ -128,9 +128,17 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, batch: AttnBatch, caches: KVCaches) -> torch.Tensor:
         """input_ids: (T,) flat tokens of all sequences -> hidden states (T, hidden)."""
+        return self.decode(self.embed(input_ids), batch, caches)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: (T,) -> token embeddings (T, hidden), scaled where the model says so (Gemma)."""
         x = self.model.embed_tokens(input_ids)  # (T, hidden)
         if self.spec.embed_scale is not None:
             x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)
+        return x
+
+    def decode(self, x: torch.Tensor, batch: AttnBatch, caches: KVCaches) -> torch.Tensor:
+        """Input rows (T, hidden) through the decoder layers and the final norm (VLMs bring image rows)."""
         ropes = {t: rot.at(batch.positions) for t, rot in self.rotary.items()}  # not once per layer
         for layer, cache in zip(self.model.layers, caches):
             x = layer(x, batch, cache, ropes[layer.layer_type])

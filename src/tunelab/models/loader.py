@@ -23,8 +23,12 @@ FUSED = {
 
 
 _BACKBONE = ("embed_tokens", "layers", "norm")  # top-level names of a checkpoint saved without its LM head
-# a vision family's checkpoint names as transformers 5 writes them -> the hub's (which are ours)
-_VISION_RENAMES = (("model.language_model.", "model."), ("model.visual.", "visual."))
+# a vision family's checkpoint names (transformers 5's and the hub's) -> ours, first match wins
+_VISION_RENAMES = (("model.language_model.", "model."), ("model.visual.", "visual."),
+                   ("language_model.model.", "model."), ("language_model.lm_head.", "lm_head."),  # Gemma 3 hub
+                   ("model.vision_tower.", "vision_tower."), ("vision_tower.vision_model.", "vision_tower."),
+                   ("model.multi_modal_projector.", "multi_modal_projector."))
+_VISION_MODULES = ("visual.", "vision_tower.", "multi_modal_projector.")  # tower + projector: loaded as they are
 
 
 class CheckpointError(TunelabError):
@@ -128,7 +132,7 @@ def _our_name(key: str, prefix: str) -> str | None:
 
 
 def vision_renamed(key: str) -> str:
-    """A vision family's module path as transformers 5 names it -> the hub's, which is ours
+    """A vision family's module path as transformers 5 or the hub names it -> ours
     (`model.language_model.layers...` -> `model.layers...`); other paths as they are."""
     for old, new in _VISION_RENAMES:
         if key.startswith(old):
@@ -137,9 +141,10 @@ def vision_renamed(key: str) -> str:
 
 
 def _vision_name(key: str) -> str | None:
-    """A vision family's checkpoint key -> our name: the language model's as for text, the tower's `visual.`."""
+    """A vision family's checkpoint key -> our name: the language model's as for text, the tower's and
+    projector's as the model class names them (`_VISION_MODULES`)."""
     key = vision_renamed(key)
-    return key if key.startswith("visual.") else _our_name(key, "")
+    return key if key.startswith(_VISION_MODULES) else _our_name(key, "")
 
 
 def _load_one(name: str, tensor: torch.Tensor, params: dict, modules: dict, path: Path) -> set[str]:

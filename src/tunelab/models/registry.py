@@ -20,11 +20,12 @@ class Family:
     model_cls: type
     prefix: str = ""  # checkpoint prefix replaced by "model." (multimodal wrappers)
     text_config: bool = False  # the LM config is nested under config.text_config
-    vision: bool = False  # the model class takes the full config and loads its vision tower (`visual.`)
+    vision: bool = False  # the model class takes the full config and loads its vision tower and projector
 
 
 def _families() -> dict[str, Family]:
     from tunelab.models.gemma3 import Gemma3ForCausalLM, gemma3_spec
+    from tunelab.models.gemma3_vl import Gemma3VLForCausalLM
     from tunelab.models.llama import CausalLM, llama_spec
     from tunelab.models.qwen import qwen2_spec, qwen3_spec
     from tunelab.models.qwen_vl import Qwen2_5_VLForCausalLM
@@ -35,9 +36,7 @@ def _families() -> dict[str, Family]:
         "Qwen2ForCausalLM": Family(qwen2_spec, CausalLM),
         "Qwen3ForCausalLM": Family(qwen3_spec, CausalLM),
         "Gemma3ForCausalLM": Family(gemma3_spec, Gemma3ForCausalLM),
-        "Gemma3ForConditionalGeneration": Family(
-            gemma3_spec, Gemma3ForCausalLM, prefix="model.language_model.", text_config=True
-        ),
+        "Gemma3ForConditionalGeneration": Family(gemma3_spec, Gemma3VLForCausalLM, text_config=True, vision=True),
         "Qwen2_5_VLForConditionalGeneration": Family(qwen2_spec, Qwen2_5_VLForCausalLM, text_config=True,
                                                      vision=True),
         # bare backbones, as sentence-transformers saves embedding models (they must tie embeddings)

@@ -1,9 +1,11 @@
-"""Training a Qwen2-VL-family model: load it, pick what trains, feed it pixels.
+"""Training a vision-language model (Qwen2-VL family, Gemma 3): load it, pick what trains, feed it pixels.
 
 - The language model gets LoRA (or trains in full); the vision tower stays frozen unless
-  `freeze_vision_tower=false`, and the projector (`visual.merger`) trains only with `train_projector`.
-- Batches with images carry `pixel_values` + `image_grid_thw` + `mm_token_type_ids` and no position
-  ids: the model computes its own M-RoPE positions (3 axes: time, height, width) from the image grid.
+  `freeze_vision_tower=false`, and the projector (Qwen's `visual.merger`, Gemma 3's
+  `multi_modal_projector`) trains only with `train_projector` (vision/family's `ImageFormat` names them).
+- Qwen batches carry `pixel_values` + `image_grid_thw` + `mm_token_type_ids` and no position ids: the
+  model computes its own M-RoPE positions (3 axes: time, height, width) from the image grid. Gemma 3
+  batches carry `pixel_values` + `token_type_ids`, which give an image's tokens bidirectional attention.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from tunelab.vision.family import PROJECTOR, TRAINABLE, VISION_TOWER, model_type
+from tunelab.vision.family import TRAINABLE, ImageFormat, format_of, image_format, model_type
 
 
 def load_vision_model(model_dir: Path, **kwargs: Any) -> nn.Module:
@@ -33,18 +35,26 @@ def load_vision_model(model_dir: Path, **kwargs: Any) -> nn.Module:
 def lora_targets(model: nn.Module, freeze_vision_tower: bool) -> str:
     """A peft regex of the linear layers LoRA adapts: the language model's (and the tower's when it trains);
     never the projector (train_projector trains it whole) nor the output head."""
+    fmt = model_format(model)
     names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)
-                    and PROJECTOR not in n and "lm_head" not in n})
-    scope = r".*" if not freeze_vision_tower else rf"^(?!.*\b{VISION_TOWER}\b).*"
+                    and fmt.projector not in n and "lm_head" not in n})
+    scope = r".*" if not freeze_vision_tower else rf"^(?!.*\b{fmt.tower}\b).*"
     return rf"{scope}\.({'|'.join(names)})$"
+
+
+def model_format(model: nn.Module) -> ImageFormat:
+    """The `ImageFormat` (tower and projector names) of a loaded transformers VLM."""
+    return format_of(getattr(model.config, "model_type", None))
 
 
 def set_vision_trainable(model: nn.Module, freeze_vision_tower: bool, train_projector: bool) -> None:
     """requires_grad for the tower and projector (full/freeze methods; LoRA uses `lora_targets`)."""
+    fmt = model_format(model)
     for name, param in model.named_parameters():
-        if f".{VISION_TOWER}." in f".{name}":
-            param.requires_grad = (f".{PROJECTOR}." in name and train_projector) or (
-                f".{PROJECTOR}." not in name and not freeze_vision_tower)
+        if f".{fmt.projector}." in f".{name}":  # Qwen's projector sits inside its tower: test it first
+            param.requires_grad = train_projector
+        elif f".{fmt.tower}." in f".{name}":
+            param.requires_grad = not freeze_vision_tower
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,15 +65,17 @@ def _processor(model_dir: str) -> Any:
 
 
 def vision_batch(refs: Sequence[str], model_dir: str, input_ids: Any = None) -> dict:
-    """pixel_values (patches, C·T·P·P) and image_grid_thw (images, 3) of a micro-batch's images, in order;
-    with `input_ids` (B, T) also mm_token_type_ids (1 at image tokens), without which transformers 5
-    gives image tokens plain 1-D positions instead of M-RoPE's (what the processor and our engine use)."""
+    """pixel_values (and Qwen's image_grid_thw) of a micro-batch's images, in order; with `input_ids` (B, T)
+    also which tokens are image tokens (1): Qwen's mm_token_type_ids, without which transformers 5 gives
+    image tokens plain 1-D positions instead of M-RoPE's; Gemma 3's token_type_ids, without which its
+    image tokens attend causally instead of both ways (what the processor and our engine use)."""
     from tunelab.vision.images import load_rgb
     from tunelab.vision.preprocess import pixel_inputs
 
     out = pixel_inputs([load_rgb(ref) for ref in refs], _processor(model_dir))
     if input_ids is not None:
-        out["mm_token_type_ids"] = (input_ids == _image_token_id(model_dir)).int()
+        key = "token_type_ids" if image_format(model_dir).bidirectional else "mm_token_type_ids"
+        out[key] = (input_ids == _image_token_id(model_dir)).int()
     return out
 
 

@@ -79,8 +79,7 @@ def test_prefill_and_decode_logits_match_transformers(tiny_vlm, hf, llm, case):
     seq = Sequence(ids + greedy[:-1])
     seq.block_table = list(range(3, 3 + -(-seq.num_tokens // BLOCK)))
     if images:
-        seq.images = build_image_inputs(ids, images, image_processor(tiny_vlm), model.image_token_id,
-                                        model.merge_size)
+        seq.images = build_image_inputs(ids, images, image_processor(tiny_vlm), model)
     # the first chunk ends inside the first image's run: the second starts with image rows cached
     got = _engine_logits(model, kv, seq, [len(ids) - 9, 9 - 3, 3])
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
