@@ -120,3 +120,41 @@ def build_tiny_gemma3_vlm(out: Path, seed: int = 0) -> Path:
     side = {"height": GEMMA3_IMAGE_SIZE, "width": GEMMA3_IMAGE_SIZE}
     Gemma3ImageProcessorPil(size=side).save_pretrained(out)
     return out
+
+
+def tiny_qwen3_vl_config(tokenizer):
+    """A transformers Qwen3VLConfig: Qwen3's decoder (q/k norms) at width 64, interleaved M-RoPE, and a 2-block
+    tower of width 32 over 16-px patches whose both blocks feed DeepStack (after decoder layers 0 and 1)."""
+    from transformers import Qwen3VLConfig
+
+    start, pad, end = tokenizer.convert_tokens_to_ids(VISION_TOKENS)
+    text = tiny_vlm_config(tokenizer).text_config.to_dict()
+    text = {k: text[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                 "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                                 "rms_norm_eps", "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range")}
+    text.update(head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                              "mrope_section": [2, 3, 3], "mrope_interleaved": True})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                  deepstack_visual_indexes=[0, 1], initializer_range=0.2)  # 0.02 would make every block ~identity
+    return Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=pad, vision_start_token_id=start,
+                         vision_end_token_id=end, video_token_id=pad, tie_word_embeddings=True)
+
+
+def build_tiny_qwen3_vl(out: Path, seed: int = 0) -> Path:
+    """Save a random tiny Qwen3-VL, its tokenizer and a Qwen2-VL image processor config as Qwen3-VL's
+    (16-px patches, mean/std 0.5; 32x32 to 64x64 px: 1-4 image tokens) to `out`."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil, Qwen3VLForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer.add_special_tokens({"additional_special_tokens": VISION_TOKENS})
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(tiny_qwen3_vl_config(tokenizer)).to(torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
+                             image_std=[0.5] * 3, size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}
+                             ).save_pretrained(out)
+    return out

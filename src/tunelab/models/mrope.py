@@ -9,6 +9,8 @@ and the text after the image resumes at s + max(h, w), not at s + t*h*w: positio
 indices by `delta` = (last position + 1) - prompt length, which every later (text) token keeps.
 Each rotary frequency reads one axis: the first mrope_section[0] frequencies time, the next
 height, the last width (the rules of transformers' `Qwen2_5_VLModel.get_rope_index`, images only).
+Qwen3-VL interleaves them instead: frequency i reads height when i % 3 == 1 and i < 3 x section[1],
+width when i % 3 == 2 and i < 3 x section[2], else time (`Qwen3VLTextRotaryEmbedding`).
 """
 
 from __future__ import annotations
@@ -56,15 +58,23 @@ def mrope_positions(token_ids: Sequence[int], image_token_id: int, grids: Sequen
 class MRotary(Rotary):
     """Rotary tables that also rotate by 3-axis positions, each frequency band reading its own axis."""
 
-    def __init__(self, inv_freq: torch.Tensor, max_positions: int, sections: Sequence[int], scaling: float = 1.0):
+    def __init__(self, inv_freq: torch.Tensor, max_positions: int, sections: Sequence[int], scaling: float = 1.0,
+                 interleaved: bool = False):
         super().__init__(inv_freq, max_positions, scaling)
-        if sum(sections) != inv_freq.numel():
-            raise ValueError(f"mrope_section {list(sections)} must sum to head_dim / 2 = {inv_freq.numel()}")
-        bounds = [sum(sections[:i]) for i in range(len(sections) + 1)]
-        self.bands = [(i % 3, bounds[i], bounds[i + 1]) for i in range(len(sections))]
+        n = inv_freq.numel()
+        if sum(sections) != n:
+            raise ValueError(f"mrope_section {list(sections)} must sum to head_dim / 2 = {n}")
+        if interleaved:
+            axes = [1 if i % 3 == 1 and i < 3 * sections[1] else 2 if i % 3 == 2 and i < 3 * sections[2] else 0
+                    for i in range(n)]
+        else:
+            axes = [k % 3 for k, size in enumerate(sections) for _ in range(size)]
+        self.axis = torch.tensor(axes, device="cpu")  # (D/2,) the position axis each frequency reads
+        self.freq = torch.arange(n, device="cpu")  # (cpu: the loader builds models on the meta device)
 
     def at3(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin (T, 1, D) for (3, T) positions, in `Rotary.at`'s layout."""
-        cos = torch.cat([self.cos[positions[axis], a:b] for axis, a, b in self.bands], -1)  # (T, D/2)
-        sin = torch.cat([self.sin[positions[axis], a:b] for axis, a, b in self.bands], -1)
+        rows = positions[self.axis.to(positions.device)].T  # (T, D/2): each frequency's own axis
+        freq = self.freq.to(positions.device)
+        cos, sin = self.cos[rows, freq], self.sin[rows, freq]  # (T, D/2)
         return torch.cat((cos, cos), -1).unsqueeze(1), torch.cat((-sin, sin), -1).unsqueeze(1)

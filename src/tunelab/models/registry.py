@@ -28,6 +28,7 @@ def _families() -> dict[str, Family]:
     from tunelab.models.gemma3_vl import Gemma3VLForCausalLM
     from tunelab.models.llama import CausalLM, llama_spec
     from tunelab.models.qwen import qwen2_spec, qwen3_spec
+    from tunelab.models.qwen3_vl import Qwen3VLForCausalLM
     from tunelab.models.qwen_vl import Qwen2_5_VLForCausalLM
 
     return {
@@ -39,6 +40,7 @@ def _families() -> dict[str, Family]:
         "Gemma3ForConditionalGeneration": Family(gemma3_spec, Gemma3VLForCausalLM, text_config=True, vision=True),
         "Qwen2_5_VLForConditionalGeneration": Family(qwen2_spec, Qwen2_5_VLForCausalLM, text_config=True,
                                                      vision=True),
+        "Qwen3VLForConditionalGeneration": Family(qwen3_spec, Qwen3VLForCausalLM, text_config=True, vision=True),
         # bare backbones, as sentence-transformers saves embedding models (they must tie embeddings)
         "LlamaModel": Family(llama_spec, CausalLM),
         "Qwen2Model": Family(qwen2_spec, CausalLM),
@@ -49,7 +51,8 @@ def _families() -> dict[str, Family]:
 
 SUPPORTED = (
     "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "LlamaModel",
+    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration", "LlamaModel",
     "Qwen2Model", "Qwen3Model", "Gemma3TextModel",
 )
 
