@@ -93,6 +93,13 @@ def is_vlm(model: nn.Module) -> bool:
     return getattr(model.config, "vision_config", None) is not None
 
 
+def _projector(model: nn.Module) -> str:
+    """The VLM's projector module name (Qwen's `merger`, Gemma 3's `multi_modal_projector`)."""
+    from tunelab.vision.training import model_format
+
+    return model_format(model).projector
+
+
 def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
@@ -111,7 +118,7 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
     peft_cfg = LoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
-        modules_to_save=["merger"] if vision and cfg.train_projector else None,
+        modules_to_save=[_projector(model)] if vision and cfg.train_projector else None,
         use_dora=cfg.method == "dora", bias="none",
         # SEQ_CLS: peft trains and saves the reward model's new `score` head with the adapter
         task_type="SEQ_CLS" if cfg.stage == "rm" else "CAUSAL_LM",

@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-TRAINABLE = ("qwen2_vl", "qwen2_5_vl")
+TRAINABLE = ("qwen2_vl", "qwen2_5_vl", "gemma3")
 SERVED = ("qwen2_5_vl", "gemma3")  # the engine runs these with images (models/qwen_vl.py, models/gemma3_vl.py)
-VISION_TYPES = (*TRAINABLE, "qwen3_vl", "gemma3", "llava", "mllama", "paligemma", "idefics3", "smolvlm")
+VISION_TYPES = (*TRAINABLE, "qwen3_vl", "llava", "mllama", "paligemma", "idefics3", "smolvlm")
 
 
 @dataclass(frozen=True)

@@ -83,4 +83,5 @@ def vision_batch(refs: Sequence[str], model_dir: str, input_ids: Any = None) -> 
 def _image_token_id(model_dir: str) -> int:
     import json
 
-    return int(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["image_token_id"])
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("image_token_id", config.get("image_token_index")))  # Gemma 3 saves the latter
