@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
+from typing import Iterator
 
 import torch
 
@@ -40,3 +42,18 @@ class MetricsWriter:
     def finish(self, result_path) -> None:
         """Tell the trackers where the adapter (or model) went, and close them."""
         self.trackers.finish(result_path)
+
+    def fail(self, err: BaseException) -> None:
+        """Close the trackers marked failed (killed on Ctrl-C); a no-op once they are closed."""
+        self.trackers.fail(err)
+
+
+@contextlib.contextmanager
+def closed_on_failure(writer: MetricsWriter | None) -> Iterator[None]:
+    """When the block raises, the run's trackers close marked failed (and the error goes on)."""
+    try:
+        yield
+    except BaseException as err:
+        if writer is not None:
+            writer.fail(err)
+        raise

@@ -6,13 +6,15 @@ final adapter path, sent through each tool's own library.
     mlflow       MLFLOW_TRACKING_URI, else a SQLite store RUN/mlflow.db (MLflow 3 retired ./mlruns)
     swanlab      swanlab.init(logdir=RUN/swanlog); SWANLAB_MODE (default: local)
 
-Each is an optional extra; a missing one is an error before training starts.
+Each is an optional extra; a missing one is an error before training starts. A run that fails
+(or is killed) still closes every tracker, marked failed/killed, so none is left "running".
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,10 @@ class TensorBoard:
         self.writer.add_text("adapter", str(adapter or ""))
         self.writer.close()
 
+    def fail(self, error: str, killed: bool) -> None:
+        self.writer.add_text("error", error)
+        self.writer.close()
+
 
 class WandB:
     """One W&B run named after the run directory."""
@@ -82,6 +88,10 @@ class WandB:
     def finish(self, adapter: Path | None) -> None:
         self.run.summary["adapter_path"] = str(adapter or "")
         self.run.finish()
+
+    def fail(self, error: str, killed: bool) -> None:
+        self.run.summary["error"] = error
+        self.run.finish(exit_code=130 if killed else 1)  # W&B shows a non-zero exit as failed
 
 
 class MLflow:
@@ -107,6 +117,10 @@ class MLflow:
         self.client.set_tag(self.run_id, "adapter_path", str(adapter or ""))
         self.client.set_terminated(self.run_id)
 
+    def fail(self, error: str, killed: bool) -> None:
+        self.client.set_tag(self.run_id, "error", error[:5000])
+        self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED")
+
 
 class SwanLab:
     """One SwanLab experiment; local mode (files in RUN/swanlog) unless SWANLAB_MODE says otherwise."""
@@ -125,6 +139,9 @@ class SwanLab:
         self.run.config["adapter_path"] = str(adapter or "")
         self.swanlab.finish()
 
+    def fail(self, error: str, killed: bool) -> None:
+        self.swanlab.finish(state="aborted" if killed else "crashed", error=error)
+
 
 TRACKERS = {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow, "swanlab": SwanLab}
 
@@ -134,7 +151,13 @@ class Trackers:
 
     def __init__(self, names: list[str], run_path: Path, config: dict[str, Any]):
         check_trackers(names)
-        self.active = [TRACKERS[name](Path(run_path), config) for name in dict.fromkeys(names)]
+        self.active: list = []
+        try:
+            for name in dict.fromkeys(names):
+                self.active.append(TRACKERS[name](Path(run_path), config))
+        except BaseException as err:  # the trackers already started are not left open
+            self.fail(err)
+            raise
 
     def log(self, row: dict[str, Any]) -> None:
         """One metrics row, as written to metrics.jsonl."""
@@ -146,3 +169,15 @@ class Trackers:
         for tracker in self.active:
             tracker.finish(adapter)
         self.active = []
+
+    def fail(self, err: BaseException) -> None:
+        """Close every tracker marked failed (killed, for Ctrl-C); `err` is what ended the run.
+
+        A tracker that cannot close is a warning, so the others still close and `err` stays the error."""
+        active, self.active = self.active, []
+        killed = isinstance(err, KeyboardInterrupt)
+        for tracker in active:
+            try:
+                tracker.fail(f"{type(err).__name__}: {err}", killed)
+            except Exception as close_err:  # noqa: BLE001 - reported, the run's own error goes on
+                warnings.warn(f"report_to: closing {type(tracker).__name__} failed: {close_err}", stacklevel=2)

@@ -30,7 +30,7 @@ from tunelab.train import distributed as dist, sharding
 from tunelab.train.config import TrainConfig
 from tunelab.train.display import ProgressView, print_outcome
 from tunelab.train.grpo import start_step
-from tunelab.train.metrics import MetricsWriter, peak_mem_mb
+from tunelab.train.metrics import MetricsWriter, closed_on_failure, peak_mem_mb
 from tunelab.train.packing import IGNORE, MicroBatch, collate, example_tokens, plan_epoch
 from tunelab.train.pairs import take_stats
 from tunelab.train.signals import stop_on_signals
@@ -135,13 +135,12 @@ def train(
     try:
         # under a launcher, a second signal within 2 s is the launcher forwarding the first one
         echo_s = 2.0 if session.accelerator.num_processes > 1 else 0.0
-        with stop_on_signals(session.stop, echo_s):
-            outcome = fit(session, console, on_step)
+        with stop_on_signals(session.stop, echo_s), closed_on_failure(session.metrics):  # trackers close on errors too
+            return _finish(session, fit(session, console, on_step), console)
     except TunelabError as err:
         run.update_status(state="failed", error=str(err))
         run.log(f"failed: {err}")
         raise
-    return _finish(session, outcome, console)
 
 
 def _open_or_create(cfg: TrainConfig | None, resume, overrides) -> tuple[Run, TrainConfig, bool | None]:

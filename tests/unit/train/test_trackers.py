@@ -158,3 +158,75 @@ def test_an_unknown_tracker_is_a_config_error():
 
     with pytest.raises(ConfigError, match="report_to"):
         load_config(TrainConfig, None, ["report_to=comet"])
+
+
+
+@pytest.fixture(scope="module")
+def failed_run(tiny_models, tiny_examples, tracked_run, tmp_path_factory) -> Path:
+    """A run whose step 2 raises (through the on_step hook), reporting to every installed tracker.
+
+    MLflow writes to tracked_run's store (already migrated: a new SQLite store costs ~10 s)."""
+    from tunelab.train.trainer import train
+
+    out = tmp_path_factory.mktemp("failed") / "run"
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "SWANLAB_MODE": "local",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tracked_run / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "failed"}
+
+    def boom(row):
+        if row["step"] == 2:
+            raise RuntimeError("disk on fire")
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        cfg = load_config(TrainConfig, None, [f"model={tiny_models['llama']}", f"output={out}", "max_steps=3",
+                                              "micro_batch_size=2", "data.cutoff_len=64",
+                                              f"report_to={','.join(INSTALLED)}"])
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            train(cfg, examples=(tiny_examples[:12], []), on_step=boom)
+    return out
+
+
+ERROR = "RuntimeError: disk on fire"
+
+
+def test_a_failed_run_closes_tensorboard_with_the_error(failed_run):
+    _need("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(failed_run / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert events.Tensors("error/text_summary")[0].tensor_proto.string_val[0].decode() == ERROR
+
+
+def test_a_failed_run_ends_the_wandb_run_with_exit_code_1(failed_run):
+    _need("wandb")
+    (path,) = glob.glob(str(failed_run / "wandb" / "offline-run-*" / "run-*.wandb"))
+    records = list(_wandb_records(path))
+    exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+    summary = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for i in r.summary.update}
+    assert exits == [1] and summary["error"] == ERROR
+
+
+def test_a_failed_run_is_failed_in_mlflow(failed_run, tracked_run):
+    _need("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tracked_run / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("failed").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["error"] == ERROR
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+
+
+def test_a_failed_run_is_crashed_in_swanlab(failed_run):
+    _need("swanlab")
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader  # what `swanlab sync` reads with
+
+    reader = DataStoreReader()
+    reader.open(glob.glob(str(failed_run / "swanlog" / "run-*" / "run-*.swanlab"))[0])
+    records = [Record.FromString(raw) for raw in reader]
+    (finish,) = [r.finish for r in records if r.WhichOneof("record_type") == "finish"]
+    state = finish.DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[finish.state].name
+    assert state == "RUN_STATE_CRASHED" and finish.error == ERROR
