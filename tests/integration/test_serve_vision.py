@@ -114,3 +114,28 @@ def test_a_text_model_says_it_takes_no_images(tiny_models):
         assert "vision" not in ollama.show("tiny").capabilities
     finally:
         srv.stop()
+
+
+def test_gemma3_image_url_reply_is_the_engines(tmp_path_factory):
+    """The tiny Gemma 3 VLM: an OpenAI image_url and Ollama's images get the LLM API's greedy replies."""
+    from tiny_vlm import build_tiny_gemma3_vlm
+
+    from tunelab.engine.llm import LLM, SamplingParams
+
+    model = build_tiny_gemma3_vlm(tmp_path_factory.mktemp("vlm") / "tiny-gemma3-vl")
+    llm = LLM(model, dtype="fp32", max_model_len=256)
+    turn = [{"type": "image_url", "image_url": {"url": _url(BLUE)}}, {"type": "text", "text": "colour?"}]
+    want = llm.chat([{"role": "user", "content": turn}], SamplingParams(max_tokens=6, temperature=0),
+                    use_tqdm=False)[0].outputs[0].text
+    srv = start_server(model, served_name="g3", dtype="fp32")
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        out = client.chat.completions.create(model="g3", messages=[{"role": "user", "content": turn}], **GREEDY)
+        assert out.choices[0].message.content == want
+        ollama = Client(host=srv.url)
+        chat = ollama.chat(model="g3", messages=[{"role": "user", "content": "colour?", "images": [BLUE]}],
+                           options={"temperature": 0, "num_predict": 6})
+        assert chat.message.content == want
+        assert "vision" in ollama.show("g3").capabilities
+    finally:
+        srv.stop()
