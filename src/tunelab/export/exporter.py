@@ -129,13 +129,12 @@ def _check_supported(model_dir: Path, fmt: str):
 
 def _vision_plan(model_dir: Path, config_path: Path, fmt: str):
     """A vision-language model's GGUF needs llama.cpp's mmproj projector file beside it: planned here
-    (plan_mmproj refuses a family or layout llama.cpp cannot run) before anything is written. Gemma 3's
-    wrapper still exports its language model alone (families.text_config)."""
+    (plan_mmproj refuses a family or layout llama.cpp cannot run) before anything is written."""
     from tunelab.export.gguf.mmproj import plan_mmproj
     from tunelab.vision.family import is_vision_model, model_type
 
     kind = model_type(model_dir)
-    if kind == "gemma3" or not is_vision_model(model_dir):
+    if not is_vision_model(model_dir):
         return None
     if fmt == "ollama":
         raise ExportError(f"{config_path}: {kind} is a vision-language model; --format ollama is refused for it: "

@@ -74,7 +74,7 @@ def test_a_vlm_family_without_mmproj_support_is_refused(tmp_path):
     (model / "config.json").write_text(json.dumps({"model_type": "qwen3_vl", "vision_config": {}}))
     _refused(model, tmp_path / "out" / "vlm.gguf", "gguf",
              r"config\.json: qwen3_vl is a vision-language model whose mmproj file tunelab does not write "
-             r"\(supported: qwen2_5_vl\)")
+             r"\(supported: qwen2_5_vl, gemma3\)")
 
 
 def test_a_lora_run_on_the_vlm_exports_its_merged_weights(vlm_112, tmp_path):
@@ -101,3 +101,30 @@ def test_a_lora_run_on_the_vlm_exports_its_merged_weights(vlm_112, tmp_path):
     np.testing.assert_allclose(tensors["v.blk.0.attn_q.weight"], qkv[:32], atol=2e-3)
     text = _fields(result.gguf)[1]["blk.1.attn_q.weight"]
     np.testing.assert_allclose(text, merged["model.language_model.layers.1.self_attn.q_proj.weight"].numpy(), atol=2e-3)
+
+
+def test_gemma3_exports_its_gemma3_mmproj(tiny_gemma3_vlm, tmp_path):
+    """Keys and tensors as llama.cpp's converter writes them (llama.cpp runs the pair in
+    tests/integration/test_vlm_gguf_llamacpp_gemma3.py): pool side 2 written as the scale factor, the
+    projector's RMSNorm gain stored as 1 + w."""
+    from safetensors.torch import load_file
+
+    result = export(str(tiny_gemma3_vlm), "gguf", "f16", out=tmp_path / "g3.gguf", log=lambda _m: None)
+    keys, tensors = _fields(result.mmproj)
+    assert keys["clip.projector_type"] == "gemma3" and keys["clip.vision.projector.scale_factor"] == 2
+    assert keys["clip.vision.block_count"] == 2 and keys["clip.vision.projection_dim"] == 64
+    norm = load_file(str(tiny_gemma3_vlm / "model.safetensors"))["multi_modal_projector.mm_soft_emb_norm.weight"]
+    np.testing.assert_allclose(tensors["mm.soft_emb_norm.weight"], norm.numpy() + 1, rtol=1e-6)
+    assert {"v.patch_embd.weight", "v.position_embd.weight", "v.blk.1.ffn_down.weight", "v.post_ln.weight",
+            "mm.input_projection.weight"} <= set(tensors)
+
+
+def test_a_gemma3_pool_llama_cpp_cannot_run_is_refused(tiny_gemma3_vlm, tmp_path):
+    import shutil
+
+    model = shutil.copytree(tiny_gemma3_vlm, tmp_path / "g3-9")
+    config = json.loads((model / "config.json").read_text())
+    config["mm_tokens_per_image"] = 9  # 3x3 does not pool an 8x8 patch grid
+    (model / "config.json").write_text(json.dumps(config))
+    _refused(model, tmp_path / "out" / "g3.gguf", "gguf",
+             r"config\.json: mm_tokens_per_image 9 does not pool the 8x8 patch grid evenly")

@@ -1,6 +1,7 @@
 """The mmproj file llama.cpp's multimodal tools (mtmd / clip) load beside a VLM's language-model GGUF.
 
-Only Qwen2.5-VL is written (`clip.projector_type` qwen2.5vl_merger). llama.cpp's clip graph for it
+Qwen2.5-VL (`clip.projector_type` qwen2.5vl_merger) is written here, Gemma 3 (gemma3) by
+mmproj_gemma3.py's keys and names. llama.cpp's clip graph for Qwen2.5-VL
 hard-codes what the HF config could vary, so a model that differs is refused before anything is
 written: a 112-pixel attention window, 2x2 spatial merge, a temporal patch of 2, and full-attention
 blocks at a regular period (`clip.vision.n_wa_pattern`). Tensors follow llama.cpp's converter: the
@@ -22,7 +23,7 @@ import numpy as np
 from tunelab.atomic import atomic_file
 from tunelab.export.errors import ExportError
 
-PROJECTOR_TYPES = {"qwen2_5_vl": "qwen2.5vl_merger"}
+PROJECTOR_TYPES = {"qwen2_5_vl": "qwen2.5vl_merger", "gemma3": "gemma3"}
 LLAMA_CPP_WINDOW = 112  # llama.cpp's clip graph: attn_window_size = 112 (pixels)
 LLAMA_CPP_MERGE = 2  # llama.cpp's window layout assumes merge_ratio = 2
 _PREFIXES = ("model.visual.", "visual.")
@@ -57,16 +58,28 @@ def plan_mmproj(model_dir: Path) -> MmprojPlan:
                           "or evaluate it with transformers instead")
     vision = config.get("vision_config") or {}
     text = config.get("text_config") or config
-    keys = _keys(config_path, kind, vision, int(text["hidden_size"]), float(text.get("rms_norm_eps", 1e-6)))
+    if kind == "gemma3":
+        from tunelab.export.gguf.mmproj_gemma3 import gemma3_keys
+
+        keys = gemma3_keys(config_path, config)
+    else:
+        keys = _keys(config_path, kind, vision, int(text["hidden_size"]), float(text.get("rms_norm_eps", 1e-6)))
     keys.update(_preprocessor(model_dir))
-    return MmprojPlan(model_dir, keys, _vision_tensors(model_dir, int(vision["depth"])))
+    return MmprojPlan(model_dir, keys, _tensors_of(keys, model_dir))
 
 
 def retarget(plan: MmprojPlan, source: Path) -> MmprojPlan:
     """The same plan reading the vision tensors from `source` (a run's merged model)."""
     if Path(source) == plan.model_dir:
         return plan
-    return dataclasses.replace(plan, tensors=_vision_tensors(Path(source), int(plan.keys["block_count"])))
+    return dataclasses.replace(plan, tensors=_tensors_of(plan.keys, Path(source)))
+
+
+def _tensors_of(keys: dict, model_dir: Path) -> list[tuple[str, str, Path]]:
+    """The planned vision tensors of `model_dir` for the family `keys` describe."""
+    if keys["projector_type"] == "gemma3":
+        return _gemma3_tensors(model_dir, int(keys["block_count"]))
+    return _vision_tensors(model_dir, int(keys["block_count"]))
 
 
 def _keys(where: Path, kind: str, vision: dict, text_width: int, eps: float) -> dict:
@@ -121,6 +134,26 @@ def _vision_tensors(model_dir: Path, depth: int) -> list[tuple[str, str, Path]]:
     return out
 
 
+def _gemma3_tensors(model_dir: Path, depth: int) -> list[tuple[str, str, Path]]:
+    """(checkpoint name, hub name, file) of a Gemma 3 VLM's tower and projector tensors llama.cpp loads."""
+    from tunelab.export.gguf.mmproj_gemma3 import gguf_name, hub_name
+    from tunelab.store.weights import tensor_shapes
+
+    out = []
+    for file in sorted(model_dir.glob("*.safetensors")):
+        for name in tensor_shapes(file):
+            hub = hub_name(name)
+            if hub is not None and gguf_name(hub, depth) is not None:
+                out.append((name, hub, file))
+            elif hub is not None and ".head." not in hub:
+                raise ExportError(f"{file}: vision tensor '{name}' has no llama.cpp mmproj name")
+    blocks = {int(m.group(1)) for _n, h, _f in out if (m := re.search(r"\.layers\.(\d+)\.", h))}
+    if blocks != set(range(depth)) or not any("mm_input_projection" in h for _n, h, _f in out):
+        raise ExportError(f"{model_dir}: the vision tower's weights are incomplete (blocks {sorted(blocks)}, "
+                          f"config depth {depth}, or no projector); nothing was written")
+    return out
+
+
 def _gguf_names(short: str) -> list[str]:
     """llama.cpp names for one HF vision tensor (three for a fused qkv, two for the 3D patch kernel)."""
     if short == "patch_embed.proj.weight":
@@ -145,10 +178,16 @@ def _split(short: str, data: np.ndarray) -> list[np.ndarray]:
 def _arrays(plan: MmprojPlan) -> Iterator[tuple[str, np.ndarray]]:
     from safetensors import safe_open
 
+    gemma3 = plan.keys["projector_type"] == "gemma3"
     for name, short, file in plan.tensors:
         with safe_open(str(file), framework="pt") as st:
             data = st.get_tensor(name).float().numpy()
-        yield from zip(_gguf_names(short), _split(short, data))
+        if gemma3:
+            from tunelab.export.gguf.mmproj_gemma3 import gemma3_array, gguf_name
+
+            yield gguf_name(short, int(plan.keys["block_count"])), gemma3_array(short, data)
+        else:
+            yield from zip(_gguf_names(short), _split(short, data))
 
 
 def write_mmproj(plan: MmprojPlan, out: Path, log: Callable[[str], None] = print) -> Path:
@@ -160,7 +199,8 @@ def write_mmproj(plan: MmprojPlan, out: Path, log: Callable[[str], None] = print
         _write_keys(writer, plan)
         writer.add_file_type(1)  # llama_ftype MOSTLY_F16
         for name, data in _arrays(plan):
-            writer.add_tensor(name, np.ascontiguousarray(data.astype(np.float16 if data.ndim > 1 else np.float32)))
+            half = data.ndim > 1 and "position_embd" not in name  # Gemma 3's positions are added in f32
+            writer.add_tensor(name, np.ascontiguousarray(data.astype(np.float16 if half else np.float32)))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -185,6 +225,11 @@ def _write_keys(writer, plan: MmprojPlan) -> None:
     writer.add_vision_head_count(k["head_count"])
     writer.add_vision_image_mean(k["image_mean"])
     writer.add_vision_image_std(k["image_std"])
-    writer.add_vision_use_silu(True)
-    writer.add_vision_n_wa_pattern(k["n_wa_pattern"])
     writer.add_vision_attention_layernorm_eps(k["eps"])
+    if "n_wa_pattern" in k:  # Qwen2.5-VL: SiLU MLP, windowed blocks
+        writer.add_vision_use_silu(True)
+        writer.add_vision_n_wa_pattern(k["n_wa_pattern"])
+    if k.get("use_gelu"):  # Gemma 3's SigLIP
+        writer.add_vision_use_gelu(True)
+    if "scale_factor" in k:
+        writer.add_vision_projector_scale_factor(k["scale_factor"])
