@@ -303,3 +303,31 @@ def test_preference_run_page_charts_rewards_margin_and_accuracy(page, server, ru
     note = page.locator("#run-reward-model")
     note.wait_for(timeout=30_000)
     assert "tunelab merge" in note.inner_text() and "Serve it" not in page.locator("#run-final").inner_text()
+
+
+def test_run_page_links_to_its_tensorboard_logs(page, server, runs_dir, tiny_models, output_dir):
+    import io
+    import zipfile
+
+    pytest.importorskip("tensorboard")
+    from helpers.run_factory import write_metrics, write_status
+
+    from tunelab.train.trackers import TensorBoard
+
+    run = runs_dir / "tb-run"
+    write_status(run, tiny_models["llama"])
+    rows = [{"step": s, "loss": 2.0 / s, "lr": 1e-4} for s in range(1, 4)]
+    write_metrics(run, rows)
+    writer = TensorBoard(run, {"method": "lora"})  # the event files report_to: tensorboard writes
+    for row in rows:
+        writer.log(row)
+    writer.finish(None)
+    page.goto(server.url + "/ui/#/runs/tb-run")
+    link = page.locator("#run-tensorboard a#tensorboard-link")
+    link.wait_for(timeout=30_000)
+    page.screenshot(path=str(output_dir / "ui-run-tensorboard.png"))
+    assert f"tensorboard --logdir {(run / 'tensorboard').resolve()}" in page.locator("#run-tensorboard").inner_text()
+    res = httpx.get(server.url + link.get_attribute("href"), timeout=10)  # the link carries the key
+    assert res.status_code == 200 and link.get_attribute("download") == "tb-run-tensorboard.zip"
+    names = zipfile.ZipFile(io.BytesIO(res.content)).namelist()
+    assert len(names) == 1 and names[0].startswith("tb-run/events.out.tfevents.")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from tunelab.errors import TunelabError
 from tunelab.rundir import Run
@@ -109,6 +109,15 @@ def _run_routes(router: APIRouter, ctx: UIContext) -> None:
         if not found.is_file():
             raise HTTPException(404, f"run '{name}' has no report yet: run `tunelab report {name}`")
         return FileResponse(found, media_type="text/html")
+
+    @router.get("/runs/{name}/tensorboard/download")
+    def tensorboard_logs(name: str) -> Response:
+        try:
+            data = ui_runs.tensorboard_zip(Run(_run_path(ctx, name)))
+        except ui_runs.RunNotFound as err:
+            raise HTTPException(404, str(err)) from None
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}-tensorboard.zip"'})
 
     @router.post("/runs/{name}/report")
     async def write_report(name: str) -> Any:

@@ -6,9 +6,11 @@ shows up the same as one started from the browser.
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 import time
+import zipfile
 from pathlib import Path
 
 from tunelab import rundir
@@ -74,12 +76,27 @@ def run_detail(path: Path) -> dict:
 
 
 def tensorboard(run: Run) -> dict:
-    """Where the run's TensorBoard event files are, and the command that shows them (None without)."""
+    """Where the run's TensorBoard event files are, the command that shows them on this machine, and
+    the API path that downloads them as a zip (for a browser on another machine); None without."""
     logs = run.tensorboard_logs()
     if logs is None:
-        return {"tensorboard_dir": None, "tensorboard_command": None}
+        return {"tensorboard_dir": None, "tensorboard_command": None, "tensorboard_download": None}
     path = str(logs.resolve())
-    return {"tensorboard_dir": path, "tensorboard_command": f"tensorboard --logdir {shlex.quote(path)}"}
+    return {"tensorboard_dir": path, "tensorboard_command": f"tensorboard --logdir {shlex.quote(path)}",
+            "tensorboard_download": f"/ui/api/runs/{run.name}/tensorboard/download"}
+
+
+def tensorboard_zip(run: Run) -> bytes:
+    """The run's TensorBoard logs as a zip of RUN_NAME/<event files>: unzipped, `tensorboard --logdir .`
+    lists the run under its own name. RunNotFound when it has written none."""
+    logs = run.tensorboard_logs()
+    if logs is None:
+        raise RunNotFound(f"run '{run.name}' has no TensorBoard logs (train it with report_to: tensorboard)")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(p for p in logs.rglob("*") if p.is_file()):
+            zf.write(file, f"{run.name}/{file.relative_to(logs).as_posix()}")
+    return buf.getvalue()
 
 
 def _reward_model(run: Run) -> bool:

@@ -78,6 +78,38 @@ def test_run_detail_gives_the_tensorboard_command_once_event_files_exist(ui):
     detail = client.get("/ui/api/runs/tb").json()
     assert detail["tensorboard_dir"] == str((run / "tensorboard").resolve())
     assert detail["tensorboard_command"] == f"tensorboard --logdir {detail['tensorboard_dir']}"
+    assert detail["tensorboard_download"] == "/ui/api/runs/tb/tensorboard/download"
+
+
+def test_tensorboard_link_downloads_logs_that_tensorboard_reads(ui, tmp_path):
+    """The run page's link: a zip of RUN/<event files>, whose scalars are the run's metrics."""
+    import io
+    import zipfile
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tunelab.train.trackers import TensorBoard
+
+    client, runs = ui
+    run = _write_run(runs, "tb", steps=3)
+    assert client.get("/ui/api/runs/tb/tensorboard/download").status_code == 404  # none written yet
+    writer = TensorBoard(run, {"method": "lora"})  # what report_to: tensorboard writes
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        writer.log(row)
+    writer.finish(run / "adapter")
+    link = client.get("/ui/api/runs/tb").json()["tensorboard_download"]
+    assert TestClient(client.app).get(link).status_code == 401  # behind the key, like every download
+    res = TestClient(client.app).get(link, params={"key": "k3y"})  # a plain <a href> sends it this way
+    assert res.status_code == 200 and res.headers["content-type"] == "application/zip"
+    assert 'filename="tb-tensorboard.zip"' in res.headers["content-disposition"]
+    zipfile.ZipFile(io.BytesIO(res.content)).extractall(tmp_path / "unzipped")
+    events = EventAccumulator(str(tmp_path / "unzipped" / "tb"))
+    events.Reload()
+    got = events.Scalars("train/loss")
+    assert [e.step for e in got] == [r["step"] for r in rows]
+    assert [e.value for e in got] == pytest.approx([r["loss"] for r in rows], rel=1e-6)  # stored as float32
 
 
 def test_unknown_or_unsafe_run_names_are_rejected(ui):

@@ -70,10 +70,14 @@ function header(d) {
   ui.bar.style.width = `${pct.toFixed(1)}%`;
   ui.bar.parentElement.dataset.state = d.state;
   ui.stop.hidden = !["running", "starting"].includes(d.state);
-  // Event files are read by TensorBoard only, on the machine that holds them: so the page shows
-  // the command to run there, not a download.
-  ui.tensorboard.hidden = !d.tensorboard_command;
-  ui.tensorboard.replaceChildren("TensorBoard logs: ", h("code", {}, d.tensorboard_command || ""));
+  // TensorBoard reads event files where they lie: the link downloads them (a zip; unzip, then
+  // `tensorboard --logdir .`), for a browser on another machine; the command is for this one.
+  ui.tensorboard.hidden = !d.tensorboard_download;
+  if (d.tensorboard_download) {
+    ui.tensorboard.replaceChildren("TensorBoard logs: ",
+      h("a.button.small#tensorboard-link", { href: downloadUrl(d.tensorboard_download), download: `${d.name}-tensorboard.zip` }, "⬇ download"),
+      " or on this machine ", h("code", {}, d.tensorboard_command));
+  }
   const error = d.error || d.job?.error;
   ui.error.textContent = d.state === "failed" && error ? error : "";
 }
