@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-TRAINABLE = ("qwen2_vl", "qwen2_5_vl", "gemma3")
-SERVED = ("qwen2_5_vl", "gemma3")  # the engine runs these with images (models/qwen_vl.py, models/gemma3_vl.py)
-VISION_TYPES = (*TRAINABLE, "qwen3_vl", "llava", "mllama", "paligemma", "idefics3", "smolvlm")
+TRAINABLE = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3")
+# the engine runs these with images (models/qwen_vl.py, models/qwen3_vl.py, models/gemma3_vl.py)
+SERVED = ("qwen2_5_vl", "qwen3_vl", "gemma3")
+VISION_TYPES = (*TRAINABLE, "llava", "mllama", "paligemma", "idefics3", "smolvlm")
 
 
 @dataclass(frozen=True)

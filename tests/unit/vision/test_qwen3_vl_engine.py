@@ -14,13 +14,6 @@ from tunelab.engine.sequence import Sequence
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen3_vl(tmp_path_factory):
-    from tiny_vlm import build_tiny_qwen3_vl
-
-    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("vlm") / "tiny-qwen3-vl")
-
-
-@pytest.fixture(scope="module")
 def hf(tiny_qwen3_vl):
     from transformers import Qwen3VLForConditionalGeneration
 
