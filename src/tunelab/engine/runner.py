@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tunelab.engine import multimodal, prompt_logprobs
+from tunelab.engine import greedy_head, multimodal, prompt_logprobs
 from tunelab.engine.kv_cache import KVCache
 from tunelab.models.attention import AttnBatch, PrefillSegment
 
@@ -43,6 +43,7 @@ class ModelRunner:
         self.lora = lora  # engine.lora.LoRAManager or None
         self.decode_kernel = device.type == "cuda" and _triton_available()
         self.graphs = None  # engine.cuda_graphs.DecodeGraphs, set by the engine on CUDA
+        self.greedy_head = None  # engine.greedy_head.GreedyHead: greedy-only steps take their argmax from it
 
     def enable_graphs(self, max_batch: int, max_blocks: int, capture: bool = True) -> None:
         """Serve decode-only steps from CUDA graphs (or, capture=False, their static buffers)."""
@@ -66,6 +67,9 @@ class ModelRunner:
             hidden = self.hidden_states(step)  # (T, hidden)
         if step.prompt:  # the sampled rows' logits come out of its last lm_head pass
             return prompt_logprobs.collect(self.model, hidden, step.prompt, step.sample_rows)
+        if self.greedy_head is not None and greedy_head.eligible(it.seq for it in items) \
+                and self.greedy_head.serves(self.model):
+            return self.greedy_head.logits(hidden[step.sample_rows])  # exact where it can be the argmax
         return self.model.compute_logits(hidden[step.sample_rows])
 
     @torch.inference_mode()

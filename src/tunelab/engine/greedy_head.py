@@ -1,0 +1,94 @@
+"""Greedy next tokens from a bf16 copy of an fp32 lm_head, certified equal to the fp32 argmax.
+
+On a CPU a decode step of an fp32 Gemma 3 spends most of its time in the 262k x 640 lm_head
+(8 rows: 180 ms in fp32, 60 ms in bf16 on AVX512-BF16). A greedy row only needs the argmax, so
+the bf16 product ranks the vocabulary and fp32 decides among the tokens that can still win:
+
+    a_v = bf16(h) . bf16(w_v)                 (fp32 accumulation, rounded to bf16)
+    |a_v - h . w_v| <= b = 3u |h| max|w_t| + 2u max|a_t|   u = 2^-8: Cauchy-Schwarz on the inputs'
+                                                          rounding, the output's rounding, and the
+                                                          fp32 sum's own error (hidden size < 58k)
+    candidates: a_v >= max over t of a_t - 2b              the fp32 argmax is always among them
+
+The candidates' fp32 logits are computed exactly (a few rows of the weight); every other
+logit is -inf. So the sampler's argmax picks what it would from the full fp32 logits (up to
+fp32 summation order, as any change of batch shape). Only for greedy rows that read nothing
+else of the logits: no logprobs, penalties or constraints (`eligible`). Unlike the int4
+`quant.RescoredHead`, which rescores a fixed top-k heuristically, the bound makes it exact.
+The copy costs half the head's memory again, so an engine user turns it on
+(`ModelRunner.greedy_head`); lm-eval's backend does (eval/harness.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+U = 2.0 ** -8  # bf16's unit roundoff
+MIN_VOCAB = 32768  # below this the head is too small to matter
+
+
+class GreedyHead:
+    """A bf16 copy of an fp32 lm_head weight (V, H) and each row's norm, for certified argmax logits."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight  # the model's own fp32 weight, shared
+        self.key = _key(weight)
+        self.low = weight.to(torch.bfloat16)
+        self.max_norm = float(weight.norm(dim=-1).max())  # the largest |w_v|
+
+    def serves(self, model) -> bool:
+        """Whether `model`'s head is still this weight, unchanged (an adapter may have wrapped it, a
+        weight sync rewritten it); the runner uses the model's own head otherwise."""
+        head = model.lm_head
+        return type(head) is _linear() and head.qweight is None and head.weight is not None and \
+            head.weight.data_ptr() == self.weight.data_ptr() and _key(head.weight) == self.key
+
+    @classmethod
+    def for_model(cls, model) -> GreedyHead | None:
+        """The head of `model` if it is a plain fp32 CPU linear with a large vocabulary, else None
+        (bf16 models, quantized or LoRA-wrapped heads, GPUs: nothing to gain or not exact; a final
+        soft-cap ties saturated logits far from the raw maximum, which the bound does not see)."""
+        head = getattr(model, "lm_head", None)
+        if type(head) is not _linear() or head.qweight is not None or head.bias is not None:
+            return None
+        weight = head.weight.detach()
+        if weight.dtype != torch.float32 or weight.is_cuda or weight.shape[0] < MIN_VOCAB \
+                or getattr(model.spec, "final_softcap", None):
+            return None
+        return cls(weight)
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, V) fp32: each row's exact logits at the tokens that can be its argmax, -inf elsewhere."""
+        h = hidden.float()
+        approx = F.linear(h.to(torch.bfloat16), self.low)  # (N, V) bf16: no fp32 pass over it
+        low, high = torch.aminmax(approx, dim=-1)
+        big = torch.maximum(low.abs(), high.abs()).float()  # (N,) bounds every |a_v|
+        slack = (3 * U) * h.norm(dim=-1) * self.max_norm + (2 * U) * big  # (N,) >= every b_v of the row
+        floor = high.float() - 2 * slack  # a candidate's a_v + b_v reaches the best a_t - b_t
+        floor = (floor - (2 * U) * floor.abs()).to(torch.bfloat16)  # rounding to bf16 cannot raise it
+        rows, cols = torch.nonzero(approx >= floor[:, None], as_tuple=True)  # ascending vocab per row
+        out = torch.full(approx.shape, float("-inf"))
+        out[rows, cols] = (h[rows] * self.weight[cols]).sum(dim=-1)  # (C,) exact fp32
+        lost = torch.ones(len(h), dtype=torch.bool).index_fill_(0, rows, False)  # NaN rows: no candidate
+        if lost.any():
+            out[lost] = F.linear(h[lost], self.weight)
+        return out
+
+
+def eligible(seqs) -> bool:
+    """Whether every row of a step only needs its argmax: greedy, no logprobs, penalties or grammar."""
+    return all(p.greedy and p.logprobs is None and p.repetition_penalty == 1.0 and not p.presence_penalty
+               and not p.frequency_penalty and p.structured_outputs is None for p in (s.params for s in seqs))
+
+
+def _linear() -> type:
+    from tunelab.models.layers import Linear
+
+    return Linear
+
+
+def _key(weight: torch.Tensor) -> tuple:
+    """Changes when the weight may have (an inference tensor has no version counter: never written)."""
+    return weight.data_ptr(), None if weight.is_inference() else weight._version
