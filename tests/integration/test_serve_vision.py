@@ -116,13 +116,15 @@ def test_a_text_model_says_it_takes_no_images(tiny_models):
         srv.stop()
 
 
-def test_gemma3_image_url_reply_is_the_engines(tmp_path_factory):
-    """The tiny Gemma 3 VLM: an OpenAI image_url and Ollama's images get the LLM API's greedy replies."""
-    from tiny_vlm import build_tiny_gemma3_vlm
+@pytest.mark.parametrize("family", ["gemma3", "qwen3_vl"])
+def test_other_families_image_url_reply_is_the_engines(family, tmp_path_factory):
+    """The tiny Gemma 3 VLM and Qwen3-VL: an OpenAI image_url and Ollama's images get the LLM API's greedy replies."""
+    import tiny_vlm
 
     from tunelab.engine.llm import LLM, SamplingParams
 
-    model = build_tiny_gemma3_vlm(tmp_path_factory.mktemp("vlm") / "tiny-gemma3-vl")
+    build = {"gemma3": tiny_vlm.build_tiny_gemma3_vlm, "qwen3_vl": tiny_vlm.build_tiny_qwen3_vl}[family]
+    model = build(tmp_path_factory.mktemp("vlm") / family)
     llm = LLM(model, dtype="fp32", max_model_len=256)
     turn = [{"type": "image_url", "image_url": {"url": _url(BLUE)}}, {"type": "text", "text": "colour?"}]
     want = llm.chat([{"role": "user", "content": turn}], SamplingParams(max_tokens=6, temperature=0),
