@@ -81,7 +81,7 @@ def test_prefill_and_decode_logits_match_transformers(tiny_gemma3_vlm, hf, llm, 
 
     images = CASES[case]
     ids = _prompt(llm.get_tokenizer(), images)
-    greedy, ref = _reference(hf, ids, images, steps=6)
+    greedy, ref = _reference(hf, ids, images, steps=4)
     model = llm.engine.model  # the engine's weights, run here on a KV cache of our own
     kv = KVCache.allocate(model.spec, 64, BLOCK, torch.float32, torch.device("cpu"))
     seq = Sequence(ids + greedy[:-1])
@@ -99,9 +99,9 @@ def test_prefill_and_decode_logits_match_transformers(tiny_gemma3_vlm, hf, llm, 
     print(f"{case}: max abs logit diff {(got - ref).abs().max().item():.2e}")
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_llm_greedy_matches_transformers(llm, hf, case):
-    images = CASES[case]
+def test_llm_greedy_matches_transformers(llm, hf):
+    """The whole engine path: a 12-token step budget puts both images on chunk boundaries."""
+    images = CASES["two images"]
     ids = _prompt(llm.get_tokenizer(), images)
     greedy, _ = _reference(hf, ids, images, steps=8)
     prompt = {"prompt_token_ids": ids, **({"multi_modal_data": {"image": images}} if images else {})}
