@@ -46,7 +46,7 @@ class EngineBackend(HFTokenizerPrompts, Backend):
     # ---- generation -----------------------------------------------------------------------
 
     def takes_images(self) -> bool:
-        """A Qwen2.5-VL model takes images (vision/family.SERVED)."""
+        """A Qwen2.5-VL or Gemma 3 VLM takes images (vision/family.SERVED)."""
         from tunelab.vision.family import serves_images
 
         return serves_images(self.model_path)
