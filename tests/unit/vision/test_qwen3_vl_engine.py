@@ -1,12 +1,13 @@
 """The engine's Qwen3-VL against transformers' Qwen3VLForConditionalGeneration on a tiny random one (Qwen3's
 q/k norms, interleaved M-RoPE, 16-px patches, DeepStack after both decoder layers): prefill chunked through
-an image, decode, greedy output; the same checks as Qwen2.5-VL's (test_vlm_engine.py), whose helpers these are."""
+an image, decode, greedy output, a PEFT LoRA; the same checks as Qwen2.5-VL's (test_vlm_engine.py), whose helpers
+these are."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_vlm_engine import BLOCK, CASES, _engine_logits, _prompt, _reference
+from test_vlm_engine import BLOCK, CASES, _engine_logits, _prompt, _reference, adapter_matches_merged
 
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.kv_cache import KVCache
@@ -82,3 +83,7 @@ def test_deepstack_features_reach_the_decoder(llm):
                 p.copy_(s)
         llm.engine.scheduler.block_manager.reset_prefix_cache()
     assert without.logprobs[0].logprob != pytest.approx(with_ds.logprobs[0].logprob, abs=1e-3)
+
+
+def test_a_peft_adapter_on_qwen3_vl_matches_transformers_merged(tiny_qwen3_vl, llm, tmp_path):
+    adapter_matches_merged(tiny_qwen3_vl, llm, tmp_path)

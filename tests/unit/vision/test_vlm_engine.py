@@ -148,13 +148,17 @@ def test_prefix_cache_keys_on_image_content(llm):
 
 
 def test_a_peft_adapter_on_the_vlm_matches_transformers_merged(tiny_vlm, llm, tmp_path):
+    adapter_matches_merged(tiny_vlm, llm, tmp_path)
+
+
+def adapter_matches_merged(model_dir, llm, tmp_path) -> None:
     """A PEFT LoRA on the language model (transformers 5 names it model.language_model...) served by
     the engine gives the greedy output of transformers' model with the adapter merged."""
     from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(3)
-    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm, dtype=torch.float32)
+    base = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     targets = r".*language_model.*\.(q_proj|v_proj|o_proj|gate_proj|down_proj)"
     peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
                                                  init_lora_weights=False))
