@@ -4,7 +4,7 @@ final adapter path, sent through each tool's own library.
     tensorboard  event files in RUN/tensorboard/ (`Run.tensorboard_dir`, which the UI links to)
     wandb        wandb.init(dir=RUN); WANDB_MODE=offline keeps it on disk (RUN/wandb/)
     mlflow       MLFLOW_TRACKING_URI, else a SQLite store RUN/mlflow.db (MLflow 3 retired ./mlruns)
-    swanlab      swanlab.init(logdir=RUN/swanlog); SWANLAB_MODE (default: local)
+    swanlab      swanlab.init(logdir=RUN/swanlog); SWANLAB_MODE (default: offline, `swanlab sync` uploads)
 
 Each is an optional extra; a missing one is an error before training starts. A run that fails
 (or is killed) still closes every tracker, marked failed/killed, so none is left "running".
@@ -123,14 +123,15 @@ class MLflow:
 
 
 class SwanLab:
-    """One SwanLab experiment; local mode (files in RUN/swanlog) unless SWANLAB_MODE says otherwise."""
+    """One SwanLab experiment in RUN/swanlog, offline unless SWANLAB_MODE says otherwise (SwanLab's
+    deprecated "local" mode needs its `swanboard` dashboard package, or it logs an error at start)."""
 
     def __init__(self, run_path: Path, config: dict[str, Any]):
         import swanlab
 
         self.swanlab = swanlab
         self.run = swanlab.init(project=PROJECT, experiment_name=run_path.name, config=config,
-                                logdir=str(run_path / "swanlog"), mode=os.environ.get("SWANLAB_MODE", "local"))
+                                logdir=str(run_path / "swanlog"), mode=os.environ.get("SWANLAB_MODE", "offline"))
 
     def log(self, row: dict[str, Any]) -> None:
         self.swanlab.log(scalars(row), step=row["step"])

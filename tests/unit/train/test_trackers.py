@@ -30,11 +30,12 @@ def tracked_run(tiny_models, tiny_examples, tmp_path_factory) -> Path:
     if not INSTALLED:
         pytest.skip("no tracker library installed (pip install 'tunelab[tensorboard]' etc.)")
     out = tmp_path_factory.mktemp("tracked") / "run"
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "SWANLAB_MODE": "local"}
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        for key in ("MLFLOW_TRACKING_URI", "SWANLAB_MODE"):  # their defaults: SQLite in the run, offline
+            mp.delenv(key, raising=False)
         cfg = load_config(TrainConfig, None, [f"model={tiny_models['llama']}", f"output={out}", "max_steps=3",
                                               "micro_batch_size=2", "data.cutoff_len=64", "eval_split=0.25",
                                               f"report_to={','.join(INSTALLED)}"])
@@ -129,15 +130,25 @@ def test_mlflow_store_holds_the_metrics(tracked_run):
     assert run.data.tags["adapter_path"] == str(tracked_run / "adapter")
 
 
-def test_swanlab_local_logs_hold_the_metrics(tracked_run):
+def _swanlab_records(run: Path) -> list:
+    """The records of a run's SwanLab file, read as `swanlab sync` reads them."""
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader
+
+    (path,) = glob.glob(str(run / "swanlog" / "run-*" / "run-*.swanlab"))
+    reader = DataStoreReader()
+    reader.open(path)
+    return [Record.FromString(raw) for raw in reader]
+
+
+def test_swanlab_offline_run_holds_the_metrics(tracked_run):
     _need("swanlab")
+    series: dict[str, list[tuple[int, float]]] = {}
+    for record in _swanlab_records(tracked_run):
+        if record.WhichOneof("record_type") == "scalar" and not record.scalar.key.startswith("__swanlab__"):
+            series.setdefault(record.scalar.key, []).append((record.scalar.step, record.scalar.value.number))
+    assert series == _expected(tracked_run)
     (run_dir,) = glob.glob(str(tracked_run / "swanlog" / "run-*"))
-    series = []
-    for log in sorted(glob.glob(f"{run_dir}/logs/*/*.log")):
-        lines = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
-        series.append([(row["index"], row["data"]) for row in lines])
-    expected = sorted(_expected(tracked_run).values())
-    assert sorted(series) == expected  # each metric's (step, value) series, key by key
     config = Path(run_dir, "files", "config.yaml").read_text()
     assert str(tracked_run / "adapter") in config and "lora" in config
 
@@ -169,7 +180,7 @@ def failed_run(tiny_models, tiny_examples, tracked_run, tmp_path_factory) -> Pat
     from tunelab.train.trainer import train
 
     out = tmp_path_factory.mktemp("failed") / "run"
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "SWANLAB_MODE": "local",
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "SWANLAB_MODE": "offline",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tracked_run / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "failed"}
 
     def boom(row):
@@ -221,12 +232,6 @@ def test_a_failed_run_is_failed_in_mlflow(failed_run, tracked_run):
 
 def test_a_failed_run_is_crashed_in_swanlab(failed_run):
     _need("swanlab")
-    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
-    from swanlab.sdk.internal.core_python.store import DataStoreReader  # what `swanlab sync` reads with
-
-    reader = DataStoreReader()
-    reader.open(glob.glob(str(failed_run / "swanlog" / "run-*" / "run-*.swanlab"))[0])
-    records = [Record.FromString(raw) for raw in reader]
-    (finish,) = [r.finish for r in records if r.WhichOneof("record_type") == "finish"]
+    (finish,) = [r.finish for r in _swanlab_records(failed_run) if r.WhichOneof("record_type") == "finish"]
     state = finish.DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[finish.state].name
     assert state == "RUN_STATE_CRASHED" and finish.error == ERROR
