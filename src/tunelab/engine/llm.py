@@ -61,11 +61,10 @@ class LLM:
                  lora_request: Lora = None, *, adapter: str | list[str | None] | None = None) -> list[RequestOutput]:
         """Complete each prompt (text or token ids); outputs come back in prompt order. A VLM's prompt dict
         may carry vLLM's `multi_modal_data={"image": image or [images]}` (PIL), one image per
-        `<|vision_start|><|image_pad|><|vision_end|>` (Gemma 3: `<start_of_image><image_soft_token><end_of_image>`)
-        in the prompt."""
+        `<|vision_start|><|image_pad|><|vision_end|>` (Gemma 3: `<start_of_image>`) in the prompt."""
         items = [_unwrap(p) for p in _as_list(prompts)]
         images = [_images(p) for p in _as_list(prompts)]
-        prompt_ids = [self._with_images(self._encode(p), im) for p, im in zip(items, images)]
+        prompt_ids = [self._with_images(self._encode(self._image_starts(p, im)), im) for p, im in zip(items, images)]
         texts = [p if isinstance(p, str) else None for p in items]
         return self._run(prompt_ids, texts, sampling_params, self._adapters(lora_request, adapter), use_tqdm,
                          images)
@@ -142,6 +141,15 @@ class LLM:
         if not hasattr(self.engine.model, "encode_images"):
             raise InvalidRequest("this model serves text only: it takes no images", param="messages")
         return expand_markers(turns, refs, grid_for(self.tokenizer)), [load_rgb(ref) for ref in refs]
+
+    def _image_starts(self, prompt, images: list | None):
+        """A text prompt with Gemma 3's bare `<start_of_image>` grown into whole image runs, as its processor does."""
+        from tunelab.vision.preprocess import vision_grid
+        from tunelab.vision.tokens import expand_image_starts
+
+        if not images or not isinstance(prompt, str):
+            return prompt
+        return expand_image_starts(prompt, vision_grid(self.engine.model_dir))
 
     def _with_images(self, ids: list[int], images: list | None) -> list[int]:
         """`ids` with each image's pad token (`<|image_pad|>`, `<image_soft_token>`) repeated once per token

@@ -30,6 +30,7 @@ class ImageFormat:
     projector: str  # the projector's module name (trains with train_projector)
     mrope: bool = False  # Qwen2-VL's 3-axis rotary positions; else plain 1-D positions
     bidirectional: bool = False  # an image's tokens attend to each other both ways at prefill
+    start: str = ""  # a bare token that stands for a whole image in a text prompt (Gemma 3's <start_of_image>)
 
     @property
     def placeholder(self) -> str:
@@ -40,7 +41,7 @@ class ImageFormat:
 QWEN2_VL = ImageFormat("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "visual", "merger", mrope=True)
 # Gemma3Processor's `full_image_sequence`: the chat template's <start_of_image> grows into this
 GEMMA3 = ImageFormat("<image_soft_token>", "\n\n<start_of_image>", "<end_of_image>\n\n", "vision_tower",
-                     "multi_modal_projector", bidirectional=True)
+                     "multi_modal_projector", bidirectional=True, start="<start_of_image>")
 IMAGE_PAD = QWEN2_VL.pad
 _FORMATS = {"gemma3": GEMMA3}  # model_type -> format; the Qwen2-VL family's is the default
 

@@ -36,6 +36,16 @@ def expand_markers(messages: list[dict], images: list[str], grid: VisionGrid) ->
     return out
 
 
+def expand_image_starts(text: str, grid: VisionGrid) -> str:
+    """A text prompt read as Gemma3Processor reads it: each bare `<start_of_image>` (what Gemma 3's chat
+    template and vLLM's Gemma 3 prompts write) grows into the image's whole run. Unchanged when the family
+    has no such token or the prompt already holds pad tokens."""
+    fmt = grid.format
+    if not fmt.start or not grid.fixed_tokens or fmt.pad in text:
+        return text
+    return text.replace(fmt.start, fmt.before + fmt.pad * grid.fixed_tokens + fmt.after)
+
+
 def grid_for(tokenizer: Any) -> VisionGrid:
     """How the model the tokenizer was loaded from sizes images."""
     return vision_grid(getattr(tokenizer, "name_or_path", None))

@@ -126,6 +126,22 @@ def test_vllm_style_prompt_with_one_soft_token_per_image(llm):
         llm.engine.add_request("short-run", _prompt(llm.get_tokenizer(), [RED], per_image=15), params, images=[RED])
 
 
+def test_a_bare_start_of_image_reads_as_the_gemma3_processor_reads_it(tiny_gemma3_vlm, llm):
+    """vLLM's Gemma 3 prompts (and its chat template) write only <start_of_image> per image; the engine grows
+    each into Gemma3Processor's run, newlines included."""
+    from transformers import AutoTokenizer, Gemma3ImageProcessorPil, Gemma3Processor
+
+    named = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>", "eoi_token": "<end_of_image>"}
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil.from_pretrained(tiny_gemma3_vlm),
+                                tokenizer=AutoTokenizer.from_pretrained(tiny_gemma3_vlm, extra_special_tokens=named),
+                                image_seq_length=16)
+    text = "look at<start_of_image> and<start_of_image> name the colour"
+    ref = processor(text=[text], images=[[RED, BLUE]], return_tensors="pt")["input_ids"][0].tolist()
+    out = llm.generate({"prompt": text, "multi_modal_data": {"image": [RED, BLUE]}},
+                       SamplingParams(max_tokens=1, temperature=0), use_tqdm=False)
+    assert out[0].prompt_token_ids == ref and out[0].prompt == text
+
+
 def test_prefix_cache_keys_on_image_content(llm):
     """Same token ids, another image: only the blocks before the image are shared, and the reply is the
     one a cold cache gives; the same image again shares the blocks past it."""

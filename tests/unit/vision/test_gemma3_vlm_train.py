@@ -25,8 +25,9 @@ def colour_rows(folder: Path, sizes) -> Path:
     for name, rgb in COLOURS.items():
         for k, size in enumerate(sizes):
             Image.new("RGB", size, rgb).save(folder / f"{name}{k}.png")
-            rows.append({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
-                "url": f"{name}{k}.png"}}, {"type": "text", "text": "colour?"}]}, {"role": "assistant", "content": name}]})
+            image = {"type": "image_url", "image_url": {"url": f"{name}{k}.png"}}
+            rows.append({"messages": [{"role": "user", "content": [image, {"type": "text", "text": "colour?"}]},
+                                      {"role": "assistant", "content": name}]})
     out = folder / "rows.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
