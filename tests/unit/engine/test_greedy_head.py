@@ -22,8 +22,9 @@ def _near_ties(vocab: int = 4096, width: int = 64) -> tuple[torch.Tensor, torch.
     return weight, hidden
 
 
-def test_argmax_equals_the_fp32_heads_and_candidates_hold_exact_logits():
-    weight, hidden = _near_ties()
+@pytest.mark.parametrize("vocab", [4096, 4000])  # candidates searched by blocks; a vocabulary that has none
+def test_argmax_equals_the_fp32_heads_and_candidates_hold_exact_logits(vocab):
+    weight, hidden = _near_ties(vocab)
     head = GreedyHead(weight)
     got, full = head.logits(hidden), F.linear(hidden, weight)
     exact = F.linear(hidden.double(), weight.double()).topk(2)
