@@ -185,10 +185,10 @@ def test_a_peft_adapter_on_the_language_model_matches_transformers_merged(tiny_g
     peft_model.save_pretrained(tmp_path / "lora")
     merged = peft_model.merge_and_unload().eval()
     ids = _prompt(llm.get_tokenizer(), [BLUE])
-    greedy, logits = _reference(merged, ids, [BLUE], steps=6)
+    greedy, logits = _reference(merged, ids, [BLUE], steps=3)
     expected = logits[len(ids) - 1:].log_softmax(-1)[range(len(greedy)), greedy].tolist()
     llm.engine.add_adapter("g3-lora", tmp_path / "lora")
-    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=0)
+    params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True, logprobs=0)
     prompt = {"prompt_token_ids": ids, "multi_modal_data": {"image": BLUE}}
     out = llm.generate(prompt, params, use_tqdm=False, adapter="g3-lora")[0].outputs[0]
     plain = llm.generate(prompt, params, use_tqdm=False)[0].outputs[0]
