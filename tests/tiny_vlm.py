@@ -122,9 +122,10 @@ def build_tiny_gemma3_vlm(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def tiny_qwen3_vl_config(tokenizer):
+def tiny_qwen3_vl_config(tokenizer, deepstack=(0, 1)):
     """A transformers Qwen3VLConfig: Qwen3's decoder (q/k norms) at width 64, interleaved M-RoPE, and a 2-block
-    tower of width 32 over 16-px patches whose both blocks feed DeepStack (after decoder layers 0 and 1)."""
+    tower of width 32 over 16-px patches whose `deepstack` blocks feed DeepStack (by default both, added after
+    decoder layers 0 and 1)."""
     from transformers import Qwen3VLConfig
 
     start, pad, end = tokenizer.convert_tokens_to_ids(VISION_TOKENS)
@@ -136,25 +137,25 @@ def tiny_qwen3_vl_config(tokenizer):
                                               "mrope_section": [2, 3, 3], "mrope_interleaved": True})
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
                   spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
-                  deepstack_visual_indexes=[0, 1], initializer_range=0.2)  # 0.02 would make every block ~identity
+                  deepstack_visual_indexes=list(deepstack), initializer_range=0.2)  # 0.02: every block ~identity
     return Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=pad, vision_start_token_id=start,
                          vision_end_token_id=end, video_token_id=pad, tie_word_embeddings=True)
 
 
-def build_tiny_qwen3_vl(out: Path, seed: int = 0) -> Path:
+def build_tiny_qwen3_vl(out: Path, seed: int = 0, deepstack=(0, 1), pixels=(32 * 32, 64 * 64)) -> Path:
     """Save a random tiny Qwen3-VL, its tokenizer and a Qwen2-VL image processor config as Qwen3-VL's
-    (16-px patches, mean/std 0.5; 32x32 to 64x64 px: 1-4 image tokens) to `out`."""
+    (16-px patches, mean/std 0.5; by default 32x32 to 64x64 px: 1-4 image tokens) to `out`."""
     import torch
     from transformers import AutoTokenizer, Qwen2VLImageProcessorPil, Qwen3VLForConditionalGeneration
 
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
     tokenizer.add_special_tokens({"additional_special_tokens": VISION_TOKENS})
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(tiny_qwen3_vl_config(tokenizer)).to(torch.float32)
+    model = Qwen3VLForConditionalGeneration(tiny_qwen3_vl_config(tokenizer, deepstack)).to(torch.float32)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
-                             image_std=[0.5] * 3, size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}
+                             image_std=[0.5] * 3, size={"shortest_edge": pixels[0], "longest_edge": pixels[1]}
                              ).save_pretrained(out)
     return out

@@ -41,9 +41,10 @@ def exported(tmp_path_factory):
     return model, export(str(model), "gguf", "f16", out=root / "vlm-f16.gguf", log=lambda _m: None)
 
 
-def _llama_cpp_run(result) -> tuple[list[int | None], np.ndarray, list[int]]:
+def _llama_cpp_run(result, pixels: np.ndarray | None = None, width: int | None = None
+                   ) -> tuple[list[int | None], np.ndarray, list[int]]:
     """Prompt ids as mtmd tokenized them (None for each image embedding), llama.cpp's image embeddings
-    and its greedy tokens."""
+    (`width` wide, the LM's width unless given) and its greedy tokens, for `pixels` (HxWx3, `_image()`)."""
     from llama_cpp import mtmd_cpp as mtmd
 
     llm = llama_cpp.Llama(str(result.gguf), n_ctx=128, n_threads=2, verbose=False)
@@ -51,9 +52,9 @@ def _llama_cpp_run(result) -> tuple[list[int | None], np.ndarray, list[int]]:
     params.use_gpu, params.n_threads, params.print_timings = False, 2, False
     ctx = mtmd.mtmd_init_from_file(str(result.mmproj).encode(), llm.model, params)
     assert ctx is not None and mtmd.mtmd_support_vision(ctx) and mtmd.mtmd_decode_use_mrope(ctx)
-    pixels = _image()
+    pixels = _image() if pixels is None else pixels
     rgb = (ctypes.c_uint8 * pixels.size).from_buffer(bytearray(pixels.tobytes()))
-    bitmap = mtmd.mtmd_bitmap_init(WIDTH, HEIGHT, rgb)
+    bitmap = mtmd.mtmd_bitmap_init(pixels.shape[1], pixels.shape[0], rgb)
     text = f"look at {mtmd.mtmd_default_marker().decode()} name the colour".encode()
     inp = mtmd.mtmd_input_text()
     inp.text, inp.text_len, inp.add_special, inp.parse_special = text, len(text), False, True
@@ -62,7 +63,8 @@ def _llama_cpp_run(result) -> tuple[list[int | None], np.ndarray, list[int]]:
         assert mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(inp), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
         ids, image = _chunk_ids(mtmd, chunks)
         assert mtmd.mtmd_encode_chunk(ctx, image) == 0
-        embeds = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(ctx), shape=(ids.count(None), llm.n_embd())).copy()
+        shape = (ids.count(None), width or llm.n_embd())
+        embeds = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(ctx), shape=shape).copy()
         n_past = llama_cpp.llama_pos(0)
         assert mtmd.mtmd_helper_eval_chunks(ctx, llm._ctx.ctx, chunks, 0, 0, 64, True, ctypes.byref(n_past)) == 0
         llm.n_tokens = n_past.value  # M-RoPE: the image advances positions by max(grid h, w), not its 12 tokens

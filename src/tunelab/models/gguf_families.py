@@ -99,7 +99,9 @@ BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
 # beside an mmproj file (export/gguf/mmproj.py). Not in BY_ARCH: importing a qwen2vl GGUF would drop
 # the vision tower, so import keeps refusing that architecture.
 QWEN2VL = GGUFFamily("qwen2vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLConfig")
-VLM_BY_MODEL_TYPE = {t: f for f in (QWEN2VL,) for t in f.model_types}
+# Qwen3-VL's is `qwen3vl`: qwen3 tensors, interleaved M-RoPE, and the DeepStack level count
+QWEN3VL = GGUFFamily("qwen3vl", ("qwen3_vl",), "Qwen3VLForConditionalGeneration", "Qwen3VLConfig")
+VLM_BY_MODEL_TYPE = {t: f for f in (QWEN2VL, QWEN3VL) for t in f.model_types}
 
 
 def _qk_heads(gguf_name: str, n_head: int, n_head_kv: int) -> int | None:

@@ -69,12 +69,12 @@ def test_ollama_format_of_a_vlm_is_refused_before_writing(vlm_112, tmp_path):
 
 
 def test_a_vlm_family_without_mmproj_support_is_refused(tmp_path):
-    model = tmp_path / "qwen3-vl"
+    model = tmp_path / "llava"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "qwen3_vl", "vision_config": {}}))
+    (model / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": {}}))
     _refused(model, tmp_path / "out" / "vlm.gguf", "gguf",
-             r"config\.json: qwen3_vl is a vision-language model whose mmproj file tunelab does not write "
-             r"\(supported: qwen2_5_vl, gemma3\)")
+             r"config\.json: llava is a vision-language model whose mmproj file tunelab does not write "
+             r"\(supported: qwen2_5_vl, gemma3, qwen3_vl\)")
 
 
 def test_a_lora_run_on_the_vlm_exports_its_merged_weights(vlm_112, tmp_path):

@@ -89,9 +89,11 @@ def write_hparams(writer: Any, family: GGUFFamily, hp: Hparams) -> None:
         return
     writer.add_rope_dimension_count(head_dim(hp))
     writer.add_rope_freq_base(float(rope_params(hp).get("rope_theta", 10_000.0)))
-    if family.arch == "qwen2vl":  # M-RoPE: rotary pairs per position axis (time, height, width, -)
+    if family.arch in ("qwen2vl", "qwen3vl"):  # M-RoPE: rotary pairs per position axis (time, height, width, -)
         sections = [int(n) for n in rope_params(hp)["mrope_section"]]
         writer.add_rope_dimension_sections(sections + [0] * (4 - len(sections)))
+        if family.arch == "qwen3vl":  # image rows carry this many DeepStack feature sets after the merged one
+            writer.add_num_deepstack_layers(len((hp.get("vision_config") or {}).get("deepstack_visual_indexes") or []))
         return
     _rope_scaling(writer, rope_params(hp))
 

@@ -1,10 +1,10 @@
 """The mmproj file llama.cpp's multimodal tools (mtmd / clip) load beside a VLM's language-model GGUF.
 
 Qwen2.5-VL (`clip.projector_type` qwen2.5vl_merger) is written here, Gemma 3 (gemma3) by
-mmproj_gemma3.py's keys and names. llama.cpp's clip graph for Qwen2.5-VL
-hard-codes what the HF config could vary, so a model that differs is refused before anything is
-written: a 112-pixel attention window, 2x2 spatial merge, a temporal patch of 2, and full-attention
-blocks at a regular period (`clip.vision.n_wa_pattern`). Tensors follow llama.cpp's converter: the
+mmproj_gemma3.py's keys and names, Qwen3-VL (qwen3vl_merger) by mmproj_qwen3vl.py's. llama.cpp's
+clip graph for Qwen2.5-VL hard-codes what the HF config could vary, so a model that differs is refused
+before anything is written: a 112-pixel attention window, 2x2 spatial merge, a temporal patch of 2, and
+full-attention blocks at a regular period (`clip.vision.n_wa_pattern`). Tensors follow llama.cpp's converter: the
 Conv3D patch embedding becomes two Conv2D kernels (`v.patch_embd.weight`, `.weight.1`), the fused
 qkv is split into q, k and v, the merger is `v.post_ln` + `mm.0` / `mm.2`. Matrices are stored
 as f16 whatever --quant the language model gets (llama.cpp's own default for mmproj), vectors as f32.
@@ -23,7 +23,7 @@ import numpy as np
 from tunelab.atomic import atomic_file
 from tunelab.export.errors import ExportError
 
-PROJECTOR_TYPES = {"qwen2_5_vl": "qwen2.5vl_merger", "gemma3": "gemma3"}
+PROJECTOR_TYPES = {"qwen2_5_vl": "qwen2.5vl_merger", "gemma3": "gemma3", "qwen3_vl": "qwen3vl_merger"}
 LLAMA_CPP_WINDOW = 112  # llama.cpp's clip graph: attn_window_size = 112 (pixels)
 LLAMA_CPP_MERGE = 2  # llama.cpp's window layout assumes merge_ratio = 2
 _PREFIXES = ("model.visual.", "visual.")
@@ -62,6 +62,10 @@ def plan_mmproj(model_dir: Path) -> MmprojPlan:
         from tunelab.export.gguf.mmproj_gemma3 import gemma3_keys
 
         keys = gemma3_keys(config_path, config)
+    elif kind == "qwen3_vl":
+        from tunelab.export.gguf.mmproj_qwen3vl import qwen3vl_keys
+
+        keys = qwen3vl_keys(config_path, config)
     else:
         keys = _keys(config_path, kind, vision, int(text["hidden_size"]), float(text.get("rms_norm_eps", 1e-6)))
     keys.update(_preprocessor(model_dir))
@@ -79,6 +83,8 @@ def _tensors_of(keys: dict, model_dir: Path) -> list[tuple[str, str, Path]]:
     """The planned vision tensors of `model_dir` for the family `keys` describe."""
     if keys["projector_type"] == "gemma3":
         return _gemma3_tensors(model_dir, int(keys["block_count"]))
+    if keys["projector_type"] == PROJECTOR_TYPES["qwen3_vl"]:
+        return _qwen3vl_tensors(model_dir, keys)
     return _vision_tensors(model_dir, int(keys["block_count"]))
 
 
@@ -134,6 +140,22 @@ def _vision_tensors(model_dir: Path, depth: int) -> list[tuple[str, str, Path]]:
     return out
 
 
+def _qwen3vl_tensors(model_dir: Path, keys: dict) -> list[tuple[str, str, Path]]:
+    """(checkpoint name, name inside the tower, file) of a Qwen3-VL's tower, merger and DeepStack tensors."""
+    from tunelab.export.gguf.mmproj_qwen3vl import check_complete, gguf_names, short_name
+    from tunelab.store.weights import tensor_shapes
+
+    out = []
+    for file in sorted(model_dir.glob("*.safetensors")):
+        for name in tensor_shapes(file):
+            if (short := short_name(name)) is not None:
+                if not gguf_names(short, keys):
+                    raise ExportError(f"{file}: vision tensor '{name}' has no llama.cpp mmproj name")
+                out.append((name, short, file))
+    check_complete(model_dir, [s for _n, s, _f in out], keys)
+    return out
+
+
 def _gemma3_tensors(model_dir: Path, depth: int) -> list[tuple[str, str, Path]]:
     """(checkpoint name, hub name, file) of a Gemma 3 VLM's tower and projector tensors llama.cpp loads."""
     from tunelab.export.gguf.mmproj_gemma3 import gguf_name, hub_name
@@ -186,6 +208,10 @@ def _arrays(plan: MmprojPlan) -> Iterator[tuple[str, np.ndarray]]:
             from tunelab.export.gguf.mmproj_gemma3 import gemma3_array, gguf_name
 
             yield gguf_name(short, int(plan.keys["block_count"])), gemma3_array(short, data)
+        elif "deepstack" in plan.keys:
+            from tunelab.export.gguf.mmproj_qwen3vl import gguf_names, split
+
+            yield from zip(gguf_names(short, plan.keys), split(short, data))
         else:
             yield from zip(_gguf_names(short), _split(short, data))
 
@@ -229,7 +255,10 @@ def _write_keys(writer, plan: MmprojPlan) -> None:
     if "n_wa_pattern" in k:  # Qwen2.5-VL: SiLU MLP, windowed blocks
         writer.add_vision_use_silu(True)
         writer.add_vision_n_wa_pattern(k["n_wa_pattern"])
-    if k.get("use_gelu"):  # Gemma 3's SigLIP
+    if k.get("use_gelu"):  # Gemma 3's SigLIP, Qwen3-VL
         writer.add_vision_use_gelu(True)
+    if "deepstack" in k:  # Qwen3-VL
+        writer.add_vision_spatial_merge_size(k["spatial_merge_size"])
+        writer.add_vision_is_deepstack_layers(k["deepstack"])
     if "scale_factor" in k:
         writer.add_vision_projector_scale_factor(k["scale_factor"])
