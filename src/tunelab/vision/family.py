@@ -16,7 +16,7 @@ from pathlib import Path
 TRAINABLE = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3")
 # the engine runs these with images (models/qwen_vl.py, models/qwen3_vl.py, models/gemma3_vl.py)
 SERVED = ("qwen2_5_vl", "qwen3_vl", "gemma3")
-VISION_TYPES = (*TRAINABLE, "llava", "mllama", "paligemma", "idefics3", "smolvlm")
+VISION_TYPES = (*TRAINABLE, "qwen3_vl_moe", "llava", "mllama", "paligemma", "idefics3", "smolvlm")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def lora_targets(model: nn.Module, freeze_vision_tower: bool) -> str:
     fmt = model_format(model)
     names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)
                     and fmt.projector not in n and "lm_head" not in n})
-    scope = r".*" if not freeze_vision_tower else rf"^(?!.*\b{fmt.tower}\b).*"
+    # the projector's own layers can share a name with the tower's (Qwen3-VL: linear_fc1/2): exclude it by path
+    scope = rf"^(?!.*\b{fmt.projector}\.).*" if not freeze_vision_tower else rf"^(?!.*\b{fmt.tower}\b).*"
     return rf"{scope}\.({'|'.join(names)})$"
 
 

@@ -22,10 +22,11 @@ def _where(names: set[str]) -> set[str]:
     return {"projector" if ".merger." in n else "tower" if ".visual." in n else "language" for n in names}
 
 
+@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_qwen3_vl"])  # Qwen3-VL's DeepStack mergers are tower
 @pytest.mark.parametrize("extra, parts", [((), {"language"}), (("train_projector=true",), {"language", "projector"}),
                                           (("freeze_vision_tower=false",), {"language", "tower"})])
-def test_lora_targets_follow_the_vision_keys(tiny_vlm, extra, parts):
-    names = _trainable(tiny_vlm, "lora", *extra)
+def test_lora_targets_follow_the_vision_keys(fixture, extra, parts, request):
+    names = _trainable(request.getfixturevalue(fixture), "lora", *extra)
     assert _where(names) == parts
     assert all("lora_" in n for n in names if ".merger." not in n)
 
@@ -43,3 +44,13 @@ def test_llamafactory_vision_keys_map_to_ours():
             "freeze_multi_modal_projector": False}
     values = train_values(data, "qwen2_5vl_lora_sft.yaml").values
     assert values["freeze_vision_tower"] is False and values["train_projector"] is True
+
+
+def test_a_vision_family_tunelab_cannot_train_is_refused_by_name(tmp_path):
+    from tunelab.errors import TunelabError
+    from tunelab.vision.training import load_vision_model
+
+    (tmp_path / "config.json").write_text('{"model_type": "qwen3_vl_moe", "vision_config": {}}')
+    with pytest.raises(TunelabError, match="is a qwen3_vl_moe vision-language model; tunelab trains vision models "
+                                           "of the qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3 families only"):
+        load_vision_model(tmp_path)
