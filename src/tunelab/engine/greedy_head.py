@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tunelab.engine.head_scan import dense_head
+
 U = 2.0 ** -8  # bf16's unit roundoff
 MIN_VOCAB = 32768  # below this the head is too small to matter
 BLOCK = 1024  # columns per block when searching for candidates
@@ -41,20 +43,16 @@ class GreedyHead:
     def serves(self, model) -> bool:
         """Whether `model`'s head is still this weight, unchanged (an adapter may have wrapped it, a
         weight sync rewritten it); the runner uses the model's own head otherwise."""
-        head = model.lm_head
-        return type(head) is _linear() and head.qweight is None and head.weight is not None and \
-            head.weight.data_ptr() == self.weight.data_ptr() and _key(head.weight) == self.key
+        weight = dense_head(model)
+        return weight is not None and _key(weight) == self.key
 
     @classmethod
     def for_model(cls, model) -> GreedyHead | None:
         """The head of `model` if it is a plain fp32 CPU linear with a large vocabulary, else None
         (bf16 models, quantized or LoRA-wrapped heads, GPUs: nothing to gain or not exact; a final
         soft-cap ties saturated logits far from the raw maximum, which the bound does not see)."""
-        head = getattr(model, "lm_head", None)
-        if type(head) is not _linear() or head.qweight is not None or head.bias is not None:
-            return None
-        weight = head.weight.detach()
-        if weight.dtype != torch.float32 or weight.is_cuda or weight.shape[0] < MIN_VOCAB \
+        weight = dense_head(model)
+        if weight is None or weight.dtype != torch.float32 or weight.is_cuda or weight.shape[0] < MIN_VOCAB \
                 or getattr(model.spec, "final_softcap", None):
             return None
         return cls(weight)
@@ -92,12 +90,6 @@ def eligible(seqs) -> bool:
     """Whether every row of a step only needs its argmax: greedy, no logprobs, penalties or grammar."""
     return all(p.greedy and p.logprobs is None and p.repetition_penalty == 1.0 and not p.presence_penalty
                and not p.frequency_penalty and p.structured_outputs is None for p in (s.params for s in seqs))
-
-
-def _linear() -> type:
-    from tunelab.models.layers import Linear
-
-    return Linear
 
 
 def _key(weight: torch.Tensor) -> tuple:

@@ -5,8 +5,8 @@ A prefill chunk of positions [start, start+n) gives at its row for position p th
 the token at p+1. `plan_rows` picks the rows whose next token is a prompt token not collected yet
 (a preempted sequence recomputes its prompt; nothing is collected twice); after the forward pass
 `collect` turns their hidden states into logprobs CHUNK rows at a time (the step's sampled rows
-ride in the last pass), so a 262k vocabulary never
-needs (prompt length, V) logits at once. Cached positions are never run, so such a sequence reads
+ride in the last pass), so a 262k vocabulary never needs (prompt length, V) logits at once; a
+dense head on a CPU is read a vocabulary slice at a time (`head_scan`): (CHUNK, slice) logits. Cached positions are never run, so such a sequence reads
 prefix-cache hits only before `prompt_logprobs_start` (vLLM, which has no start, reads none):
 scoring a continuation after a shared context (lm-eval's multiple choice) runs the context once.
 """
@@ -54,17 +54,29 @@ def plan_rows(plan: PromptRows, seq, start: int, n: int, row: int) -> None:
 def collect(model, hidden: torch.Tensor, plan: PromptRows, sample_rows: torch.Tensor) -> torch.Tensor:
     """Append a TokenLogprob per planned row (hidden: (T, hidden) of the whole step) to its owner,
     and return the logits (N, V) of the step's `sample_rows`: they ride in the last lm_head pass,
-    which saves a read of the 262k x hidden weight per step (a scoring step samples a token too)."""
-    from tunelab.engine.sampling import token_logprobs
+    which saves a read of the 262k x hidden weight per step (a scoring step samples a token too).
+    A dense head is read a vocabulary slice at a time (`head_scan`)."""
+    from tunelab.engine import head_scan
+    from tunelab.engine.sampling import build_logprobs, token_logprobs
 
+    weight = head_scan.dense_head(model)
     n = len(plan.rows)
     rows = torch.cat([torch.tensor(plan.rows, dtype=torch.long, device=hidden.device), sample_rows])
     for i in range(0, n, CHUNK):
         last = i + CHUNK >= n
-        logits = model.compute_logits(hidden[rows[i:] if last else rows[i:i + CHUNK]])  # (R [+ N], V) fp32
+        chunk = hidden[rows[i:] if last else rows[i:i + CHUNK]]  # (R [+ N], hidden)
         k = min(CHUNK, n - i)
-        norm = logits[:k].logsumexp(dim=-1, keepdim=True)  # (R, 1): logprob = logit - norm
         targets = torch.tensor(plan.targets[i:i + k], device=hidden.device)
-        for seq, logprob in zip(plan.owners[i:i + k], token_logprobs(logits[:k], targets, plan.tops[i:i + k], norm)):
+        tops = plan.tops[i:i + k]
+        if weight is not None and not hidden.is_cuda:
+            norm, chosen, vals, ids, logits = head_scan.scan(weight, model.spec.final_softcap, chunk, k, targets,
+                                                             max(tops))
+            logprobs = build_logprobs(targets, chosen - norm[:, 0], None if vals is None else vals - norm, ids, tops)
+        else:
+            logits = model.compute_logits(chunk)  # (R [+ N], V) fp32
+            norm = logits[:k].logsumexp(dim=-1, keepdim=True)  # (R, 1): logprob = logit - norm
+            logprobs = token_logprobs(logits[:k], targets, tops, norm)
+            logits = logits[k:]
+        for seq, logprob in zip(plan.owners[i:i + k], logprobs):
             seq.prompt_logprobs.append(logprob)
-    return logits[k:]
+    return logits

@@ -222,12 +222,19 @@ def token_logprobs(raw: torch.Tensor, token_ids: torch.Tensor, tops: list[int | 
     With `norm` (B, 1), the logsumexp of each row, `raw` holds logits: only the values read are
     normalized, so no (B, V) log_softmax is written."""
     shift = 0.0 if norm is None else norm
-    chosen = (raw.gather(1, token_ids[:, None]) - shift).squeeze(1).tolist()
-    ids = token_ids.tolist()
+    chosen = (raw.gather(1, token_ids[:, None]) - shift).squeeze(1)
     k = max((n or 0 for n in tops), default=0)
     top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
-    top_vals = (top_vals - shift).tolist() if k else None
-    top_ids = top_ids.tolist() if k else None
+    return build_logprobs(token_ids, chosen, top_vals if top_vals is None else top_vals - shift, top_ids, tops)
+
+
+def build_logprobs(token_ids: torch.Tensor, chosen: torch.Tensor, top_vals: torch.Tensor | None,
+                   top_ids: torch.Tensor | None, tops: list[int | None]) -> list[TokenLogprob | None]:
+    """TokenLogprobs from each row's token (B,), its logprob (B,) and the best alternatives (B, k)
+    sorted descending (None when no row wants any); tops[i] of them for row i (None: no logprob)."""
+    chosen, ids = chosen.tolist(), token_ids.tolist()
+    top_vals = top_vals.tolist() if top_vals is not None else None
+    top_ids = top_ids.tolist() if top_ids is not None else None
     out: list[TokenLogprob | None] = []
     for i, n in enumerate(tops):
         if n is None:
