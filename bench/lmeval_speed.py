@@ -1,16 +1,17 @@
 """lm-eval on tunelab's engine (eval/harness.py) vs lm-eval's own `hf` backend, same tasks, one process run.
 
     python bench/lmeval_speed.py                       # the default Gemma 3 270M, the local test tasks
-    python bench/lmeval_speed.py --model NAME --repeat 4 --hf-batch 16
+    python bench/lmeval_speed.py --repeat 4            # each request 4 times too (a task's `repeats:`)
+    python bench/lmeval_speed.py --model NAME --hf-batch 16
     python bench/lmeval_speed.py --tiny                # the tiny random llama of the tests
 
 Each request type of the tasks (loglikelihood, loglikelihood_rolling, generate_until) is timed on
-both backends with the same lm-eval Instances (the task's requests repeated --repeat times), after
-both models are loaded and have run one request of each type untimed; the table prints seconds,
-requests/s and hf/ours. With --repeat > 1 the repeats are identical requests, which both backends
-run once for log-likelihoods and only ours runs once for greedy generation: --repeat 1 gives the
-figures for distinct requests. Load average is printed
-too: this machine is shared.
+both backends with the same lm-eval Instances, after both models are loaded and have run one
+request of each type untimed; the table prints wall and CPU seconds (this process's, which a loaded machine inflates less), requests/s and hf/ours. The
+headline is distinct requests (each once). --repeat N adds a second table with each request N
+times: identical requests, which both backends run once for log-likelihoods and only ours runs
+once for greedy generation, so that table flatters ours. Load average is printed too: this machine
+is shared.
 """
 
 from __future__ import annotations
@@ -35,25 +36,39 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     model = _model(args)
-    requests = _requests([str(TASKS / f"tiny_{t}.yaml") for t in args.tasks.split(",")], args.repeat)
+    requests = _requests([str(TASKS / f"tiny_{t}.yaml") for t in args.tasks.split(",")])
     ours, hf = _backends(model, args)
     import torch
 
     print(f"model: {model}  dtype: {args.dtype}  hf batch_size: {args.hf_batch}  threads: {torch.get_num_threads()}"
           f"  load average: {_load()}")
-    print(f"{'request type':<24}{'n':>6}{'ours s':>10}{'hf s':>10}{'ours req/s':>12}{'hf/ours':>9}")
-    total = {"ours": 0.0, "hf": 0.0}
     for lm in (ours, hf):  # untimed: first-call costs (allocator, kernels) go to neither side's figures
         for kind, items in requests.items():
             getattr(lm, kind)([_warm_up(items[0])], disable_tqdm=True)
+    print("distinct requests (the headline):")
+    _table(ours, hf, requests)
+    if args.repeat > 1:
+        print(f"each request {args.repeat} times (identical requests: ours runs them once):")
+        _table(ours, hf, {kind: items * args.repeat for kind, items in requests.items()})
+    print(f"load average after: {_load()}")
+
+
+def _table(ours, hf, requests: dict[str, list]) -> None:
+    """Time every request type on both backends; one row each, then all."""
+    print(f"{'request type':<24}{'n':>6}{'ours s':>9}{'hf s':>9}{'hf/ours':>9}{'ours cpu':>10}{'hf cpu':>8}"
+          f"{'hf/ours':>9}{'ours req/s':>12}")
+    total = {"ours": (0.0, 0.0), "hf": (0.0, 0.0)}
     for kind, items in requests.items():
         times = {name: _time(lm, kind, items) for name, lm in (("ours", ours), ("hf", hf))}
-        for name in total:
-            total[name] += times[name]
-        print(f"{kind:<24}{len(items):>6}{times['ours']:>10.2f}{times['hf']:>10.2f}"
-              f"{len(items) / times['ours']:>12.1f}{times['hf'] / times['ours']:>8.2f}x")
-    print(f"{'all':<24}{sum(map(len, requests.values())):>6}{total['ours']:>10.2f}{total['hf']:>10.2f}"
-          f"{'':>12}{total['hf'] / total['ours']:>8.2f}x   load average after: {_load()}")
+        total = {name: tuple(map(sum, zip(total[name], times[name]))) for name in total}
+        _row(kind, len(items), times)
+    _row("all", sum(map(len, requests.values())), total)
+
+
+def _row(name: str, n: int, times: dict[str, tuple[float, float]]) -> None:
+    (wall, cpu), (hf_wall, hf_cpu) = times["ours"], times["hf"]
+    print(f"{name:<24}{n:>6}{wall:>9.2f}{hf_wall:>9.2f}{hf_wall / wall:>8.2f}x{cpu:>10.2f}{hf_cpu:>8.2f}"
+          f"{hf_cpu / cpu:>8.2f}x{n / wall:>12.1f}")
 
 
 def _parse() -> argparse.Namespace:
@@ -62,7 +77,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="the tests' tiny random llama instead")
     p.add_argument("--tasks", default="mc_5shot,gen,ppl", help="local test tasks (tests/assets/lmeval/tiny_*.yaml; gen_3shot: a shared "
                                                             "few-shot preamble)")
-    p.add_argument("--repeat", type=int, default=4, help="each task's requests this many times")
+    p.add_argument("--repeat", type=int, default=1, help="also time each task's requests this many times "
+                                                          "(identical requests; default 1: distinct only)")
     p.add_argument("--dtype", default="float32", help="both backends' dtype")
     p.add_argument("--hf-batch", type=int, default=16, help="the hf backend's batch_size")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (one process: one "
@@ -81,8 +97,8 @@ def _model(args: argparse.Namespace) -> str:
     return str(resolve_model(args.model))
 
 
-def _requests(specs: list[str], repeat: int) -> dict[str, list]:
-    """request type -> the tasks' lm-eval Instances, repeated."""
+def _requests(specs: list[str]) -> dict[str, list]:
+    """request type -> the tasks' lm-eval Instances."""
     from lm_eval.tasks import get_task_dict
 
     from tunelab.eval.benchmarks import task_manager
@@ -92,7 +108,7 @@ def _requests(specs: list[str], repeat: int) -> dict[str, list]:
         task.build_all_requests(limit=None, rank=0, world_size=1)
         for inst in task.instances:
             by_type.setdefault(inst.request_type, []).append(inst)
-    return {kind: items * repeat for kind, items in by_type.items()}
+    return by_type
 
 
 def _backends(model: str, args: argparse.Namespace):
@@ -111,10 +127,14 @@ def _warm_up(inst):
     return dataclasses.replace(inst, arguments=("Warm-up. " + inst.args[0], *inst.args[1:]))
 
 
-def _time(lm, kind: str, items: list) -> float:
-    start = time.perf_counter()
+def _time(lm, kind: str, items: list) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call, ours with an empty prefix cache (earlier tables ran the same
+    requests; within a call its requests may share it)."""
+    if hasattr(lm, "llm"):
+        lm.llm.engine.scheduler.block_manager.reset_prefix_cache()
+    start, cpu = time.perf_counter(), time.process_time()
     getattr(lm, kind)(items, disable_tqdm=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _load() -> str:
