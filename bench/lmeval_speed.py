@@ -7,11 +7,11 @@
 
 Each request type of the tasks (loglikelihood, loglikelihood_rolling, generate_until) is timed on
 both backends with the same lm-eval Instances, after both models are loaded and have run one
-request of each type untimed; the table prints wall and CPU seconds (this process's, which a loaded machine inflates less), requests/s and hf/ours. The
-headline is distinct requests (each once). --repeat N adds a second table with each request N
-times: identical requests, which both backends run once for log-likelihoods and only ours runs
-once for greedy generation, so that table flatters ours. Load average is printed too: this machine
-is shared.
+request of each type untimed; the table prints wall and CPU seconds (this process's, which a
+loaded machine inflates less), requests/s and hf/ours. The headline is distinct requests (each
+once). --repeat N adds a second table with each request N times: identical requests, which both
+backends run once for log-likelihoods and only ours runs once for greedy generation, so that
+table flatters ours. Load average is printed too: this machine is shared.
 """
 
 from __future__ import annotations
