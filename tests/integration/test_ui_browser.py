@@ -9,6 +9,7 @@ training run started from the form whose loss chart gains points while it trains
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def server(tiny_models, runs_dir, tmp_path_factory):
     adapter = make_lora_adapter(tiny_models["llama"], tmp_path_factory.mktemp("ui_adapter") / "a")
     srv = start_server(tiny_models["llama"], api_key=API_KEY, served_name="tiny", ui=True,
                        runs_dir=str(runs_dir), adapters={"tuned": str(adapter)})
+    # jobs (the form's training run) get one OpenMP thread, as the CLI tests do: on a loaded 2-core
+    # machine two spinning threads made each tiny step ~18x slower (1.8 s vs 0.1 s measured)
+    srv.server.config.app.state.ui.jobs.env = {**os.environ, "OMP_NUM_THREADS": "1"}
     yield srv
     ctx = srv.server.config.app.state.ui
     ctx.jobs.shutdown(timeout_s=10)
