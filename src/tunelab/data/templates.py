@@ -249,7 +249,13 @@ def encode_prompt(template: ChatTemplate, tokenizer: Any, messages: list[dict], 
 
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of rendered text; the template writes BOS itself, so none is added here."""
+    """Token ids of rendered text; the template writes BOS itself, so none is added here. A Gemma 3 VLM's
+    `<start_of_image>` grows into its image run first, after rendering, as Gemma3Processor does (a
+    template's `trim` must not eat the run's newlines; vision/tokens.expand_image_starts)."""
+    if "<start_of_image>" in text:
+        from tunelab.vision.tokens import expand_image_starts, grid_for
+
+        text = expand_image_starts(text, grid_for(tokenizer))
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 

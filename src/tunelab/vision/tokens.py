@@ -21,10 +21,12 @@ def image_token_id(tokenizer: Any) -> int | None:
 
 
 def expand_markers(messages: list[dict], images: list[str], grid: VisionGrid) -> list[dict]:
-    """Copies of `messages` with the i-th `<image>` marker replaced by image i's token run."""
+    """Copies of `messages` with the i-th `<image>` marker replaced by image i's token run; for Gemma 3 by
+    its bare `<start_of_image>`, as its chat template writes an image, which `data.templates.encode_text`
+    grows into the run after rendering (as Gemma3Processor does)."""
     from tunelab.vision.images import IMAGE_MARKER  # here: vision.images loads tunelab.data, which loads it
     fmt = grid.format
-    runs = iter([fmt.before + fmt.pad * ref_tokens(ref, grid) + fmt.after for ref in images])
+    runs = iter([fmt.start or fmt.before + fmt.pad * ref_tokens(ref, grid) + fmt.after for ref in images])
     out = []
     for message in messages:
         content = message.get("content")

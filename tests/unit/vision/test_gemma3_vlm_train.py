@@ -33,8 +33,12 @@ def colour_rows(folder: Path, sizes) -> Path:
     return out
 
 
-def test_rows_with_images_tokenize_as_the_gemma3_processor(tiny_gemma3_vlm, tmp_path):
-    """Our `<image>` expansion and pixels against Gemma3Processor given the chat template's <start_of_image>."""
+@pytest.mark.parametrize("trim", [False, True])
+def test_rows_with_images_tokenize_as_the_gemma3_processor(tiny_gemma3_vlm, tmp_path, trim):
+    """Our `<image>` expansion and pixels against Gemma3Processor given the chat template's <start_of_image>;
+    also with a template that trims message content, as Gemma 3's own does (the run's newlines survive)."""
+    from dataclasses import replace
+
     from transformers import AutoTokenizer, Gemma3ImageProcessorPil, Gemma3Processor
 
     from tunelab.data.config import DataConfig
@@ -45,6 +49,9 @@ def test_rows_with_images_tokenize_as_the_gemma3_processor(tiny_gemma3_vlm, tmp_
 
     row = read_datasets([colour_rows(tmp_path / "d", [(40, 20)])]).rows[0]
     template = resolve_template(tiny_gemma3_vlm, None, None, None)
+    if trim:
+        template = replace(template, source=template.source.replace("message['content']", "(message['content'] | trim)"))
+        assert "| trim" in template.source
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3_vlm)
     rendered = render_row(row, template, tokenizer, DataConfig())
     named = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>", "eoi_token": "<end_of_image>"}
