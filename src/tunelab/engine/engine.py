@@ -93,6 +93,8 @@ class LLMEngine:
         self.check_prompt(prompt_ids, params)
         self._check_adapter(adapter)
         image_inputs = self.image_inputs(prompt_ids, images) if images else None
+        if image_inputs is None and getattr(self.model, "image_token_id", None) in prompt_ids:
+            raise InvalidRequest("the prompt holds image tokens but no images were given", param="images")
         if params.structured_outputs is not None:  # fail this request now, never the batch mid-step
             check_constrainable(self.tokenizer, params.structured_outputs)
         seqs = [self._new_seq(request_id, i, prompt_ids, params, adapter) for i in range(params.n)]

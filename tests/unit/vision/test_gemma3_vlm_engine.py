@@ -122,6 +122,8 @@ def test_vllm_style_prompt_with_one_soft_token_per_image(llm):
     assert short[0].outputs[0].token_ids == full[0].outputs[0].token_ids
     with pytest.raises(InvalidRequest, match="more <image_soft_token> runs than the 1 image"):
         llm.generate({"prompt": text, "multi_modal_data": {"image": RED}}, params, use_tqdm=False)
+    with pytest.raises(InvalidRequest, match="the prompt holds image tokens but no images were given"):
+        llm.generate({"prompt_token_ids": ids}, params, use_tqdm=False)  # a literal <start_of_image> in chat text
     with pytest.raises(InvalidRequest, match="each image needs a run of 16"):  # the engine takes ids as they are
         llm.engine.add_request("short-run", _prompt(llm.get_tokenizer(), [RED], per_image=15), params, images=[RED])
 
