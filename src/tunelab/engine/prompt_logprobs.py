@@ -6,9 +6,10 @@ the token at p+1. `plan_rows` picks the rows whose next token is a prompt token 
 (a preempted sequence recomputes its prompt; nothing is collected twice); after the forward pass
 `collect` turns their hidden states into logprobs CHUNK rows at a time (the step's sampled rows
 ride in the last pass), so a 262k vocabulary never needs (prompt length, V) logits at once; a
-dense head on a CPU is read a vocabulary slice at a time (`head_scan`): (CHUNK, slice) logits. Cached positions are never run, so such a sequence reads
-prefix-cache hits only before `prompt_logprobs_start` (vLLM, which has no start, reads none):
-scoring a continuation after a shared context (lm-eval's multiple choice) runs the context once.
+dense head on a CPU is read a vocabulary slice at a time (`head_scan`): (CHUNK, slice) logits.
+Cached positions are never run, so such a sequence reads prefix-cache hits only before
+`prompt_logprobs_start` (vLLM, which has no start, reads none): scoring a continuation after a
+shared context (lm-eval's multiple choice) runs the context once.
 """
 
 from __future__ import annotations
