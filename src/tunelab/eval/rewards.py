@@ -2,7 +2,8 @@
 
 Each held-out prompt (the run's RUN/heldout.jsonl, or the GRPO prompt rows of `--data`) is answered
 once per side, greedily (temperature 0, up to the run's grpo.sampling.max_tokens, stopping at the
-template's end of turn), by one tunelab engine holding the base and the adapter (compare.load_engines;
+template's end of turn and at the run's grpo.sampling.stop strings, which stay in the scored text as
+in training: train/rollout.scored_text), by one tunelab engine holding the base and the adapter (compare.load_engines;
 both sides in one batch). The run's own reward functions (grpo.reward_funcs, train/reward_funcs.py)
 score the completions; reported per side are each function's mean over the completions it could
 score (training's rewards/NAME/mean) and the mean weighted total (training's `reward`,
@@ -48,24 +49,29 @@ def evaluate(run: Run, engines: dict, examples: list, source: str, funcs: Sequen
     from tunelab.eval.compare import generate_sides
     from tunelab.train.grpo_loss import weighted_rewards
     from tunelab.train.reward_funcs import score_completions
+    from tunelab.train.rollout import scored_text
 
     grpo = run.train_config().grpo
-    params = SamplingParams(max_tokens=grpo.sampling.max_tokens, temperature=0, stop_token_ids=stop_ids)
+    params = SamplingParams(max_tokens=grpo.sampling.max_tokens, temperature=0, stop_token_ids=stop_ids,
+                            stop=grpo.sampling.stop)
     outputs = generate_sides(engines, [ex.prompt_ids for ex in examples], params)
+    texts = {side: [scored_text(o.outputs[0].text, o.outputs[0].stop_reason) for o in outputs[side]]
+             for side in SIDES}
     weights = torch.tensor(grpo.weights(), dtype=torch.float32)
     out: dict[str, Any] = {"prompts": len(examples), "data": source,
-                           "decoding": f"greedy, up to {grpo.sampling.max_tokens} new tokens",
+                           "decoding": f"greedy, up to {grpo.sampling.max_tokens} new tokens"
+                                       + (f", stop {grpo.sampling.stop}" if grpo.sampling.stop else ""),
                            "weights": {f.label: w for f, w in zip(funcs, grpo.weights())}}
     totals = {}
     for side in SIDES:
         done = [o.outputs[0] for o in outputs[side]]
-        per_func = torch.tensor(score_completions(funcs, examples, [c.text for c in done],
+        per_func = torch.tensor(score_completions(funcs, examples, texts[side],
                                                   [list(c.token_ids) for c in done]), dtype=torch.float32).t()
         totals[side] = weighted_rewards(per_func, weights).tolist()  # (N,)
         out[side] = {"reward": _mean(totals[side]),
                      "rewards": {f.label: _mean(per_func[:, k].tolist()) for k, f in enumerate(funcs)}}
-    out["rows"] = [{"prompt": ex.messages[-1]["content"], "base": outputs["base"][i].outputs[0].text,
-                    "tuned": outputs["tuned"][i].outputs[0].text, "base_reward": totals["base"][i],
+    out["rows"] = [{"prompt": ex.messages[-1]["content"], "base": texts["base"][i],
+                    "tuned": texts["tuned"][i], "base_reward": totals["base"][i],
                     "tuned_reward": totals["tuned"][i]} for i, ex in enumerate(examples)]
     return out
 

@@ -31,7 +31,7 @@ class Completions:
 
     token_ids: list[list[int]]
     texts: list[str]
-    truncated: list[bool]  # stopped at max_tokens rather than at an end-of-turn/EOS token
+    truncated: list[bool]  # stopped at max_tokens rather than at an end-of-turn/EOS token or a stop string
 
     def select(self, rows: slice) -> Completions:
         """The completions of `rows`."""
@@ -97,14 +97,20 @@ class Rollout:
             seqs += self.engine.add_request(f"grpo-{self._ids}", list(ids), params, adapter=self.adapter)
         while self.engine.has_unfinished():
             self.engine.step()
-        eos = set(self.params.stop_token_ids) | set(self.engine.config.eos_token_ids)
-        return Completions([list(s.output_ids) for s in seqs], [s.text for s in seqs],
-                           [not (s.output_ids and s.output_ids[-1] in eos) for s in seqs])
+        return Completions([list(s.output_ids) for s in seqs], [scored_text(s.text, s.stop_reason) for s in seqs],
+                           [s.finish_reason == "length" for s in seqs])
 
     @property
     def generated_tokens(self) -> int:
         """Tokens the engine has generated so far (its own counter)."""
         return self.engine.total_generated_tokens
+
+
+def scored_text(text: str, stop_reason: int | str | None) -> str:
+    """The text the reward functions score: the engine's, plus the stop string (grpo.sampling.stop)
+    that ended it. The engine leaves a stop string out of the text but keeps its tokens, which the
+    loss trains on, so `stop: ["</answer>"]` ends a completion at a closed, scorable tag."""
+    return text + stop_reason if isinstance(stop_reason, str) else text
 
 
 def engine_views(policy: nn.Module, engine_model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:

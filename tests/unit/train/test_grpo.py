@@ -294,3 +294,35 @@ def test_grpo_config_errors_name_the_key(task, tmp_path):
         _cfg(task, tmp_path, "grpo.sampling.n=1")
     with pytest.raises(ConfigError, match=r"grpo.sampling.logprobs: not used"):
         _cfg(task, tmp_path, "grpo.sampling.logprobs=1")
+
+
+def test_a_stop_string_ends_a_rollout_and_stays_in_the_scored_text(task):
+    """grpo.sampling.stop ends a completion at the string; the tokens trained on keep it (the engine's
+    own rule), so the text the reward functions score keeps it too, and it does not count as clipped."""
+    from tunelab.data.templates import resolve_template
+    from tunelab.engine.config import SamplingParams
+    from tunelab.train.rollout import Rollout
+
+    model_dir, _ = task
+    template, prompt = resolve_template(model_dir, None, None, None), [1, 5, 9, 33, 100]
+
+    def roll(stop: list[str]):
+        rollout = Rollout(model_dir, template, SamplingParams(n=2, max_tokens=6, temperature=0, stop=stop),
+                          torch.float32, 2, 32)
+        rollout.adapter = None  # the base itself: no policy adapter installed
+        return rollout, rollout.generate([prompt], seed=0)
+
+    rollout, free = roll([])
+    ids, decode = free.token_ids[0], rollout.engine.tokenizer.decode
+    assert len(ids) == 6 and free.truncated == [True, True]  # ran to max_tokens
+    k = next(k for k in range(2, 6) if _new_text(decode, ids, k).strip() and "\ufffd" not in
+             _new_text(decode, ids, k) and _new_text(decode, ids, k) not in decode(ids[:k - 1]))  # whole, new text
+    stop = _new_text(decode, ids, k)
+    _, stopped = roll([stop])
+    assert stopped.token_ids == [ids[:k]] * 2 and stopped.truncated == [False, False]
+    assert stopped.texts == [decode(ids[:k])] * 2 and stopped.texts[0].endswith(stop)
+
+
+def _new_text(decode, ids: list[int], k: int) -> str:
+    """The text the k-th token adds."""
+    return decode(ids[:k])[len(decode(ids[:k - 1])):]
