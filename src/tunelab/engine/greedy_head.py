@@ -32,7 +32,7 @@ BLOCK = 1024  # columns per block when searching for candidates
 
 
 class GreedyHead:
-    """A bf16 copy of an fp32 lm_head weight (V, H) and each row's norm, for certified argmax logits."""
+    """A bf16 copy of an fp32 lm_head weight (V, H) and its largest row norm, for certified argmax logits."""
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight  # the model's own fp32 weight, shared
