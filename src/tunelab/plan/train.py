@@ -8,9 +8,8 @@ Activation bytes per token per decoder layer are a linear form in the layer's si
 coefficients were fitted (max error 1.5%, over 7 shapes x 2 depths x 2 batch shapes) to the bytes autograd actually saves for backward
 in our trainer's forward (transformers' llama/qwen2/gemma3 with SDPA, SelectedLogitsLoss),
 counted with torch.autograd.graph.saved_tensors_hooks; tests/unit/plan re-counts them.
-On CPU the peak resident set is the live bytes: `tunelab train` fixes glibc's mmap threshold
-(tunelab/heap.py), so freed tensors leave the process; the CPU terms were measured that way
-(docs/planner.md).
+On CPU the peak resident set is larger than the live bytes (glibc keeps freed blocks of the
+backward pass), so CPU activations carry a measured allocator factor; see docs/planner.md.
 """
 
 from __future__ import annotations
@@ -31,23 +30,14 @@ _ACT = {
     ("gemma3", "adapter"): dict(h=6.62, i=3.88, q=2.29, kv=5.04, nh=16.0, once=2.0),
     ("gemma3", "full"): dict(h=10.0, i=3.96, q=3.95, kv=4.66, nh=0.0, once=4.0),
 }
-CPU_OVERHEAD = 38 * 2**20  # torch/oneDNN buffers, tokenizer, accelerate: fitted (docs/planner.md)
+# CPU peak RSS over live bytes, fitted to measured peaks (docs/planner.md): the saved activations
+# of all layers (x1.18 with adapters; x0.68 for full fine-tuning, whose gradients reuse the freed
+# blocks), plus ~3 layers' worth of backward temporaries that glibc keeps resident, ~4 logits chunks
+CPU_SAVED_FACTOR = {"adapter": 1.18, "full": 0.68}
+CPU_LAYER_TEMPS = 3.2
+CPU_LOGIT_BUFFERS = 3.8
+CPU_OVERHEAD = 43 * 2**20  # torch/oneDNN buffers, tokenizer, accelerate: fitted at zero tokens
 CUDA_OVERHEAD = 600 * 2**20  # CUDA context + cuBLAS workspace + allocator slack
-
-
-@dataclasses.dataclass(frozen=True)
-class AtPeak:
-    """What the backward's peak holds besides the saved activations."""
-
-    logit_buffers: int  # fp32 (CHUNK, vocab) buffers of the chunked loss
-    head_grads: int  # fp32 vocab x hidden gradients of a trained output layer
-    layer_temps: int  # one layer's activations' worth of backward temporaries
-
-
-# CPU: measured peaks (40 runs, max error 11%, docs/planner.md): the backward peaks at its start,
-# where the head's gradient exists and the embedding's is still to come. CUDA: counted, not measured.
-AT_PEAK = {"cpu": AtPeak(logit_buffers=3, head_grads=1, layer_temps=0),
-           "cuda": AtPeak(logit_buffers=3, head_grads=2, layer_temps=1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,16 +154,19 @@ def activation_bytes(shape: ModelShape, cfg: TrainConfig, device: Device, wb: in
     per_layer = activation_floats_per_token(shape, cfg) * tokens
     saved = _ACT[(shape.family, kind)]["once"] * shape.hidden * tokens
     saved += shape.layers * shape.hidden * tokens + per_layer if cfg.gradient_checkpointing else shape.layers * per_layer
-    # CPU, an fp32 adapter over a bf16 base: peft casts each adapted input to fp32 and the norms
-    # upcast, so the saved tensors weigh as in fp32 (measured bf16 lora peaks: 3.98 B per float)
-    ab = 4 if device.kind == "cpu" and kind == "adapter" else wb
-    return int(ab * (saved + per_layer * AT_PEAK[device.kind].layer_temps))
+    if device.kind == "cpu":
+        # an fp32 adapter over a bf16 base keeps fp32 copies of each adapted input (peft casts x
+        # to the adapter's dtype) and of the norms' upcasts: 3.5 B/float fits the measured bf16
+        # lora peaks (qwen2 337 MiB, gemma3 177 MiB; tests/unit/plan/test_measured.py)
+        ab = 3.5 if kind == "adapter" and wb == 2 else wb
+        return int(ab * (saved * CPU_SAVED_FACTOR[kind] + per_layer * CPU_LAYER_TEMPS))
+    return int(wb * (saved + per_layer))
 
 
 def logits_bytes(shape: ModelShape, cfg: TrainConfig, device: Device) -> int:
     """The chunked loss: a few fp32 (chunk, vocab) buffers, plus, when the head trains, its fp32
-    gradient from the loss (and on CUDA, unmeasured, the embedding's dense gradient too)."""
+    gradient from the loss and the embedding's dense gradient (tied heads add them up)."""
     rows = min(CHUNK, cfg.micro_batch_size * cfg.data.cutoff_len)
-    peak = AT_PEAK[device.kind]
-    head = peak.head_grads * shape.vocab * shape.hidden * 4 if cfg.method == "full" else 0
-    return peak.logit_buffers * rows * shape.vocab * 4 + head
+    buffers = CPU_LOGIT_BUFFERS if device.kind == "cpu" else 3
+    head = 2 * shape.vocab * shape.hidden * 4 if cfg.method == "full" else 0
+    return int(buffers * rows * shape.vocab * 4) + head

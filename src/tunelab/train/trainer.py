@@ -115,11 +115,9 @@ def train(
     """Run (or resume) one fine-tuning run; `examples` bypasses the data files (tests, quickstart)."""
     from rich.console import Console
 
-    from tunelab.heap import fix_mmap_threshold
     from tunelab.plan.guard import check_memory_plan
     from tunelab.train.methods import check_method
 
-    fix_mmap_threshold()  # freed tensors leave the heap: a lower peak, and the one the planner predicts
     console = console or Console(stderr=True)
     if not dist.process_state().is_main_process:
         console = Console(quiet=True)  # one summary and one progress view, from the main process
@@ -254,7 +252,8 @@ def fit(session: Session, console, on_step: StepHook | None = None) -> str:
 
 
 def _advance(state: ckpt.LoopState, steps_in_epoch: int, tokens: int, seconds: float) -> None:
-    state.step, state.step_in_epoch = state.step + 1, state.step_in_epoch + 1
+    state.step += 1
+    state.step_in_epoch += 1
     state.tokens += tokens
     state.elapsed += seconds
     if state.step_in_epoch >= steps_in_epoch:  # epoch done: the next step starts a new permutation

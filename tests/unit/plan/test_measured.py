@@ -2,10 +2,10 @@
 
 Each case trains a small random model (tiny-model families, scaled so that weights, activations and
 logits are measurable next to the fixed overheads) in a fresh subprocess and compares the peak RSS
-growth during `train()` with the planner's CPU estimate. `train()` fixes glibc's mmap threshold
-(tunelab/heap.py), so the peak is the same in every run (to ~0.3 MiB). These cases are among the
-40 the CPU terms of tunelab.plan.train were fitted on (docs/planner.md), so this guards against
-regressions in the planner or in the trainer's memory use, not generalisation.
+growth during `train()` (the higher of two runs) with the planner's CPU estimate. These shapes are
+among those the CPU factors of tunelab.plan.train were fitted on (docs/planner.md), so this guards
+against regressions in the planner or in the trainer's memory use; Gemma 3 270M is the held-out
+check.
 """
 
 from __future__ import annotations
@@ -28,11 +28,8 @@ HERE = Path(__file__).parent
 # (arch, hidden, intermediate, layers, vocab)
 SHAPES = {"qwen2": ("qwen2", 256, 640, 4, 16000), "llama": ("llama", 320, 896, 3, 12000),
           "gemma3": ("gemma3", 192, 1024, 6, 6000)}
-# (shape, method, micro-batch, cutoff, more train keys): lora trains over a bf16 base where the CPU
-# has native bf16 (precision=auto), so one lora case pins fp32
-CASES = [("qwen2", "lora", 4, 384, ()), ("qwen2", "full", 4, 384, ()), ("llama", "full", 2, 256, ()),
-         ("gemma3", "lora", 2, 256, ()), ("gemma3", "lora", 2, 256, ("precision=fp32",)),
-         ("qwen2", "lora", 4, 384, ("gradient_checkpointing=true",))]
+CASES = [("qwen2", "lora", 4, 384), ("qwen2", "full", 4, 384), ("llama", "full", 2, 256),
+         ("gemma3", "lora", 2, 256)]
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")]
@@ -62,9 +59,10 @@ def scaled_models(tmp_path_factory) -> dict[str, Path]:
     return {name: build_scaled(*shape, root / name) for name, shape in SHAPES.items()}
 
 
-def measure(model: Path, out: Path, cutoff: int, keys: list[str]) -> int:
+def measure(model: Path, out: Path, method: str, mbs: int, cutoff: int) -> int:
     """Peak RSS growth (bytes) of a 3-step `train()` in a fresh process."""
-    args = [str(model), str(out), str(cutoff), *keys, "max_steps=3"]
+    args = [str(model), str(out), str(cutoff), f"method={method}", f"micro_batch_size={mbs}",
+            f"data.cutoff_len={cutoff}", "max_steps=3"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(HERE / "measure_peak.py"), *args], capture_output=True,
                           text=True, timeout=600, env=env)
@@ -72,13 +70,14 @@ def measure(model: Path, out: Path, cutoff: int, keys: list[str]) -> int:
     return json.loads(proc.stdout.strip().splitlines()[-1])["delta"]
 
 
-@pytest.mark.parametrize("name, method, mbs, cutoff, more", CASES,
-                         ids=[f"{n}-{m}-{b}x{c}" + "".join(f"-{k}" for k in more) for n, m, b, c, more in CASES])
-def test_cpu_estimate_within_15_percent_of_measured_peak(name, method, mbs, cutoff, more, scaled_models, tmp_path):
+@pytest.mark.parametrize("name, method, mbs, cutoff", CASES)
+def test_cpu_estimate_within_15_percent_of_measured_peak(name, method, mbs, cutoff, scaled_models, tmp_path):
     model = scaled_models[name]
-    keys = [f"method={method}", f"micro_batch_size={mbs}", f"data.cutoff_len={cutoff}", *more]
-    cfg = load_config(TrainConfig, None, keys)
+    cfg = load_config(TrainConfig, None, [f"method={method}", f"micro_batch_size={mbs}",
+                                          f"data.cutoff_len={cutoff}"])
     shape = shape_from_config(json.loads((model / "config.json").read_text()))
     estimate = estimate_training(shape, cfg, Device("cpu", 2**40, "test")).total
-    measured = measure(model, tmp_path / "run", cutoff, keys)
+    # The higher of two fresh runs: glibc's heap makes identical runs' peaks differ by up to ~25%
+    # (docs/planner.md), and a plan must cover the higher one, not whichever came first.
+    measured = max(measure(model, tmp_path / f"run{i}", method, mbs, cutoff) for i in range(2))
     assert estimate == pytest.approx(measured, rel=0.15), f"estimate {estimate / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB"
