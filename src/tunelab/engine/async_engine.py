@@ -93,8 +93,10 @@ class AsyncEngine:
         req = _Request(asyncio.get_running_loop(), asyncio.Queue())
         self._requests[request_id] = req
         try:
+            if images:  # decoding and resizing a large image takes the CPU for seconds: off the event loop
+                images = await asyncio.to_thread(self.engine.image_inputs, prompt_ids, images)
             self.engine.add_request(request_id, prompt_ids, params, adapter, images=images)
-        except Exception:
+        except BaseException:  # a client that leaves while its images are prepared added nothing
             self._requests.pop(request_id, None)
             raise
         with self._wake:

@@ -85,14 +85,17 @@ class LLMEngine:
     def add_request(self, request_id: Any, prompt_ids: list[int], params: SamplingParams,
                     adapter: str | None = None, images: list | None = None) -> list[Sequence]:
         """Queue `params.n` sequences for one prompt; seq ids are (request_id, index). `images` (PIL,
-        one per run of image tokens in the prompt) go to a vision-language model."""
+        one per run of image tokens in the prompt, or their `image_inputs` already built) go to a
+        vision-language model."""
         if self.scoring:
             from tunelab.errors import RewardModelError
 
             raise RewardModelError(str(self.model_dir), "used for generation (the engine only scores it)")
         self.check_prompt(prompt_ids, params)
         self._check_adapter(adapter)
-        image_inputs = self.image_inputs(prompt_ids, images) if images else None
+        image_inputs = images or None  # ImageInputs already built (AsyncEngine builds them off its loop)
+        if isinstance(images, list) and images:
+            image_inputs = self.image_inputs(prompt_ids, images)
         if image_inputs is None and getattr(self.model, "image_token_id", None) in prompt_ids:
             raise InvalidRequest("the prompt holds image tokens but no images were given", param="images")
         if params.structured_outputs is not None:  # fail this request now, never the batch mid-step

@@ -1,22 +1,26 @@
 """Images in served chat requests: found in the messages and checked before the prompt is built.
 
-OpenAI's `image_url` content parts (data URLs) and Ollama's `images` (base64, per message) become
-`<image>` markers in the message text (vision/images.IMAGE_MARKER) and one data URL each, in
-order; the backend's `encode_chat` expands the markers to the model's image tokens and decodes the
-images. A 400 names the first image when the served model takes none, and any image that is a
-remote URL (the server fetches nothing), a file path (it reads no local files for a client), or
-bytes that are not an image.
+Every route translates its image parts at the edge into `<image>` markers in the message text
+(vision/images.IMAGE_MARKER) and one (URL, request path) ref each, in order: OpenAI's `image_url`
+parts, Ollama's `images` (base64, per message), Anthropic's `image` blocks (anthropic_protocol) and
+the Responses API's `input_image` parts (responses_protocol). `encode_chat` then checks the refs and
+has the backend expand the markers to the model's image tokens and decode the images -- on a worker
+thread, as decoding a large image would stall every request on the event loop. A 400 names the first
+image when the served model takes none, and any image that is a remote URL (the server fetches
+nothing), a file path (it reads no local files for a client), bytes that are not an image, or more
+pixels than PIL's decompression-bomb limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tunelab.data.errors import DataError  # first: tunelab.data imports vision.images itself
 from tunelab.serve import protocol as P
 from tunelab.serve.backends.base import Prompt
 from tunelab.serve.errors import bad_request
-from tunelab.vision.images import IMAGE_MARKER, open_image
+from tunelab.vision.images import IMAGE_MARKER, TOO_LARGE, open_image
 
 TEXT_ONLY = "this model serves text only; images are not supported"
 
@@ -45,21 +49,27 @@ def with_ollama_markers(content: str, images: list[str] | None) -> str:
     return IMAGE_MARKER * len(images or ()) + content
 
 
-def encode_chat(svc: Any, messages: list[dict], kwargs: dict[str, Any], adapter: str | None,
-                refs: list[Ref]) -> Prompt:
-    """`svc.backend.encode_chat`, with the images checked and handed over when there are any."""
+async def encode_chat(svc: Any, messages: list[dict], kwargs: dict[str, Any], adapter: str | None,
+                      refs: list[Ref]) -> Prompt:
+    """`svc.backend.encode_chat`, with the images checked and handed over when there are any (then on a
+    worker thread: decoding them is CPU work the event loop must not wait on)."""
     if not refs:
         return svc.backend.encode_chat(messages, kwargs, adapter)
     if not svc.backend.takes_images():
         raise bad_request(f"{refs[0][1]}: {TEXT_ONLY}", param=refs[0][1])
+    return await asyncio.to_thread(_encode_with_images, svc.backend, messages, kwargs, adapter, refs)
+
+
+def _encode_with_images(backend: Any, messages: list[dict], kwargs: dict[str, Any], adapter: str | None,
+                        refs: list[Ref]) -> Prompt:
     for url, param in refs:
         check_image(url, param)
-    return svc.backend.encode_chat(messages, kwargs, adapter, images=[url for url, _ in refs])
+    return backend.encode_chat(messages, kwargs, adapter, images=[url for url, _ in refs])
 
 
 def check_image(url: str, param: str) -> None:
     """A 400 naming `param` (in the message too: Ollama's errors have no param) unless `url` is a
-    base64 data URL holding an image."""
+    base64 data URL holding an image of at most `_max_pixels()` pixels."""
     if url.startswith(("http://", "https://")):
         raise bad_request(f"{param}: remote image URLs are off: send the image as a base64 data URL "
                           "(data:image/png;base64,...)", param=param)
@@ -67,7 +77,20 @@ def check_image(url: str, param: str) -> None:
         raise bad_request(f"{param}: an image must be a base64 data URL (data:image/png;base64,...); the "
                           "server reads no local files", param=param)
     try:
-        open_image(url).close()
-    except DataError:
-        raise bad_request(f"{param}: cannot read the image: not base64 of a PNG, JPEG, WebP, GIF or other "
-                          "image file PIL reads", param=param) from None
+        with open_image(url) as image:  # the header only: the pixels are decoded once, later
+            too_large = image.width * image.height > _max_pixels()
+    except DataError as err:
+        too_large = err.reason == TOO_LARGE  # over twice the bound: PIL refuses to open it
+        if not too_large:
+            raise bad_request(f"{param}: cannot read the image: not base64 of a PNG, JPEG, WebP, GIF or other "
+                              "image file PIL reads", param=param) from None
+    if too_large:
+        raise bad_request(f"{param}: the image has more than the {_max_pixels()} pixels the server decodes; "
+                          "send it smaller (the model sees it resized anyway)", param=param)
+
+
+def _max_pixels() -> int:
+    """PIL's decompression-bomb warning bound: a small file may unpack to more pixels than memory holds."""
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS or 2**62

@@ -66,7 +66,7 @@ async def chat(req: P.OllamaChatRequest, request: Request):
     plan = plan_tools(tools, None, None, svc.backend.chat_template(target.adapter), False, svc.backend.name)
     kwargs = ({} if req.think is None else {"enable_thinking": req.think}) | ({"tools": tools} if tools else {})
     try:
-        prompt = encode_chat(svc, chat_messages(messages), kwargs, target.adapter, ollama_refs(req.messages))
+        prompt = await encode_chat(svc, chat_messages(messages), kwargs, target.adapter, ollama_refs(req.messages))
     except TemplateError as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     return await _respond(request, svc, target, prompt, req.options, req.stream, "chat",
@@ -89,7 +89,7 @@ async def generate(req: P.OllamaGenerateRequest, request: Request):
         turns = ([{"role": "system", "content": req.system}] if req.system else [])
         kwargs = {} if req.think is None else {"enable_thinking": req.think}
         user = {"role": "user", "content": with_ollama_markers(req.prompt, req.images)}
-        prompt = encode_chat(svc, turns + [user], kwargs, target.adapter, refs)
+        prompt = await encode_chat(svc, turns + [user], kwargs, target.adapter, refs)
     return await _respond(request, svc, target, prompt, req.options, req.stream, "generate",
                           opens_reasoning(prompt.text), _format(svc, req.format))
 

@@ -157,7 +157,8 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     plan, structured = chat_tools(svc, target, req)
     kwargs = {**(req.chat_template_kwargs or {}), **({"tools": plan.tools} if plan.tools else {})}
     try:
-        prompt = encode_chat(svc, chat_messages(req.messages), kwargs, target.adapter, openai_refs(req.messages))
+        prompt = await encode_chat(svc, chat_messages(req.messages), kwargs, target.adapter,
+                                   openai_refs(req.messages))
     except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
     defaults = svc.sampling_defaults(target)

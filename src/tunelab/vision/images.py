@@ -22,6 +22,7 @@ from tunelab.data.errors import DataError
 from tunelab.errors import MissingExtra
 
 IMAGE_MARKER = "<image>"
+TOO_LARGE = "image too large"  # DataError.reason of an image over PIL's decompression-bomb limit
 _REMOTE = ("http://", "https://")
 
 
@@ -109,6 +110,8 @@ def open_image(ref: str, source: str = "", line: int = 0, field: str = ""):
         if isinstance(data, io.BytesIO):
             data.seek(0)
         return Image.open(data)
+    except Image.DecompressionBombError as err:  # a small file that unpacks to more pixels than memory holds
+        raise DataError(TOO_LARGE, f"cannot read image: {err}", source, line, field) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         what = "data URL" if ref.startswith("data:") else ref
         raise DataError("unreadable image", f"cannot read image {what[:80]}: {err}", source, line, field) from None
