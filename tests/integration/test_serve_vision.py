@@ -1,6 +1,7 @@
-"""Serving the tiny Qwen2.5-VL with images through the official openai and ollama clients: the reply is
-the engine's own greedy output for the same image; /api/show says `vision` only for the VLM; images to
-a text-only model, remote URLs and non-images are 400s naming the image."""
+"""Serving the tiny Qwen2.5-VL with images through the official openai, ollama and anthropic clients (chat,
+Responses, Ollama, Messages): the reply is the engine's own greedy output for the same image; /api/show says
+`vision` only for the VLM; images to a text-only model, remote URLs and non-images are 400s naming the image;
+images are decoded off the event loop."""
 
 from __future__ import annotations
 
@@ -81,6 +82,87 @@ def test_ollama_images_reply_is_the_engines(server, expected):
     assert "vision" in ollama.show("vl").capabilities
 
 
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode()
+
+
+def test_anthropic_image_blocks_reply_is_the_engines(server, expected):
+    anthropic = pytest.importorskip("anthropic", reason="the anthropic client is not installed")
+    client = anthropic.Anthropic(base_url=server.url, api_key="none", max_retries=0)
+    for key, pngs in {"blue": [BLUE], "both": [RED, BLUE]}.items():
+        blocks = [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _b64(p)}}
+                  for p in pngs]
+        out = client.messages.create(model="vl", max_tokens=6, extra_body={"temperature": 0}, messages=[
+            {"role": "user", "content": [*blocks, {"type": "text", "text": "colour?"}]}])
+        assert "".join(b.text for b in out.content if b.type == "text") == expected[key], key
+    with pytest.raises(anthropic.BadRequestError) as info:  # a URL source: the server fetches nothing
+        client.messages.create(model="vl", max_tokens=6, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}])
+    assert info.value.body["error"]["message"].startswith("messages.0.content.0: remote image URLs are off")
+
+
+def test_responses_input_image_reply_is_the_engines(server, expected):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    for key, pngs in {"red": [RED], "both": [RED, BLUE]}.items():
+        parts = [{"type": "input_image", "image_url": _url(p), "detail": "auto"} for p in pngs]
+        out = client.responses.create(model="vl", max_output_tokens=6, temperature=0, input=[
+            {"role": "user", "content": [*parts, {"type": "input_text", "text": "colour?"}]}])
+        assert out.output_text == expected[key], key
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="vl", max_output_tokens=6, input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "auto"}]}])
+    assert info.value.body["param"] == "input.0.content.0" and "remote image URLs" in info.value.body["message"]
+
+
+def test_images_are_decoded_off_the_event_loop(vlm, expected):
+    """serve/images.encode_chat and the engine's image inputs run on worker threads: a ticker task on the
+    same loop runs while they work (it could not while a synchronous call held the loop), and the reply is
+    still the engine's."""
+    import asyncio
+
+    from tunelab.config import build
+    from tunelab.engine.config import SamplingParams
+    from tunelab.serve.backends import make_backend
+    from tunelab.serve.config import ServeConfig
+    from tunelab.serve.images import encode_chat
+    from tunelab.serve.service import Service
+
+    cfg = build(ServeConfig, {"model": str(vlm), "dtype": "fp32"})
+    backend = make_backend(cfg)
+    backend.load()
+    queued = backend.engine.engine  # total_prompt_tokens grows when a request is queued
+
+    async def run() -> tuple[list[int], int, int, str]:
+        seen: list[int] = []
+
+        async def tick():
+            while True:
+                seen.append(queued.total_prompt_tokens)
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        start = len(seen)
+        prompt = await encode_chat(Service(backend, cfg), [{"role": "user", "content": "<image>colour?"}], {},
+                                   None, [(_url(BLUE), "messages.0.content.0")])
+        during_encode, before, text = len(seen) - start, queued.total_prompt_tokens, ""
+        start = len(seen)
+        async for delta in backend.generate("r", prompt.ids, SamplingParams(max_tokens=6, temperature=0),
+                                            None, prompt.images):
+            text += delta.text
+        ticker.cancel()
+        return seen[start:], during_encode, before, text
+
+    try:
+        seen, during_encode, before, text = asyncio.run(run())
+    finally:
+        backend.close()
+    assert during_encode > 0  # the loop ran while the image was checked and decoded
+    assert seen[0] == before  # ... and while the engine built its pixels, before the request was queued
+    assert text == expected["blue"]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the 100 MP image: refused anyway
 def test_bad_images_are_400s_naming_them(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 
@@ -94,6 +176,11 @@ def test_bad_images_are_400s_naming_them(server):
     assert err["param"] == "messages.0.content.1" and "remote image URLs are off" in err["message"]
     err = bad("data:image/png;base64," + base64.b64encode(b"not a png").decode())
     assert err["param"] == "messages.0.content.1" and "cannot read the image" in err["message"]
+    for side in (10_000, 14_000):  # a small 1-bit PNG that unpacks to 100 or 196 million pixels
+        buf = io.BytesIO()
+        Image.new("1", (side, side)).save(buf, format="PNG")
+        err = bad(_url(buf.getvalue()))
+        assert err["param"] == "messages.0.content.1" and "pixels the server decodes" in err["message"]
     with pytest.raises(ResponseError) as info:
         Client(host=server.url).chat(model="vl", messages=[{"role": "user", "content": "?", "images": ["AAAA"]}])
     assert info.value.status_code == 400 and "messages.0.images.0" in info.value.error

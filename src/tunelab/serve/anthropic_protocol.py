@@ -1,10 +1,11 @@
-"""Schemas of Anthropic's Messages API (`POST /v1/messages`), text only.
+"""Schemas of Anthropic's Messages API (`POST /v1/messages`).
 
 The request maps onto the engine's `SamplingParams` through the one mapping
 (`protocol.sampling_values`, `stop_sequences` renamed to `stop`); `system` and text blocks
-become the plain chat messages the chat template takes. Tool definitions, tool_use and
-tool_result blocks map onto the one tool shape (`serve/tool_items.py`); other block kinds
-and server tools are a 400 naming them.
+become the plain chat messages the chat template takes. An `image` block (base64 source, or a
+URL source that serve/images.py refuses as remote) becomes an `<image>` marker and one image ref,
+as the chat route's image_url parts do. Tool definitions, tool_use and tool_result blocks map onto
+the one tool shape (`serve/tool_items.py`); other block kinds and server tools are a 400 naming them.
 """
 
 from __future__ import annotations
@@ -17,19 +18,44 @@ from pydantic import Field
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.images import IMAGE_MARKER, Ref
 from tunelab.serve.protocol import Text, sampling_values
 from tunelab.serve.strict import RequestModel
 from tunelab.serve.responses_protocol import ItemModel
 from tunelab.serve.tool_items import add_call, add_result
 
 _EARLIER_THINKING = ("thinking", "redacted_thinking")  # a reply's own thinking, sent back: not re-rendered
+MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # what Anthropic's base64 source takes
+
+
+class ImageSource(ItemModel):
+    """An image block's `source`: base64 data, or a URL (remote URLs are off: serve/images.py)."""
+
+    type: str
+    media_type: str | None = None
+    data: str | None = None
+    url: Text | None = None
+
+    def ref(self, where: str) -> str:
+        """The image as the URL serve/images.py checks: base64 data as a data URL, a URL as it is."""
+        self.check_extra(where)
+        if self.type == "base64" and self.media_type not in MEDIA_TYPES:
+            raise bad_request(f"{where}.media_type: '{self.media_type}' is not one of {', '.join(MEDIA_TYPES)}",
+                              param=f"{where}.media_type")
+        if self.type == "base64":
+            return f"data:{self.media_type};base64,{self.data or ''}"
+        if self.type == "url":
+            return self.url or ""
+        raise bad_request(f"{where}.type: image source type '{self.type}' is not served; send base64 data",
+                          param=f"{where}.type")
 
 
 class ContentBlock(ItemModel):
-    """A content block: text (thinking blocks of earlier replies are taken and skipped)."""
+    """A content block: text or an image (thinking blocks of earlier replies are taken and skipped)."""
 
     type: str
     text: Text | None = None
+    source: ImageSource | None = None  # image blocks
     cache_control: dict[str, Any] | None = None  # a prompt-cache hint; never changes the output
     citations: list[Any] | None = None
     thinking: str | None = None
@@ -93,27 +119,31 @@ class MessagesRequest(RequestModel):
                 return bad_request(f"unsupported field '{field}': {why}", param=field)
         return None
 
-    def chat_messages(self) -> list[dict[str, Any]]:
-        """`system` + `messages` as chat messages (tool_use and tool_result in the one tool shape)."""
+    def chat_messages(self) -> tuple[list[dict[str, Any]], list[Ref]]:
+        """`system` + `messages` as chat messages (tool_use and tool_result in the one tool shape), and
+        the image refs of their `<image>` markers, in order."""
         turns = [{"role": "system", "content": _text(self.system, "system")}] if self.system else []
+        refs: list[Ref] = []
         for i, m in enumerate(self.messages):
             if isinstance(m.content, str):
                 turns.append({"role": m.role, "content": m.content})
             else:
-                _add_blocks(turns, m.role, m.content, f"messages.{i}.content")
-        return turns
+                _add_blocks(turns, refs, m.role, m.content, f"messages.{i}.content")
+        return turns, refs
 
     def template_kwargs(self) -> dict[str, Any]:
         """thinking disabled -> enable_thinking false for templates that read it."""
         return {"enable_thinking": False} if self.thinking and self.thinking.type == "disabled" else {}
 
 
-def _add_blocks(turns: list[dict[str, Any]], role: str, blocks: list[ContentBlock], where: str) -> None:
-    """A turn's blocks in order: text runs become turns, calls join the assistant turn, results are turns."""
+def _add_blocks(turns: list[dict[str, Any]], refs: list[Ref], role: str, blocks: list[ContentBlock],
+                where: str) -> None:
+    """A turn's blocks in order: text and image runs become turns, calls join the assistant turn, results
+    are turns."""
     run: list[str] = []
     for j, block in enumerate(blocks):
         if block.type not in ("tool_use", "tool_result"):
-            run.append(_block_text(block, f"{where}.{j}"))
+            run.append(_block_text(block, f"{where}.{j}", refs))
             continue
         if run:
             turns.append({"role": role, "content": "".join(run)})
@@ -122,16 +152,20 @@ def _add_blocks(turns: list[dict[str, Any]], role: str, blocks: list[ContentBloc
         if block.type == "tool_use":
             add_call(turns, block.id or f"toolu_{j}", block.name or "", json.dumps(block.input or {}))
         else:
-            add_result(turns, block.tool_use_id or "", _result_text(block.content))
+            add_result(turns, block.tool_use_id or "", _result_text(block.content, f"{where}.{j}.content"))
     if run or not blocks:
         turns.append({"role": role, "content": "".join(run)})
 
 
-def _result_text(content: str | list[dict[str, Any]] | None) -> str:
-    """A tool_result's content: a string or text blocks."""
+def _result_text(content: str | list[dict[str, Any]] | None, where: str) -> str:
+    """A tool_result's content: a string or text blocks (an image or document in it is a 400)."""
     if content is None or isinstance(content, str):
         return content or ""
-    return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+    for k, part in enumerate(content):
+        if part.get("type") != "text":
+            raise bad_request(f"{where}.{k}.type: a tool_result serves text blocks only, not "
+                              f"'{part.get('type')}'", param=f"{where}.{k}.type")
+    return "".join(str(part.get("text", "")) for part in content)
 
 
 def _text(content: str | list[ContentBlock] | None, where: str) -> str:
@@ -141,15 +175,27 @@ def _text(content: str | list[ContentBlock] | None, where: str) -> str:
     return "".join(_block_text(block, f"{where}.{j}") for j, block in enumerate(content))
 
 
-def _block_text(block: ContentBlock, where: str) -> str:
-    """A text block's text ("" for an earlier reply's thinking); any other kind is a 400."""
+def _block_text(block: ContentBlock, where: str, refs: list[Ref] | None = None) -> str:
+    """A text block's text ("" for an earlier reply's thinking); an image block's marker, its ref put on
+    `refs` (None: no images here, as in `system`); any other kind is a 400."""
     if block.type in _EARLIER_THINKING:
         return ""
-    if block.type != "text":  # Anthropic's errors carry no param: the message names the field
-        raise bad_request(f"{where}.type: unsupported content block type '{block.type}': this model "
-                          "serves text and function tools only", param=f"{where}.type")
+    kinds = ("text",) if refs is None else ("text", "image")
+    if block.type not in kinds:  # Anthropic's errors carry no param: the message names the field
+        served = "system takes text blocks only" if refs is None else \
+            "messages take text, image, tool_use and tool_result blocks"
+        raise bad_request(f"{where}.type: unsupported content block type '{block.type}': {served}",
+                          param=f"{where}.type")
     block.check_extra(where)
-    return block.text or ""
+    if block.type == "text":
+        if block.source is not None:
+            raise bad_request(f"unsupported field '{where}.source': a text block has no source",
+                              param=f"{where}.source")
+        return block.text or ""
+    if block.source is None:
+        raise bad_request(f"{where}.source: an image block needs a source", param=f"{where}.source")
+    refs.append((block.source.ref(f"{where}.source"), where))
+    return IMAGE_MARKER
 
 
 # ---- response objects ---------------------------------------------------------------------

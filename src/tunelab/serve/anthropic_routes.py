@@ -21,6 +21,7 @@ from tunelab.serve import protocol as P
 from tunelab.serve.backends.base import Delta, Prompt
 from tunelab.tools.parser import ToolCallDelta, ToolCallParser
 from tunelab.serve.errors import anthropic_body, as_api_error, bad_request
+from tunelab.serve.images import encode_chat
 from tunelab.serve.models_manager import service_for
 from tunelab.serve.openai_routes import check_constraint
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
@@ -44,7 +45,7 @@ async def create_message(req: A.MessagesRequest, request: Request):
     svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
     plan = _plan(svc, target, req)
-    prompt = _prompt(svc, req, target, plan)
+    prompt = await _prompt(svc, req, target, plan)
     max_tokens = svc.max_tokens_for(len(prompt.ids), req.max_tokens, "messages")
     params = check_constraint(svc, req.to_sampling_params(max_tokens, plan.constraint, svc.sampling_defaults(target)))
     svc.check_stop(params.stop, "stop_sequences")
@@ -52,7 +53,7 @@ async def create_message(req: A.MessagesRequest, request: Request):
     ticket = svc.admit(1)
     mid = P.new_id("msg")
     builder = MessageBuilder(mid, target.name, len(prompt.ids), parser, params.stop, plan.parser())
-    events = svc.stream(mid, prompt.ids, params, target)
+    events = svc.stream(mid, prompt.ids, params, target, prompt.images)
     if req.stream:
         events = await started(events, ticket)
         return ReleasingStream(_sse(events, builder), ticket, "text/event-stream")
@@ -64,7 +65,7 @@ async def count_tokens(req: CountTokensRequest, request: Request) -> dict[str, i
     """The prompt's token count, rendered exactly as /v1/messages renders it."""
     svc = await service_for(request, req.model)
     target = svc.resolve(req.model)
-    return {"input_tokens": len(_prompt(svc, req, target, _plan(svc, target, req)).ids)}
+    return {"input_tokens": len((await _prompt(svc, req, target, _plan(svc, target, req))).ids)}
 
 
 def _plan(svc: Service, target: Target, req: A.MessagesRequest) -> ToolPlan:
@@ -78,10 +79,12 @@ def _plan(svc: Service, target: Target, req: A.MessagesRequest) -> ToolPlan:
                       svc.backend.name)
 
 
-def _prompt(svc: Service, req: A.MessagesRequest, target: Target, plan: ToolPlan) -> Prompt:
+async def _prompt(svc: Service, req: A.MessagesRequest, target: Target, plan: ToolPlan) -> Prompt:
+    """The rendered prompt, images checked and decoded by serve/images.py (the chat route's way)."""
     kwargs = {**req.template_kwargs(), **({"tools": plan.tools} if plan.tools else {})}
+    messages, refs = req.chat_messages()
     try:
-        return svc.backend.encode_chat(req.chat_messages(), kwargs, target.adapter)
+        return await encode_chat(svc, messages, kwargs, target.adapter, refs)
     except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="messages") from None
 

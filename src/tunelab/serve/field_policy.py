@@ -7,7 +7,8 @@ no-op). Any other field is a 400 "unsupported field" with the closest known name
 
 Implementing a field = declaring it on the schema and deleting its line here (a test fails while
 a declared field is still listed). Entries apply to subclasses too (SamplingFields: both OpenAI
-generation routes).
+generation routes). The agent APIs' items and parts (responses_protocol.ItemModel: InputPart,
+ContentBlock, ImageSource) check their undeclared keys against this table too.
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ TABLE: dict[str, dict[str, Policy]] = {
         "prompt_cache_options": accepted(CACHE_HINT),
         "stream_options": accepted("stream obfuscation padding; the events are the same"),
     },
+    "InputPart": {  # /v1/responses message content parts
+        "file_id": rejected("there is no Files API: send the image as a base64 data URL in image_url"),
+        "prompt_cache_breakpoint": accepted(CACHE_HINT),
+    },
     "TextConfig": {"verbosity": rejected(NOT_YET)},
     "MessagesRequest": {  # /v1/messages (and count_tokens)
         "mcp_servers": rejected("MCP servers are not served"),
@@ -157,4 +162,8 @@ TABLE: dict[str, dict[str, Policy]] = {
         "user_profile_id": accepted("an account id; the output is the same"),
         "workspace_id": accepted("an account id; the output is the same"),
     },
+    "ContentBlock": {  # /v1/messages content blocks
+        "transformations": rejected("images are resized the way the model's processor does"),
+    },
+    "ImageSource": {"file_id": rejected("there is no Files API: send the image as base64 data")},
 }

@@ -2,8 +2,10 @@
 
 The request is validated here and mapped onto the engine's `SamplingParams` through the
 one mapping (`protocol.sampling_values`); `input` items become the chat messages the chat
-template takes (`tool_items` for calls and results). Fields tunelab cannot honour
-(stateful, hosted) are `field_policy.TABLE`'s: a 400 saying why, never dropped.
+template takes (`tool_items` for calls and results). An `input_image` part becomes an `<image>`
+marker and one image ref, as the chat route's image_url parts do (serve/images.py checks them).
+Fields tunelab cannot honour (stateful, hosted) are `field_policy.TABLE`'s: a 400 saying why,
+never dropped.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import bad_request
+from tunelab.serve.images import IMAGE_MARKER, Ref
 from tunelab.serve.protocol import Text, sampling_values
-from tunelab.serve.strict import RequestModel
+from tunelab.serve.strict import RequestModel, policies_of
 from tunelab.serve.tool_items import add_call, add_result
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -29,16 +32,23 @@ class ItemModel(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     def check_extra(self, where: str) -> None:
-        """A 400 naming the first key this item carries that is not served."""
-        for key in self.model_extra or {}:
-            raise bad_request(f"unsupported field '{where}.{key}'", param=f"{where}.{key}")
+        """A 400 naming the first key this item carries that is not served (field_policy.TABLE's
+        entries for the class pass when accepted, or when rejected but set to a "not used" value)."""
+        for key, value in (self.model_extra or {}).items():
+            policy = policies_of(type(self)).get(key)
+            if policy is None or not policy.allows(value):
+                why = f": {policy.why}" if policy else ""
+                raise bad_request(f"unsupported field '{where}.{key}'{why}", param=f"{where}.{key}")
 
 
 class InputPart(ItemModel):
-    """One content part of an input message: input_text (or output_text of an earlier reply)."""
+    """One content part of an input message: input_text (or output_text of an earlier reply), or an
+    input_image whose `image_url` is a base64 data URL."""
 
     type: str
     text: Text | None = None
+    image_url: Text | None = None
+    detail: str | None = None  # only "auto": "low"/"high"/"original" would change what the model sees
     annotations: list[Any] | None = None  # an earlier reply's, sent back as context
     logprobs: list[Any] | None = None
 
@@ -114,13 +124,15 @@ class ResponsesRequest(RequestModel):
                               "json_schema", param="text.format.type")
         return None
 
-    def messages(self) -> list[dict[str, Any]]:
-        """`instructions` + `input` as chat messages (tool calls and results in the one tool shape)."""
+    def messages(self) -> tuple[list[dict[str, Any]], list[Ref]]:
+        """`instructions` + `input` as chat messages (tool calls and results in the one tool shape), and
+        the image refs of their `<image>` markers, in order."""
         items = [InputItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
         turns = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        refs: list[Ref] = []
         for i, item in enumerate(items):
-            _add_item(turns, item, i)
-        return turns
+            _add_item(turns, refs, item, i)
+        return turns, refs
 
     def summary_wanted(self) -> bool:
         """Whether the thinking goes out as a reasoning summary (else as reasoning_text content)."""
@@ -132,7 +144,7 @@ class ResponsesRequest(RequestModel):
         return {"enable_thinking": False} if self.reasoning and self.reasoning.effort == "none" else {}
 
 
-def _add_item(turns: list[dict[str, Any]], item: InputItem, i: int) -> None:
+def _add_item(turns: list[dict[str, Any]], refs: list[Ref], item: InputItem, i: int) -> None:
     """One input item onto the chat turns; earlier reasoning items carry nothing to re-send."""
     if item.type not in ("message", "reasoning", "function_call", "function_call_output"):
         raise bad_request(f"unsupported input item type '{item.type}': only messages, reasoning, "
@@ -147,18 +159,46 @@ def _add_item(turns: list[dict[str, Any]], item: InputItem, i: int) -> None:
     elif item.role is None:
         raise bad_request("a message needs a role", param=f"input.{i}.role")
     else:
-        turns.append({"role": _ROLES[item.role], "content": _text(item.content, i)})
+        turns.append({"role": _ROLES[item.role], "content": _text(item.content, i, refs=refs)})
 
 
-def _text(content: str | list[InputPart] | None, i: int, key: str = "content") -> str:
+def _text(content: str | list[InputPart] | None, i: int, key: str = "content", refs: list[Ref] | None = None) -> str:
+    """A message's (or a call output's) text; an input_image part leaves its marker and puts its ref on
+    `refs` (None: no images here, as in a function_call_output)."""
     if content is None or isinstance(content, str):
         return content or ""
+    kinds = ("input_text", "output_text", "text") + (("input_image",) if refs is not None else ())
+    pieces = []
     for j, part in enumerate(content):
-        if part.type not in ("input_text", "output_text", "text"):
-            raise bad_request(f"this model serves text only; '{part.type}' parts are not supported",
-                              param=f"input.{i}.{key}.{j}.type")
-        part.check_extra(f"input.{i}.{key}.{j}")
-    return "".join(part.text or "" for part in content)
+        where = f"input.{i}.{key}.{j}"
+        if part.type not in kinds:
+            raise bad_request(f"'{part.type}' parts are not supported here; send {', '.join(kinds)} parts",
+                              param=f"{where}.type")
+        part.check_extra(where)
+        _check_keys(part, where)
+        pieces.append(_image(part, where, refs) if part.type == "input_image" else part.text or "")
+    return "".join(pieces)
+
+
+def _check_keys(part: InputPart, where: str) -> None:
+    """A 400 for a key that belongs to the other kind of part: a text part's image, an image's text."""
+    keys = ("text",) if part.type == "input_image" else ("image_url", "detail")
+    for key in keys:
+        if getattr(part, key) is not None:
+            raise bad_request(f"unsupported field '{where}.{key}': an {part.type} part has no {key}",
+                              param=f"{where}.{key}")
+
+
+def _image(part: InputPart, where: str, refs: list[Ref]) -> str:
+    """An input_image part's marker; its image_url goes on `refs` for serve/images.py to check."""
+    if part.detail not in (None, "auto"):
+        raise bad_request(f"{where}.detail: '{part.detail}' is not served; images are sized the way the "
+                          "model's processor sizes them (detail 'auto')", param=f"{where}.detail")
+    if not part.image_url:
+        raise bad_request(f"{where}.image_url: an input_image needs image_url (a base64 data URL)",
+                          param=f"{where}.image_url")
+    refs.append((part.image_url, where))
+    return IMAGE_MARKER
 
 
 # ---- response objects ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tunelab.serve import responses_protocol as R
 from tunelab.serve.backends.base import Delta
 from tunelab.tools.parser import ToolCallDelta, ToolCallParser
 from tunelab.serve.errors import APIError, bad_request
+from tunelab.serve.images import encode_chat
 from tunelab.serve.models_manager import service_for
 from tunelab.serve.openai_routes import check_constraint
 from tunelab.serve.reasoning import ReasoningParser, opens_reasoning
@@ -45,8 +46,9 @@ async def create_response(req: R.ResponsesRequest, request: Request):
     target = svc.resolve(req.model)
     plan, structured = _tools(svc, target, req)
     kwargs = {**req.template_kwargs(), **({"tools": plan.tools} if plan.tools else {})}
+    messages, refs = req.messages()
     try:
-        prompt = svc.backend.encode_chat(req.messages(), kwargs, target.adapter)
+        prompt = await encode_chat(svc, messages, kwargs, target.adapter, refs)
     except (ValueError, TypeError, KeyError, TemplateError) as err:
         raise bad_request(f"cannot apply the chat template: {err}", param="input") from None
     defaults = svc.sampling_defaults(target)
@@ -57,7 +59,7 @@ async def create_response(req: R.ResponsesRequest, request: Request):
     ticket = svc.admit(1)
     rid = P.new_id("resp")
     builder = ResponseBuilder(rid, req, target.name, len(prompt.ids), parser, plan.parser())
-    events = svc.stream(rid, prompt.ids, params, target)
+    events = svc.stream(rid, prompt.ids, params, target, prompt.images)
     if req.stream:
         events = await started(events, ticket)
         return ReleasingStream(_sse(events, builder), ticket, "text/event-stream")

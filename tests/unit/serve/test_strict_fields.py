@@ -19,10 +19,12 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _schemas() -> dict[str, type[RequestModel]]:
-    """Every RequestModel subclass in tunelab.serve, by class name."""
+    """Every RequestModel (and agent-API item, ItemModel) subclass in tunelab.serve, by class name."""
+    from tunelab.serve.responses_protocol import ItemModel
+
     for mod in pkgutil.iter_modules(tunelab.serve.__path__):
         importlib.import_module(f"tunelab.serve.{mod.name}")
-    found, todo = {}, [RequestModel]
+    found, todo = {}, [RequestModel, ItemModel]
     while todo:
         for sub in todo.pop().__subclasses__():
             found[sub.__name__] = sub
