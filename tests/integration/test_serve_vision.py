@@ -181,6 +181,11 @@ def test_bad_images_are_400s_naming_them(server):
         Image.new("1", (side, side)).save(buf, format="PNG")
         err = bad(_url(buf.getvalue()))
         assert err["param"] == "messages.0.content.1" and "pixels the server decodes" in err["message"]
+    with pytest.raises(openai.BadRequestError) as info:  # the text may not hold the marker images take
+        client.chat.completions.create(model="vl", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "is <image> a tag?"}, {"type": "image_url", "image_url": {"url": _url(RED)}}]}],
+            **GREEDY)
+    assert info.value.body["param"] == "messages" and "'<image>'" in info.value.body["message"]
     with pytest.raises(ResponseError) as info:
         Client(host=server.url).chat(model="vl", messages=[{"role": "user", "content": "?", "images": ["AAAA"]}])
     assert info.value.status_code == 400 and "messages.0.images.0" in info.value.error

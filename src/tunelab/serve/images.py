@@ -57,6 +57,7 @@ async def encode_chat(svc: Any, messages: list[dict], kwargs: dict[str, Any], ad
         return svc.backend.encode_chat(messages, kwargs, adapter)
     if not svc.backend.takes_images():
         raise bad_request(f"{refs[0][1]}: {TEXT_ONLY}", param=refs[0][1])
+    check_markers(messages, refs)
     return await asyncio.to_thread(_encode_with_images, svc.backend, messages, kwargs, adapter, refs)
 
 
@@ -65,6 +66,15 @@ def _encode_with_images(backend: Any, messages: list[dict], kwargs: dict[str, An
     for url, param in refs:
         check_image(url, param)
     return backend.encode_chat(messages, kwargs, adapter, images=[url for url, _ in refs])
+
+
+def check_markers(messages: list[dict], refs: list[Ref]) -> None:
+    """A 400 when the text itself holds `<image>`: with images it would be read as where one goes."""
+    markers = sum(m["content"].count(IMAGE_MARKER) for m in messages if isinstance(m.get("content"), str))
+    if markers != len(refs):
+        field = refs[0][1].split(".")[0]
+        raise bad_request(f"{field}: the text holds '{IMAGE_MARKER}', which marks where an image goes; with "
+                          "images in the request, write it another way", param=field)
 
 
 def check_image(url: str, param: str) -> None:
