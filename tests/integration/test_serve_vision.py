@@ -92,9 +92,12 @@ def test_anthropic_image_blocks_reply_is_the_engines(server, expected):
     for key, pngs in {"blue": [BLUE], "both": [RED, BLUE]}.items():
         blocks = [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _b64(p)}}
                   for p in pngs]
-        out = client.messages.create(model="vl", max_tokens=6, extra_body={"temperature": 0}, messages=[
-            {"role": "user", "content": [*blocks, {"type": "text", "text": "colour?"}]}])
+        messages = [{"role": "user", "content": [*blocks, {"type": "text", "text": "colour?"}]}]
+        out = client.messages.create(model="vl", max_tokens=6, extra_body={"temperature": 0}, messages=messages)
         assert "".join(b.text for b in out.content if b.type == "text") == expected[key], key
+        assert client.messages.count_tokens(model="vl", messages=messages).input_tokens == out.usage.input_tokens
+    assert out.usage.input_tokens > client.messages.count_tokens(model="vl", messages=[  # images take tokens
+        {"role": "user", "content": "colour?"}]).input_tokens + 2
     with pytest.raises(anthropic.BadRequestError) as info:  # a URL source: the server fetches nothing
         client.messages.create(model="vl", max_tokens=6, messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}])
