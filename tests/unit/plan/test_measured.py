@@ -2,7 +2,7 @@
 
 Each case trains a small random model (tiny-model families, scaled so that weights, activations and
 logits are measurable next to the fixed overheads) in a fresh subprocess and compares the peak RSS
-growth during `train()` (the higher of two runs) with the planner's CPU estimate. These shapes are
+growth during `train()` (the highest of three runs) with the planner's CPU estimate. These shapes are
 among those the CPU factors of tunelab.plan.train were fitted on (docs/planner.md), so this guards
 against regressions in the planner or in the trainer's memory use; Gemma 3 270M is the held-out
 check.
@@ -77,7 +77,8 @@ def test_cpu_estimate_within_15_percent_of_measured_peak(name, method, mbs, cuto
                                           f"data.cutoff_len={cutoff}"])
     shape = shape_from_config(json.loads((model / "config.json").read_text()))
     estimate = estimate_training(shape, cfg, Device("cpu", 2**40, "test")).total
-    # The higher of two fresh runs: glibc's heap makes identical runs' peaks differ by up to ~25%
-    # (docs/planner.md), and a plan must cover the higher one, not whichever came first.
-    measured = max(measure(model, tmp_path / f"run{i}", method, mbs, cutoff) for i in range(2))
+    # The highest of three fresh runs: glibc's dynamic mmap threshold makes identical runs' peaks differ
+    # by up to ~25% (docs/planner.md: llama full 2x256 gave 219-297 MiB), and a plan must cover the higher
+    # ones; with two runs both landed in the low tail about once in 25 full-suite runs.
+    measured = max(measure(model, tmp_path / f"run{i}", method, mbs, cutoff) for i in range(3))
     assert estimate == pytest.approx(measured, rel=0.15), f"estimate {estimate / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB"
