@@ -41,17 +41,18 @@ def exported(tmp_path_factory):
     return model, export(str(model), "gguf", "f16", out=root / "vlm-f16.gguf", log=lambda _m: None)
 
 
-def _llama_cpp_run(result, pixels: np.ndarray | None = None, width: int | None = None
+def _llama_cpp_run(result, pixels: np.ndarray | None = None, width: int | None = None, mrope: bool = True
                    ) -> tuple[list[int | None], np.ndarray, list[int]]:
     """Prompt ids as mtmd tokenized them (None for each image embedding), llama.cpp's image embeddings
-    (`width` wide, the LM's width unless given) and its greedy tokens, for `pixels` (HxWx3, `_image()`)."""
+    (`width` wide, the LM's width unless given) and its greedy tokens, for `pixels` (HxWx3, `_image()`);
+    `mrope`: whether the family decodes with M-RoPE positions (Qwen) or plain ones (Gemma 3)."""
     from llama_cpp import mtmd_cpp as mtmd
 
     llm = llama_cpp.Llama(str(result.gguf), n_ctx=128, n_threads=2, verbose=False)
     params = mtmd.mtmd_context_params_default()
     params.use_gpu, params.n_threads, params.print_timings = False, 2, False
     ctx = mtmd.mtmd_init_from_file(str(result.mmproj).encode(), llm.model, params)
-    assert ctx is not None and mtmd.mtmd_support_vision(ctx) and mtmd.mtmd_decode_use_mrope(ctx)
+    assert ctx is not None and mtmd.mtmd_support_vision(ctx) and mtmd.mtmd_decode_use_mrope(ctx) == mrope
     pixels = _image() if pixels is None else pixels
     rgb = (ctypes.c_uint8 * pixels.size).from_buffer(bytearray(pixels.tobytes()))
     bitmap = mtmd.mtmd_bitmap_init(pixels.shape[1], pixels.shape[0], rgb)
@@ -67,7 +68,7 @@ def _llama_cpp_run(result, pixels: np.ndarray | None = None, width: int | None =
         embeds = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(ctx), shape=shape).copy()
         n_past = llama_cpp.llama_pos(0)
         assert mtmd.mtmd_helper_eval_chunks(ctx, llm._ctx.ctx, chunks, 0, 0, 64, True, ctypes.byref(n_past)) == 0
-        llm.n_tokens = n_past.value  # M-RoPE: the image advances positions by max(grid h, w), not its 12 tokens
+        llm.n_tokens = n_past.value  # M-RoPE: an image advances positions by max(grid h, w), not its tokens
         out = []
         for _ in range(N_NEW):
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
