@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from test_vlm_engine import prefix_cache_keys_on_image_content
 
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.kv_cache import KVCache
@@ -145,32 +146,8 @@ def test_a_bare_start_of_image_reads_as_the_gemma3_processor_reads_it(tiny_gemma
 
 
 def test_prefix_cache_keys_on_image_content(llm):
-    """Same token ids, another image: only the blocks before the image are shared, and the reply is the
-    one a cold cache gives; the same image again shares the blocks past it."""
     other = Image.new("RGB", (40, 20), (30, 200, 40))
-    ids = _prompt(llm.get_tokenizer(), [RED])
-    first_image = ids.index(llm.engine.model.image_token_id)
-    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=0)
-    names = iter(range(100))
-
-    def run(image):
-        seqs = llm.engine.add_request(f"cache-{next(names)}", ids, params, images=[image])
-        while llm.engine.has_unfinished():
-            llm.engine.step()
-        return seqs[0]
-
-    llm.engine.scheduler.block_manager.reset_prefix_cache()
-    cold = run(other)
-    llm.engine.scheduler.block_manager.reset_prefix_cache()
-    red = run(RED)
-    swapped = run(other)
-    assert swapped.num_cached_tokens == first_image // BLOCK * BLOCK  # nothing from the image's block on
-    assert swapped.output_ids == cold.output_ids
-    assert [lp.logprob for lp in swapped.logprobs] == pytest.approx([lp.logprob for lp in cold.logprobs], abs=1e-5)
-    assert swapped.logprobs[0].logprob != pytest.approx(red.logprobs[0].logprob, abs=1e-3)  # the image tells
-    again = run(RED)
-    assert again.num_cached_tokens == (len(ids) - 1) // BLOCK * BLOCK
-    assert again.output_ids == red.output_ids
+    prefix_cache_keys_on_image_content(llm, _prompt(llm.get_tokenizer(), [RED]), other)
 
 
 def test_a_peft_adapter_on_the_language_model_matches_transformers_merged(tiny_gemma3_vlm, llm, tmp_path):

@@ -119,11 +119,14 @@ def test_vllm_style_prompt_with_one_pad_per_image(llm):
 
 
 def test_prefix_cache_keys_on_image_content(llm):
-    """Same token ids, another image: only the blocks before the image are shared, and the reply is the
-    one a cold cache gives; the same image again shares the blocks past it."""
     other = Image.new("RGB", (56, 28), (30, 200, 40))  # RED's size: the same token ids
-    ids = _prompt(llm.get_tokenizer(), [RED])
-    first_image = ids.index(llm.engine.model.image_token_id)
+    prefix_cache_keys_on_image_content(llm, _prompt(llm.get_tokenizer(), [RED]), other)
+
+
+def prefix_cache_keys_on_image_content(llm, ids: list[int], other: Image.Image) -> None:
+    """Same token ids (`ids`, one RED image), another image: only the blocks before the image are shared,
+    and the reply is the one a cold cache gives; the same image again shares the blocks past it."""
+    first_image, block = ids.index(llm.engine.model.image_token_id), llm.engine.scheduler.block_manager.block_size
     params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=0)
     names = iter(range(100))
 
@@ -138,12 +141,12 @@ def test_prefix_cache_keys_on_image_content(llm):
     llm.engine.scheduler.block_manager.reset_prefix_cache()
     red = run(RED)
     swapped = run(other)
-    assert swapped.num_cached_tokens == first_image // BLOCK * BLOCK  # nothing from the image's block on
+    assert swapped.num_cached_tokens == first_image // block * block  # nothing from the image's block on
     assert swapped.output_ids == cold.output_ids
     assert [lp.logprob for lp in swapped.logprobs] == pytest.approx([lp.logprob for lp in cold.logprobs], abs=1e-5)
     assert swapped.logprobs[0].logprob != pytest.approx(red.logprobs[0].logprob, abs=1e-3)  # the image tells
     again = run(RED)
-    assert again.num_cached_tokens == (len(ids) - 1) // BLOCK * BLOCK
+    assert again.num_cached_tokens == (len(ids) - 1) // block * block
     assert again.output_ids == red.output_ids
 
 
