@@ -63,7 +63,7 @@ class TrainConfig:
     datasets: list[str] = opt([], "training data files (jsonl/json/csv/parquet/txt)")
     dataset_weights: list[float] = opt([], "mixing weight per dataset: its rows are repeated/subsampled to weight x size")
     data: DataConfig = opt(DataConfig, "how rows become training examples (format, template, cutoff_len, ...)")
-    method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, CUDA) | full | freeze")
+    method: Method = opt("lora", "lora | dora | qlora (4-bit NF4 base, bitsandbytes) | full | freeze")
     stage: Stage = opt("sft", "sft | dpo | kto | orpo | simpo (preference pairs or KTO rows) | rm (reward model: "
                               "scalar head on pairs) | grpo (prompts + reward functions, rollouts on tunelab's engine)")
     pref: PreferenceConfig = opt(PreferenceConfig, "preference-stage settings (beta, loss, label_smoothing, ...)")

@@ -23,18 +23,31 @@ class MethodUnavailable(TunelabError):
 
 
 def check_method(cfg: TrainConfig) -> None:
-    """Fail before any loading when the method cannot run here (QLoRA needs CUDA + bitsandbytes)."""
+    """Fail before any loading when the method cannot run here: QLoRA needs bitsandbytes, and off
+    CUDA a bitsandbytes with a CPU NF4 backend (the 0.50.2 PyPI wheel has one)."""
     if cfg.method != "qlora":
         return
-    if not torch.cuda.is_available():
-        raise MethodUnavailable(
-            "method=qlora needs a CUDA GPU (bitsandbytes 4-bit NF4); no CUDA device found. "
-            "Use method=lora on this machine."
-        )
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except ImportError:
         raise MissingExtra("bitsandbytes", "qlora", "method=qlora") from None
+    if not torch.cuda.is_available():
+        _check_cpu_nf4(bitsandbytes.__version__)
+
+
+def _check_cpu_nf4(version: str) -> None:
+    """Round-trip one small tensor through NF4 on the CPU: the capability itself, not a version guess."""
+    import bitsandbytes.functional as bnbf
+
+    try:
+        packed, state = bnbf.quantize_4bit(torch.ones(64, 64), quant_type="nf4")
+        bnbf.dequantize_4bit(packed, state)
+    except Exception as err:  # noqa: BLE001 - any failure means no usable CPU backend; its text is shown
+        raise MethodUnavailable(
+            f"method=qlora without a CUDA GPU needs bitsandbytes with a CPU NF4 backend; the installed "
+            f"bitsandbytes {version} has none ({type(err).__name__}: {err}). "
+            "Upgrade bitsandbytes or use method=lora on this machine."
+        ) from None
 
 
 def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Module:

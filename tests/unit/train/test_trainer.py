@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -37,7 +38,7 @@ def test_lora_loss_goes_down_pinned(packing, pinned, tiny_models, tiny_examples,
     assert summary["steps"] == 8 and summary["tokens"] > 0
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "full", "freeze"])
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora", "full", "freeze"])
 def test_methods_train_and_save(method, tiny_models, tiny_examples, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -46,7 +47,7 @@ def test_methods_train_and_save(method, tiny_models, tiny_examples, tmp_path):
                "freeze_trainable_layers=1")
     result = train(cfg, examples=(tiny_examples, []))
     assert result.state == "finished"
-    if method in ("lora", "dora"):
+    if method in ("lora", "dora", "qlora"):  # qlora: NF4 base on the CPU (bitsandbytes' CPU backend)
         from peft import PeftModel
 
         adapter = result.run_dir / "adapter"
@@ -108,10 +109,28 @@ def test_eval_split_logs_eval_loss(tiny_models, tiny_examples, tmp_path):
     assert all({"lr", "grad_norm", "tokens_per_s", "peak_mem_mb"} <= set(r) for r in rows)
 
 
-def test_qlora_without_cuda_fails_before_loading(tmp_path):
+def test_qlora_without_bitsandbytes_fails_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed: import raises ImportError
     cfg = load_config(TrainConfig, None, ["model=/nonexistent/model", f"output={tmp_path}/q", "method=qlora"])
-    with pytest.raises(TunelabError, match="qlora needs a CUDA GPU"):
+    with pytest.raises(TunelabError, match="bitsandbytes"):
         train(cfg)  # the model path does not exist: reaching the loader would raise ModelNotFound
+
+
+def test_qlora_on_a_bitsandbytes_without_cpu_nf4_names_what_is_missing(tmp_path, monkeypatch):
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU backend is checked only without CUDA")
+
+    def no_backend(*args, **kwargs):
+        raise NotImplementedError("no kernel for cpu")
+
+    monkeypatch.setattr(bnbf, "quantize_4bit", no_backend)  # a bitsandbytes build with no CPU NF4 kernels
+    cfg = load_config(TrainConfig, None, ["model=/nonexistent/model", f"output={tmp_path}/q", "method=qlora"])
+    with pytest.raises(TunelabError, match=r"needs bitsandbytes with a CPU NF4 backend; .* has none "
+                                           r"\(NotImplementedError: no kernel for cpu\)"):
+        train(cfg)
 
 
 def test_bad_config_values_name_the_key():
