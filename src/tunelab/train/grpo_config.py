@@ -13,7 +13,8 @@ from tunelab.config import opt
 from tunelab.engine.config import SamplingParams
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
-ROLLOUT_METHODS = ("lora", "dora", "full", "freeze")  # adapters, or the trained tensors, each step (rollout.py)
+# adapters (qlora: over the engine's dequantized NF4 base), or the trained tensors, each step (rollout.py)
+ROLLOUT_METHODS = ("lora", "dora", "qlora", "full", "freeze")
 _NOT_FOR_ROLLOUTS = ("logprobs", "prompt_logprobs", "structured_outputs", "seed")
 
 
@@ -70,9 +71,6 @@ class GRPOConfig:
         """What stage=grpo needs from the rest of the config, before anything loads."""
         if not self.reward_funcs:
             raise ValueError("stage=grpo needs grpo.reward_funcs (e.g. [format, accuracy], or 'my_module:my_reward')")
-        if method == "qlora":
-            raise ValueError("stage=grpo: method=qlora is not supported: the rollout engine would sample from a "
-                             "16-bit base, not the NF4 (bitsandbytes) base being trained; use method=lora")
         if method not in ROLLOUT_METHODS:
             raise ValueError(f"stage=grpo: method={method} is not supported; use method="
                              f"{', '.join(ROLLOUT_METHODS)}")

@@ -49,7 +49,8 @@ def build_grpo_objective(model: torch.nn.Module, cfg: TrainConfig, data) -> torc
     longest = max(len(ex) for ex in [*data.train, *data.eval])
     rollout = Rollout(model_dir, template, cfg.grpo.sampling, next(lm.parameters()).dtype,
                       cfg.micro_batch_size * cfg.grpo.group_size, max(longest, 16), cfg.grpo.engine_blocks)
-    if cfg.method in ("lora", "dora"):  # only the adapter is saved: the base can live in the engine's tensors
+    if cfg.method in ("lora", "dora", "qlora"):  # only the adapter is saved: the base can live in the engine's
+        # tensors (qlora: the 16-bit rest; the engine takes the NF4 weights dequantized, rollout.load_nf4)
         rollout.share_base(model)
     return GRPOObjective(model, cfg.grpo, load_reward_funcs(cfg.grpo.reward_funcs), [*data.train, *data.eval],
                          rollout)

@@ -76,7 +76,19 @@ def load_model(model_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Modu
     else:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     model.config.use_cache = False
+    if cfg.method == "qlora":
+        _keep_nf4_layout(model)
     return model
+
+
+def _keep_nf4_layout(model: nn.Module) -> None:
+    """Turn off bitsandbytes' CPU inference repack: on an AVX512-BF16 CPU its first eval-mode, no-grad
+    forward (an eval split) rewrites each NF4 weight in place into a layout multiplied in bf16, which
+    every later forward then takes, so training would move off the NF4 weights GRPO's engine samples
+    from (rollout.load_nf4). The kept path dequantizes to the compute dtype, as training does."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def apply_method(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Module:

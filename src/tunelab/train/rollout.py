@@ -4,7 +4,9 @@ The engine holds the frozen base once, in the training dtype; before each genera
 policy's current LoRA tensors are installed into it as adapter `policy` (engine/lora.py,
 `add_weights`: no file, no merge), so completions come from the weights being trained.
 The policy's frozen base weights are views of the engine's (`share_base`), so the base is held
-once. Under method=full/freeze there is no adapter: the policy's trainable tensors are copied in
+once. Under qlora the engine's copies of the NF4 weights are overwritten once with the policy's
+dequantized ones (`load_nf4`), so rollouts sample from the same rounded base the loss sees.
+Under method=full/freeze there is no adapter: the policy's trainable tensors are copied in
 place into the engine's own weights (names mapped by models/loader, fused q/k/v and gate/up
 as slices), so the engine keeps its one copy and its prefix cache is reset.
 Group members are one request with `n = group size`; a request's seed is drawn from the
@@ -60,8 +62,10 @@ class Rollout:
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (policy tensor, engine view)
 
     def share_base(self, model: nn.Module) -> int:
-        """Hold the policy's frozen base once: its weights become views of the engine's (share_frozen)."""
+        """Hold the policy's frozen base once: its weights become views of the engine's (share_frozen).
+        Under qlora the engine first takes the policy's NF4 weights, dequantized (load_nf4)."""
         with self.engine.lock:
+            load_nf4(model, self.engine.model)
             return share_frozen(model, self.engine.model)
 
     def sync(self, model: nn.Module) -> None:
@@ -154,6 +158,32 @@ def share_frozen(policy: nn.Module, engine_model: nn.Module) -> int:
                 replaced[id(param)] = nn.Parameter(dst.detach(), requires_grad=False)
             module._parameters[attr] = replaced[id(param)]
     return len(replaced)
+
+
+@torch.no_grad()
+def load_nf4(policy: nn.Module, engine_model: nn.Module) -> int:
+    """Overwrite each engine weight that is 4-bit NF4 in the policy (bitsandbytes Params4bit, qlora)
+    with the policy's dequantized weight, so rollouts sample from the rounded base being trained, not
+    the checkpoint's 16-bit one. Once: the base is frozen. Returns the number of weights written."""
+    from tunelab.errors import TunelabError
+
+    find = _engine_lookup(policy, engine_model)
+    done = 0
+    for module_name, module in policy.named_modules():
+        weight = module._parameters.get("weight")  # the Linear4bit's own, not a PEFT wrapper's alias
+        if getattr(weight, "quant_state", None) is None:
+            continue
+        from bitsandbytes.functional import dequantize_4bit
+
+        if getattr(weight.quant_state, "packing_format_for_cpu", False):
+            raise TunelabError(f"grpo: the NF4 weight '{module_name}.weight' is in bitsandbytes' CPU inference "
+                               "layout; load the policy with train.methods.load_model, which keeps NF4's")
+        dst = find(f"{module_name}.weight")
+        if dst is None:
+            raise TunelabError(f"grpo: the rollout engine has no weight for the NF4 tensor '{module_name}.weight'")
+        dst.copy_(dequantize_4bit(weight.data, weight.quant_state).to(dst.device).reshape(dst.shape))
+        done += 1
+    return done
 
 
 def _engine_lookup(policy: nn.Module, engine_model: nn.Module):

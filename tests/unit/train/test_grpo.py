@@ -288,8 +288,6 @@ def test_columns_are_reward_function_inputs_or_errors(task, tmp_path):
 def test_grpo_config_errors_name_the_key(task, tmp_path):
     with pytest.raises(ConfigError, match="needs grpo.reward_funcs"):
         _cfg(task, tmp_path, "grpo.reward_funcs=[]")
-    with pytest.raises(ConfigError, match=r"method=qlora is not supported: .*NF4 \(bitsandbytes\)"):
-        _cfg(task, tmp_path, "method=qlora")
     with pytest.raises(ConfigError, match=r"grpo.sampling.n must be >= 2"):
         _cfg(task, tmp_path, "grpo.sampling.n=1")
     with pytest.raises(ConfigError, match=r"grpo.sampling.logprobs: not used"):
