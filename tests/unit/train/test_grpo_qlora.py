@@ -21,8 +21,8 @@ from tunelab.train.trainer import train
 from helpers.grpo_task import REWARDS, make_grpo_task
 
 PROMPT = [1, 5, 9, 33, 100, 7, 250, 41]
-# measured max |engine - policy| prompt log-prob: ~1e-6 (fp32, same dequantized weights, other matmul order);
-# the 16-bit checkpoint's base is ~1e-2 away, so a rollout from it fails this bound
+# measured max |engine - policy| prompt log-prob: ~3e-6 (fp32, same dequantized weights, other matmul order);
+# the same adapter over the 16-bit checkpoint base is ~0.6 away (0.7 with this adapter), which fails the bound
 TOLERANCE = 1e-4
 
 
