@@ -174,6 +174,21 @@ def test_full_fine_tuning_precomputes_the_reference(tiny_models, tmp_path):
     assert all(ex.ref_logps is not None and len(ex.ref_logps) == 2 for ex in examples)
 
 
+@pytest.mark.parametrize("stage", ["dpo", "rm"])  # rm: the reward loader and its new score head over NF4
+def test_qlora_preference_stages_train_on_the_nf4_base(stage, tiny_models, tmp_path):
+    """method=qlora (NF4 base, on the CPU here): the reference is the adapter-off NF4 model, so DPO's
+    first loss is log 2; every stage finishes and saves its adapter."""
+    model_dir = tiny_models["llama"]
+    examples = _pairs(model_dir, preference_heldout_path())
+    cfg = _cfg(model_dir, tmp_path / "run", f"stage={stage}", "method=qlora", "max_steps=2")
+    result = train(cfg, examples=(examples, []))
+    assert result.state == "finished" and (result.run_dir / "adapter" / "adapter_config.json").is_file()
+    rows = _metrics(result.run_dir)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    if stage == "dpo":
+        assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+
+
 def test_rows_that_do_not_fit_the_stage_are_named_before_the_model_loads(tiny_models, tmp_path):
     import shutil
 
