@@ -4,10 +4,14 @@ peft's `PeftModel.__init__` reads `model.is_gradient_checkpointing`, which trans
 deprecated in favour of `is_activation_checkpointing` with a FutureWarning that the user can do
 nothing about. Every place tunelab wraps a model with peft does it inside `quiet_peft_warnings()`;
 any other warning still shows.
+
+bitsandbytes' CPU backend logs at import that the optional `kernels` package is missing; that package
+only serves its AVX512-BF16 inference repack, which tunelab turns off (`methods._keep_nf4_layout`).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -20,3 +24,15 @@ def quiet_peft_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
                                 category=FutureWarning)
         yield
+
+
+@contextmanager
+def quiet_bitsandbytes_import() -> Iterator[None]:
+    """Hide the CPU backend's missing-`kernels` warning while bitsandbytes is first imported."""
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

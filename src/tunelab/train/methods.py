@@ -27,8 +27,11 @@ def check_method(cfg: TrainConfig) -> None:
     CUDA a bitsandbytes with a CPU NF4 backend (the 0.50.2 PyPI wheel has one)."""
     if cfg.method != "qlora":
         return
+    from tunelab.compat import quiet_bitsandbytes_import
+
     try:
-        import bitsandbytes
+        with quiet_bitsandbytes_import():
+            import bitsandbytes
     except ImportError:
         raise MissingExtra("bitsandbytes", "qlora", "method=qlora") from None
     if not torch.cuda.is_available():
@@ -128,10 +131,13 @@ def _projector(model: nn.Module) -> str:
 def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
+    from tunelab.compat import quiet_peft_warnings
+
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        with quiet_peft_warnings():
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     targets = cfg.lora.target_modules
     if targets != ["all-linear"]:
         check_targets(model, targets)
@@ -149,8 +155,6 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
         task_type="SEQ_CLS" if cfg.stage == "rm" else "CAUSAL_LM",
         base_model_name_or_path=str(model_dir),
     )
-    from tunelab.compat import quiet_peft_warnings
-
     try:
         with quiet_peft_warnings():
             return get_peft_model(model, peft_cfg)
