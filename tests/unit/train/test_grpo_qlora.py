@@ -34,7 +34,7 @@ def task(tmp_path_factory):
 def _cfg(task, out, *extra: str) -> TrainConfig:
     model, data = task
     base = [f"model={model}", f"output={out}", "stage=grpo", "method=qlora", f"datasets=[{data}]", "lr=3e-2",
-            "micro_batch_size=2", "max_steps=2", "grpo.sampling.max_tokens=4", "seed=0", "eval_split=0",
+            "micro_batch_size=1", "max_steps=2", "grpo.sampling.max_tokens=4", "seed=0", "eval_split=0",
             "data.cutoff_len=128", "precision=fp32", "lora.dropout=0", f"grpo.reward_funcs=[{REWARDS}:favoured]"]
     return load_config(TrainConfig, None, base + list(extra))
 
