@@ -7,7 +7,10 @@ and `ServeConfig` (run it with `tunelab.serve.serve`).
 
 from __future__ import annotations
 
+from tunelab.compat import quiet_bitsandbytes
 from tunelab.lazy import lazy_getattr
+
+quiet_bitsandbytes()
 
 __version__ = "0.1.0"
 

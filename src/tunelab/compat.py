@@ -5,8 +5,10 @@ deprecated in favour of `is_activation_checkpointing` with a FutureWarning that 
 nothing about. Every place tunelab wraps a model with peft does it inside `quiet_peft_warnings()`;
 any other warning still shows.
 
-bitsandbytes' CPU backend logs at import that the optional `kernels` package is missing; that package
-only serves its AVX512-BF16 inference repack, which tunelab turns off (`methods._keep_nf4_layout`).
+bitsandbytes' CPU backend logs at import (peft imports it whenever it is installed) that the optional
+`kernels` package is missing; that package only serves its AVX512-BF16 inference repack, which tunelab
+turns off (`methods._keep_nf4_layout`). `quiet_bitsandbytes()` raises that one logger to ERROR for the
+process, from `import tunelab`: it names the logger only, so nothing is imported.
 """
 
 from __future__ import annotations
@@ -26,13 +28,6 @@ def quiet_peft_warnings() -> Iterator[None]:
         yield
 
 
-@contextmanager
-def quiet_bitsandbytes_import() -> Iterator[None]:
-    """Hide the CPU backend's missing-`kernels` warning while bitsandbytes is first imported."""
-    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def quiet_bitsandbytes() -> None:
+    """Hide the CPU backend's missing-`kernels` warning, which every `import peft` would print."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -27,11 +27,8 @@ def check_method(cfg: TrainConfig) -> None:
     CUDA a bitsandbytes with a CPU NF4 backend (the 0.50.2 PyPI wheel has one)."""
     if cfg.method != "qlora":
         return
-    from tunelab.compat import quiet_bitsandbytes_import
-
     try:
-        with quiet_bitsandbytes_import():
-            import bitsandbytes
+        import bitsandbytes
     except ImportError:
         raise MissingExtra("bitsandbytes", "qlora", "method=qlora") from None
     if not torch.cuda.is_available():
