@@ -7,12 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from test_vlm_engine import prefix_cache_keys_on_image_content
+from test_vlm_engine import _engine_logits, prefix_cache_keys_on_image_content
 
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.kv_cache import KVCache
-from tunelab.engine.runner import prepare_inputs
-from tunelab.engine.scheduler import ScheduledItem
 from tunelab.engine.sequence import Sequence
 from tunelab.errors import InvalidRequest
 
@@ -60,19 +58,6 @@ def llm(tiny_gemma3_vlm):
     # a budget of 12 tokens a step: every image (18 tokens with its boundaries) lands on a chunk boundary
     return LLM(tiny_gemma3_vlm, dtype="fp32", device="cpu", max_model_len=256, block_size=BLOCK, num_blocks=128,
                max_num_batched_tokens=12)
-
-
-def _engine_logits(model, kv, seq: Sequence, chunks: list[int]) -> torch.Tensor:
-    """All-row logits of `seq` run in prefill chunks of the given sizes, then one token per step."""
-    out, pos = [], 0
-    sizes = chunks + [1] * (seq.num_tokens - sum(chunks))
-    for n in sizes:
-        step = prepare_inputs([ScheduledItem(seq, pos, n, True)], BLOCK, torch.device("cpu"))
-        with torch.inference_mode():
-            images = step.images.rows_for(model) if step.images else None
-            out.append(model.compute_logits(model(step.input_ids, step.attn, kv.layers, images=images)))
-        pos += n
-    return torch.cat(out)
 
 
 @pytest.mark.parametrize("case", list(CASES))
