@@ -111,7 +111,7 @@ class TrainConfig:
         if self.stage != "sft" and self.packing:
             raise ValueError(f"packing: stage={self.stage} keeps each pair in its own rows; set packing=false")
         if self.stage == "grpo":
-            self.grpo.check_stage(self.method)
+            self.grpo.check_stage()
         if self.dataset_weights and len(self.dataset_weights) != len(self.datasets):
             raise ValueError(
                 f"dataset_weights has {len(self.dataset_weights)} entries for {len(self.datasets)} datasets"

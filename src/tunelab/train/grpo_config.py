@@ -13,8 +13,6 @@ from tunelab.config import opt
 from tunelab.engine.config import SamplingParams
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
-# adapters (qlora: over the engine's dequantized NF4 base), or the trained tensors, each step (rollout.py)
-ROLLOUT_METHODS = ("lora", "dora", "qlora", "full", "freeze")
 _NOT_FOR_ROLLOUTS = ("logprobs", "prompt_logprobs", "structured_outputs", "seed")
 
 
@@ -67,10 +65,7 @@ class GRPOConfig:
         """One weight per reward function."""
         return list(self.reward_weights) or [1.0] * len(self.reward_funcs)
 
-    def check_stage(self, method: str) -> None:
+    def check_stage(self) -> None:
         """What stage=grpo needs from the rest of the config, before anything loads."""
         if not self.reward_funcs:
             raise ValueError("stage=grpo needs grpo.reward_funcs (e.g. [format, accuracy], or 'my_module:my_reward')")
-        if method not in ROLLOUT_METHODS:
-            raise ValueError(f"stage=grpo: method={method} is not supported; use method="
-                             f"{', '.join(ROLLOUT_METHODS)}")
