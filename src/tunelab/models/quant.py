@@ -16,7 +16,6 @@ Tiles keep the scratch small (`TILE_BYTES`) and hot in cache; the full dense wei
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 
 from tunelab.errors import ConfigError
 from tunelab.models.quant_fit import FIT_ROWS, fit_int4
+from tunelab.models.quant_layout import int4_pack_block, scratch, unpack_int4
 
 _QUANT_FORM = re.compile(r"^(int8|int4)(?:-g(32|64|128|256))?(-all)?$")
 INT4_DEFAULT_GROUP = 32  # fastest of 32/64/128 for the 262k x 640 Gemma lm_head here, and the most exact
@@ -32,8 +32,7 @@ INT4_DEFAULT_GROUP = 32  # fastest of 32/64/128 for the 262k x 640 Gemma lm_head
 # 48 (decoder layer) / 128 (lm_head): unpacking nibbles in eager torch costs ~1-3 ns per weight.
 CROSSOVER = {"int8": 16, "int4": 64}
 TILE_BYTES = 4 << 20  # dequantized weight per tile: fits the L2 + L3 share of a core
-_NIBBLES = 0x0F0F0F0F0F0F0F0F  # low nibble of each byte of an int64 word
-_INT4_BLOCK = 64  # the CPU int4 packing: per 64 output rows, (K, 32) bytes; low nibble = row j, high = j + 32
+_INT4_BLOCK = 64  # tiles and joins cut the int4 weight at multiples of 64 rows (whole packing blocks, see below)
 
 
 @dataclass(frozen=True)
@@ -115,8 +114,9 @@ class QuantWeight:
 
     @property
     def tileable(self) -> bool:
-        """The dequantize path knows the int4 packing only for whole 64-row blocks (every real vocab)."""
-        return self.spec.scheme == "int8" or self.shape[0] % _INT4_BLOCK == 0
+        """The dequantize path knows the int4 packing only for whole 64-row blocks (every real vocab)
+        of a layout it recognises."""
+        return self.spec.scheme == "int8" or (self.shape[0] % _INT4_BLOCK == 0 and int4_pack_block() > 0)
 
     def dequantize(self) -> torch.Tensor:
         """The dense (out, in) matrix (for LoRA/DoRA and tests)."""
@@ -130,11 +130,11 @@ class QuantWeight:
     def _tiled_matmul(self, x: torch.Tensor) -> torch.Tensor:
         n_out, k = self.shape
         rows = max(_INT4_BLOCK, TILE_BYTES // (k * x.element_size()) // _INT4_BLOCK * _INT4_BLOCK)
-        scratch = _scratch(min(rows, n_out) * k, x.dtype, x.device)
+        buf = scratch(min(rows, n_out) * k, x.dtype, x.device)
         out = torch.empty(x.shape[0], n_out, dtype=x.dtype, device=x.device)  # (T, N)
         for n0 in range(0, n_out, rows):
             n = min(rows, n_out - n0)
-            torch.mm(x, self._tile(n0, n, scratch), out=out[:, n0:n0 + n])  # (T, K) @ (K, n)
+            torch.mm(x, self._tile(n0, n, buf), out=out[:, n0:n0 + n])  # (T, K) @ (K, n)
         if self.spec.scheme == "int8":
             out.mul_(self.scales)  # per output channel: scaling y is cheaper than scaling W
         return out
@@ -146,7 +146,7 @@ class QuantWeight:
         if self.spec.scheme == "int8":
             return w.view(n, k).copy_(self.data[n0:n0 + n]).T  # (K, n), a transposed view
         w = w.view(k, n)
-        _unpack_int4(self.data[n0:n0 + n], w)
+        unpack_int4(self.data[n0:n0 + n], w)
         scale, shift = self._affine(w.dtype)
         g = self.spec.group_size
         v = w.view(k // g, g, n)  # (groups, g, n)
@@ -250,37 +250,6 @@ def _join(parts: list[QuantWeight]) -> QuantWeight:
     if first.spec.scheme == "int4" and all(a is not None for a in affines):
         out._int4_affine = (torch.cat([a[0] for a in affines], 1), torch.cat([a[1] for a in affines], 1))
     return out
-
-
-def _unpack_int4(packed: torch.Tensor, out: torch.Tensor) -> None:
-    """packed: (n, K/2) uint8 in the CPU int4 layout -> `out` (K, n) holding q in 0..15.
-
-    Eight bytes at a time: per 64 rows, low nibbles are rows 0-31 and high nibbles rows 32-63;
-    they land (already transposed) in a uint8 scratch, then widen to out's dtype.
-    """
-    k, n = out.shape
-    words = packed.reshape(n // _INT4_BLOCK, k, 32).view(torch.int64)  # (n/64, K, 4): 32 bytes each
-    q = _scratch(k * n, torch.uint8, out.device)[:k * n].view(k, n)
-    q64 = q.view(k, n // _INT4_BLOCK, _INT4_BLOCK).view(torch.int64).transpose(0, 1)  # (n/64, K, 8)
-    torch.bitwise_and(words, _NIBBLES, out=q64[..., :4])
-    high = q64[..., 4:]
-    torch.bitwise_right_shift(words, 4, out=high)
-    high.bitwise_and_(_NIBBLES)
-    out.copy_(q)
-
-
-_SCRATCH = threading.local()  # per thread: two engines stepping in one process never share a tile
-
-
-def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """One reused buffer per (dtype, device) and thread, grown to the largest tile; an engine steps
-    one batch at a time, so every quantized linear shares it."""
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    buf = buffers.get((dtype, device))
-    if buf is None or buf.numel() < numel:
-        with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
-            buf = buffers[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
-    return buf
 
 
 def _int8(w: torch.Tensor, _group: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
