@@ -11,7 +11,7 @@ the one tool shape (`serve/tool_items.py`); other block kinds and server tools a
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -20,7 +20,7 @@ from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import APIError, bad_request
 from tunelab.serve.images import IMAGE_MARKER, Ref
 from tunelab.serve.protocol import Text, sampling_values
-from tunelab.serve.strict import RequestModel
+from tunelab.serve.strict import Kinds, RequestModel
 from tunelab.serve.responses_protocol import ItemModel
 from tunelab.serve.tool_items import add_call, add_result
 
@@ -30,6 +30,9 @@ MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # what Ant
 
 class ImageSource(ItemModel):
     """An image block's `source`: base64 data, or a URL (remote URLs are off: serve/images.py)."""
+
+    KINDS: ClassVar[Kinds] = Kinds("type", "image source", frozenset(),
+                                   {"base64": frozenset({"media_type", "data"}), "url": frozenset({"url"})})
 
     type: str
     media_type: str | None = None
@@ -51,7 +54,16 @@ class ImageSource(ItemModel):
 
 
 class ContentBlock(ItemModel):
-    """A content block: text or an image (thinking blocks of earlier replies are taken and skipped)."""
+    """A content block: text, an image, a tool call or its result (thinking blocks of earlier replies are
+    taken and skipped); each carries only its own kind's fields."""
+
+    KINDS: ClassVar[Kinds] = Kinds("type", "block", frozenset(), {
+        "text": frozenset({"text", "citations", "cache_control"}),
+        "image": frozenset({"source", "cache_control"}),
+        "thinking": frozenset({"thinking", "signature"}),
+        "redacted_thinking": frozenset({"data"}),
+        "tool_use": frozenset({"id", "name", "input", "cache_control"}),
+        "tool_result": frozenset({"tool_use_id", "content", "is_error", "cache_control"})})
 
     type: str
     text: Text | None = None
@@ -65,7 +77,7 @@ class ContentBlock(ItemModel):
     name: str | None = None
     input: Any = None
     tool_use_id: str | None = None  # tool_result: the call it answers
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentBlock] | None = None  # tool_result: its text blocks
     is_error: bool | None = None
 
 
@@ -157,15 +169,16 @@ def _add_blocks(turns: list[dict[str, Any]], refs: list[Ref], role: str, blocks:
         turns.append({"role": role, "content": "".join(run)})
 
 
-def _result_text(content: str | list[dict[str, Any]] | None, where: str) -> str:
+def _result_text(content: str | list[ContentBlock] | None, where: str) -> str:
     """A tool_result's content: a string or text blocks (an image or document in it is a 400)."""
     if content is None or isinstance(content, str):
         return content or ""
     for k, part in enumerate(content):
-        if part.get("type") != "text":
+        if part.type != "text":
             raise bad_request(f"{where}.{k}.type: a tool_result serves text blocks only, not "
-                              f"'{part.get('type')}'", param=f"{where}.{k}.type")
-    return "".join(str(part.get("text", "")) for part in content)
+                              f"'{part.type}'", param=f"{where}.{k}.type")
+        part.check_extra(f"{where}.{k}")
+    return "".join(part.text or "" for part in content)
 
 
 def _text(content: str | list[ContentBlock] | None, where: str) -> str:
@@ -178,19 +191,16 @@ def _text(content: str | list[ContentBlock] | None, where: str) -> str:
 def _block_text(block: ContentBlock, where: str, refs: list[Ref] | None = None) -> str:
     """A text block's text ("" for an earlier reply's thinking); an image block's marker, its ref put on
     `refs` (None: no images here, as in `system`); any other kind is a 400."""
-    if block.type in _EARLIER_THINKING:
-        return ""
-    kinds = ("text",) if refs is None else ("text", "image")
+    kinds = ("text",) if refs is None else ("text", "image") + _EARLIER_THINKING
     if block.type not in kinds:  # Anthropic's errors carry no param: the message names the field
         served = "system takes text blocks only" if refs is None else \
             "messages take text, image, tool_use and tool_result blocks"
         raise bad_request(f"{where}.type: unsupported content block type '{block.type}': {served}",
                           param=f"{where}.type")
     block.check_extra(where)
+    if block.type in _EARLIER_THINKING:
+        return ""
     if block.type == "text":
-        if block.source is not None:
-            raise bad_request(f"unsupported field '{where}.source': a text block has no source",
-                              param=f"{where}.source")
         return block.text or ""
     if block.source is None:
         raise bad_request(f"{where}.source: an image block needs a source", param=f"{where}.source")

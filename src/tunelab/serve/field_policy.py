@@ -29,8 +29,13 @@ class Policy:
 
     def allows(self, value: Any) -> bool:
         """Whether `value` may pass: always when accepted, else only a "not used" value."""
-        return self.accepted or any(value == v and isinstance(value, bool) == isinstance(v, bool)
-                                    for v in _EMPTY + self.noop)  # False is no 0, True no 1
+        return self.accepted or unused(value) or any(
+            value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.noop)  # False is no 0
+
+
+def unused(value: Any) -> bool:
+    """Whether `value` is one of JSON's ways of saying "not used": null, [], {} or ""."""
+    return any(value == v for v in _EMPTY)
 
 
 def accepted(why: str) -> Policy:

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, Field, Strict
 from tunelab.engine.config import SamplingParams
 from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.errors import InvalidRequest
-from tunelab.serve.strict import RequestModel, unsupported_value
+from tunelab.serve.strict import Kinds, RequestModel, unsupported_value
 from tunelab.serve.tools_protocol import ResponseFormat, ToolCallIn, ToolChoice, ToolDefinition
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -56,6 +56,9 @@ class ImageURL(RequestModel):
 class ContentPart(RequestModel):
     """One part of a multi-part message: text, or an image for a vision-language model."""
 
+    KINDS: ClassVar[Kinds] = Kinds("type", "part", frozenset(),
+                                   {"text": frozenset({"text"}), "image_url": frozenset({"image_url"})})
+
     type: str
     text: Text | None = None
     image_url: ImageURL | None = None
@@ -72,8 +75,15 @@ class ContentPart(RequestModel):
             raise unsupported_value("image_url", "an image_url part needs image_url: {\"url\": a data URL}")
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class ChatMessage(RequestModel):
-    """One chat turn."""
+    """One chat turn: reasoning_content and tool_calls are an assistant's, tool_call_id a tool result's."""
+
+    KINDS: ClassVar[Kinds] = Kinds("role", "message", frozenset({"content", "name"}), {
+        "system": _NONE, "developer": _NONE, "user": _NONE, "tool": frozenset({"tool_call_id"}),
+        "assistant": frozenset({"reasoning_content", "tool_calls"})})
 
     role: Role
     content: Text | list[ContentPart] | None = None
@@ -204,7 +214,11 @@ class LoraUnloadRequest(RequestModel):
 
 
 class OllamaMessage(RequestModel):
-    """An Ollama chat turn."""
+    """An Ollama chat turn: thinking and tool_calls are an assistant's, tool_name a tool result's."""
+
+    KINDS: ClassVar[Kinds] = Kinds("role", "message", frozenset({"content", "images"}), {
+        "system": _NONE, "developer": _NONE, "user": _NONE, "tool": frozenset({"tool_name"}),
+        "assistant": frozenset({"thinking", "tool_calls"})})
 
     role: Role
     content: Text = ""

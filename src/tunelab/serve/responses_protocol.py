@@ -11,7 +11,7 @@ never dropped.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +20,7 @@ from tunelab.engine.structured import StructuredOutputsParams
 from tunelab.serve.errors import bad_request
 from tunelab.serve.images import IMAGE_MARKER, Ref
 from tunelab.serve.protocol import Text, sampling_values
-from tunelab.serve.strict import RequestModel, policies_of
+from tunelab.serve.strict import Kinds, RequestModel, policies_of
 from tunelab.serve.tool_items import add_call, add_result
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -30,20 +30,32 @@ class ItemModel(BaseModel):
     """An input item or part: its `type` is judged first, then any key it should not carry."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    KINDS: ClassVar[Kinds | None] = None  # which declared fields each `type` carries
 
     def check_extra(self, where: str) -> None:
         """A 400 naming the first key this item carries that is not served (field_policy.TABLE's
-        entries for the class pass when accepted, or when rejected but set to a "not used" value)."""
+        entries for the class pass when accepted, or when rejected but set to a "not used" value), or
+        that its `type` does not carry (strict.Kinds: a text part's image_url)."""
         for key, value in (self.model_extra or {}).items():
             policy = policies_of(type(self)).get(key)
             if policy is None or not policy.allows(value):
                 why = f": {policy.why}" if policy else ""
                 raise bad_request(f"unsupported field '{where}.{key}'{why}", param=f"{where}.{key}")
+        if self.KINDS is not None:
+            given = {name: getattr(self, name) for name in self.model_fields_set}
+            stray = self.KINDS.stray(getattr(self, self.KINDS.key), given)
+            if stray:
+                raise bad_request(f"unsupported field '{where}.{stray[0]}'{stray[1]}", param=f"{where}.{stray[0]}")
 
 
 class InputPart(ItemModel):
     """One content part of an input message: input_text (or output_text of an earlier reply), or an
     input_image whose `image_url` is a base64 data URL."""
+
+    KINDS: ClassVar[Kinds] = Kinds("type", "part", frozenset(), {
+        "input_text": frozenset({"text"}), "text": frozenset({"text"}),
+        "output_text": frozenset({"text", "annotations", "logprobs"}),
+        "input_image": frozenset({"image_url", "detail"})})
 
     type: str
     text: Text | None = None
@@ -54,7 +66,14 @@ class InputPart(ItemModel):
 
 
 class InputItem(ItemModel):
-    """An input item: a message (the `type` may be left out), or an earlier reasoning item."""
+    """An input item: a message (the `type` may be left out), an earlier reasoning item, a function call or
+    its output."""
+
+    KINDS: ClassVar[Kinds] = Kinds("type", "item", frozenset({"id", "status"}), {
+        "message": frozenset({"role", "content", "phase"}),
+        "reasoning": frozenset({"summary", "content", "encrypted_content"}),
+        "function_call": frozenset({"call_id", "name", "arguments"}),
+        "function_call_output": frozenset({"call_id", "output", "name"})})
 
     type: str = "message"
     role: Literal["user", "assistant", "system", "developer"] | None = None
@@ -153,7 +172,7 @@ def _add_item(turns: list[dict[str, Any]], refs: list[Ref], item: InputItem, i: 
     if item.type == "function_call":
         add_call(turns, item.call_id or item.id or f"call_{i}", item.name or "", item.arguments or "{}")
     elif item.type == "function_call_output":
-        add_result(turns, item.call_id or "", _text(item.output, i, "output"))
+        add_result(turns, item.call_id or "", _text(item.output, i, "output"), item.name)
     elif item.type == "reasoning":
         return
     elif item.role is None:
@@ -175,18 +194,8 @@ def _text(content: str | list[InputPart] | None, i: int, key: str = "content", r
             raise bad_request(f"'{part.type}' parts are not supported here; send {', '.join(kinds)} parts",
                               param=f"{where}.type")
         part.check_extra(where)
-        _check_keys(part, where)
         pieces.append(_image(part, where, refs) if part.type == "input_image" else part.text or "")
     return "".join(pieces)
-
-
-def _check_keys(part: InputPart, where: str) -> None:
-    """A 400 for a key that belongs to the other kind of part: a text part's image, an image's text."""
-    keys = ("text",) if part.type == "input_image" else ("image_url", "detail")
-    for key in keys:
-        if getattr(part, key) is not None:
-            raise bad_request(f"unsupported field '{where}.{key}': an {part.type} part has no {key}",
-                              param=f"{where}.{key}")
 
 
 def _image(part: InputPart, where: str, refs: list[Ref]) -> str:

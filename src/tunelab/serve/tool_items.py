@@ -75,10 +75,10 @@ def add_call(turns: list[dict], call_id: str, name: str, arguments: str) -> None
         turns.append({"role": "assistant", "content": "", "tool_calls": [call]})
 
 
-def add_result(turns: list[dict], call_id: str, content: str) -> None:
-    """A tool's result, named after the call it answers."""
+def add_result(turns: list[dict], call_id: str, content: str, name: str | None = None) -> None:
+    """A tool's result, named `name` if given, else after the call it answers."""
     names = {c["id"]: c["function"]["name"] for t in turns for c in t.get("tool_calls", [])}
-    turns.append({"role": "tool", "tool_call_id": call_id, "name": names.get(call_id), "content": content})
+    turns.append({"role": "tool", "tool_call_id": call_id, "name": name or names.get(call_id), "content": content})
 
 
 def arguments_object(arguments: str) -> Any:
