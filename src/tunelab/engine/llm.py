@@ -51,6 +51,7 @@ class LLM:
         self.enable_lora = enable_lora or bool(adapters)
         self._ids = itertools.count()
         self._requested: dict[str, str] = {}  # LoRARequest name -> the path it was loaded from
+        self._templates: dict[tuple[str | None, Path | None], Any] = {}  # (adapter, its dir) -> ChatTemplate
 
     def get_tokenizer(self):
         """The model's Hugging Face tokenizer (as vLLM's `LLM.get_tokenizer`)."""
@@ -91,8 +92,12 @@ class LLM:
         return with_tool_calls(outputs, template.tool_format) if tools else outputs
 
     def template(self, adapter: str | None = None):
-        """The chat template saved with the adapter if it has one, else the model's."""
-        return chat_template(self.engine, adapter)
+        """The chat template saved with the adapter if it has one, else the model's: chosen once per
+        adapter (again when its name is loaded from another directory), then reused by every call."""
+        key = (adapter, self.engine.lora.adapters.get(adapter) if adapter else None)
+        if key not in self._templates:
+            self._templates[key] = chat_template(self.engine, adapter)
+        return self._templates[key]
 
     def _adapters(self, lora_request: Lora, adapter):
         """Adapter name(s) for a call: `adapter=` names loaded ones; a LoRARequest loads on first use."""

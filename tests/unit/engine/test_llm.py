@@ -97,3 +97,34 @@ def test_ignore_eos_drops_the_templates_stops_but_keeps_the_callers(llm):
 
     params = SamplingParams(ignore_eos=True, stop_token_ids=[42])  # fixed-length output, as the server does
     assert with_template_stops(params, llm.template(), llm.tokenizer).stop_token_ids == [42]
+
+
+def _adapter_with_template(base, out, system: str):
+    """A tiny PEFT adapter with a saved chat template whose default system prompt is `system`."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.data.templates import ChatTemplate
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(out)
+    ChatTemplate.builtin("chatml", system=system).save(out)
+    return out
+
+
+def test_chat_template_is_chosen_once_per_adapter_dir(tiny_models, tmp_path):
+    """Chosen on first use and reused: a template file changed on disk later changes no prompt; an adapter
+    name loaded from another directory gets that directory's template."""
+    import shutil
+
+    model = shutil.copytree(tiny_models["qwen2"], tmp_path / "model")
+    llm = LLM(model, dtype="fp32", max_model_len=128)
+    conv, params = [{"role": "user", "content": "hi"}], SamplingParams(max_tokens=1, temperature=0)
+    first = llm.chat([conv], params)[0].prompt
+    assert llm.template() is llm.template()
+    (model / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert llm.chat([conv], params)[0].prompt == first
+    llm.engine.add_adapter("x", _adapter_with_template(model, tmp_path / "a", "Be A."))
+    assert "Be A." in llm.chat([conv], params, adapter="x")[0].prompt
+    llm.engine.add_adapter("x", _adapter_with_template(model, tmp_path / "b", "Be B."))
+    assert "Be B." in llm.chat([conv], params, adapter="x")[0].prompt
