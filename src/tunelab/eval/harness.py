@@ -12,7 +12,7 @@ top-20 logprobs at the context's end settle the one-token choices found there, t
 the context's KV blocks from the prefix cache.
 Generation is `LLM.generate` with the task's stop strings, all requests of a group in one continuous
 batch (identical greedy requests once, a few-shot preamble shared by all prefilled once first); on
-an fp32 CPU model greedy steps take their argmax from a bf16 copy of the lm_head, certified equal
+an fp32 CPU model greedy steps take their argmax from a bf16 or fp16 copy of the lm_head, certified equal
 (engine/greedy_head.py). Tokenization, stop handling and
 generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
 equal that backend's on the same model. Import this module only after `require_lm_eval()`.
@@ -59,7 +59,7 @@ class TunelabLM(TemplateLM):
             self.llm = LLM(pretrained, adapters, dtype=dtype, **engine_kwargs)
             self.adapter = "adapter" if adapter else None
         runner = self.llm.engine.runner
-        if getattr(runner, "greedy_head", None) is None:  # greedy generation: argmax off a bf16 head copy
+        if getattr(runner, "greedy_head", None) is None:  # greedy generation: argmax off a bf16/fp16 head copy
             runner.greedy_head = GreedyHead.for_model(runner.model)  # None where nothing to gain
         self.tokenizer = self.llm.get_tokenizer()
         self.add_bos_token = add_bos_token
