@@ -109,6 +109,9 @@ class SamplingParams:
     prompt_logprobs_start: int = opt(0, "first prompt token given a prompt logprob (earlier ones get None): "
                                         "scoring a continuation skips the context's logits and may reuse its "
                                         "cached KV (the prefix cache serves tokens before it)")
+    prompt_logprobs_tokens: list[int] = opt([], "token ids whose logprobs the first scored prompt row also "
+                                                "returns, after its top alternatives (-inf outside the vocabulary): "
+                                                "the one-token continuations of a context, scored in one pass")
     structured_outputs: StructuredOutputsParams | None = opt(
         None, "constrain the output to a JSON schema, any JSON object, a regex, a choice or a grammar")
 
@@ -161,6 +164,10 @@ def _check_lengths(p: SamplingParams) -> None:
     _require(ok, "prompt_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {p.prompt_logprobs!r}")
     ok = _is_int(p.prompt_logprobs_start) and p.prompt_logprobs_start >= 0
     _require(ok, "prompt_logprobs_start", f"must be an integer >= 0, got {p.prompt_logprobs_start!r}")
+    for t in p.prompt_logprobs_tokens:
+        _require(_is_int(t) and t >= 0, "prompt_logprobs_tokens", f"entries must be token ids >= 0, got {t!r}")
+    _require(not p.prompt_logprobs_tokens or p.prompt_logprobs is not None, "prompt_logprobs_tokens",
+             "needs prompt_logprobs (0 or more)")
 
 
 def _check_distribution(p: SamplingParams) -> None:

@@ -34,7 +34,7 @@ def scan(weight: torch.Tensor, softcap: float | None, hidden: torch.Tensor, n: i
     (R - n, V) of the other rows, the step's sampled ones. Logits as `CausalLM.compute_logits`."""
     vocab = weight.shape[0]
     norms, best_vals, best_ids = [], [], []
-    chosen = torch.empty(n)
+    chosen = torch.full((n,), float("-inf"))  # a target outside the vocabulary: probability 0
     sampled = torch.empty(len(hidden) - n, vocab)
     for start in range(0, vocab, VOCAB_SLICE):
         logits = F.linear(hidden, weight[start:start + VOCAB_SLICE]).float()  # (R, slice)

@@ -9,7 +9,9 @@ ride in the last pass), so a 262k vocabulary never needs (prompt length, V) logi
 dense head on a CPU is read a vocabulary slice at a time (`head_scan`): (CHUNK, slice) logits.
 Cached positions are never run, so such a sequence reads prefix-cache hits only before
 `prompt_logprobs_start` (vLLM, which has no start, reads none): scoring a continuation after a
-shared context (lm-eval's multiple choice) runs the context once.
+shared context (lm-eval's multiple choice) runs the context once. `prompt_logprobs_tokens` adds
+rows for the first scored position, one per token, whose logprobs join that position's `top`:
+every one-token continuation of the context in the same lm_head pass.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PromptRows:
     targets: list[int] = field(default_factory=list)  # the prompt token that row predicts
     tops: list[int] = field(default_factory=list)  # alternatives wanted (params.prompt_logprobs)
     owners: list = field(default_factory=list)  # the sequence of each row
+    extra: list[bool] = field(default_factory=list)  # a prompt_logprobs_tokens row: joins the row before's top
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -45,11 +48,14 @@ def positions(seq, start: int, n: int) -> range:
 
 def plan_rows(plan: PromptRows, seq, start: int, n: int, row: int) -> None:
     """Add the rows of the chunk `seq`[start, start+n), laid out from flat row `row`, to `plan`."""
+    first = max(0, seq.params.prompt_logprobs_start - 1) if seq.params.prompt_logprobs is not None else -1
     for p in positions(seq, start, n):
-        plan.rows.append(row + p - start)
-        plan.targets.append(seq.token_ids[p + 1])
-        plan.tops.append(seq.params.prompt_logprobs)
-        plan.owners.append(seq)
+        tokens = seq.params.prompt_logprobs_tokens if p == first else ()
+        plan.rows.extend([row + p - start] * (1 + len(tokens)))
+        plan.targets.extend([seq.token_ids[p + 1], *tokens])
+        plan.tops.extend([seq.params.prompt_logprobs] + [0] * len(tokens))
+        plan.owners.extend([seq] * (1 + len(tokens)))
+        plan.extra.extend([False] + [True] * len(tokens))
 
 
 def collect(model, hidden: torch.Tensor, plan: PromptRows, sample_rows: torch.Tensor) -> torch.Tensor:
@@ -76,8 +82,20 @@ def collect(model, hidden: torch.Tensor, plan: PromptRows, sample_rows: torch.Te
         else:
             logits = model.compute_logits(chunk)  # (R [+ N], V) fp32
             norm = logits[:k].logsumexp(dim=-1, keepdim=True)  # (R, 1): logprob = logit - norm
-            logprobs = token_logprobs(logits[:k], targets, tops, norm)
+            inside = targets < logits.shape[1]  # a prompt_logprobs_tokens id may lie outside: probability 0
+            logprobs = token_logprobs(logits[:k], targets.where(inside, 0), tops, norm)
+            for logprob, token, ok in zip(logprobs, plan.targets[i:i + k], inside.tolist()):
+                logprob.token_id, logprob.logprob = token, logprob.logprob if ok else float("-inf")
             logits = logits[k:]
-        for seq, logprob in zip(plan.owners[i:i + k], logprobs):
-            seq.prompt_logprobs.append(logprob)
+        _hand_out(plan, i, logprobs)
     return logits
+
+
+def _hand_out(plan: PromptRows, i: int, logprobs: list) -> None:
+    """Give the logprobs of plan rows from `i` on to their sequences; an extra row's joins the `top`
+    of its sequence's last one (its position's, planned just before it)."""
+    for seq, extra, logprob in zip(plan.owners[i:], plan.extra[i:], logprobs):
+        if extra:
+            seq.prompt_logprobs[-1].top.append((logprob.token_id, logprob.logprob))
+        else:
+            seq.prompt_logprobs.append(logprob)

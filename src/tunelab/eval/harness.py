@@ -8,8 +8,9 @@ Log-likelihoods read the engine's prompt logprobs (`SamplingParams(prompt_logpro
 continuation tokens only (`prompt_logprobs_start`): each context+continuation is one prompt, a whole
 group of them runs as one continuous batch with no padding, identical requests run once, and a
 context shared by several requests (the choices of a question) runs once: one choice first, whose
-top-20 logprobs at the context's end settle the one-token choices found there, then the others on
-the context's KV blocks from the prefix cache.
+row at the context's end also returns the logprobs of the other one-token choices
+(`prompt_logprobs_tokens`, the same lm_head pass), then the longer choices on the context's KV
+blocks from the prefix cache.
 Generation is `LLM.generate` with the task's stop strings, all requests of a group in one continuous
 batch (identical greedy requests once, a few-shot preamble shared by all prefilled once first); on
 an fp32 CPU model greedy steps take their argmax from a bf16 or fp16 copy of the lm_head, certified equal
@@ -31,7 +32,6 @@ from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normaliz
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from tunelab.engine import LLM, SamplingParams
-from tunelab.engine.config import MAX_TOP_LOGPROBS as TOP_LOGPROBS
 from tunelab.engine.greedy_head import GreedyHead
 from tunelab.engine.outputs import RequestOutput
 from tunelab.engine.sequence import TokenLogprob
@@ -118,22 +118,23 @@ class TunelabLM(TemplateLM):
     def _score(self, items: list[Scored], greedy: bool) -> dict[Scored, tuple[float, bool]]:
         """Score distinct (prompt, continuation length) items in two rounds. Of the items sharing a
         context (the choices of a question) the first runs alone in round one, leaving the context's
-        KV blocks in the prefix cache; its first scored row also carries the top logprobs, which
-        settle the other one-token choices found there (MMLU's ' A'..' D'). The rest run in round
-        two on the cached context. Contexts too short to share (a rolling window's) run in round one."""
+        KV blocks in the prefix cache; its first scored row also returns the logprobs of the other
+        one-token choices (MMLU's ' A'..' D') after its argmax. The longer ones run in round two
+        on the cached context. Contexts too short to share (a rolling window's) run in round one."""
         groups: dict[tuple[int, ...], list[Scored]] = {}
         for item in items:
             groups.setdefault(item[0][:_start(item)], []).append(item)
         block = self.llm.engine.config.block_size
-        leads, tops, followers = [], [], []  # followers: (index of their lead, items after it)
+        leads, tops, extras, followers = [], [], [], []  # followers: (index of their lead, items after it)
         for context, members in groups.items():
-            wide = any(n == 1 for _, n in members[1:])
-            if len(members) > 1 and (wide or len(context) >= block):
+            ones = [item[0][-1] for item in members[1:] if item[1] == 1]  # settled by the lead's row
+            if len(members) > 1 and (ones or len(context) >= block):
                 followers.append((len(leads), members[1:]))
                 members = members[:1]
             leads.extend(members)
-            tops.extend([TOP_LOGPROBS if wide else int(greedy)] * len(members))
-        outs = self._prompt_logprobs(leads, tops)
+            tops.extend([1 if ones else int(greedy)] * len(members))  # the argmax first: a one-token choice's greedy
+            extras.extend([ones] * len(members))
+        outs = self._prompt_logprobs(leads, tops, extras)
         scores = {item: _continuation_score(out, item[1]) for item, out in zip(leads, outs)}
         rest = []
         for lead, members in followers:
@@ -144,17 +145,18 @@ class TunelabLM(TemplateLM):
                     rest.append(item)
                 else:
                     scores[item] = found
-        outs = self._prompt_logprobs(rest, [int(greedy)] * len(rest))
+        outs = self._prompt_logprobs(rest, [int(greedy)] * len(rest), [[]] * len(rest))
         scores.update({item: _continuation_score(out, item[1]) for item, out in zip(rest, outs)})
         return scores
 
-    def _prompt_logprobs(self, items: list[Scored], tops: list[int]) -> list[RequestOutput]:
-        """One engine batch: each prompt's logprobs from its continuation on (`tops` alternatives each)."""
+    def _prompt_logprobs(self, items: list[Scored], tops: list[int], extras: list[list[int]]) -> list[RequestOutput]:
+        """One engine batch: each prompt's logprobs from its continuation on (`tops` alternatives
+        each), its first scored row also those of its `extras` tokens."""
         if not items:
             return []
-        params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=k,
+        params = [SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=k, prompt_logprobs_tokens=tokens,
                                  prompt_logprobs_start=_start(item))  # logits for the continuation rows only
-                  for item, k in zip(items, tops)]
+                  for item, k, tokens in zip(items, tops, extras)]
         return self.llm.generate([list(p) for p, _ in items], params, use_tqdm=False, adapter=self.adapter)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
@@ -227,7 +229,7 @@ def _start(item: Scored) -> int:
 
 def _from_top(row: TokenLogprob, item: Scored) -> tuple[float, bool] | None:
     """A one-token continuation's score read from another prompt's `row` at the same position, if its
-    token is among that row's top alternatives."""
+    token is among that row's alternatives (the argmax first, then the `prompt_logprobs_tokens`)."""
     token = item[0][-1]
     for rank, (token_id, logprob) in enumerate(row.top):
         if token_id == token:

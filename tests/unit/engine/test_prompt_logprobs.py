@@ -55,3 +55,25 @@ def test_prompt_logprobs_start_skips_the_context_and_may_reuse_its_cached_blocks
         torch.testing.assert_close(got, _reference(tiny_models["qwen2"], prompt)[start - 1:], atol=1e-4, rtol=0)
     with pytest.raises(InvalidRequest, match="prompt_logprobs_start"):
         SamplingParams(prompt_logprobs_start=-2)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_prompt_logprobs_tokens_join_the_first_scored_rows_top(tiny_models, arch):
+    """Each extra token's logprob at the first scored position equals the reference's there, after
+    the row's own alternatives; an id outside the vocabulary gets -inf; only that row carries them."""
+    llm = LLM(tiny_models[arch], dtype="fp32", max_model_len=64, block_size=4)
+    prompt, start, extra = PROMPTS[0], 9, [3, 250, 11]
+    params = SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1, prompt_logprobs_start=start,
+                            prompt_logprobs_tokens=[*extra, 10 ** 6])
+    out = llm.generate([prompt], params, use_tqdm=False)[0]
+    first = out.prompt_logprobs[start]
+    assert [t for t, _ in first.top[1:]] == [*extra, 10 ** 6] and first.top[-1][1] == float("-inf")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = torch.log_softmax(model(torch.tensor([prompt[:start]])).logits[0, -1], -1)
+    torch.testing.assert_close(torch.tensor([lp for _, lp in first.top[1:-1]]), want[extra], atol=1e-4, rtol=0)
+    assert first.top[0][0] == int(want.argmax()) and all(len(lp.top) == 1 for lp in out.prompt_logprobs[start + 1:])
+    with pytest.raises(InvalidRequest, match="prompt_logprobs_tokens"):
+        SamplingParams(prompt_logprobs_tokens=[3])  # without prompt_logprobs

@@ -113,7 +113,7 @@ def vllm_params(params: SamplingParams):
     return vllm.SamplingParams(**kwargs)
 
 
-TUNELAB_ONLY = ("prompt_logprobs_start",)  # vLLM has no such field: it returns every prompt logprob, a superset
+TUNELAB_ONLY = ("prompt_logprobs_start", "prompt_logprobs_tokens")  # vLLM has neither: it returns every prompt logprob
 
 
 def vllm_kwargs(params: SamplingParams) -> dict:
