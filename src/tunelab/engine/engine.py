@@ -93,6 +93,9 @@ class LLMEngine:
             raise RewardModelError(str(self.model_dir), "used for generation (the engine only scores it)")
         self.check_prompt(prompt_ids, params)
         self._check_adapter(adapter)
+        if params.prompt_logprobs is not None and adapter in self.lora.token_rows:
+            raise InvalidRequest(f"prompt_logprobs are not served for adapter '{adapter}', which trained token rows "
+                                 "(lora.trainable_tokens); merge it to score prompts", param="prompt_logprobs")
         image_inputs = images or None  # ImageInputs already built (AsyncEngine builds them off its loop)
         if isinstance(images, list) and images:
             image_inputs = self.image_inputs(prompt_ids, images)

@@ -8,6 +8,9 @@ Tokens are grouped by adapter each step (`set_batch`), so the low-rank branch is
 matmuls per adapter present, and tokens with no adapter pay nothing. Fused projections
 (qkv, gate_up) apply each adapter part to its own output slice.
 
+Rows an adapter trained in the embedding (`lora.trainable_tokens`) are served by
+engine/lora_tokens.py, per request as well.
+
 DoRA adds a per-row magnitude m: W' = m * (W + s B A) / ||W + s B A||_row. With the row norm
 precomputed at load time, y' = f * (y - b + s (x A^T) B^T) + b where f = m / norm.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tunelab.engine import lora_tokens
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.models.layers import FusedLinear
 from tunelab.models.loader import FUSED, vision_renamed
@@ -86,6 +90,7 @@ class LoRAManager:
         self.max_rank = max_rank
         self.layers: dict[str, LoRALinear] = {}  # our module name -> wrapped layer
         self.adapters: dict[str, Path] = {}
+        self.token_rows: dict[str, lora_tokens.TokenRows] = {}  # adapters that trained embedding rows
         self.groups: list[tuple[str, slice | torch.Tensor]] = []  # set per step
 
     def names(self) -> list[str]:
@@ -103,10 +108,17 @@ class LoRAManager:
         if name not in self.adapters and len(self.adapters) >= self.max_loras:
             raise AdapterError(f"max_loras is {self.max_loras}; remove an adapter before adding '{name}'")
         self._wrap()
-        parts = self._parts(weights, check_config(cfg, where), Path(where))
+        cfg = check_config(cfg, where)
+        rows = lora_tokens.token_rows(weights, cfg, where, AdapterError, self.model.spec.hidden_size)
+        lora = {k: t for k, t in weights.items() if not lora_tokens.is_token_rows_key(k)}
+        parts = self._parts(lora, cfg, Path(where))
+        if rows is not None:
+            self._wrap_embedding(where)
         self.remove(name)
         for module, module_parts in parts.items():
             self.layers[module].parts[name] = module_parts
+        if rows is not None:
+            self.token_rows[name] = rows
         self.adapters[name] = Path(where)
 
     def remove(self, name: str) -> None:
@@ -114,6 +126,7 @@ class LoRAManager:
         for layer in self.layers.values():
             layer.parts.pop(name, None)
         self.adapters.pop(name, None)
+        self.token_rows.pop(name, None)
 
     def set_batch(self, items: list[tuple[str | None, int, int]], num_rows: int,
                   device: torch.device | None = None) -> None:
@@ -123,6 +136,31 @@ class LoRAManager:
             if adapter is not None:
                 rows.setdefault(adapter, []).extend(range(start, start + length))
         self.groups = [(name, _rows(r, device)) for name, r in rows.items()]
+
+    def logits_patch(self, adapter_rows: list[tuple[str | None, int, int]]):
+        """For a step whose requests use an adapter with trained token rows of a tied output layer,
+        a function (logits (N, V), hidden (N, H), sample_rows) that writes those rows' columns; else None."""
+        table = {n: r for n, r in self.token_rows.items() if any(a == n for a, _, _ in adapter_rows)}
+        if not table or not self.model.spec.tie_embeddings:  # untied: the output rows never trained
+            return None
+        softcap = getattr(self.model.spec, "final_softcap", None)
+
+        def patch(logits: torch.Tensor, hidden: torch.Tensor, sample_rows: torch.Tensor) -> None:
+            owners = lora_tokens.row_owners(sample_rows, adapter_rows)
+            lora_tokens.patch_logits(logits, hidden, owners, table, softcap)
+        return patch
+
+    def _embedding(self) -> nn.Module:
+        return self.model.get_submodule("model.embed_tokens")
+
+    def _wrap_embedding(self, where) -> None:
+        """Swap the input embedding for one that serves token rows, once."""
+        try:
+            embed = self._embedding()
+        except AttributeError:
+            raise AdapterError(f"{where}: trained token rows, but this model has no model.embed_tokens") from None
+        if not isinstance(embed, lora_tokens.TokenRowsEmbedding):
+            self.model.model.embed_tokens = lora_tokens.TokenRowsEmbedding(embed, self)
 
     # ---- loading ---------------------------------------------------------------------------
 

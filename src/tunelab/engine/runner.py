@@ -65,12 +65,17 @@ class ModelRunner:
             hidden = self.graphs.forward(step)  # (B, hidden), rows in step order
         else:
             hidden = self.hidden_states(step)  # (T, hidden)
+        patch = self.lora.logits_patch(step.adapter_rows) if self.lora is not None else None
         if step.prompt:  # the sampled rows' logits come out of its last lm_head pass
-            return prompt_logprobs.collect(self.model, hidden, step.prompt, step.sample_rows)
-        if self.greedy_head is not None and greedy_head.eligible(it.seq for it in items) \
+            logits = prompt_logprobs.collect(self.model, hidden, step.prompt, step.sample_rows)
+        elif patch is None and self.greedy_head is not None and greedy_head.eligible(it.seq for it in items) \
                 and self.greedy_head.serves(self.model):
             return self.greedy_head.logits(hidden[step.sample_rows])  # exact where it can be the argmax
-        return self.model.compute_logits(hidden[step.sample_rows])
+        else:
+            logits = self.model.compute_logits(hidden[step.sample_rows])
+        if patch is not None:  # an adapter's trained token rows are its own output rows too
+            patch(logits, hidden[step.sample_rows], step.sample_rows)
+        return logits
 
     @torch.inference_mode()
     def hidden_states(self, step: StepInputs) -> torch.Tensor:

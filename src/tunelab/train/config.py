@@ -25,6 +25,8 @@ class LoraConfig:
     alpha: float = opt(32.0, "scale numerator: the update is multiplied by alpha / rank")
     dropout: float = opt(0.0, "dropout on the LoRA branch input")
     target_modules: list[str] = opt(["all-linear"], "module names to adapt; 'all-linear' = every linear layer but the output")
+    trainable_tokens: list[str] = opt([], "tokens whose embedding rows (and tied output rows) train with the adapter; "
+                                          "'template' = the chat template's control tokens (a base model's are untrained)")
 
     def __post_init__(self) -> None:
         if self.rank < 1:

@@ -60,6 +60,9 @@ def head_loss(lm: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk:
     """Summed cross-entropy of lm_head(hidden) against targets, `chunk` rows of logits at a time."""
     head = lm.get_output_embeddings()
     cap = getattr(lm.config, "final_logit_softcapping", None) or 0.0
+    rows = token_rows(head)
+    if rows is not None:  # lora.trainable_tokens: chunked too, only the trained rows get a gradient
+        return _rows_head_loss(hidden, targets, rows, chunk, float(cap))
     if not isinstance(head, nn.Linear) or head.bias is not None:  # e.g. an adapted lm_head: plain path
         logits = head_logits(lm, hidden)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
@@ -70,6 +73,28 @@ def head_loss(lm: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk:
     return _ChunkedHeadCE.apply(hidden, head.weight, targets, chunk, float(cap), need)
 
 
+def _rows_head_loss(hidden: torch.Tensor, targets: torch.Tensor, rows, chunk: int, cap: float) -> torch.Tensor:
+    base, ids, delta = rows
+    weight = base.weight.index_copy(0, ids, delta.detach().to(base.weight.dtype))  # (V, H): the head as trained
+    grad_on = torch.is_grad_enabled()
+    need = (grad_on and hidden.requires_grad, False)
+    return _ChunkedHeadCE.apply(hidden, weight, targets, chunk, cap, need, ids,
+                                delta if grad_on and delta.requires_grad else None)
+
+
+def token_rows(head: nn.Module) -> tuple[nn.Linear, torch.Tensor, torch.Tensor] | None:
+    """(base linear, ids (k,), trained rows (k, H)) of an output layer whose rows peft's trainable
+    tokens replace (lora.trainable_tokens on a tied model), else None."""
+    layer = getattr(head, "token_adapter", None)
+    if layer is None or layer.merged or layer.disable_adapters or len(layer.active_adapters) != 1:
+        return None
+    base, name = layer.get_base_layer(), layer.active_adapters[0]
+    if not isinstance(base, nn.Linear) or base.bias is not None:
+        return None
+    ids = torch.tensor(layer.token_indices[name], dtype=torch.long, device=base.weight.device)
+    return base, ids, layer.trainable_tokens_delta[name]
+
+
 class _ChunkedHeadCE(torch.autograd.Function):
     """Cross-entropy through the output layer without holding (N, vocab) logits.
 
@@ -77,35 +102,40 @@ class _ChunkedHeadCE(torch.autograd.Function):
     would keep them plus the log-softmax for backward. Instead the forward walks `chunk`
     rows at a time and already computes the gradient w.r.t. the hidden states (and the
     head weight, when it trains): d loss / d logits = softmax - onehot, times the cap's
-    tanh derivative. Backward only scales those stored gradients.
+    tanh derivative. Backward only scales those stored gradients. Given `ids` and their rows
+    `delta` (already written into `weight`), only those rows of the head get a gradient.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, cap, need):
+    def forward(ctx, hidden, weight, targets, chunk, cap, need, ids=None, delta=None):
         need_h, need_w = need
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_rows = torch.zeros_like(delta, dtype=torch.float32) if delta is not None else None
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start:start + chunk], targets[start:start + chunk]
             logp, capped = _chunk_logp(h, weight, cap)  # (c, V) fp32
             total -= logp.gather(1, t[:, None]).sum()
-            if need_h or need_w:
+            if need_h or need_w or grad_rows is not None:
                 grad = _dloss_dlogits(logp, capped, t).to(weight.dtype)  # softmax - onehot
                 if need_h:
                     grad_h[start:start + chunk] = grad @ weight
                 if need_w:
                     grad_w += grad.t().float() @ h.float()
-        ctx.save_for_backward(grad_h if need_h else None, grad_w if need_w else None)
-        ctx.weight_dtype = weight.dtype
+                if grad_rows is not None:
+                    grad_rows += grad[:, ids].t().float() @ h.float()  # (k, H)
+        ctx.save_for_backward(grad_h if need_h else None, grad_w if need_w else None, grad_rows)
+        ctx.weight_dtype, ctx.rows_dtype = weight.dtype, delta.dtype if delta is not None else None
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
+        grad_h, grad_w, grad_rows = ctx.saved_tensors
         dh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
         dw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
-        return dh, dw, None, None, None, None
+        drows = (grad_rows * grad_out).to(ctx.rows_dtype) if grad_rows is not None else None
+        return dh, dw, None, None, None, None, None, drows
 
 
 def head_logprobs(lm: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:

@@ -148,6 +148,8 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         modules_to_save=[_projector(model)] if vision and cfg.train_projector else None,
         use_dora=cfg.method == "dora", bias="none",
+        # the input embedding's rows of these ids train (peft ties the output rows to them)
+        trainable_token_indices=trainable_token_ids(cfg, model_dir) or None,
         # SEQ_CLS: peft trains and saves the reward model's new `score` head with the adapter
         task_type="SEQ_CLS" if cfg.stage == "rm" else "CAUSAL_LM",
         base_model_name_or_path=str(model_dir),
@@ -157,6 +159,36 @@ def _add_adapter(model: nn.Module, cfg: TrainConfig, model_dir: Path) -> nn.Modu
             return get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise TunelabError(f"lora.target_modules: {err}") from None
+
+
+def trainable_token_ids(cfg: TrainConfig, model_dir: Path) -> list[int]:
+    """lora.trainable_tokens as vocabulary ids, 'template' expanded to the chat template's control
+    tokens; a token that is not exactly one vocabulary entry is an error naming it."""
+    if not cfg.lora.trainable_tokens:
+        return []
+    from transformers import AutoTokenizer
+
+    from tunelab.data.templates import resolve_template
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    names: list[str] = []
+    for name in cfg.lora.trainable_tokens:
+        if name == "template":
+            template = resolve_template(model_dir, None, cfg.data.template, cfg.data.system)
+            names += template.control_tokens(tokenizer) or _no_control_tokens(template.name)
+        else:
+            names.append(name)
+    vocab = tokenizer.get_vocab()
+    unknown = [n for n in names if n not in vocab]
+    if unknown:
+        raise TunelabError(f"lora.trainable_tokens: {', '.join(map(repr, unknown))} is not one token of this "
+                           "model's vocabulary (give token strings as the tokenizer spells them, or 'template')")
+    return sorted({vocab[n] for n in names})
+
+
+def _no_control_tokens(template: str) -> list[str]:
+    raise TunelabError(f"lora.trainable_tokens: 'template': chat template '{template}' uses no special tokens; "
+                       "name the tokens instead")
 
 
 def check_targets(model: nn.Module, targets: list[str]) -> None:
