@@ -4,6 +4,7 @@
     python bench/lmeval_speed.py --repeat 4            # each request 4 times too (a task's `repeats:`)
     python bench/lmeval_speed.py --model NAME --hf-batch 16
     python bench/lmeval_speed.py --tiny                # the tiny random llama of the tests
+    python bench/lmeval_speed.py --greedy-head fp16    # A/B the greedy head's copy (auto: this CPU's pick)
 
 Each request type of the tasks (loglikelihood, loglikelihood_rolling, generate_until) is timed on
 both backends with the same lm-eval Instances, after both models are loaded and have run one
@@ -40,8 +41,9 @@ def main() -> None:
     ours, hf = _backends(model, args)
     import torch
 
+    head = ours.llm.engine.runner.greedy_head
     print(f"model: {model}  dtype: {args.dtype}  hf batch_size: {args.hf_batch}  threads: {torch.get_num_threads()}"
-          f"  load average: {_load()}")
+          f"  greedy head: {type(head.low).__name__.strip('_').lower() if head else 'off'}  load average: {_load()}")
     for lm in (ours, hf):  # untimed: first-call costs (allocator, kernels) go to neither side's figures
         for kind, items in requests.items():
             getattr(lm, kind)([_warm_up(items[0])], disable_tqdm=True)
@@ -81,6 +83,9 @@ def _parse() -> argparse.Namespace:
                                                           "(identical requests; default 1: distinct only)")
     p.add_argument("--dtype", default="float32", help="both backends' dtype")
     p.add_argument("--hf-batch", type=int, default=16, help="the hf backend's batch_size")
+    p.add_argument("--greedy-head", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="the lm_head copy our greedy steps rank with (engine/greedy_head.py); auto: the one "
+                        "this CPU runs fastest (bf16 with native bf16, else fp16)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (one process: one "
                                                              "setting); default: torch's")
     return p.parse_args()
@@ -116,8 +121,15 @@ def _backends(model: str, args: argparse.Namespace):
 
     from tunelab.eval.harness import TunelabLM
 
-    return (TunelabLM(model, dtype=args.dtype),
-            HFLM(pretrained=model, dtype=args.dtype, batch_size=args.hf_batch, device="cpu"))
+    ours = TunelabLM(model, dtype=args.dtype)
+    if args.greedy_head != "auto":
+        from tunelab.engine.greedy_head import GreedyHead
+        from tunelab.engine.head_scan import dense_head
+
+        runner = ours.llm.engine.runner
+        runner.greedy_head = None if args.greedy_head == "off" else GreedyHead(dense_head(runner.model),
+                                                                               args.greedy_head)
+    return ours, HFLM(pretrained=model, dtype=args.dtype, batch_size=args.hf_batch, device="cpu")
 
 
 def _warm_up(inst):
