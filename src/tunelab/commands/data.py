@@ -44,7 +44,7 @@ def _read_options(parser: argparse.ArgumentParser) -> None:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     _read_options(parser)
     parser.add_argument("--model", default=None, help="model whose tokenizer and template to use (default: built-in)")
-    parser.add_argument("--template", default=None, help="built-in chat template: llama3|chatml|gemma|mistral|default")
+    parser.add_argument("--template", default=None, help="built-in chat template: llama3|chatml|qwen3|gemma|mistral|default")
     parser.add_argument("--train-on", choices=("assistant", "all", "last"), default="assistant",
                         help="which replies carry loss: every assistant turn, all tokens, or only the last "
                              "reply (default: assistant)")

@@ -23,11 +23,19 @@ LLAMA3 = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
 
-CHATML = (
+_CHATML_TURNS = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHATML = _CHATML_TURNS + "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+
+# Qwen3's turns are ChatML's; like Qwen3's own template, `enable_thinking=False` opens the reply with an
+# empty think block so the model answers at once (ChatML would drop the switch and let it think).
+QWEN3 = _CHATML_TURNS + (
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+    "{% endif %}"
 )
 
 GEMMA = (
@@ -60,16 +68,20 @@ DEFAULT = (
 BUILTINS: dict[str, tuple[str, list[str]]] = {
     "llama3": (LLAMA3, ["<|eot_id|>"]),
     "chatml": (CHATML, ["<|im_end|>"]),
+    "qwen3": (QWEN3, ["<|im_end|>"]),
     "gemma": (GEMMA, ["<end_of_turn>"]),
     "mistral": (MISTRAL, []),
     "default": (DEFAULT, []),
 }
 
-ALIASES = {"qwen": "chatml", "qwen2": "chatml", "qwen3": "chatml", "llama": "llama3", "gemma3": "gemma", "base": "default"}
+ALIASES = {"qwen": "chatml", "qwen2": "chatml", "llama": "llama3", "gemma3": "gemma", "base": "default"}
+
+# a built-in that is a variant of another's format -> that built-in (tool format, Ollama's Go template)
+FAMILY = {"qwen3": "chatml"}
 
 # config.json model_type -> built-in used when the tokenizer has no template of its own.
 BY_ARCHITECTURE = {
-    "llama": "llama3", "qwen2": "chatml", "qwen3": "chatml", "qwen2_moe": "chatml", "qwen3_moe": "chatml",
+    "llama": "llama3", "qwen2": "chatml", "qwen3": "qwen3", "qwen2_moe": "chatml", "qwen3_moe": "qwen3",
     "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3_text": "gemma",
     "mistral": "mistral", "mixtral": "mistral",
 }

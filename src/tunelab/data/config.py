@@ -18,7 +18,7 @@ class DataConfig:
     train_on: Literal["assistant", "all", "last"] = opt("assistant", "which tokens carry loss: assistant turns, all, or the last reply")
     skip_invalid: bool = opt(False, "skip (and count) invalid rows instead of stopping at the first")
     ignore_columns: list[str] = opt([], "row columns to drop on purpose, e.g. [id, source]; any other column a format does not read is an error")
-    template: str | None = opt(None, "built-in chat template to use: llama3|chatml|gemma|mistral|default")
+    template: str | None = opt(None, "built-in chat template to use: llama3|chatml|qwen3|gemma|mistral|default")
     system: str | None = opt(None, "default system prompt for rows that have none")
     max_samples: int = opt(0, "use at most the first N rows of each data file (LLaMA-Factory's max_samples); 0 = all")
 

@@ -8,7 +8,7 @@ Public API (others build against these names):
   2. `override` (a built-in name: `data.template`, `serve --chat-template`);
   3. the template saved in the model dir (a merged export or a full fine-tune);
   4. the tokenizer's own template (chat_template.jinja / tokenizer_config.json);
-  5. the architecture's built-in (llama3, chatml, gemma, mistral) if the tokenizer has its
+  5. the architecture's built-in (llama3, chatml, qwen3, gemma, mistral) if the tokenizer has its
      end-of-turn token; 6. `default` (base models).
   `system` replaces the default system prompt of whichever template wins.
 - `ChatTemplate.for_model(model_dir, name=None, system=None)`: `resolve_template` without adapter.
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.atomic import read_json_object, write_text_atomic
-from tunelab.data.builtin_templates import ALIASES, BUILTINS, BY_ARCHITECTURE
+from tunelab.data.builtin_templates import ALIASES, BUILTINS, BY_ARCHITECTURE, FAMILY
 from tunelab.data.errors import TemplateError
 from tunelab.tools.formats import BY_FAMILY as TOOL_FORMAT_BY_FAMILY, get_format, native_format
 from tunelab.tools.messages import has_tool_turns, lower, native_messages
@@ -192,14 +192,15 @@ class ChatTemplate:
     def control_tokens(self, tokenizer: Any) -> list[str]:
         """The special tokens (other than BOS) a rendered exchange uses, e.g. Gemma's turn markers."""
         text = self.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}])
-        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+        added = getattr(tokenizer, "added_tokens_decoder", {})  # Gemma's '\n' is an added token, not a special one
+        special = set(tokenizer.all_special_ids) | {i for i, t in added.items() if getattr(t, "special", False)}
         ids = [i for i in tokenizer.encode(text, add_special_tokens=False) if i in special]
         return _unique([tokenizer.convert_ids_to_tokens(i) for i in ids if i != tokenizer.bos_token_id])
 
     def builtin_family(self) -> str | None:
         """The built-in this template is (by name) or renders like (by turn markers); None if custom."""
         if self.name in BUILTINS:
-            return self.name
+            return FAMILY.get(self.name, self.name)  # qwen3 renders ChatML turns
         return next((name for name, marker in _TURN_MARKERS.items() if marker in self.source), None)
 
 

@@ -73,6 +73,7 @@ def _model_dir(tmp_path, tiny_tokenizer_dir, model_type: str, keep_template: boo
 
 @pytest.mark.parametrize("model_type,expected", [
     ("gemma3_text", "gemma"), ("qwen2", "chatml"), ("llama", "llama3"), ("mistral", "mistral"), ("gpt2", "default"),
+    ("qwen3", "qwen3"), ("qwen3_moe", "qwen3"),
 ])
 def test_base_model_gets_builtin_by_architecture(tmp_path, tiny_tokenizer_dir, model_type, expected):
     template = ChatTemplate.for_model(_model_dir(tmp_path, tiny_tokenizer_dir, model_type, keep_template=False))
@@ -165,3 +166,19 @@ def test_choose_template_from_header_facts():
     bare = TokenizerInfo(None, "", "<|endoftext|>", ["<|eot_id|>"], "llama")
     assert choose_template(bare).name == "llama3"
     assert choose_template(dataclasses.replace(bare, added_tokens=[])).name == "default"
+
+
+def test_qwen3_uses_its_own_template_else_a_builtin_that_can_stop_thinking(tmp_path, tiny_tokenizer_dir):
+    """A Qwen3 that ships a chat template renders with it; one without gets the qwen3 built-in: ChatML turns
+    whose reply opens with an empty think block when enable_thinking is false (as Qwen3's own template
+    does; plain ChatML dropped the switch), in ChatML's family (hermes tool calls, ChatML's Go template)."""
+    own = _model_dir(tmp_path, tiny_tokenizer_dir, "qwen3", keep_template=True)
+    assert ChatTemplate.for_model(own).source == (own / "chat_template.jinja").read_text()
+    template = ChatTemplate.for_model(_model_dir(tmp_path / "bare", tiny_tokenizer_dir, "qwen3", keep_template=False))
+    msgs = [{"role": "user", "content": "q"}]
+    assert template.render(msgs, add_generation_prompt=True) == ChatTemplate.builtin("chatml").render(
+        msgs, add_generation_prompt=True) == "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n"
+    off = template.render(msgs, add_generation_prompt=True, enable_thinking=False)
+    assert off == "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert (template.builtin_family(), template.tool_format) == ("chatml", "hermes")
+    assert ChatTemplate.builtin("qwen3").name == "qwen3" and template.stop_strings[0] == "<|im_end|>"
