@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import ConfigError
+from tunelab.models import quant_kernels
 from tunelab.models.quant_fit import FIT_ROWS, fit_int4
 from tunelab.models.quant_layout import int4_pack_block, scratch, unpack_int4
 
@@ -107,10 +108,13 @@ class QuantWeight:
         return self.kernel(x)
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (T, in) -> (T, out) through torch's matrix-vector kernel."""
+        """x: (T, in) -> (T, out) through a matrix-vector kernel: ours (`quant_kernels`) where they
+        apply, else torch's."""
         if self.spec.scheme == "int8":
-            return torch._weight_int8pack_mm(x, self.data, self.scales)
-        return torch._weight_int4pack_mm_for_cpu(x, self.data, self.spec.group_size, self.scales)
+            y = quant_kernels.int8(x, self.data, self.scales)
+            return torch._weight_int8pack_mm(x, self.data, self.scales) if y is None else y
+        y = quant_kernels.int4(x, self.data, self.scales, self.spec.group_size)
+        return torch._weight_int4pack_mm_for_cpu(x, self.data, self.spec.group_size, self.scales) if y is None else y
 
     @property
     def tileable(self) -> bool:
