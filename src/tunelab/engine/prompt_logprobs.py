@@ -48,8 +48,11 @@ def positions(seq, start: int, n: int) -> range:
 
 def plan_rows(plan: PromptRows, seq, start: int, n: int, row: int) -> None:
     """Add the rows of the chunk `seq`[start, start+n), laid out from flat row `row`, to `plan`."""
-    first = max(0, seq.params.prompt_logprobs_start - 1) if seq.params.prompt_logprobs is not None else -1
-    for p in positions(seq, start, n):
+    rows = positions(seq, start, n)  # empty for a sequence without params (an embedding prompt) or logprobs
+    if not rows:
+        return
+    first = max(0, seq.params.prompt_logprobs_start - 1)
+    for p in rows:
         tokens = seq.params.prompt_logprobs_tokens if p == first else ()
         plan.rows.extend([row + p - start] * (1 + len(tokens)))
         plan.targets.extend([seq.token_ids[p + 1], *tokens])
