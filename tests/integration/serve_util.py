@@ -115,3 +115,13 @@ def start_vllm_server(model: Path, adapter: Path, *flags: str) -> ThreadedServer
         assert time.monotonic() < deadline, "server never became ready"
         time.sleep(0.05)
     return server
+
+
+def openai_error(call) -> dict:
+    """The `error` object (message, type, param, code) of the openai client's BadRequestError that `call` raises."""
+    import openai
+    import pytest
+
+    with pytest.raises(openai.BadRequestError) as info:
+        call()
+    return info.value.body

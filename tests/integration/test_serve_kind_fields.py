@@ -10,7 +10,7 @@ import openai
 import pytest
 from ollama import Client, ResponseError
 
-from serve_util import start_server
+from serve_util import openai_error, start_server
 
 anthropic = pytest.importorskip("anthropic", reason="the anthropic client is not installed")
 PNG = {"type": "base64", "media_type": "image/png", "data": "AAAA"}
@@ -28,10 +28,6 @@ def oai(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 
 
-def _bad(call) -> dict:
-    with pytest.raises(openai.BadRequestError) as info:
-        call()
-    return info.value.body  # the "error" object: message, type, param, code
 
 
 def test_anthropic_block_fields_of_another_kind(server):
@@ -56,9 +52,9 @@ def test_responses_part_fields_of_another_kind(oai):
         return oai.responses.create(model="tiny", max_output_tokens=2, temperature=0,
                                     input=[{"role": "user", "content": [part]}])
 
-    err = _bad(lambda: send({"type": "input_text", "text": "hi", "image_url": "data:image/png;base64,AAAA"}))
+    err = openai_error(lambda: send({"type": "input_text", "text": "hi", "image_url": "data:image/png;base64,AAAA"}))
     assert err["param"] == "input.0.content.0.image_url" and "'input_text' part" in err["message"]
-    err = _bad(lambda: send({"type": "input_text", "text": "hi", "logprobs": [{"t": 1}]}))
+    err = openai_error(lambda: send({"type": "input_text", "text": "hi", "logprobs": [{"t": 1}]}))
     assert err["param"] == "input.0.content.0.logprobs"
     assert send({"type": "input_text", "text": "hi"}).status == "incomplete"  # max_output_tokens reached
 
@@ -68,9 +64,9 @@ def test_chat_part_and_message_fields_of_another_kind(oai):
         return oai.chat.completions.create(model="tiny", max_tokens=2, temperature=0, messages=[message])
 
     text = {"type": "text", "text": "hi"}
-    err = _bad(lambda: send({"role": "user", "content": [{**text, "image_url": {"url": "data:,"}}]}))
+    err = openai_error(lambda: send({"role": "user", "content": [{**text, "image_url": {"url": "data:,"}}]}))
     assert err["param"] == "messages.0.content.0.image_url" and "a 'text' part has no image_url" in err["message"]
-    err = _bad(lambda: send({"role": "user", "content": "hi", "tool_call_id": "call_1"}))
+    err = openai_error(lambda: send({"role": "user", "content": "hi", "tool_call_id": "call_1"}))
     assert err["param"] == "messages.0.tool_call_id" and "a 'user' message" in err["message"]
     assert send({"role": "user", "content": [text]}).choices[0].finish_reason == "length"
 

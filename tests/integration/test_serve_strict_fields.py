@@ -9,7 +9,7 @@ import openai
 import pytest
 from ollama import Client, ResponseError
 
-from serve_util import start_server
+from serve_util import openai_error, start_server
 
 HI = [{"role": "user", "content": "hello there"}]
 GREEDY = {"model": "tiny", "max_tokens": 4, "temperature": 0}
@@ -27,10 +27,6 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 
 
-def _bad(call) -> dict:
-    with pytest.raises(openai.BadRequestError) as info:
-        call()
-    return info.value.body  # the "error" object: message, type, param, code
 
 
 @pytest.mark.parametrize("extra, param, words", [
@@ -39,16 +35,16 @@ def _bad(call) -> dict:
     ({"Temperature": 0.5}, "Temperature", "did you mean 'temperature'?"),
 ])
 def test_unknown_field_is_a_400_naming_it(client, extra, param, words):
-    err = _bad(lambda: client.chat.completions.create(messages=HI, extra_body=extra, **GREEDY))
+    err = openai_error(lambda: client.chat.completions.create(messages=HI, extra_body=extra, **GREEDY))
     assert err["param"] == param and words in err["message"]
 
 
 def test_known_unserved_fields_are_400s_saying_why(client):
-    err = _bad(lambda: client.chat.completions.create(messages=HI, logit_bias={"5": 10}, **GREEDY))
+    err = openai_error(lambda: client.chat.completions.create(messages=HI, logit_bias={"5": 10}, **GREEDY))
     assert err["param"] == "logit_bias" and "not implemented" in err["message"]
-    err = _bad(lambda: client.completions.create(prompt="hi", best_of=3, **GREEDY))
+    err = openai_error(lambda: client.completions.create(prompt="hi", best_of=3, **GREEDY))
     assert err["param"] == "best_of"
-    err = _bad(lambda: client.chat.completions.create(messages=HI, modalities=["text", "audio"], **GREEDY))
+    err = openai_error(lambda: client.chat.completions.create(messages=HI, modalities=["text", "audio"], **GREEDY))
     assert err["param"] == "modalities" and "text only" in err["message"]
 
 
@@ -63,11 +59,11 @@ def test_an_image_part_names_its_path(client):
     """A text-only model answers an image with a 400 naming the part (test_serve_vision: a VLM's reply)."""
     parts = [{"type": "text", "text": "what is this?"},
              {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
-    err = _bad(lambda: client.chat.completions.create(messages=[{"role": "user", "content": parts}],
+    err = openai_error(lambda: client.chat.completions.create(messages=[{"role": "user", "content": parts}],
                                                       **GREEDY))
     assert err["param"] == "messages.0.content.1" and "text only" in err["message"]
     parts[1] = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
-    err = _bad(lambda: client.chat.completions.create(messages=[{"role": "user", "content": parts}],
+    err = openai_error(lambda: client.chat.completions.create(messages=[{"role": "user", "content": parts}],
                                                       **GREEDY))
     assert err["param"] == "messages.0.content.1.type" and "'input_audio' content parts" in err["message"]
 
