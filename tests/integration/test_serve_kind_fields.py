@@ -28,8 +28,6 @@ def oai(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 
 
-
-
 def test_anthropic_block_fields_of_another_kind(server):
     client = anthropic.Anthropic(base_url=server.url, api_key="none", max_retries=0)
 

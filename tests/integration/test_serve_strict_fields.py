@@ -27,8 +27,6 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 
 
-
-
 @pytest.mark.parametrize("extra, param, words", [
     ({"foo": 1}, "foo", "unsupported field 'foo'"),
     ({"top_kk": 5}, "top_kk", "did you mean 'top_k'?"),
