@@ -35,6 +35,12 @@ _ACT = {
 # blocks), plus ~3 layers' worth of backward temporaries that glibc keeps resident, ~4 logits chunks
 CPU_SAVED_FACTOR = {"adapter": 1.18, "full": 0.68}
 CPU_LAYER_TEMPS = 3.2
+# bytes per saved float with an adapter, by base weight bytes: over a bf16 base peft keeps fp32
+# copies of each adapted input (it casts x to the adapter's dtype) and of the norms' upcasts (3.5
+# fits the bf16 lora peaks: qwen2 4x384 304-337 MiB, gemma3 2x256 177); over an fp32 base 4.4, not
+# 4: qwen2 lora 4x384 re-measured 357-414 MiB on 2026-12-03 (11 runs) and 417 in CI, above the
+# 346 it was fitted on, so an estimate of 4 B/float missed the band's high runs (CI, 417 MiB)
+CPU_ADAPTER_FLOAT_BYTES = {2: 3.5, 4: 4.4}
 CPU_LOGIT_BUFFERS = 3.8
 CPU_OVERHEAD = 43 * 2**20  # torch/oneDNN buffers, tokenizer, accelerate: fitted at zero tokens
 CUDA_OVERHEAD = 600 * 2**20  # CUDA context + cuBLAS workspace + allocator slack
@@ -155,10 +161,7 @@ def activation_bytes(shape: ModelShape, cfg: TrainConfig, device: Device, wb: in
     saved = _ACT[(shape.family, kind)]["once"] * shape.hidden * tokens
     saved += shape.layers * shape.hidden * tokens + per_layer if cfg.gradient_checkpointing else shape.layers * per_layer
     if device.kind == "cpu":
-        # an fp32 adapter over a bf16 base keeps fp32 copies of each adapted input (peft casts x
-        # to the adapter's dtype) and of the norms' upcasts: 3.5 B/float fits the measured bf16
-        # lora peaks (qwen2 337 MiB, gemma3 177 MiB; tests/unit/plan/test_measured.py)
-        ab = 3.5 if kind == "adapter" and wb == 2 else wb
+        ab = CPU_ADAPTER_FLOAT_BYTES[wb] if kind == "adapter" else wb
         return int(ab * (saved * CPU_SAVED_FACTOR[kind] + per_layer * CPU_LAYER_TEMPS))
     return int(wb * (saved + per_layer))
 
