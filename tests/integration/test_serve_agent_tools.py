@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from openai import OpenAI
 
-from serve_util import start_server
+from serve_util import openai_error, start_server
 from test_serve_tools import REPLY, TOOLS, WEATHER
 
 anthropic = pytest.importorskip("anthropic", reason="the anthropic client is not installed")
@@ -106,3 +106,26 @@ def test_anthropic_tool_result_renders_as_chat_completions(claude, oai):
              "function": {"name": "get_weather", "arguments": json.dumps(args)}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "21 C"}])
     assert count == chat.usage.prompt_tokens
+
+
+def test_tool_and_tool_choice_keys_that_are_not_read_are_400s(claude, oai):
+    def anthropic_error(**kw) -> str:
+        with pytest.raises(anthropic.BadRequestError) as info:
+            claude.messages.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": ASK}], **kw)
+        return info.value.body["error"]["message"]
+
+    extra_tool = [{**A_TOOLS[0], "input_examples": [{"city": "Paris"}]}, *A_TOOLS[1:]]
+    assert anthropic_error(tools=extra_tool).startswith("tools.0.input_examples: not a supported field")
+    assert "tool_choice.reason" in anthropic_error(tools=A_TOOLS, tool_choice={"type": "auto", "reason": "x"})
+    error = openai_error(lambda: oai.responses.create(model="tiny", input=ASK, max_output_tokens=2,
+                                                      tools=[{**R_TOOLS[0], "defer_loading": True}]))
+    assert error["param"] == "tools.0.defer_loading" and "not a supported field" in error["message"]
+    error = openai_error(lambda: oai.responses.create(
+        model="tiny", input=ASK, max_output_tokens=2, tools=R_TOOLS,
+        tool_choice={"type": "function", "name": "get_weather", "mode": "x"}))
+    assert error["param"] == "tool_choice.mode"
+    # the keys that are read still work, cache_control included
+    cached = [{**A_TOOLS[0], "cache_control": {"type": "ephemeral"}}, *A_TOOLS[1:]]
+    reply = claude.messages.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": ASK}],
+                                   tools=cached, tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    assert reply.stop_reason in ("max_tokens", "end_turn", "tool_use")

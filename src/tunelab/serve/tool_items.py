@@ -7,7 +7,8 @@
     function_call / tool_use (an earlier reply)        -> assistant turn with tool_calls
     function_call_output / tool_result                 -> a `tool` turn
 
-Only function tools are served; hosted tools (web search, files, code) are a 400 naming the entry.
+Only function tools are served; hosted tools (web search, files, code) are a 400 naming the entry,
+and so is a key of a tool or a tool_choice object that is not read here (never dropped).
 """
 
 from __future__ import annotations
@@ -20,6 +21,21 @@ from pydantic import ValidationError
 from tunelab.serve.errors import bad_request
 from tunelab.serve.tools_protocol import NamedFunction, NamedToolChoice, ToolDefinition
 
+# The keys read from each API's tool and tool_choice objects (cache_control: a prompt-cache hint of
+# Anthropic's, which has no effect on the reply and is accepted as the message blocks accept it)
+TOOL_KEYS = {"parameters": frozenset({"type", "name", "description", "parameters", "strict"}),
+             "input_schema": frozenset({"type", "name", "description", "input_schema", "strict", "cache_control"})}
+RESPONSES_CHOICE_KEYS = frozenset({"type", "name"})
+ANTHROPIC_CHOICE_KEYS = frozenset({"type", "name", "disable_parallel_tool_use"})
+
+
+def check_keys(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
+    """A 400 naming the first key of `obj` that is not in `known`."""
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise bad_request(f"{where}.{unknown[0]}: not a supported field here (supported: {', '.join(sorted(known))})",
+                          param=f"{where}.{unknown[0]}")
+
 
 def function_tools(tools: list[dict[str, Any]] | None, schema_key: str, param: str = "tools") -> list[dict]:
     """Function tools (`parameters` under `schema_key`) as the chat template takes them."""
@@ -29,6 +45,7 @@ def function_tools(tools: list[dict[str, Any]] | None, schema_key: str, param: s
         if kind not in ("function", "custom"):
             raise bad_request(f"{param}.{i}.type: '{kind}' tools are not served, only function tools",
                               param=f"{param}.{i}.type")
+        check_keys(tool, TOOL_KEYS[schema_key], f"{param}.{i}")
         fn = {"name": tool.get("name"), "description": tool.get("description"),
               "parameters": tool.get(schema_key), "strict": tool.get("strict")}
         try:
@@ -44,6 +61,7 @@ def responses_choice(choice: str | dict[str, Any] | None) -> Any:
     """A Responses `tool_choice` as `plan_tools` takes it."""
     if choice is None or isinstance(choice, str):
         return choice
+    check_keys(choice, RESPONSES_CHOICE_KEYS, "tool_choice")
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return NamedToolChoice(function=NamedFunction(name=choice["name"]))
     raise bad_request(f"tool_choice {json.dumps(choice)[:80]} is not served; use auto, none, required or "
@@ -54,6 +72,7 @@ def anthropic_choice(choice: dict[str, Any] | None) -> tuple[Any, bool | None]:
     """An Anthropic `tool_choice` as (`plan_tools`' choice, parallel calls allowed)."""
     if choice is None:
         return None, None
+    check_keys(choice, ANTHROPIC_CHOICE_KEYS, "tool_choice")
     parallel = False if choice.get("disable_parallel_tool_use") else None
     kind = choice.get("type")
     if kind in ("auto", "none"):
