@@ -19,6 +19,7 @@ from tunelab.errors import ConfigError, InvalidRequest
 
 MAX_TOP_LOGPROBS = 20
 KV_CACHE_DTYPES = ("auto", "int8")
+AUTO_OFF = ("auto", "off")  # greedy_head, packed_weights
 _QUANTIZE = re.compile(r"^(int8|int4(-g(32|64|128|256))?)(-all)?$")  # parsed by models.quant.QuantSpec
 
 
@@ -53,6 +54,12 @@ class EngineConfig:
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
                                      "the decoder linears too (default: lm_head only); None = exact (a .gguf model on CPU: "
                                      "its own Q4_K/Q6_K/Q8_0/Q5_0/Q4_0 tensors, as they are)")
+    greedy_head: str = opt("auto", "auto: greedy-only steps rank the vocabulary with a cheaper copy of a large CPU "
+                                   "lm_head and take the head's own argmax from its few contenders (engine/greedy_head.py: "
+                                   "same tokens; costs up to the head's memory again); off: the full head every step")
+    packed_weights: str = opt("auto", "auto: one-row steps (one stream's decode) multiply by a oneDNN-packed copy "
+                                      "of each bf16 linear on AVX512-BF16 CPUs without AMX (about 2x faster, the "
+                                      "same logits bit for bit; costs the linears' memory again); off: never")
     kv_cache_dtype: str = opt("auto", "KV cache storage: auto (the model dtype) or int8 (one scale per token and "
                                       "head: about twice the blocks in the same memory; CPU only for now)")
 
@@ -71,6 +78,9 @@ class EngineConfig:
         if self.quantize is not None and not _QUANTIZE.match(str(self.quantize)):
             raise ConfigError(f"quantize: '{self.quantize}' is not one of int8, int4, int4-gN (N = 32, 64, "
                               "128, 256), optionally followed by -all, or None")
+        for name in ("greedy_head", "packed_weights"):
+            if getattr(self, name) not in AUTO_OFF:
+                raise ConfigError(f"{name}: '{getattr(self, name)}' is not one of {', '.join(AUTO_OFF)}")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ConfigError(f"kv_cache_dtype: '{self.kv_cache_dtype}' is not one of {', '.join(KV_CACHE_DTYPES)}")
         if self.cpu_kv_cache_gb <= 0:

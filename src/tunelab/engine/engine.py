@@ -19,6 +19,7 @@ from tunelab.engine.config import EngineConfig, SamplingParams
 from tunelab.engine.constraints import check_constrainable
 from tunelab.engine.detokenizer import IncrementalDetokenizer
 from tunelab.engine.embedding import EmbedJob
+from tunelab.engine.greedy_head import GreedyHead
 from tunelab.engine.kv_cache import KVCache, blocks_for_budget, cuda_budget
 from tunelab.engine.pooling import read_pooling, score_pooling
 from tunelab.engine.runner import ModelRunner
@@ -26,6 +27,7 @@ from tunelab.engine.sampling import sample
 from tunelab.engine.scheduler import Scheduler
 from tunelab.engine.sequence import Sequence
 from tunelab.errors import ConfigError, InvalidRequest
+from tunelab.models.layers import pack_linears
 
 
 class LLMEngine:
@@ -65,6 +67,10 @@ class LLMEngine:
                                    self.dtype, self.device, self.config.kv_cache_dtype)
         self.lora = LoRAManager(self.model, self.config.max_loras, self.config.max_lora_rank)
         self.runner = ModelRunner(self.model, self.kv, self.device, self.lora)
+        if self.config.packed_weights == "auto":
+            pack_linears(self.model)  # now, not in the first request's step
+        if self.config.greedy_head == "auto" and not score:  # None where it has nothing to gain
+            self.runner.greedy_head = GreedyHead.for_model(self.model)
         self._setup_cuda_decode()
         self.scheduler = Scheduler(self.config)
         self.lock = threading.RLock()

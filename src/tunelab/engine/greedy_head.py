@@ -1,28 +1,34 @@
-"""Greedy next tokens from a low-precision copy of an fp32 lm_head, certified equal to the fp32 argmax.
+"""Greedy next tokens from a cheaper copy of the lm_head, certified equal to the head's own argmax.
 
-On a CPU a decode step of an fp32 Gemma 3 spends much of its time in the 262k x 640 lm_head
-(8 rows: 180 ms in fp32, 60 ms in bf16 on AVX512-BF16). A greedy row only needs the argmax, so
-a cheaper product ranks the vocabulary and fp32 decides among the tokens that can still win:
+On a CPU a decode step of Gemma 3 spends much of its time in the 262k x 640 lm_head (8 rows:
+180 ms in fp32, 60 ms in bf16 on AVX512-BF16; one bf16 row: 40 ms, of a 52 ms step). A greedy
+row only needs the argmax, so a cheaper product ranks the vocabulary and the head's own product
+decides among the tokens that can still win:
 
-    a_v ~ h . w_v,   |a_v - h . w_v| <= b       (b: the copy's bound, below)
-    candidates: a_v >= max over t of a_t - 2b    the fp32 argmax is always among them
+    a_v ~ s_v,   |a_v - s_v| <= b       (s_v: the head's fp32 sum; b: the copy's bound, below)
+    candidates: a_v >= max over t of a_t - 2b - r    the head's argmax is always among them
 
-Two copies, chosen by the CPU (`_Bf16`: one with native bf16; `_Fp16`: fbgemm's fp16-weight
-GEMM elsewhere, where bf16 is emulated and slower than fp32 (AVX2: 8 rows 630 vs 520 ms), and
-fp16 weights with fp32 activations and sums run at ~3x fp32 (memory-bound: half the bytes)):
-    bf16:  b = 3u |h| max|w_t| + 2u max|a_t|, u = 2^-8: the inputs' and output's bf16 rounding
-           and the fp32 sum's own error (hidden size < 58k), by Cauchy-Schwarz
-    fp16:  b = |h| ((2^-10 + g) max|w_t| + 2^-24 sqrt(H)): each weight moves to a neighbouring
-           fp16 (relative gap 2^-10, absolute 2^-24 among subnormals); g = H 2^-24 / (1 - H 2^-24)
-           bounds fp32 summation in any order
+r covers a bf16 head's output rounding (ties: bf16 logits of 20 are 0.125 apart, and the first
+of equal logits wins): o = bf16(s) moves s by at most u|s|, so r = 3u (|max a| + b); 0 in fp32.
+The copy, chosen by the weight's dtype and the CPU (`best_kind`):
+    fp32 weight, `_Bf16` (native bf16 CPUs): b = 3u |h| max|w_t| + 2u max|a_t| + g |h| max|w_t|,
+           u = 2^-8: the inputs' and output's bf16 rounding (hidden size < 58k), by Cauchy-Schwarz
+    fp32 weight, `_Fp16` (fbgemm's fp16-weight GEMM, elsewhere: fp32 activations and sums, ~3x
+           fp32 as it reads half the bytes; emulated bf16 is slower than fp32):
+           b = |h| ((2^-10 + 2g) max|w_t| + 2^-24 sqrt(H)): each weight moves to a neighbouring
+           fp16 (relative gap 2^-10, absolute 2^-24 among subnormals)
+    bf16 weight, `_Fp16`: the same with no relative gap (a bf16 value in fp16's normal range is an
+           fp16 value) -- 13 ms instead of the bf16 GEMV's 40 (Gemma 3, one row, AVX512-BF16)
+    g = H 2^-24 / (1 - H 2^-24) bounds an fp32 sum in any order: the copy's and the head's own.
 
-The candidates' fp32 logits are computed exactly (a few rows of the weight); every other
-logit is -inf. So the sampler's argmax picks what it would from the full fp32 logits (up to
-fp32 summation order, as any change of batch shape). Only for greedy rows that read nothing
-else of the logits: no logprobs, penalties or constraints (`eligible`). Unlike the int4
+The candidates' logits are then computed by the head's own product (`layers.dense`) on the
+union of the rows' candidate rows of the weight: the same kernel on the same rows gives the
+same logits (checked bitwise in the tests); every other logit is -inf. So the sampler's argmax
+picks what it would from the full logits. Only for steps whose rows all read nothing else of
+the logits: greedy, no logprobs, penalties or constraints (`eligible`). Unlike the int4
 `quant.RescoredHead`, which rescores a fixed top-k heuristically, the bound makes it exact.
-The copy costs half the head's memory again, so an engine user turns it on
-(`ModelRunner.greedy_head`); lm-eval's backend does (eval/harness.py).
+The copy costs half (fp32 head) or all (bf16) of the head's memory again; the engine makes it
+unless `EngineConfig.greedy_head` is "off"; lm-eval's backend does too (eval/harness.py).
 """
 
 from __future__ import annotations
@@ -31,21 +37,28 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.engine.head_scan import dense_head
+from tunelab.models.layers import dense
 
 U = 2.0 ** -8  # bf16's unit roundoff
 FP16_GAP, FP16_TINY, FP16_MAX = 2.0 ** -10, 2.0 ** -24, 65504.0  # relative gap, subnormal step, largest
+FLUSH = 2.0 ** -126  # a bf16 product below fp32's normal range may be flushed to zero (DPBF16PS)
 MIN_VOCAB = 32768  # below this the head is too small to matter
 BLOCK = 1024  # columns per block when searching for candidates
 
 
 class GreedyHead:
-    """A low-precision copy (`_Bf16` or `_Fp16`) of an fp32 lm_head weight (V, H), for certified argmax logits."""
+    """A cheaper copy (`_Bf16` or `_Fp16`) of an fp32 or bf16 lm_head weight (V, H), for certified argmax logits."""
 
     def __init__(self, weight: torch.Tensor, kind: str | None = None):
-        """`kind`: "bf16" or "fp16"; None: the one this CPU runs fast (`best_kind`)."""
-        self.weight = weight  # the model's own fp32 weight, shared
+        """`kind`: "bf16" or "fp16"; None: the one this CPU runs fast for the weight (`best_kind`).
+        A bf16 weight ranks with an fp16 copy only (a bf16 copy would be the head itself)."""
+        kind = kind or best_kind(weight.dtype)
+        if weight.dtype == torch.bfloat16 and kind != "fp16":
+            raise ValueError(f"a bf16 lm_head ranks with an fp16 copy, not '{kind}'")
+        self.weight = weight  # the model's own weight, shared
         self.key = _key(weight)
-        self.low = (_Fp16 if (kind or best_kind()) == "fp16" else _Bf16)(weight)
+        self.low = (_Fp16 if kind == "fp16" else _Bf16)(weight)
+        self.rounding = 3 * U if weight.dtype == torch.bfloat16 else 0.0  # r / (|max a| + b): bf16 output
 
     def serves(self, model) -> bool:
         """Whether `model`'s head is still this weight, unchanged (an adapter may have wrapped it, a
@@ -55,15 +68,15 @@ class GreedyHead:
 
     @classmethod
     def for_model(cls, model) -> GreedyHead | None:
-        """The head of `model` if it is a plain fp32 CPU linear with a large vocabulary, else None
-        (bf16 models, quantized or LoRA-wrapped heads, GPUs: nothing to gain or not exact; a final
+        """The head of `model` if it is a plain fp32 or bf16 CPU linear with a large vocabulary, else
+        None (fp16, quantized or LoRA-wrapped heads, GPUs: nothing to gain or not exact; a final
         soft-cap ties saturated logits far from the raw maximum, which the bound does not see; a CPU
-        with neither native bf16 nor fbgemm; weights beyond fp16's range where bf16 is emulated)."""
+        where no copy is faster; weights beyond fp16's range for an fp16 copy)."""
         weight = dense_head(model)
-        if weight is None or weight.dtype != torch.float32 or weight.is_cuda or weight.shape[0] < MIN_VOCAB \
-                or getattr(model.spec, "final_softcap", None):
+        if weight is None or weight.dtype not in (torch.float32, torch.bfloat16) or weight.is_cuda \
+                or weight.shape[0] < MIN_VOCAB or getattr(model.spec, "final_softcap", None):
             return None
-        kind = best_kind()
+        kind = best_kind(weight.dtype)
         try:
             return None if kind is None else cls(weight, kind)
         except ValueError:  # beyond fp16's range
@@ -71,54 +84,70 @@ class GreedyHead:
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(N, V) fp32: each row's exact logits at the tokens that can be its argmax, -inf elsewhere."""
-        h = hidden.float().contiguous()
-        approx, slack = self.low.rank(h)  # (N, V) fp32, (N,) bound on |approx - exact|
-        rows, cols = _at_least(approx, approx.amax(dim=-1) - 2 * slack)  # a_v + b >= the best a_t - b
+        """(N, V) fp32: each row's logits as the head computes them at the tokens that can be its
+        argmax (and at the other rows' candidates), -inf elsewhere."""
+        hidden = hidden.to(self.weight.dtype)
+        h = hidden.float()  # exact: a bf16 hidden state widens without rounding
+        approx, slack = self.low.rank(h)  # (N, V) fp32, (N,) bound on |approx - the head's sum|
+        top = approx.amax(dim=-1)
+        floor = top - 2 * slack - self.rounding * (top.abs() + slack)  # a_v + b + r >= the best a_t - b
+        cols = _at_least(approx, floor)[1].unique()  # (C,) ascending: every row's candidates
         out = torch.full(approx.shape, float("-inf"))
-        out[rows, cols] = (h[rows] * self.weight[cols]).sum(dim=-1)  # (C,) exact fp32
-        lost = torch.ones(len(h), dtype=torch.bool).index_fill_(0, rows, False)  # NaN rows: no candidate
+        # the head's own product on the candidates' weight rows, all N rows at once as the head would
+        out[:, cols] = dense(hidden, self.weight.index_select(0, cols)).float()
+        lost = top.isnan()  # a NaN row has no candidate: the full head, NaN as it is
         if lost.any():
-            out[lost] = F.linear(h[lost], self.weight)
+            out[lost] = dense(hidden[lost], self.weight).float()
         return out
 
 
 class _Bf16:
-    """bf16 copy of the weight: native bf16 products (AVX512-BF16, AMX)."""
+    """bf16 copy of an fp32 weight: native bf16 products (AVX512-BF16, AMX)."""
 
     def __init__(self, weight: torch.Tensor):
         self.low = weight.to(torch.bfloat16)
-        self.max_norm = float(weight.norm(dim=-1).max())  # the largest |w_v|
+        width = weight.shape[1]
+        max_norm = float(weight.norm(dim=-1).max())  # the largest |w_v|
+        self.per_h = (3 * U + _sum_error(width)) * max_norm  # inputs' rounding; the fp32 head's own sums
 
     def rank(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         approx = F.linear(h.to(torch.bfloat16), self.low).float()  # (N, V): fp32 passes are the fast ones
         low, high = approx.aminmax(dim=-1)
-        return approx, (3 * U) * h.norm(dim=-1) * self.max_norm + (2 * U) * torch.maximum(low.abs(), high.abs())
+        return approx, self.per_h * h.norm(dim=-1) + (2 * U) * torch.maximum(low.abs(), high.abs())
 
 
 class _Fp16:
-    """fp16 copy of the weight in fbgemm's packed layout: fp32 activations and sums, fp16 weights
-    widened in registers. The weight must lie within fp16's range (prepacking clamps in place)."""
+    """fp16 copy of an fp32 or bf16 weight in fbgemm's packed layout: fp32 activations and sums,
+    fp16 weights widened in registers. The weight must lie within fp16's range (prepacking clamps
+    in place, so a copy is prepacked)."""
 
     def __init__(self, weight: torch.Tensor):
         if float(weight.abs().max()) > FP16_MAX:
             raise ValueError(f"lm_head weights beyond fp16's range (|w| > {FP16_MAX}): no fp16 copy")
-        self.packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight.float(), None)
         width = weight.shape[1]
-        sums = width * 2.0 ** -24 / (1 - width * 2.0 ** -24)  # g: fp32 summation in any order
-        max_norm = float(weight.norm(dim=-1).max())  # |w_v - w16_v| <= gap |w_v| + tiny sqrt(H); g |w16_v| for the sums
-        self.per_h = (FP16_GAP + sums * (1 + FP16_GAP)) * max_norm + (1 + sums) * FP16_TINY * width ** 0.5
+        gap = 0.0 if weight.dtype == torch.bfloat16 else FP16_GAP  # bf16 values are fp16 values, subnormals aside
+        sums = _sum_error(width)
+        max_norm = float(weight.float().norm(dim=-1).max())  # |w_v - w16_v| <= gap |w_v| + tiny sqrt(H)
+        self.per_h = (gap + sums * (2 + gap)) * max_norm + (1 + sums) * FP16_TINY * width ** 0.5
+        self.flush = width * FLUSH if weight.dtype == torch.bfloat16 else 0.0  # the bf16 head's flushed products
 
     def rank(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.ops.quantized.linear_dynamic_fp16(h, self.packed), self.per_h * h.norm(dim=-1)
+        return torch.ops.quantized.linear_dynamic_fp16(h, self.packed), self.per_h * h.norm(dim=-1) + self.flush
 
 
-def best_kind() -> str | None:
-    """The copy this CPU ranks fastest with: "bf16" where it has native bf16, else "fp16" where torch
-    has fbgemm (x86), else None (emulated bf16 is slower than the fp32 head)."""
+def _sum_error(width: int) -> float:
+    """g: the relative error bound of an fp32 sum of `width` terms in any order (over sum |terms|)."""
+    return width * 2.0 ** -24 / (1 - width * 2.0 ** -24)
+
+
+def best_kind(dtype: torch.dtype = torch.float32) -> str | None:
+    """The copy this CPU ranks a `dtype` head fastest with: for fp32, "bf16" where the CPU has native
+    bf16, else "fp16" where torch has fbgemm (x86), else None (emulated bf16 is slower than the fp32
+    head); for bf16, "fp16" where torch has fbgemm, else None."""
     from tunelab.dtypes import cpu_has_fast_bf16
 
-    if cpu_has_fast_bf16():
+    if dtype == torch.float32 and cpu_has_fast_bf16():
         return "bf16"
     return "fp16" if "fbgemm" in torch.backends.quantized.supported_engines else None
 

@@ -8,6 +8,7 @@ loader and the LoRA layer both use.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -83,22 +84,49 @@ def head_norm_rotary(qk: torch.Tensor, gain: torch.Tensor, eps: float, offset: f
 
 
 class Linear(nn.Linear):
-    """nn.Linear that routes single-row bf16/fp16 CPU inputs through `torch.mv`.
+    """nn.Linear that routes single-row bf16/fp16 CPU inputs through `torch.mv` where that is faster.
 
-    A decode step of one sequence is a matrix-vector product; on CPU the bf16 GEMM path
-    is 1.5-4x slower for it than `mv` (measured on AVX512-BF16), and it dominates step time.
+    A decode step of one sequence is a matrix-vector product, and it dominates step time
+    (`dense`: which CPUs take `mv`, which the GEMM path).
     """
 
     qweight: "QuantWeight | None" = None  # set by `quantize`; then the dense weight is gone
+    packed: tuple | None = None  # (weight key, oneDNN-packed weight) for one-row inputs: `pack`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.qweight is not None:
             y = self.qweight.matmul(x)
             return y if self.bias is None else y + self.bias
-        if x.shape[0] == 1 and x.dim() == 2 and x.dtype != torch.float32 and not x.is_cuda:
-            y = torch.mv(self.weight, x[0])
-            return (y if self.bias is None else y + self.bias).unsqueeze(0)
-        return F.linear(x, self.weight, self.bias)
+        packed = self._packed_for(x)
+        if packed is not None:  # the same oneDNN product as F.linear, minus its per-call weight reorder
+            return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+        return dense(x, self.weight, self.bias)
+
+    def pack(self) -> int:
+        """Keep a oneDNN-packed copy of the weight for one-row inputs where `packing_pays`; its bytes (0: none).
+
+        `F.linear` reorders a bf16 weight on every call: one row of the Gemma 3 lm_head 49 -> 24 ms,
+        gate_up 0.27 -> 0.12 ms packed (AVX512-BF16 EPYC, 1 thread), the same outputs bit for bit."""
+        if self.qweight is not None or not packing_pays(self.weight):
+            return 0
+        weight = self.weight.detach()
+        self.packed = (_key(weight), torch.ops.mkldnn._reorder_linear_weight(weight, 1))
+        return weight.numel() * weight.element_size()
+
+    def _packed_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The packed weight if `x` is one row it serves and the weight is unchanged since `pack`."""
+        if self.packed is None or x.dim() != 2 or x.shape[0] != 1 or x.dtype != self.weight.dtype \
+                or torch.is_grad_enabled():
+            return None
+        key, packed = self.packed
+        if key != _key(self.weight):  # rewritten in place or replaced (a merge, a weight sync): stale
+            self.packed = None
+            return None
+        return packed
+
+    def _apply(self, fn, recurse: bool = True):
+        self.packed = None  # `.to()` and friends make a new weight
+        return super()._apply(fn, recurse)
 
     def quantize(self, spec: "QuantSpec") -> None:
         """Replace the dense weight by a weight-only quantized copy (a tied weight is untied:
@@ -117,6 +145,46 @@ class Linear(nn.Linear):
         if name == "weight" and self.__dict__.get("qweight") is not None:
             return self.__dict__["qweight"].dequantize()
         return super().__getattr__(name)
+
+
+def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, in) @ weight (out, in).T (+ bias), as every dense `Linear` computes it.
+
+    One bf16/fp16 CPU row goes through `torch.mv` where `_mv_is_faster`; else `F.linear`.
+    Both give the same bf16 outputs on AVX512-BF16 (Gemma 3 head, 6 rows: 0 of 1.6M differ)."""
+    if x.shape[0] == 1 and x.dim() == 2 and x.dtype != torch.float32 and not x.is_cuda and _mv_is_faster(x.dtype):
+        y = torch.mv(weight, x[0])
+        return (y if bias is None else y + bias).unsqueeze(0)
+    return F.linear(x, weight, bias)
+
+
+def packing_pays(weight: torch.Tensor) -> bool:
+    """Whether a oneDNN-packed copy speeds one-row products of `weight`: bf16 on an AVX512-BF16 CPU
+    without AMX, where it is measured (elsewhere single rows take `mv`, `_mv_is_faster`)."""
+    return weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and not _mv_is_faster(weight.dtype) \
+        and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+def pack_linears(model: nn.Module) -> int:
+    """`Linear.pack` every dense linear of `model`; the bytes the packed copies take."""
+    return sum(m.pack() for m in model.modules() if isinstance(m, Linear))
+
+
+def _key(weight: torch.Tensor) -> tuple:
+    """Changes when the weight may have (an inference tensor has no version counter: never written)."""
+    return weight.data_ptr(), weight.dtype, None if weight.is_inference() else weight._version
+
+
+@functools.cache
+def _mv_is_faster(dtype: torch.dtype) -> bool:
+    """Whether one row is faster through `mv` than through the GEMM path: fp16 always (its CPU GEMM
+    is emulated), bf16 except on AVX512-BF16 CPUs without AMX. mv was 1.5-4x faster on an AMX
+    CPU (2026-11-22); on an AVX512-BF16 EPYC (torch 2.13, 1 thread) it is 2-3.5x slower: Gemma 3
+    lm_head 64 vs 40 ms, gate_up 0.61 vs 0.30 ms, down 0.71 vs 0.19 ms."""
+    from tunelab.dtypes import cpu_flags
+
+    flags = cpu_flags()
+    return dtype != torch.bfloat16 or "avx512_bf16" not in flags or "amx_bf16" in flags
 
 
 class FusedLinear(Linear):
