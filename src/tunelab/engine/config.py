@@ -57,9 +57,9 @@ class EngineConfig:
     greedy_head: str = opt("auto", "auto: greedy-only steps rank the vocabulary with a cheaper copy of a large CPU "
                                    "lm_head and take the head's own argmax from its few contenders (engine/greedy_head.py: "
                                    "same tokens; costs up to the head's memory again); off: the full head every step")
-    packed_weights: str = opt("auto", "auto: one-row steps (one stream's decode) multiply by a oneDNN-packed copy "
-                                      "of each bf16 linear on AVX512-BF16 CPUs without AMX (about 2x faster, the "
-                                      "same logits bit for bit; costs the linears' memory again); off: never")
+    packed_weights: str = opt("auto", "auto: steps of up to 64 rows (decode) multiply by a oneDNN-packed copy of "
+                                      "each bf16 linear on AVX512-BF16 CPUs without AMX (one row about 2x faster, "
+                                      "the same logits bit for bit; costs the linears' memory again); off: never")
     kv_cache_dtype: str = opt("auto", "KV cache storage: auto (the model dtype) or int8 (one scale per token and "
                                       "head: about twice the blocks in the same memory; CPU only for now)")
 

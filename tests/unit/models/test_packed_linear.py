@@ -1,4 +1,4 @@
-"""`Linear.pack`: one-row bf16 products through a oneDNN-packed copy give the plain product's bits,
+"""`Linear.pack`: few-row bf16 products through a oneDNN-packed copy give the plain product's bits,
 and a weight written after packing is never served from the stale copy."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.engine import LLM, SamplingParams
-from tunelab.models.layers import Linear, dense, pack_linears, packing_pays
+from tunelab.models.layers import PACKED_ROWS, Linear, dense, pack_linears, packing_pays
 
 pytestmark = pytest.mark.skipif(not packing_pays(torch.empty(1, dtype=torch.bfloat16)),
                                 reason="packed one-row products run on AVX512-BF16 CPUs without AMX only")
@@ -27,8 +27,10 @@ def test_a_packed_row_equals_the_plain_product_bitwise(shape):
     assert layer.pack() == shape[0] * shape[1] * 2
     with torch.inference_mode():
         assert all(torch.equal(layer(x), y) for x, y in zip(rows, plain))
-        several = torch.cat(rows)  # more than one row: the plain product, as before
+        several = torch.cat(rows)  # a decode step of 8 rows: packed too
         assert torch.equal(layer(several), dense(several, layer.weight))
+        chunk = torch.randn(PACKED_ROWS + 1, shape[1]).bfloat16()  # a prefill chunk: the plain product
+        assert torch.equal(layer(chunk), F.linear(chunk, layer.weight))
 
 
 def test_a_weight_written_after_packing_is_served_fresh():
