@@ -28,10 +28,12 @@ from tunelab.models.quant_layout import int4_pack_block, scratch, unpack_int4
 
 _QUANT_FORM = re.compile(r"^(int8|int4)(?:-g(32|64|128|256))?(-all)?$")
 INT4_DEFAULT_GROUP = 32  # fastest of 32/64/128 for the 262k x 640 Gemma lm_head here, and the most exact
-# Rows from which dequantize + GEMM beats the kernel (bench/quant_crossover.py, 2026-12-02, Gemma 3
-# 270M shapes, one thread, under load): int8 from 8 (lm_head) / 24 (decoder layer) rows; int4 from
-# 48 (decoder layer) / 128 (lm_head): unpacking nibbles in eager torch costs ~1-3 ns per weight.
-CROSSOVER = {"int8": 16, "int4": 64}
+# Rows from which dequantize + GEMM beats the kernel (bench/quant_crossover.py, Gemma 3 270M shapes,
+# one thread, under load). torch's kernels (2026-12-02): int8 from 8 (lm_head) / 24 (decoder layer)
+# rows; int4 from 48 (decoder layer) / 128 (lm_head): unpacking nibbles in eager torch costs ~1-3 ns
+# per weight. Ours on AVX512 (quant_kernels, 2026-12-03): int8 from 24 (layer: 3.9 vs 3.9 ms) / 32
+# (lm_head); int4 never up to 64 rows (layer 2.6 vs 17 ms, lm_head 95 vs 515 ms).
+CROSSOVER = {"int8": 24, "int4": 64}
 TILE_BYTES = 4 << 20  # dequantized weight per tile: fits the L2 + L3 share of a core
 _INT4_BLOCK = 64  # tiles and joins cut the int4 weight at multiples of 64 rows (whole packing blocks, see below)
 

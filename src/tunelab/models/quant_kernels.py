@@ -36,9 +36,11 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c"]
 AVX512_NEEDS = {"avx512f": "-mavx512f", "avx512bw": "-mavx512bw", "avx512vl": "-mavx512vl",
                 "avx512dq": "-mavx512dq", "avx512vbmi": "-mavx512vbmi"}
 AVX512_VNNI = ("avx512_vnni", "-mavx512vnni")
-# Rows up to which ours beat torch's kernel: both cost grows with rows, ours re-reads the
-# weight block per row from L1 (gate_up 4096 x 640 ~2.6x faster at 1 row, measured on AVX2).
-MAX_ROWS = 16
+# Rows up to which ours serve, per torch capability: both kernels' cost grows with rows. AVX2:
+# measured to 16 (gate_up 4096 x 640 ~2.6x torch's at 1 row). AVX512 (bench/quant_crossover.py,
+# one decoder layer, 1 thread, under load): at 24 rows ours int4 0.95 vs torch's 3.39 ms, int8
+# 3.15 vs 4.03; to 64 rows int4 stays 3-4x under the dequantize + GEMM path (2.6 vs 8.6 ms).
+MAX_ROWS = {"AVX2": 16, "AVX512": 64}
 DTYPES = (torch.bfloat16, torch.float32)
 # Where ours are the default: torch's CPU capabilities they were measured faster on (bench/
 # quant_kernels_ab.py, Gemma 3 270M shapes, 1-16 rows, 1 thread; AVX2: 1.5-5x; AVX512 (Zen 4, VNNI,
@@ -117,8 +119,13 @@ def int4_blocks() -> tuple[int, ...]:
     return (32, 64) if ops() is not None and ops().vector_bits() == 512 else (32,)
 
 
+@functools.cache
+def _max_rows() -> int:
+    return MAX_ROWS.get(torch.backends.cpu.get_cpu_capability(), 0)
+
+
 def _fits(x: torch.Tensor, scales: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dim() == 2 and x.shape[0] <= MAX_ROWS and x.dtype in DTYPES
+    return (x.device.type == "cpu" and x.dim() == 2 and x.shape[0] <= _max_rows() and x.dtype in DTYPES
             and scales.dtype == x.dtype and x.shape[1] % 32 == 0 and active())
 
 

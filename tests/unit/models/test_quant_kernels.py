@@ -105,17 +105,21 @@ def test_int4_wrong_block_is_an_error_naming_it():
 
 
 @needs_ours
-def test_quantweight_takes_ours_up_to_max_rows_and_torchs_when_disabled(monkeypatch):
+def test_quantweight_takes_ours_up_to_max_rows_and_torchs_past_them_or_when_disabled(monkeypatch):
     torch.manual_seed(0)
     q = QuantWeight.from_dense(torch.randn(64, 128).to(torch.bfloat16), QuantSpec.parse("int8"))
-    x = torch.randn(2, 128).to(torch.bfloat16)
     monkeypatch.setattr(quant_kernels, "DEFAULT_CAPABILITIES", (torch.backends.cpu.get_cpu_capability(),))
     quant_kernels._default_here.cache_clear()
-    mine = q.kernel(x)
+    most = quant_kernels._max_rows()
+    x, past = torch.randn(2, 128).to(torch.bfloat16), torch.randn(most + 1, 128).to(torch.bfloat16)
+    mine, at_most, beyond = q.kernel(x), q.kernel(past[:most]), q.kernel(past)
     monkeypatch.setattr(quant_kernels, "enabled", False)
     theirs = q.kernel(x)
     quant_kernels._default_here.cache_clear()
-    assert torch.equal(mine, quant_kernels.ops().int8_gemv(x, q.data, q.scales, quant_kernels.wide()))
+    wide = quant_kernels.wide()
+    assert torch.equal(mine, quant_kernels.ops().int8_gemv(x, q.data, q.scales, wide))
+    assert torch.equal(at_most, quant_kernels.ops().int8_gemv(past[:most], q.data, q.scales, wide))
+    assert torch.equal(beyond, torch._weight_int8pack_mm(past, q.data, q.scales))
     assert torch.equal(theirs, torch._weight_int8pack_mm(x, q.data, q.scales))
 
 
