@@ -54,9 +54,10 @@ class EngineConfig:
     quantize: str | None = opt(None, "weight-only quantization: int8, int4, int4-g64/-g128; add -all for "
                                      "the decoder linears too (default: lm_head only); None = exact (a .gguf model on CPU: "
                                      "its own Q4_K/Q6_K/Q8_0/Q5_0/Q4_0 tensors, as they are)")
-    greedy_head: str = opt("auto", "auto: greedy-only steps rank the vocabulary with a cheaper copy of a large CPU "
-                                   "lm_head and take the head's own argmax from its few contenders (engine/greedy_head.py: "
-                                   "same tokens; costs up to the head's memory again); off: the full head every step")
+    greedy_head: str = opt("auto", "auto: greedy-only steps rank the vocabulary with a cheaper copy of a large "
+                                   "CPU lm_head and take the head's own argmax from its few contenders "
+                                   "(engine/greedy_head.py: same tokens; costs up to the head's memory again); "
+                                   "off: the full head every step")
     packed_weights: str = opt("auto", "auto: steps of up to 64 rows (decode) multiply by a oneDNN-packed copy of "
                                       "each bf16 linear on AVX512-BF16 CPUs without AMX (one row about 2x faster, "
                                       "the same logits bit for bit; costs the linears' memory again); off: never")

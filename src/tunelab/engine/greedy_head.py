@@ -22,8 +22,9 @@ The copy, chosen by the weight's dtype and the CPU (`best_kind`):
     g = H 2^-24 / (1 - H 2^-24) bounds an fp32 sum in any order: the copy's and the head's own.
 
 The candidates' logits are then computed by the head's own product (`layers.dense`) on the
-union of the rows' candidate rows of the weight: the same kernel on the same rows gives the
-same logits (checked bitwise in the tests); every other logit is -inf. So the sampler's argmax
+union of the rows' candidate rows of the weight, every other logit is -inf: the bf16 head's
+logits bit for bit (pinned in the tests, oneDNN's sums do not depend on the rows taken); an
+fp32 head's up to the order of its sums, as any change of batch shape. So the sampler's argmax
 picks what it would from the full logits. Only for steps whose rows all read nothing else of
 the logits: greedy, no logprobs, penalties or constraints (`eligible`). Unlike the int4
 `quant.RescoredHead`, which rescores a fixed top-k heuristically, the bound makes it exact.
