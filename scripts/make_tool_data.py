@@ -6,7 +6,7 @@ Rows are OpenAI messages with the `tools` list of the held-out set (heldout.json
 there so both sides always declare the same functions. Most rows are one exchange, because the
 held-out requests are first turns and the ~230-token tool list is rendered into every row: a
 single call of each function in many phrasings, parallel calls, plain answers that call nothing
-(some naming a city or a number, so neither alone means a call), and a few conversations with
+(some naming a city or a unit, so neither alone means a call), and a few conversations with
 tool results and the answer after them. Held-out requests, cities and (value, unit) or
 expression combinations never appear here: the script checks that before writing.
 """
