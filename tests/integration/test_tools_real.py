@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.real_model, pytest.mark.timeout(3600)]
 # backward through all 18 layers (trainable_tokens), minutes past a real-model test's ~90 s budget
 # on 2 cores, and its 8/10 sits on the 80% line (docs/training.md, "The teach tool calls recipe",
 # has every measured candidate).
-_REASON = ("opt-in (TUNELAB_TOOLS_REAL=1): the test takes ~8 min wall on 2 cores (train 353-868 s, serve 46-103 s; "
+_REASON = ("opt-in (TUNELAB_TOOLS_REAL=1): the test takes 8-15 min wall on 2 cores (train 353-868 s, serve 46-103 s; "
            "1 or 2 threads, load 3-6) and its adapter made 8/10 right calls, 8 exact (base 0/10) on 2026-12-03")
 _OPT_IN = pytest.mark.skipif(not os.environ.get("TUNELAB_TOOLS_REAL"), reason=_REASON)
 
