@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from tunelab.dtypes import cpu_flags
 from tunelab.models.quant_layout import int4_pack_block
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,6 @@ def cache_dir() -> Path:
     """The build cache, per machine rather than per store: tests give every test its own
     $TUNELAB_HOME, and the compile must be paid once."""
     return Path(os.environ.get("TUNELAB_KERNEL_CACHE") or Path.home() / ".cache" / "tunelab" / "kernels")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: AVX2 only)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 @functools.cache

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from tunelab.dtypes import cpu_flags
 from tunelab.models import quant_kernels
 from tunelab.models.quant import QuantSpec, QuantWeight
 from tunelab.models.quant_layout import int4_pack_block
@@ -124,10 +125,10 @@ def test_quantweight_takes_ours_up_to_max_rows_and_torchs_past_them_or_when_disa
 
 
 def test_flags_follow_the_cpu():
-    wide = set(quant_kernels.AVX512_NEEDS) <= quant_kernels.cpu_flags()
+    wide = set(quant_kernels.AVX512_NEEDS) <= cpu_flags()
     assert quant_kernels.flags()[:len(quant_kernels.FLAGS)] == quant_kernels.FLAGS
     assert ("-mavx512vbmi" in quant_kernels.flags()) == wide
-    assert ("-mavx512vnni" in quant_kernels.flags()) == (wide and "avx512_vnni" in quant_kernels.cpu_flags())
+    assert ("-mavx512vnni" in quant_kernels.flags()) == (wide and "avx512_vnni" in cpu_flags())
     if quant_kernels.ops() is not None:
         assert quant_kernels.ops().vector_bits() == (512 if wide else 256)
 
