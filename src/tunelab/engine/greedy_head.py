@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.engine.head_scan import dense_head
-from tunelab.models.layers import dense
+from tunelab.models.layers import dense, tensor_key
 
 U = 2.0 ** -8  # bf16's unit roundoff
 FP16_GAP, FP16_TINY, FP16_MAX = 2.0 ** -10, 2.0 ** -24, 65504.0  # relative gap, subnormal step, largest
@@ -57,7 +57,7 @@ class GreedyHead:
         if weight.dtype == torch.bfloat16 and kind != "fp16":
             raise ValueError(f"a bf16 lm_head ranks with an fp16 copy, not '{kind}'")
         self.weight = weight  # the model's own weight, shared
-        self.key = _key(weight)
+        self.key = tensor_key(weight)
         self.low = (_Fp16 if kind == "fp16" else _Bf16)(weight)
         self.rounding = 3 * U if weight.dtype == torch.bfloat16 else 0.0  # r / (|max a| + b): bf16 output
 
@@ -65,7 +65,7 @@ class GreedyHead:
         """Whether `model`'s head is still this weight, unchanged (an adapter may have wrapped it, a
         weight sync rewritten it); the runner uses the model's own head otherwise."""
         weight = dense_head(model)
-        return weight is not None and _key(weight) == self.key
+        return weight is not None and tensor_key(weight) == self.key
 
     @classmethod
     def for_model(cls, model) -> GreedyHead | None:
@@ -170,8 +170,3 @@ def eligible(seqs) -> bool:
     """Whether every row of a step only needs its argmax: greedy, no logprobs, penalties or grammar."""
     return all(p.greedy and p.logprobs is None and p.repetition_penalty == 1.0 and not p.presence_penalty
                and not p.frequency_penalty and p.structured_outputs is None for p in (s.params for s in seqs))
-
-
-def _key(weight: torch.Tensor) -> tuple:
-    """Changes when the weight may have (an inference tensor has no version counter: never written)."""
-    return weight.data_ptr(), None if weight.is_inference() else weight._version

@@ -115,7 +115,7 @@ class Linear(nn.Linear):
         if self.qweight is not None or not packing_pays(self.weight):
             return 0
         weight = self.weight.detach()
-        self.packed = (_key(weight), torch.ops.mkldnn._reorder_linear_weight(weight, 1))
+        self.packed = (tensor_key(weight), torch.ops.mkldnn._reorder_linear_weight(weight, 1))
         return weight.numel() * weight.element_size()
 
     def _packed_for(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -124,7 +124,7 @@ class Linear(nn.Linear):
                 or torch.is_grad_enabled():
             return None
         key, packed = self.packed
-        if key != _key(self.weight):  # rewritten in place or replaced (a merge, a weight sync): stale
+        if key != tensor_key(self.weight):  # rewritten in place or replaced (a merge, a weight sync): stale
             self.packed = None
             return None
         return packed
@@ -175,8 +175,9 @@ def pack_linears(model: nn.Module) -> int:
     return sum(m.pack() for m in model.modules() if isinstance(m, Linear))
 
 
-def _key(weight: torch.Tensor) -> tuple:
-    """Changes when the weight may have (an inference tensor has no version counter: never written)."""
+def tensor_key(weight: torch.Tensor) -> tuple:
+    """Changes when the weight may have (an inference tensor has no version counter: never written);
+    the key of the copies kept beside a weight: `Linear.pack`, engine/greedy_head."""
     return weight.data_ptr(), weight.dtype, None if weight.is_inference() else weight._version
 
 
