@@ -13,8 +13,8 @@ row at the context's end also returns the logprobs of the other one-token choice
 blocks from the prefix cache.
 Generation is `LLM.generate` with the task's stop strings, all requests of a group in one continuous
 batch (identical greedy requests once, a few-shot preamble shared by all prefilled once first); on
-an fp32 CPU model greedy steps take their argmax from a bf16 or fp16 copy of the lm_head, certified equal
-(engine/greedy_head.py). Tokenization, stop handling and
+a CPU model greedy steps take their argmax from a cheaper copy of the lm_head, certified equal
+(engine/greedy_head.py, which the engine builds unless `greedy_head="off"`). Tokenization, stop handling and
 generation kwargs go through lm-eval's own helpers, the ones its `hf` backend uses, so the scores
 equal that backend's on the same model. Import this module only after `require_lm_eval()`.
 """
@@ -32,7 +32,6 @@ from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normaliz
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from tunelab.engine import LLM, SamplingParams
-from tunelab.engine.greedy_head import GreedyHead
 from tunelab.engine.outputs import RequestOutput
 from tunelab.engine.sequence import TokenLogprob
 from tunelab.errors import ConfigError
@@ -58,9 +57,6 @@ class TunelabLM(TemplateLM):
             adapters = {"adapter": adapter} if adapter else None
             self.llm = LLM(pretrained, adapters, dtype=dtype, **engine_kwargs)
             self.adapter = "adapter" if adapter else None
-        runner = self.llm.engine.runner
-        if getattr(runner, "greedy_head", None) is None:  # greedy generation: argmax off a bf16/fp16 head copy
-            runner.greedy_head = GreedyHead.for_model(runner.model)  # None where nothing to gain
         self.tokenizer = self.llm.get_tokenizer()
         self.add_bos_token = add_bos_token
         self._max_gen_toks = int(max_gen_toks)
