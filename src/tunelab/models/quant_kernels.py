@@ -31,7 +31,7 @@ from tunelab.models.quant_layout import int4_pack_block
 
 log = logging.getLogger(__name__)
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = [CSRC / "quant_gemv.cpp", CSRC / "quant_gemv512.cpp"]
+SOURCES = [CSRC / "quant_gemv.cpp", CSRC / "quant_gemv512.cpp", CSRC / "decode_ops.cpp", CSRC / "head_ops.cpp"]
 FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c"]
 # /proc/cpuinfo flags the 512-bit kernels need (vpermt2b is VBMI), and the optional VNNI.
 AVX512_NEEDS = {"avx512f": "-mavx512f", "avx512bw": "-mavx512bw", "avx512vl": "-mavx512vl",
