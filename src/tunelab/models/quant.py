@@ -294,6 +294,14 @@ class RescoredHead:
         y = x @ int4(W).T          (T, V)
         i = topk(y, k)             (T, k)
         y[i] = x . W[i]            exact where sampling and the softmax's mass are
+
+    Where our kernels are built (`quant_kernels`), `csrc/head_ops.cpp` does the last two lines:
+    `head_topk` finds the same set as `torch.topk` in two vector passes over the row (ties at the
+    k-th logit go to the lowest token ids; torch's heap picks among them in no stated order), and
+    `head_rescore_` dots each candidate's embedding row in place, in fp32 like the bmm (no copy of
+    the T * k rows; bf16 logits 1 ulp apart where a sum lies at a rounding boundary, ~1 in 8192).
+    Gemma 3 270M, 1 thread, under load: search + rescoring 1 row 2.0 -> 0.8 ms, 8 rows 12.9 -> 4.7
+    ms; int4-all decode step 26.4 -> 23.2 ms at 1 stream, 86.5 -> 76.9 ms at 8, same greedy tokens.
     """
 
     def __init__(self, q: QuantWeight, exact: torch.Tensor, top: int = RESCORE_TOP):
@@ -302,14 +310,29 @@ class RescoredHead:
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, in) -> (T, vocab) in x's dtype."""
         y = self.q.matmul(x)
-        idx = y.topk(min(self.top, y.shape[1]), dim=1, sorted=False).indices  # (T, k)
+        k, exact = min(self.top, y.shape[1]), self.exact.detach()
+        ops = _head_ops(y, x, exact)
+        if ops is not None:
+            ops.head_rescore_(y, x.contiguous(), exact, ops.head_topk(y, k))
+            return y
+        idx = y.topk(k, dim=1, sorted=False).indices  # (T, k)
         # index_select copies whole rows: 4x faster than advanced indexing here (1024 x 640: 0.37 -> 0.09 ms)
-        rows = self.exact.detach().index_select(0, idx.flatten()).view(*idx.shape, -1)  # (T, k, in)
+        rows = exact.index_select(0, idx.flatten()).view(*idx.shape, -1)  # (T, k, in)
         return y.scatter_(1, idx, torch.bmm(rows, x.to(rows.dtype).unsqueeze(-1)).squeeze(-1).to(y.dtype))
 
     def dequantize(self) -> torch.Tensor:
         """The dense (out, in) matrix the kernel runs (for LoRA/DoRA and tests)."""
         return self.q.dequantize()
+
+
+def _head_ops(y: torch.Tensor, x: torch.Tensor, exact: torch.Tensor):
+    """`quant_kernels.ops()` where `RescoredHead` can take its fused search and rescoring: our kernels
+    active, one CPU dtype (bf16 or fp32) throughout, no gradient wanted through x; else None."""
+    if not quant_kernels.active() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 2:
+        return None
+    same = y.dtype == x.dtype == exact.dtype and y.dtype in (torch.bfloat16, torch.float32)
+    cpu = y.device.type == x.device.type == exact.device.type == "cpu"
+    return quant_kernels.ops() if same and cpu and y.is_contiguous() and exact.is_contiguous() else None
 
 
 def quantize_model(model: nn.Module, quantize: str | None) -> None:
