@@ -9,18 +9,26 @@ Python loop over 64 sequences x layers would dominate step time; prefill chunks 
 On CUDA, decode tokens instead go to a Triton kernel that reads the blocks in place
 (`triton_attention.paged_decode`): no gather, and fixed shapes, so decode steps can be replayed
 as CUDA graphs.
+Opt-in (`ROWS_DECODE`): CPU decode queries of one KV head go to SDPA as that head's rows (torch's
+flash kernel multiplies one query row at a time about 4x slower than a few rows at once).
 The batch description (`AttnBatch`) is built once per step by the runner and passed down
 explicitly -- no global context.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from tunelab.models.kv_int8 import Int8Rows
+
+# Opt-in (TUNELAB_ROWS_DECODE=1; benches flip it for A/B): CPU decode queries as rows of their KV head
+# (`_decode_rows_sdpa`). Off by default: its other summation order changed greedy outputs (Gemma 3 270M,
+# bf16: 2 of 6 chat prompts within 96 tokens, one of them no longer transformers' own).
+ROWS_DECODE = os.environ.get("TUNELAB_ROWS_DECODE", "0") == "1"
 
 
 @dataclass
@@ -154,22 +162,41 @@ def _decode(q, k_flat, v_flat, batch: AttnBatch, scale, window, softcap, fast: b
     """q: (B, H, D) one query per sequence -> (B, H, D), attending over padded contexts."""
     cmax = batch.decode_slots.shape[1]
     fast = fast and q.is_cpu and softcap is None
+    rows = ROWS_DECODE and q.is_cpu and softcap is None
     if window is not None and cmax > window:  # a sliding layer gathers only the window, whatever the context
         slots, mask = batch.decode_window(window)
         keys, vals = _gather(k_flat, slots).transpose(1, 2), _gather(v_flat, slots).transpose(1, 2)  # (B, KVH, W, D)
         if fast:
             return _decode_matmul(q, keys, vals, mask, scale)
+        if rows:
+            return _decode_rows_sdpa(q, keys, vals, mask, scale)
         return _sdpa(q.unsqueeze(2), keys, vals, mask, scale, softcap).squeeze(2)
     keys = _gather(k_flat, batch.decode_slots).transpose(1, 2)  # (B, KVH, Cmax, D)
     vals = _gather(v_flat, batch.decode_slots).transpose(1, 2)
     if fast:  # one sequence sees its whole context: no padding, no mask
         return _decode_matmul(q, keys, vals, batch.decode_mask(window) if q.shape[0] > 1 else None, scale)
+    if rows:
+        return _decode_rows_sdpa(q, keys, vals, batch.decode_mask(window) if q.shape[0] > 1 else None, scale)
     if q.shape[0] == 1 and softcap is None:
         # One sequence seeing its whole context: no padding, so no mask (SDPA is faster without one).
         o = F.scaled_dot_product_attention(q.unsqueeze(2), keys, vals, scale=scale, enable_gqa=True)
     else:
         o = _sdpa(q.unsqueeze(2), keys, vals, batch.decode_mask(window), scale, softcap)  # (B, H, 1, D)
     return o.squeeze(2)
+
+
+def _decode_rows_sdpa(q, keys, vals, mask, scale) -> torch.Tensor:
+    """q: (B, H, D) one query per row over keys/vals (B, KVH, C, D), mask (B, 1, 1, C) or None -> (B, H, D).
+
+    The H/KVH query heads sharing a KV head are that head's query rows, attending to the whole context
+    (not causal). The same flash kernel and numerics as SDPA's GQA call (fp32 scores and sums, bf16
+    probabilities), 4 rows at a time instead of one: Gemma 3's 4 heads over 1, bf16, 1 thread, 288
+    keys: 480 -> 46 us a layer. The fp32 sums may take another order (a bf16 output can differ by
+    one unit in the last place, as between batch shapes)."""
+    b, h, d = q.shape
+    kvh = keys.shape[1]
+    o = F.scaled_dot_product_attention(q.view(b, kvh, h // kvh, d), keys, vals, attn_mask=mask, scale=scale)
+    return o.view(b, h, d)  # (B, KVH, H/KVH, D) -> (B, H, D): head = kv head * H/KVH + row, as GQA pairs them
 
 
 def _decode_matmul(q, keys, vals, mask, scale) -> torch.Tensor:
