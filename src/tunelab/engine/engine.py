@@ -75,6 +75,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.config)
         self.lock = threading.RLock()
         self.total_prompt_tokens = 0
+        self.num_steps = 0  # batches run (stats "steps")
         self._image_processor = None  # a VLM's vision/preprocess.image_processor, made at the first image
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
@@ -177,6 +178,7 @@ class LLMEngine:
             # Snapshot the block tables now: an abort from another thread frees them at once.
             inputs = self.runner.prepare(batch.items) if batch else None
         tokens, logprobs = self.runner.step(batch, sample, inputs) if batch else ([], None)
+        self.num_steps += bool(batch)
         with self.lock:
             finished = self.scheduler.postprocess(batch, tokens, logprobs)
         touched = {id(s): s for s in batch.sample_seqs}
@@ -206,10 +208,10 @@ class LLMEngine:
             self.lora.remove(name)
 
     def stats(self) -> dict[str, Any]:
-        """running, waiting, kv_usage, preemptions, token totals, adapters."""
+        """running, waiting, kv_usage, preemptions, token totals, steps run, adapters."""
         with self.lock:
             out: dict[str, Any] = dict(self.scheduler.stats())
-        out.update(prompt_tokens_total=self.total_prompt_tokens,
+        out.update(prompt_tokens_total=self.total_prompt_tokens, steps=self.num_steps,
                    generation_tokens_total=self.total_generated_tokens,
                    spec_draft_tokens=self.scheduler.num_draft_tokens,
                    spec_accepted_tokens=self.scheduler.num_accepted_tokens,

@@ -115,4 +115,5 @@ def backend_gauges(stats: dict, preemptions_name: str = "tunelab_num_preemptions
         "tunelab_num_requests_waiting": ("Requests queued for the engine.", get("waiting")),
         "tunelab_kv_cache_usage_perc": ("Fraction of KV-cache blocks in use (0..1).", get("kv_usage")),
         preemptions_name: ("Sequences preempted for KV space since start.", get("preemptions")),
+        "tunelab_engine_steps_total": ("Batches the engine has run since start.", get("steps")),
     }

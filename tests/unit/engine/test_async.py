@@ -153,3 +153,11 @@ def test_shutdown_drains_then_aborts_what_is_left(tiny_models):
     for eng in engines:
         eng._thread.join(timeout=10)
         assert not eng._thread.is_alive()
+
+
+def test_stats_count_the_steps_run(engine):
+    """One request alone: a step for its prompt (which samples the first token), then one per token."""
+    params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+    before = engine.stats()["steps"]
+    asyncio.run(_collect(engine, "counted", [5, 6, 7], params))
+    assert engine.stats()["steps"] - before == 3

@@ -19,8 +19,9 @@ def test_server_metrics_render_counts_and_gauges():
     m = ServerMetrics()
     m.observe_request(0.2, [0.01, 0.02], 0.5, prompt_tokens=7, gen_tokens=3, reason="stop")
     m.observe_request(None, [], 0.1, prompt_tokens=2, gen_tokens=0, reason="abort")
-    text = m.render(backend_gauges({"running": 2, "waiting": 1, "kv_usage": 0.25, "preemptions": 4}))
+    text = m.render(backend_gauges({"running": 2, "waiting": 1, "kv_usage": 0.25, "preemptions": 4, "steps": 9}))
     assert "tunelab_num_requests_running 2" in text
+    assert "tunelab_engine_steps_total 9" in text
     assert "tunelab_num_requests_waiting 1" in text
     assert "tunelab_kv_cache_usage_perc 0.25" in text
     assert "tunelab_num_preemptions_total 4" in text
