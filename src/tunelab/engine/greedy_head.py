@@ -19,6 +19,9 @@ The copy, chosen by the weight's dtype and the CPU (`best_kind`):
            fp16 (relative gap 2^-10, absolute 2^-24 among subnormals)
     bf16 weight, `_Fp16`: the same with no relative gap (a bf16 value in fp16's normal range is an
            fp16 value) -- 13 ms instead of the bf16 GEMV's 40 (Gemma 3, one row, AVX512-BF16)
+    bf16 weight, `_Int8` (where our int8 kernel runs): int8 codes, one scale a row, a bound per row
+           (its docstring; it assumes the kernel's activation rounding, quant_gemv.h's quantize_x,
+           which tests/unit/engine/test_greedy_head_int8.py checks against the real sums)
     g = H 2^-24 / (1 - H 2^-24) bounds an fp32 sum in any order: the copy's and the head's own.
 
 The candidates' logits are then computed by the head's own product (`layers.dense`) on the
@@ -28,8 +31,9 @@ fp32 head's up to the order of its sums, as any change of batch shape. So the sa
 picks what it would from the full logits. Only for steps whose rows all read nothing else of
 the logits: greedy, no logprobs, penalties or constraints (`eligible`). Unlike the int4
 `quant.RescoredHead`, which rescores a fixed top-k heuristically, the bound makes it exact.
-The copy costs half (fp32 head) or all (bf16) of the head's memory again; the engine makes it
-unless `EngineConfig.greedy_head` is "off"; lm-eval's backend does too (eval/harness.py).
+The copy costs half the head's memory again (a 16-bit copy of an fp32 head, an int8 one of a bf16
+head) or all of it (an fp16 copy of a bf16 head); the engine makes it unless
+`EngineConfig.greedy_head` is "off"; lm-eval's backend does too (eval/harness.py).
 """
 
 from __future__ import annotations
@@ -48,17 +52,20 @@ BLOCK = 1024  # columns per block when searching for candidates
 
 
 class GreedyHead:
-    """A cheaper copy (`_Bf16` or `_Fp16`) of an fp32 or bf16 lm_head weight (V, H), for certified argmax logits."""
+    """A cheaper copy (`_Bf16`, `_Fp16`, `_Int8`) of an fp32 or bf16 lm_head weight (V, H), for certified
+    argmax logits."""
 
     def __init__(self, weight: torch.Tensor, kind: str | None = None):
-        """`kind`: "bf16" or "fp16"; None: the one this CPU runs fast for the weight (`best_kind`).
-        A bf16 weight ranks with an fp16 copy only (a bf16 copy would be the head itself)."""
+        """`kind`: "bf16", "fp16" or "int8"; None: the one this CPU runs fast for the weight (`best_kind`).
+        A bf16 weight ranks with an fp16 or int8 copy (a bf16 copy would be the head itself)."""
         kind = kind or best_kind(weight.dtype)
-        if weight.dtype == torch.bfloat16 and kind != "fp16":
-            raise ValueError(f"a bf16 lm_head ranks with an fp16 copy, not '{kind}'")
+        if kind not in KINDS:
+            raise ValueError(f"greedy head copy '{kind}' is not one of {', '.join(KINDS)}")
+        if weight.dtype == torch.bfloat16 and kind == "bf16":
+            raise ValueError("a bf16 lm_head ranks with an fp16 or int8 copy, not 'bf16'")
         self.weight = weight  # the model's own weight, shared
         self.key = tensor_key(weight)
-        self.low = (_Fp16 if kind == "fp16" else _Bf16)(weight)
+        self.low = KINDS[kind](weight)
         self.rounding = 3 * U if weight.dtype == torch.bfloat16 else 0.0  # r / (|max a| + b): bf16 output
 
     def serves(self, model) -> bool:
@@ -89,17 +96,29 @@ class GreedyHead:
         argmax (and at the other rows' candidates), -inf elsewhere."""
         hidden = hidden.to(self.weight.dtype)
         h = hidden.float()  # exact: a bf16 hidden state widens without rounding
-        approx, slack = self.low.rank(h)  # (N, V) fp32, (N,) bound on |approx - the head's sum|
-        top = approx.amax(dim=-1)
-        floor = top - 2 * slack - self.rounding * (top.abs() + slack)  # a_v + b + r >= the best a_t - b
-        cols = _at_least(approx, floor)[1].unique()  # (C,) ascending: every row's candidates
+        if isinstance(self.low, _Int8):
+            approx, lost, cols = self._int8_candidates(h)
+        else:
+            approx, slack = self.low.rank(h)  # (N, V) fp32, (N,) bound on |approx - the head's sum|
+            top = approx.amax(dim=-1)
+            floor = top - 2 * slack - self.rounding * (top.abs() + slack)  # a_v + b + r >= the best a_t - b
+            cols = _at_least(approx, floor)[1].unique()  # (C,) ascending: every row's candidates
+            lost = top.isnan()  # a NaN row has no candidate: the full head, NaN as it is
         out = torch.full(approx.shape, float("-inf"))
         # the head's own product on the candidates' weight rows, all N rows at once as the head would
         out[:, cols] = dense(hidden, self.weight.index_select(0, cols)).float()
-        lost = top.isnan()  # a NaN row has no candidate: the full head, NaN as it is
         if lost.any():
             out[lost] = dense(hidden[lost], self.weight).float()
         return out
+
+    def _int8_candidates(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-row bounds b_v (`_Int8`): v stays while a_v + p_v >= max over t of a_t - p_t,
+        p = b + r (|a| + b) (r: a bf16 head's output rounding). Returns approx, lost rows, columns."""
+        approx, pad, lost = self.low.rank(h)
+        if self.rounding:
+            pad.mul_(1 + self.rounding).add_(approx.abs(), alpha=self.rounding)
+        lower = (approx - pad).amax(dim=-1, keepdim=True)  # (N, 1): a logit some token reaches
+        return approx, lost, torch.nonzero(approx + pad >= lower, as_tuple=True)[1].unique()
 
 
 class _Bf16:
@@ -137,6 +156,60 @@ class _Fp16:
         return torch.ops.quantized.linear_dynamic_fp16(h, self.packed), self.per_h * h.norm(dim=-1) + self.flush
 
 
+class _Int8:
+    """int8 copy (one fp32 scale a row) of an fp32 or bf16 weight, ranked by our kernel (`quant_kernels.int8`,
+    which also rounds the activations: per 32 inputs to d_b q, d_b = max|h_b| / 127). Its bound is per row:
+        |a_v - s_v| <= alpha_v |h| + beta_v |h - hq| + flush,   |h - hq| <= (1/2 + 2^-15) sqrt(32 sum_b d_b^2)
+        alpha_v = |w_v - w8_v| + g |w_v| + g' |w8_v|   (the weight's rounding; the head's and the copy's fp32 sums)
+        beta_v = (1 + g') |w8_v|                       (the activations' rounding), g' = g + 2^-24 (the scale)
+    Rows whose hidden state is not finite, or has a block so small that 1/d_b overflows, take the full head."""
+
+    def __init__(self, weight: torch.Tensor):
+        from tunelab.models import quant_kernels
+
+        if quant_kernels.ops() is None or not quant_kernels.active() or weight.shape[1] % 32:
+            raise ValueError("no int8 copy: our int8 kernel does not run here (or the width is not a multiple of 32)")
+        width, rows = weight.shape[1], weight.shape[0]
+        self.codes = torch.empty(weight.shape, dtype=torch.int8)
+        self.scale = torch.empty(rows)
+        alpha, beta = torch.empty(rows, dtype=torch.float64), torch.empty(rows, dtype=torch.float64)
+        g = _sum_error(width)
+        for start in range(0, rows, 16384):  # exact float64 errors, a slice at a time
+            w = weight[start:start + 16384].float()
+            amax = w.abs().amax(dim=1)
+            scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+            codes = torch.round(w / scale[:, None]).clamp_(-127, 127)
+            low = codes.double() * scale.double()[:, None]
+            low_norm = low.norm(dim=1)
+            alpha[start:start + 16384] = ((w.double() - low).norm(dim=1) + g * w.double().norm(dim=1)
+                                          + (g + 2.0 ** -24) * low_norm)
+            beta[start:start + 16384] = (1 + g + 2.0 ** -24) * low_norm
+            self.codes[start:start + 16384] = codes.to(torch.int8)
+            self.scale[start:start + 16384] = scale
+        margin = 1 + 2.0 ** -20  # the float64 norms' own rounding, and the float32 bounds below
+        self.alpha, self.beta = (alpha * margin).float(), (beta * margin).float()
+        self.flush = width * FLUSH if weight.dtype == torch.bfloat16 else 0.0
+
+    def rank(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h (N, H) fp32 -> approx (N, V), per-row bound (N, V) and the rows (N,) it cannot rank."""
+        from tunelab.models import quant_kernels
+
+        n, width = h.shape
+        blocks = h.view(n, width // 32, 32).abs().amax(dim=-1)  # (N, H/32): d_b = this / 127
+        lost = ~torch.isfinite(h).all(dim=-1) | ((blocks > 0) & (blocks < 2.0 ** -100)).any(dim=-1)
+        h = torch.where(lost[:, None], torch.zeros_like(h), h)
+        act = (0.5 + 2.0 ** -15) * (1 + 2.0 ** -20) / 127 * (32 * blocks.double().square().sum(dim=-1)).sqrt()
+        parts = [quant_kernels.int8(part, self.codes, self.scale) for part in h.split(64)]
+        if any(part is None for part in parts):  # the kernels were switched off since: every row takes the head
+            return torch.zeros(n, len(self.codes)), torch.zeros(n, len(self.codes)), torch.ones(n, dtype=torch.bool)
+        approx = torch.cat(parts)
+        bound = torch.outer(h.double().norm(dim=-1).float(), self.alpha).add_(torch.outer(act.float(), self.beta))
+        return approx, bound.add_(self.flush), lost
+
+
+KINDS = {"bf16": _Bf16, "fp16": _Fp16, "int8": _Int8}
+
+
 def _sum_error(width: int) -> float:
     """g: the relative error bound of an fp32 sum of `width` terms in any order (over sum |terms|)."""
     return width * 2.0 ** -24 / (1 - width * 2.0 ** -24)
@@ -145,11 +218,16 @@ def _sum_error(width: int) -> float:
 def best_kind(dtype: torch.dtype = torch.float32) -> str | None:
     """The copy this CPU ranks a `dtype` head fastest with: for fp32, "bf16" where the CPU has native
     bf16, else "fp16" where torch has fbgemm (x86), else None (emulated bf16 is slower than the fp32
-    head); for bf16, "fp16" where torch has fbgemm, else None."""
+    head); for bf16, "int8" where our int8 kernel runs (Gemma 3 270M, 1 thread, interleaved: head
+    40.8 -> 31.7 ms a step under load 5-7; half the fp16 copy's memory), else "fp16" where torch has
+    fbgemm, else None."""
     from tunelab.dtypes import cpu_has_fast_bf16
+    from tunelab.models import quant_kernels
 
     if dtype == torch.float32 and cpu_has_fast_bf16():
         return "bf16"
+    if dtype == torch.bfloat16 and quant_kernels.active():
+        return "int8"
     return "fp16" if "fbgemm" in torch.backends.quantized.supported_engines else None
 
 

@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from tunelab.engine import LLM, SamplingParams
 from tunelab.engine.greedy_head import GreedyHead, best_kind, eligible
 from tunelab.engine.sampling import _argmax
+from tunelab.models import quant_kernels
 from tunelab.models.layers import Linear, dense, packing_pays
 
 needs_fbgemm = pytest.mark.skipif(best_kind(torch.bfloat16) is None, reason="a bf16 head ranks with fbgemm's fp16")
+needs_int8 = pytest.mark.skipif(not quant_kernels.active() or quant_kernels.ops() is None,
+                                reason="an int8 copy ranks with our int8 kernel")
 
 
 def _near_ties(vocab: int = 4096, width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +30,7 @@ def _near_ties(vocab: int = 4096, width: int = 64) -> tuple[torch.Tensor, torch.
     return weight, hidden
 
 
-@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["bf16", "fp16", pytest.param("int8", marks=needs_int8)])
 @pytest.mark.parametrize("vocab", [4096, 4000])  # candidates searched by blocks; a vocabulary that has none
 def test_argmax_equals_the_fp32_heads_and_candidates_hold_exact_logits(vocab, kind):
     weight, hidden = _near_ties(vocab)
@@ -44,7 +47,7 @@ def test_argmax_equals_the_fp32_heads_and_candidates_hold_exact_logits(vocab, ki
     torch.testing.assert_close(got[kept], full[kept], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["bf16", "fp16", pytest.param("int8", marks=needs_int8)])
 def test_a_nan_row_gets_the_full_heads_logits(kind):
     weight, hidden = _near_ties()
     hidden[3] = float("nan")
@@ -115,11 +118,11 @@ def _bf16_ties(vocab: int = 4096, width: int = 64) -> tuple[torch.Tensor, torch.
     return weight, hidden
 
 
-@needs_fbgemm
+@pytest.mark.parametrize("kind", [pytest.param("fp16", marks=needs_fbgemm), pytest.param("int8", marks=needs_int8)])
 @pytest.mark.parametrize("vocab", [4096, 4000])
-def test_a_bf16_heads_argmax_and_candidate_logits_are_the_heads_own(vocab):
+def test_a_bf16_heads_argmax_and_candidate_logits_are_the_heads_own(vocab, kind):
     weight, hidden = _bf16_ties(vocab)
-    head = GreedyHead(weight)
+    head = GreedyHead(weight, kind)
     got, full = head.logits(hidden), dense(hidden, weight).float()  # the head's product, all rows at once
     top2 = full.topk(2).values
     assert (top2[:, 0] == top2[:, 1]).sum() >= 24  # ties in the rounded logits: the first index decides
@@ -138,10 +141,12 @@ def test_a_bf16_heads_argmax_and_candidate_logits_are_the_heads_own(vocab):
     assert packing_pays(weight) == (one.packed is not None)
 
 
-def test_a_bf16_head_ranks_only_with_an_fp16_copy():
+def test_a_bf16_head_ranks_only_with_an_fp16_or_int8_copy():
     weight, _ = _bf16_ties()
-    with pytest.raises(ValueError, match="fp16 copy"):
+    with pytest.raises(ValueError, match="fp16 or int8 copy"):
         GreedyHead(weight, "bf16")
+    with pytest.raises(ValueError, match="'int4' is not one of bf16, fp16, int8"):
+        GreedyHead(weight, "int4")
 
 
 @needs_fbgemm
