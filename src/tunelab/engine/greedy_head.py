@@ -21,7 +21,9 @@ The copy, chosen by the weight's dtype and the CPU (`best_kind`):
            fp16 value) -- 13 ms instead of the bf16 GEMV's 40 (Gemma 3, one row, AVX512-BF16)
     bf16 weight, `_Int8` (where our int8 kernel runs): int8 codes, one scale a row, a bound per row
            (its docstring; it assumes the kernel's activation rounding, quant_gemv.h's quantize_x,
-           which tests/unit/engine/test_greedy_head_int8.py checks against the real sums)
+           which tests/unit/engine/test_greedy_head_int8.py checks against the real sums); for steps
+           of up to INT8_ROWS rows, an fp16 copy beside it for wider ones (the int8 kernel's cost
+           grows with rows)
     g = H 2^-24 / (1 - H 2^-24) bounds an fp32 sum in any order: the copy's and the head's own.
 
 The candidates' logits are then computed by the head's own product (`layers.dense`) on the
@@ -31,8 +33,8 @@ fp32 head's up to the order of its sums, as any change of batch shape. So the sa
 picks what it would from the full logits. Only for steps whose rows all read nothing else of
 the logits: greedy, no logprobs, penalties or constraints (`eligible`). Unlike the int4
 `quant.RescoredHead`, which rescores a fixed top-k heuristically, the bound makes it exact.
-The copy costs half the head's memory again (a 16-bit copy of an fp32 head, an int8 one of a bf16
-head) or all of it (an fp16 copy of a bf16 head); the engine makes it unless
+The copies cost half the head's memory again (a 16-bit copy of an fp32 head), all of it (an fp16
+copy of a bf16 head) or 1.5x (int8 and fp16 copies of a bf16 head); the engine makes them unless
 `EngineConfig.greedy_head` is "off"; lm-eval's backend does too (eval/harness.py).
 """
 
@@ -48,6 +50,9 @@ U = 2.0 ** -8  # bf16's unit roundoff
 FP16_GAP, FP16_TINY, FP16_MAX = 2.0 ** -10, 2.0 ** -24, 65504.0  # relative gap, subnormal step, largest
 FLUSH = 2.0 ** -126  # a bf16 product below fp32's normal range may be flushed to zero (DPBF16PS)
 MIN_VOCAB = 32768  # below this the head is too small to matter
+# Rows a step up to which an int8 copy ranks (beyond, the fp16 copy kept beside it): Gemma 3 270M head, 1
+# thread, interleaved, load 2-5: 1 row 16.4 -> 12.1 ms, 2 rows 19.0 -> 13.8, 3: 17.6 vs 19.2, 8: 33 vs 45
+INT8_ROWS = 2
 BLOCK = 1024  # columns per block when searching for candidates
 
 
@@ -58,7 +63,7 @@ class GreedyHead:
     def __init__(self, weight: torch.Tensor, kind: str | None = None):
         """`kind`: "bf16", "fp16" or "int8"; None: the one this CPU runs fast for the weight (`best_kind`).
         A bf16 weight ranks with an fp16 or int8 copy (a bf16 copy would be the head itself)."""
-        kind = kind or best_kind(weight.dtype)
+        auto, kind = kind is None, kind or best_kind(weight.dtype)
         if kind not in KINDS:
             raise ValueError(f"greedy head copy '{kind}' is not one of {', '.join(KINDS)}")
         if weight.dtype == torch.bfloat16 and kind == "bf16":
@@ -66,6 +71,12 @@ class GreedyHead:
         self.weight = weight  # the model's own weight, shared
         self.key = tensor_key(weight)
         self.low = KINDS[kind](weight)
+        self.wide = None  # for steps of more than INT8_ROWS rows, where our int8 kernel is the slower
+        if auto and kind == "int8" and "fbgemm" in torch.backends.quantized.supported_engines:
+            try:
+                self.wide = _Fp16(weight)
+            except ValueError:  # beyond fp16's range: int8 for every step
+                pass
         self.rounding = 3 * U if weight.dtype == torch.bfloat16 else 0.0  # r / (|max a| + b): bf16 output
 
     def serves(self, model) -> bool:
@@ -86,7 +97,7 @@ class GreedyHead:
             return None
         kind = best_kind(weight.dtype)
         try:
-            return None if kind is None else cls(weight, kind)
+            return None if kind is None else cls(weight)  # the kind (and for int8 the fp16 copy) chosen there
         except ValueError:  # beyond fp16's range
             return None
 
@@ -96,10 +107,11 @@ class GreedyHead:
         argmax (and at the other rows' candidates), -inf elsewhere."""
         hidden = hidden.to(self.weight.dtype)
         h = hidden.float()  # exact: a bf16 hidden state widens without rounding
-        if isinstance(self.low, _Int8):
+        low = self.wide if self.wide is not None and len(h) > INT8_ROWS else self.low
+        if isinstance(low, _Int8):
             approx, lost, cols = self._int8_candidates(h)
         else:
-            approx, slack = self.low.rank(h)  # (N, V) fp32, (N,) bound on |approx - the head's sum|
+            approx, slack = low.rank(h)  # (N, V) fp32, (N,) bound on |approx - the head's sum|
             top = approx.amax(dim=-1)
             floor = top - 2 * slack - self.rounding * (top.abs() + slack)  # a_v + b + r >= the best a_t - b
             cols = _at_least(approx, floor)[1].unique()  # (C,) ascending: every row's candidates
@@ -218,9 +230,8 @@ def _sum_error(width: int) -> float:
 def best_kind(dtype: torch.dtype = torch.float32) -> str | None:
     """The copy this CPU ranks a `dtype` head fastest with: for fp32, "bf16" where the CPU has native
     bf16, else "fp16" where torch has fbgemm (x86), else None (emulated bf16 is slower than the fp32
-    head); for bf16, "int8" where our int8 kernel runs (Gemma 3 270M, 1 thread, interleaved: head
-    40.8 -> 31.7 ms a step under load 5-7; half the fp16 copy's memory), else "fp16" where torch has
-    fbgemm, else None."""
+    head); for bf16, "int8" where our int8 kernel runs (with an fp16 copy for wider steps: `INT8_ROWS`),
+    else "fp16" where torch has fbgemm, else None."""
     from tunelab.dtypes import cpu_has_fast_bf16
     from tunelab.models import quant_kernels
 

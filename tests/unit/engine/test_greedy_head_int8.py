@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunelab.engine.greedy_head import GreedyHead
+from tunelab.engine.greedy_head import INT8_ROWS, GreedyHead
 from tunelab.engine.sampling import _argmax
 from tunelab.models import quant_kernels
 from tunelab.models.layers import dense
@@ -78,3 +78,19 @@ def test_rows_it_cannot_rank_take_the_full_head():
     others = torch.ones(len(hidden), dtype=torch.bool)
     others[[2, 4]] = False
     assert torch.equal(_argmax(got[others]), _argmax(full[others]))
+
+
+def test_the_default_bf16_head_ranks_narrow_steps_in_int8_and_wide_ones_in_fp16(monkeypatch):
+    """By default a bf16 head keeps both copies: steps of up to INT8_ROWS rows rank with int8, wider
+    ones with fp16 (the int8 kernel's cost grows with rows). With our kernels switched off the int8
+    copy ranks nothing: its rows take the full head, every logit finite; the fp16 copy still ranks."""
+    weight, hidden = _misranked()
+    head = GreedyHead(weight)
+    assert head.wide is not None and type(head.low).__name__ == "_Int8"
+    full = dense(hidden, weight).float()
+    for rows in (slice(0, INT8_ROWS), slice(0, INT8_ROWS + 1)):
+        assert torch.equal(_argmax(head.logits(hidden[rows])), _argmax(full[rows]))
+    monkeypatch.setattr(quant_kernels, "enabled", False)
+    narrow, wide = head.logits(hidden[:INT8_ROWS]), head.logits(hidden[:INT8_ROWS + 1])
+    assert torch.equal(narrow, full[:INT8_ROWS])  # the full head's logits, all of them
+    assert not torch.isfinite(wide).all() and torch.equal(_argmax(wide), _argmax(full[:INT8_ROWS + 1]))
