@@ -130,7 +130,9 @@ class GreedyHead:
         if self.rounding:
             pad.mul_(1 + self.rounding).add_(approx.abs(), alpha=self.rounding)
         lower = (approx - pad).amax(dim=-1, keepdim=True)  # (N, 1): a logit some token reaches
-        return approx, lost, torch.nonzero(approx + pad >= lower, as_tuple=True)[1].unique()
+        keep = approx + pad >= lower
+        keep[lost] = False  # those rows take the full head
+        return approx, lost, torch.nonzero(keep, as_tuple=True)[1].unique()
 
 
 class _Bf16:
