@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tunelab.models.attention import AttnBatch
-from tunelab.models.layers import GatedMLP, RMSNorm
+from tunelab.models.layers import GatedMLP, RMSNorm, add_norm
 from tunelab.models.llama import Attention, CausalLM, Rope
 from tunelab.models.spec import ModelSpec, base_spec
 
@@ -35,9 +35,8 @@ class Gemma3Layer(nn.Module):
 
     def forward(self, x, batch: AttnBatch, cache, rope: Rope) -> torch.Tensor:
         h = self.self_attn(self.input_layernorm(x), batch, cache, rope)
-        x = x + self.post_attention_layernorm(h)
-        h = self.mlp(self.pre_feedforward_layernorm(x))
-        return x + self.post_feedforward_layernorm(h)
+        x, h = add_norm(x, h, self.post_attention_layernorm, self.pre_feedforward_layernorm)
+        return add_norm(x, self.mlp(h), self.post_feedforward_layernorm, None)[0]
 
 
 class Gemma3ForCausalLM(CausalLM):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunelab.models import decode_ops
+
 if TYPE_CHECKING:
     from tunelab.models.quant import QuantSpec, QuantWeight
 
@@ -32,10 +34,21 @@ class RMSNorm(nn.Module):
         self._cached: tuple | None = None  # (weight key, gain) -- see `gain`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gain = self.fused_gain(x)
+        if gain is not None:  # one fused op, bitwise equal to the torch path below
+            return decode_ops.rms_norm(x, gain, self.eps, bool(self.offset))
         # F.rms_norm: one call for x * rsqrt(mean(x^2) + eps) * g, bitwise equal to the op-by-op form
         if self.offset:  # Gemma scales in fp32 before casting back
             return F.rms_norm(x.float(), (x.shape[-1],), self.gain(), self.eps).to(x.dtype)
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+    def fused_gain(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The gain `decode_ops` takes for input x (fp32 with an offset, else the weight in x's
+        dtype), or None where x takes the torch path (autograd, another device or dtype)."""
+        if not decode_ops.usable(x):
+            return None
+        gain = self.gain()
+        return gain if self.offset or gain.dtype == x.dtype else None
 
     def gain(self) -> torch.Tensor:
         """The factor the norm applies: offset + w in fp32 (Gemma), else w itself.
@@ -72,6 +85,29 @@ class RMSNorm(nn.Module):
         return super()._apply(fn, recurse)
 
 
+def add_norm(x: torch.Tensor, h: torch.Tensor, post: RMSNorm | None,
+             nxt: RMSNorm | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A decoder layer's residual add and the norm after it: s = x + post(h) (x + h without
+    `post`), and nxt(s) (None without `nxt`). One fused op where `decode_ops` serves x."""
+    fused = _add_norm_args(x, h, post, nxt)
+    if fused is not None:
+        return decode_ops.residual_norm(x, h, *fused)
+    s = x + (post(h) if post is not None else h)
+    return s, (nxt(s) if nxt is not None else None)
+
+
+def _add_norm_args(x, h, post: RMSNorm | None, nxt: RMSNorm | None) -> tuple | None:
+    """(post gain, next gain, eps, offset) for `decode_ops.residual_norm`, or None: torch's path."""
+    norms = [n for n in (post, nxt) if n is not None]
+    if not norms or h.shape != x.shape or h.dtype != x.dtype or x.dim() != 2 or not decode_ops.usable(h) \
+            or len({(n.eps, bool(n.offset)) for n in norms}) != 1:
+        return None
+    gains = [n.fused_gain(x) if n is not None else None for n in (post, nxt)]
+    if any(g is None for g, n in zip(gains, (post, nxt)) if n is not None):
+        return None
+    return gains[0], gains[1], norms[0].eps, bool(norms[0].offset)
+
+
 def head_norm_rotary(qk: torch.Tensor, gain: torch.Tensor, eps: float, offset: float,
                      rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Per-head q/k RMSNorm then rotary, for q and k heads stacked in one tensor.
@@ -80,6 +116,9 @@ def head_norm_rotary(qk: torch.Tensor, gain: torch.Tensor, eps: float, offset: f
     Same maths and roundings as norming and rotating q and k apart, in a quarter of the
     kernel launches (a one-token decode step is bound by launches, not flops).
     """
+    if decode_ops.usable(qk, gain, *rope) and (offset or gain.dtype == qk.dtype) and qk.dim() == 3 \
+            and qk.stride(1) == qk.shape[2] and rope[0].dtype == rope[1].dtype == torch.float32:
+        return decode_ops.norm_rotary(qk, gain.contiguous(), eps, bool(offset), rope)  # one op, same bits
     h = F.rms_norm(qk.float(), (qk.shape[-1],), eps=eps)  # (T, H, D) fp32
     qk = (h * gain).to(qk.dtype) if offset else h.to(qk.dtype) * gain
     return apply_rotary(qk, rope)
@@ -218,10 +257,17 @@ class GatedMLP(nn.Module):
         self.gate_up_proj = FusedLinear(hidden, {"gate_proj": inter, "up_proj": inter}, bias)
         self.down_proj = Linear(inter, hidden, bias=bias)
         self.act = _activation(act)
+        self.act_name = _ACT_NAMES.get(act)  # its name in decode_ops.ACTS, None where it has none
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (T, inter) each
+        gate_up = self.gate_up_proj(x)  # (T, 2 inter)
+        if self.act_name is not None and decode_ops.act_usable(gate_up):
+            return self.down_proj(decode_ops.gated_act(gate_up, self.act_name))  # one op, same bits
+        gate, up = gate_up.chunk(2, dim=-1)  # (T, inter) each
         return self.down_proj(self.act(gate) * up)
+
+
+_ACT_NAMES = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
 
 
 def _activation(name: str):

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from tunelab.models.attention import AttnBatch, paged_attention
-from tunelab.models.layers import (FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, apply_rotary, head_norm_rotary,
-                                   rope_inv_freq)
+from tunelab.models.layers import (FusedLinear, GatedMLP, Linear, RMSNorm, Rotary, add_norm, apply_rotary,
+                                   head_norm_rotary, rope_inv_freq)
 from tunelab.models.spec import ModelSpec, base_spec
 
 KVCaches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -90,8 +90,9 @@ class DecoderLayer(nn.Module):
         self.layer_type = spec.layer_types[layer]
 
     def forward(self, x, batch: AttnBatch, cache, rope: Rope) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), batch, cache, rope)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        h = self.self_attn(self.input_layernorm(x), batch, cache, rope)
+        x, h = add_norm(x, h, None, self.post_attention_layernorm)
+        return x + self.mlp(h)
 
 
 class Backbone(nn.Module):
